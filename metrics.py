@@ -1,0 +1,115 @@
+"""Similarity between a V field and a target, batched over a leading dimension.
+
+`cosine_similarity` is the reference study's "recall quality". Cosine ignores scale (a
+faint copy of the target scores 1.0), so the study also reports `iou` of thresholded
+masks (scale-aware) and `pearson` correlation (ignores offset and scale, but not shape).
+`summarize` turns per-seed values into mean, std and a 95% interval.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+EMPTY_SUM = 0.01  # reference rule: similarity is 0 when V or target sums below this
+
+
+def _flat(V, target, spatial_dims=2):
+    """(B, N) views of V and target. V is (B, *grid) or (*grid); target is (*grid), shared
+    by the batch, or (B, *grid). grid has `spatial_dims` dims (2, or 3 for a 3D medium)."""
+    if V.dim() == spatial_dims:
+        V = V.unsqueeze(0)
+    target = target.to(V.dtype)
+    if target.dim() == spatial_dims:
+        target = target.unsqueeze(0).expand_as(V)
+    if target.shape != V.shape:
+        raise ValueError(f"V has shape {tuple(V.shape)} but target has shape "
+                         f"{tuple(target.shape)}")
+    return V.flatten(1), target.flatten(1)
+
+
+def cosine_similarity(V: torch.Tensor, target: torch.Tensor, spatial_dims: int = 2) -> torch.Tensor:
+    """Reference recall quality: cos(V, target) per batch member, 0 if either sums < 0.01.
+
+    V: (B, H, W) or (H, W); target: (H, W) or (B, H, W). Returns shape (B,).
+    """
+    v, t = _flat(V, target, spatial_dims)
+    dot = (v * t).sum(1)
+    norm = v.norm(dim=1) * t.norm(dim=1)
+    cos = dot / norm.clamp_min(1e-12)
+    empty = (v.sum(1) < EMPTY_SUM) | (t.sum(1) < EMPTY_SUM)
+    return torch.where(empty, torch.zeros_like(cos), cos)
+
+
+def iou(V: torch.Tensor, target: torch.Tensor, threshold: float = 0.3,
+        spatial_dims: int = 2) -> torch.Tensor:
+    """Intersection over union of the masks V > threshold and target > threshold.
+    Scale-aware: a faint copy below the threshold scores 0. An empty union scores 0."""
+    v, t = _flat(V, target, spatial_dims)
+    a, b = v > threshold, t > threshold
+    inter = (a & b).sum(1).to(v.dtype)
+    union = (a | b).sum(1).to(v.dtype)
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(union))
+
+
+def pearson(V: torch.Tensor, target: torch.Tensor, spatial_dims: int = 2) -> torch.Tensor:
+    """Pearson correlation of V and target per member; 0 when either is constant."""
+    v, t = _flat(V, target, spatial_dims)
+    v = v - v.mean(1, keepdim=True)
+    t = t - t.mean(1, keepdim=True)
+    denom = v.norm(dim=1) * t.norm(dim=1)
+    r = (v * t).sum(1) / denom.clamp_min(1e-12)
+    return torch.where(denom > 1e-12, r, torch.zeros_like(r))
+
+
+METRICS = {"cosine": cosine_similarity, "iou": iou, "pearson": pearson}
+
+
+def t_quantile_975(dof: int) -> float:
+    """Two-sided 95% quantile of Student's t with `dof` degrees of freedom."""
+    from scipy.stats import t
+    return float(t.ppf(0.975, dof))
+
+
+def summarize(values) -> dict:
+    """Mean, sample std and the 95% t-interval of the mean over seeds.
+
+    With a single value the interval is undefined and reported as null (None).
+    """
+    vals = [float(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
+    n = len(vals)
+    if n == 0:
+        raise ValueError("summarize() needs at least one value")
+    mean = sum(vals) / n
+    if n == 1:
+        return {"mean": mean, "std": None, "ci95_low": None, "ci95_high": None,
+                "n": 1, "per_seed": vals}
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+    half = t_quantile_975(n - 1) * std / math.sqrt(n)
+    return {"mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half,
+            "n": n, "per_seed": vals}
+
+
+def format_stat(stat: dict, digits: int = 3) -> str:
+    """'0.933 [0.921, 0.945]' (mean [95% interval]), or just the mean for n=1."""
+    if stat.get("ci95_low") is None:
+        return f"{stat['mean']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f} [{stat['ci95_low']:.{digits}f}, {stat['ci95_high']:.{digits}f}]"
+
+
+def discrimination_index(matrix) -> float:
+    """How much more each cue recalls its own pattern than the other stored ones.
+
+    matrix[i][j] = similarity of the recall from cue i to stored pattern j (square, cue i
+    belongs to pattern i). Index = mean_i ( M[i, i] - mean_{j != i} M[i, j] ).
+    0 means the substrate recalls the same thing whatever the cue (an imprint, not an
+    associative memory); 1 is perfect recall with no cross-talk.
+    """
+    m = torch.as_tensor(matrix, dtype=torch.float64)
+    if m.dim() != 2 or m.shape[0] != m.shape[1] or m.shape[0] < 2:
+        raise ValueError(f"discrimination needs a square matrix of >= 2 patterns, got "
+                         f"shape {tuple(m.shape)}")
+    n = m.shape[0]
+    diag = m.diagonal()
+    off = (m.sum(1) - diag) / (n - 1)
+    return float((diag - off).mean())

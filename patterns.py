@@ -1,0 +1,189 @@
+"""Target patterns, cues, and loading a target from an image.
+
+Every pattern is an (H, W) float tensor with value PEAK (0.8) inside the shape and 0
+elsewhere; x is the column and y the row. The three reference targets follow
+PROTOCOL.md exactly on the reference 256 x 256 grid; on another grid their geometry
+(centres, radii) scales with the grid, while `offset` is always in cells.
+
+Adding a pattern: write a function `(height, width, offset, **kw) -> bool mask` and put it
+in PATTERNS, or save a grayscale image and pass its path to `load_image_pattern`.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PEAK = 0.8
+REFERENCE_SIZE = 256  # the grid the reference geometry is written for
+
+
+def _grid(height, width, offset):
+    """Cell coordinates (x, y), and scale factors from the reference grid."""
+    y, x = torch.meshgrid(torch.arange(height, dtype=torch.float64),
+                          torch.arange(width, dtype=torch.float64), indexing="ij")
+    return x, y, width / REFERENCE_SIZE, height / REFERENCE_SIZE
+
+
+def _discs(height, width, centres, radius, offset):
+    """Union of discs (dist^2 < r^2) at reference-grid centres, shifted by offset cells.
+    A centre that falls outside the grid is skipped (the reference 'line' rule)."""
+    x, y, sx, sy = _grid(height, width, offset)
+    r = radius * min(sx, sy)
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    for cx, cy in centres:
+        cx, cy = cx * sx + offset[0], cy * sy + offset[1]
+        if not (0 <= cx < width and 0 <= cy < height):
+            continue
+        mask |= (x - cx) ** 2 + (y - cy) ** 2 < r * r
+    return mask
+
+
+def square_spots(height, width, offset=(0, 0)):
+    """Four discs of radius 15 at (64,64), (64,192), (192,64), (192,192)."""
+    centres = [(64, 64), (64, 192), (192, 64), (192, 192)]
+    x, y, sx, sy = _grid(height, width, offset)
+    r = 15 * min(sx, sy)
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    for cx, cy in centres:  # unlike the line, spot centres are never skipped
+        cx, cy = cx * sx + offset[0], cy * sy + offset[1]
+        mask |= (x - cx) ** 2 + (y - cy) ** 2 < r * r
+    return mask
+
+
+def ring(height, width, offset=(0, 0)):
+    """Annulus 40 < dist < 60 around (128, 128)."""
+    x, y, sx, sy = _grid(height, width, offset)
+    s = min(sx, sy)
+    d = torch.sqrt((x - 128 * sx - offset[0]) ** 2 + (y - 128 * sy - offset[1]) ** 2)
+    return (d > 40 * s) & (d < 60 * s)
+
+
+def line(height, width, offset=(0, 0)):
+    """Discs of radius 8 centred at (i, i), i = 50 .. 199: a thick diagonal."""
+    return _discs(height, width, [(i, i) for i in range(50, 200)], 8, offset)
+
+
+def cross(height, width, offset=(0, 0)):
+    """A plus sign: two bars 24 cells thick and 160 long, centred at (128, 128)."""
+    x, y, sx, sy = _grid(height, width, offset)
+    cx, cy = 128 * sx + offset[0], 128 * sy + offset[1]
+    half_t, half_l = 12 * min(sx, sy), 80 * min(sx, sy)
+    horizontal = ((y - cy).abs() < half_t) & ((x - cx).abs() < half_l)
+    vertical = ((x - cx).abs() < half_t) & ((y - cy).abs() < half_l)
+    return horizontal | vertical
+
+
+# Letter-like glyphs drawn on a 5 x 5 raster, each raster cell a 32 x 32 block on the
+# reference grid (the glyph spans 160 x 160 cells, centred).
+GLYPHS = {
+    "T": ["#####", "..#..", "..#..", "..#..", "..#.."],
+    "L": ["#....", "#....", "#....", "#....", "#####"],
+    "H": ["#...#", "#...#", "#####", "#...#", "#...#"],
+    "X": ["#...#", ".#.#.", "..#..", ".#.#.", "#...#"],
+    "O": [".###.", "#...#", "#...#", "#...#", ".###."],
+}
+
+
+def glyph(letter, height, width, offset=(0, 0)):
+    rows = GLYPHS[letter]
+    x, y, sx, sy = _grid(height, width, offset)
+    block = 32 * min(sx, sy)
+    x0 = 128 * sx - 2.5 * block + offset[0]
+    y0 = 128 * sy - 2.5 * block + offset[1]
+    col = torch.floor((x - x0) / block).long()
+    row = torch.floor((y - y0) / block).long()
+    raster = torch.tensor([[c == "#" for c in r] for r in rows])
+    inside = (col >= 0) & (col < 5) & (row >= 0) & (row < 5)
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    mask[inside] = raster[row[inside], col[inside]]
+    return mask
+
+
+def blobs(height, width, offset=(0, 0), seed=0, count=6, radius=18):
+    """`count` random discs (reference-grid radius `radius`), placed by `seed`."""
+    rng = np.random.default_rng(seed)
+    margin = radius + 4
+    centres = [(float(rng.uniform(margin, REFERENCE_SIZE - margin)),
+                float(rng.uniform(margin, REFERENCE_SIZE - margin))) for _ in range(count)]
+    return _discs(height, width, centres, radius, offset)
+
+
+PATTERNS = {
+    "square_spots": square_spots,
+    "ring": ring,
+    "line": line,
+    "cross": cross,
+    "blobs": blobs,
+    **{f"glyph_{c}": (lambda h, w, offset=(0, 0), c=c: glyph(c, h, w, offset)) for c in GLYPHS},
+}
+
+
+def make_pattern(name: str, height: int = 256, width: int = 256, offset=(0, 0),
+                 dtype=torch.float32, **kwargs) -> torch.Tensor:
+    """The named target as an (H, W) tensor: PEAK inside the shape, 0 outside.
+
+    offset = (dx, dy) in cells (x = column, y = row). Extra keyword arguments go to the
+    shape (e.g. seed=3 for 'blobs').
+    """
+    if name not in PATTERNS:
+        raise ValueError(f"unknown pattern {name!r}; choose one of {sorted(PATTERNS)}")
+    if int(height) != height or int(width) != width or height < 3 or width < 3:
+        raise ValueError(f"grid {height}x{width} must be integers >= 3")
+    mask = PATTERNS[name](int(height), int(width), offset=tuple(offset), **kwargs)
+    return mask.to(dtype) * PEAK
+
+
+def load_image_pattern(path, height: int = 256, width: int = 256,
+                       invert: bool | None = None, dtype=torch.float32) -> torch.Tensor:
+    """A target from an image file: grayscale, resized to (H, W), scaled to peak PEAK.
+
+    Bright means "pattern". invert=None inverts automatically when the image is mostly
+    bright (dark ink on a light page); pass True/False to force it.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"target image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            gray = img.convert("L").resize((int(width), int(height)), Image.BILINEAR)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"cannot read {path} as an image ({exc.__class__.__name__})") from None
+    a = np.asarray(gray, dtype=np.float64) / 255.0
+    if invert is None:
+        invert = a.mean() > 0.5
+    if invert:
+        a = 1.0 - a
+    lo, hi = a.min(), a.max()
+    if hi - lo < 1e-6:
+        raise ValueError(f"image {path} is blank (uniform gray level): nothing to store")
+    return torch.as_tensor((a - lo) / (hi - lo) * PEAK, dtype=dtype)
+
+
+def check_target(target: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Raise a clear ValueError unless target is a finite (H, W) tensor."""
+    if not isinstance(target, torch.Tensor) or target.shape != (height, width):
+        shape = tuple(target.shape) if hasattr(target, "shape") else type(target).__name__
+        raise ValueError(f"target has shape {shape}; expected ({height}, {width})")
+    if not torch.isfinite(target).all():
+        raise ValueError("target holds NaN or Inf values")
+    return target
+
+
+def make_cue(target: torch.Tensor, strength: float, noise_std: float, seeds,
+             batch_dims: int = 1) -> torch.Tensor:
+    """clamp(strength * target + N(0, noise_std^2), 0, 1), one noise draw per seed.
+
+    target is (H, W) (the same for every seed) or (len(seeds), H, W). Each seed's noise
+    comes from its own generator, so a seed gives the same cue alone or in a batch.
+    Returns (len(seeds), H, W) on target's device.
+    """
+    H, W = target.shape[-2:]
+    noise = torch.stack([
+        torch.randn(H, W, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64)
+        for s in seeds]).to(device=target.device, dtype=target.dtype)
+    return (strength * target + noise_std * noise).clamp(0.0, 1.0)

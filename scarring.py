@@ -1,0 +1,125 @@
+"""The match-map scar rule: nudge F up and K down where the medium shows the target.
+
+Reference rule (PROTOCOL.md "Scarring rule"), applied after a training step only when
+the member's current similarity to its target exceeds the gate:
+
+    match = (V > 0.3) & (target > 0.3)
+    F[match] += 0.003 ; K[match] -= 0.0015
+    F, K = clamp(F, 0.01, 0.08), clamp(K, 0.03, 0.08)
+
+With the reference constants the scar saturates within a few dozen gated steps: matched
+cells end at the clamps (F = 0.08, K = 0.03), so the scar map is in effect binary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, asdict
+
+import torch
+
+from substrate import F0, K0
+
+
+@dataclass(frozen=True)
+class ScarRule:
+    strength: float = 0.003      # F increment per gated step, on matched cells
+    k_ratio: float = 0.5         # K decrement = k_ratio * strength (0 gives an F-only scar)
+    f_ratio: float = 1.0         # F increment = f_ratio * strength (0 gives a K-only scar)
+    match_threshold: float = 0.3  # a cell matches when V and target both exceed this
+    gate: float = 0.5            # scar only while similarity > gate
+    F_min: float = 0.01
+    F_max: float = 0.08
+    K_min: float = 0.03
+    K_max: float = 0.08
+    scar_decay: float = 0.0      # per application, relax F, K toward (F0, K0) by this fraction
+
+    def __post_init__(self):
+        if not (self.F_min <= self.F_max and self.K_min <= self.K_max):
+            raise ValueError(f"clamp bounds reversed: F [{self.F_min}, {self.F_max}], "
+                             f"K [{self.K_min}, {self.K_max}]")
+        if not 0.0 <= self.scar_decay <= 1.0:
+            raise ValueError(f"scar_decay={self.scar_decay} must be in [0, 1]")
+        if self.strength < 0:
+            raise ValueError(f"scar strength={self.strength} must be >= 0")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def match_map(V: torch.Tensor, target: torch.Tensor, threshold: float = 0.3) -> torch.Tensor:
+    """Boolean (B, H, W): cells where both the medium and the target exceed threshold."""
+    return (V > threshold) & (target > threshold)
+
+
+def apply_scar(V, target, F, K, similarity, rule: ScarRule = ScarRule(), F0: float = F0,
+               K0: float = K0):
+    """One scar update for a batch. Pure: returns new (F, K).
+
+    V: (B, H, W); target: (H, W) or (B, H, W); F, K: (B, H, W) per member (or (H, W)
+    when B == 1); similarity: (B,) current similarity of each member to its target.
+    Members whose similarity is not above rule.gate are left unchanged (the gate).
+    """
+    gated = (similarity > rule.gate).view(-1, *([1] * (V.dim() - 1)))
+    match = (match_map(V, target, rule.match_threshold) & gated).to(F.dtype)
+    if F.dim() < match.dim() and match.shape[0] != 1:
+        raise ValueError(f"F has shape {tuple(F.shape)} shared by the batch, but scars are "
+                         f"per member: give F, K of shape {tuple(match.shape)}")
+    F_new = F + (rule.f_ratio * rule.strength) * match
+    K_new = K - (rule.k_ratio * rule.strength) * match
+    if rule.scar_decay > 0:
+        relax = rule.scar_decay * gated.to(F.dtype)
+        F_new = F_new - relax * (F_new - F0)
+        K_new = K_new - relax * (K_new - K0)
+    return F_new.clamp(rule.F_min, rule.F_max), K_new.clamp(rule.K_min, rule.K_max)
+
+
+def scar_strength(F: torch.Tensor, K: torch.Tensor, F0: float = F0, K0: float = K0):
+    """Total scar: sum |F - F0| + sum |K - K0| over the grid, per member (shape (B,))."""
+    if F.dim() == 2:
+        F, K = F.unsqueeze(0), K.unsqueeze(0)
+    return ((F - F0).abs() + (K - K0).abs()).flatten(1).sum(1)
+
+
+def evolve(gs, target, steps: int, rule: ScarRule | None = None, scar_members=None,
+           record_every: int = 10, frame_every: int | None = None, frame_members=(0,),
+           progress: str | None = None) -> dict:
+    """Run `steps` steps of gs, optionally scarring, recording similarity on the device.
+
+    target: (H, W) or (B, H, W). rule=None: no scarring (a recall or a control run).
+    scar_members: (B,) bool tensor of the members that may be scarred (default all);
+    gs.F and gs.K must then be (B, H, W). Similarity to the target is recorded at step 0
+    and every `record_every` steps (and at the end), read back once at the end.
+    Returns {"steps": [..], "similarity": (T, B) tensor, "frames": (N, M, H, W) or None}.
+    """
+    from metrics import cosine_similarity
+    from tqdm import tqdm
+
+    B = gs.batch
+    if scar_members is not None:
+        scar_members = torch.as_tensor(scar_members, device=gs.device, dtype=torch.bool)
+    if rule is not None and gs.F.dim() != 3:
+        gs.F = gs.F.expand(B, -1, -1).clone()
+        gs.K = gs.K.expand(B, -1, -1).clone()
+    record_steps, records, frames = [0], [cosine_similarity(gs.V, target)], []
+    members = list(frame_members)
+    if frame_every:
+        frames.append(gs.V[members].clone())
+    bar = tqdm(total=steps, desc=progress, disable=None if progress else True, leave=False)
+    for i in range(1, steps + 1):
+        gs.step()
+        if rule is not None:
+            similarity = cosine_similarity(gs.V, target)
+            if scar_members is not None:  # a member outside the mask never passes the gate
+                similarity = torch.where(scar_members, similarity,
+                                         torch.full_like(similarity, -1.0))
+            gs.F, gs.K = apply_scar(gs.V, target, gs.F, gs.K, similarity, rule)
+        if i % record_every == 0 or i == steps:
+            record_steps.append(i)
+            records.append(cosine_similarity(gs.V, target))
+        if frame_every and i % frame_every == 0:
+            frames.append(gs.V[members].clone())
+        if i % 50 == 0 or i == steps:
+            bar.update(i - bar.n)
+    bar.close()
+    gs.check_finite()
+    return {"steps": record_steps, "similarity": torch.stack(records).cpu(),
+            "frames": torch.stack(frames).cpu() if frames else None}

@@ -99,7 +99,8 @@ def evolve(gs, target, steps: int, rule: ScarRule | None = None, scar_members=No
     if rule is not None and gs.F.dim() != 3:
         gs.F = gs.F.expand(B, -1, -1).clone()
         gs.K = gs.K.expand(B, -1, -1).clone()
-    record_steps, records, frames = [0], [cosine_similarity(gs.V, target)], []
+    spatial_dims = gs.V.dim() - 1  # 2 for (B, H, W), 3 for a 3D medium
+    record_steps, records, frames = [0], [cosine_similarity(gs.V, target, spatial_dims)], []
     members = list(frame_members)
     if frame_every:
         frames.append(gs.V[members].clone())
@@ -107,14 +108,14 @@ def evolve(gs, target, steps: int, rule: ScarRule | None = None, scar_members=No
     for i in range(1, steps + 1):
         gs.step()
         if rule is not None:
-            similarity = cosine_similarity(gs.V, target)
+            similarity = cosine_similarity(gs.V, target, spatial_dims)
             if scar_members is not None:  # a member outside the mask never passes the gate
                 similarity = torch.where(scar_members, similarity,
                                          torch.full_like(similarity, -1.0))
             gs.F, gs.K = apply_scar(gs.V, target, gs.F, gs.K, similarity, rule)
         if i % record_every == 0 or i == steps:
             record_steps.append(i)
-            records.append(cosine_similarity(gs.V, target))
+            records.append(cosine_similarity(gs.V, target, spatial_dims))
         if frame_every and i % frame_every == 0:
             frames.append(gs.V[members].clone())
         if i % 50 == 0 or i == steps:

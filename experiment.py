@@ -91,6 +91,9 @@ def write_json_atomic(path, data) -> Path:
             json.dump(_json_safe(data), f, indent=2, allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give it the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -395,8 +395,12 @@ def main(argv=None):
 
     study = Study(args, device, dtype)
     t0 = time.perf_counter()
+    print(f"phase 1: {args.train_steps} steps training, scarred and control")
     p1 = phase1(study, target, seeds)
+    print(f"phase 2: {args.recall_steps} steps recall from a {args.cue_strength:.0%} cue")
     p2 = phase2(study, target, p1["F"], p1["K"], seeds)
+    print(f"phase 3: {args.multi_train_steps} steps training per pattern x 3, "
+          f"{args.multi_recall_steps} steps recall")
     p3 = phase3(study, targets, seeds)
     wall = time.perf_counter() - t0
 

@@ -70,7 +70,7 @@ def _json_safe(obj):
         return [_json_safe(v) for v in obj]
     if isinstance(obj, torch.Tensor):
         return _json_safe(obj.detach().cpu().tolist())
-    if hasattr(obj, "item") and hasattr(obj, "dtype"):  # numpy scalar
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # numpy scalar
         return _json_safe(obj.item())
     if hasattr(obj, "tolist"):  # numpy array
         return _json_safe(obj.tolist())

@@ -7,6 +7,7 @@ masks (scale-aware) and `pearson` correlation (ignores offset and scale, but not
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -65,6 +66,7 @@ def pearson(V: torch.Tensor, target: torch.Tensor, spatial_dims: int = 2) -> tor
 METRICS = {"cosine": cosine_similarity, "iou": iou, "pearson": pearson}
 
 
+@functools.lru_cache(maxsize=None)
 def t_quantile_975(dof: int) -> float:
     """Two-sided 95% quantile of Student's t with `dof` degrees of freedom."""
     from scipy.stats import t

@@ -187,3 +187,66 @@ def make_cue(target: torch.Tensor, strength: float, noise_std: float, seeds,
         torch.randn(H, W, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64)
         for s in seeds]).to(device=target.device, dtype=target.dtype)
     return (strength * target + noise_std * noise).clamp(0.0, 1.0)
+
+
+# ---- 3D targets for (B, D, H, W) media ------------------------------------------------
+# A (D, H, W) volume; z is the depth index. Sizes are fractions of the shortest side so
+# a shape looks the same on any grid (on a 256-cell side they match the 2D reference:
+# spot radius 15, ring 40-60); `offset` = (dx, dy, dz) is always in cells.
+
+def _grid3(depth, height, width, offset):
+    z, y, x = torch.meshgrid(torch.arange(depth, dtype=torch.float64),
+                             torch.arange(height, dtype=torch.float64),
+                             torch.arange(width, dtype=torch.float64), indexing="ij")
+    s = min(depth, height, width) / REFERENCE_SIZE
+    return x - offset[0], y - offset[1], z - offset[2], s
+
+
+def ball(depth, height, width, offset=(0, 0, 0), radius=None):
+    """A solid ball at the centre: radius 60 reference cells (0.23 of the shortest side)
+    unless `radius` (cells) is given."""
+    x, y, z, s = _grid3(depth, height, width, offset)
+    r = 60 * s if radius is None else radius
+    d2 = (x - width / 2) ** 2 + (y - height / 2) ** 2 + (z - depth / 2) ** 2
+    return d2 < r * r
+
+
+def shell(depth, height, width, offset=(0, 0, 0)):
+    """A spherical shell 40 < dist < 60 (reference cells) around the centre: the 3D ring."""
+    x, y, z, s = _grid3(depth, height, width, offset)
+    d = torch.sqrt((x - width / 2) ** 2 + (y - height / 2) ** 2 + (z - depth / 2) ** 2)
+    return (d > 40 * s) & (d < 60 * s)
+
+
+def corner_balls(depth, height, width, offset=(0, 0, 0)):
+    """Eight balls of radius 15 (reference cells) at the quarter points: 3D square_spots."""
+    x, y, z, s = _grid3(depth, height, width, offset)
+    r = 15 * s
+    mask = torch.zeros(depth, height, width, dtype=torch.bool)
+    for fz in (0.25, 0.75):
+        for fy in (0.25, 0.75):
+            for fx in (0.25, 0.75):
+                mask |= ((x - fx * width) ** 2 + (y - fy * height) ** 2
+                         + (z - fz * depth) ** 2) < r * r
+    return mask
+
+
+PATTERNS_3D = {"ball": ball, "shell": shell, "corner_balls": corner_balls}
+
+
+def make_pattern_3d(name: str, depth: int = 64, height: int = 64, width: int = 64,
+                    offset=(0, 0, 0), dtype=torch.float32, **kwargs) -> torch.Tensor:
+    """The named 3D target as a (D, H, W) tensor: PEAK inside the shape, 0 outside.
+    offset = (dx, dy, dz) in cells."""
+    if name not in PATTERNS_3D:
+        raise ValueError(f"unknown 3D pattern {name!r}; choose one of {sorted(PATTERNS_3D)}")
+    for label, n in (("depth", depth), ("height", height), ("width", width)):
+        if int(n) != n or n < 3:
+            raise ValueError(f"{label}={n} must be an integer >= 3")
+    if len(tuple(offset)) != 3:
+        raise ValueError(f"offset={offset!r} must be (dx, dy, dz)")
+    mask = PATTERNS_3D[name](int(depth), int(height), int(width), offset=tuple(offset),
+                             **kwargs)
+    if not mask.any():
+        raise ValueError(f"3D pattern {name!r} is empty on a {depth}x{height}x{width} grid")
+    return mask.to(dtype) * PEAK

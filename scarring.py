@@ -12,6 +12,8 @@ cells end at the clamps (F = 0.08, K = 0.03), so the scar map is in effect binar
 """
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass, asdict
 
 import torch
@@ -79,43 +81,81 @@ def scar_strength(F: torch.Tensor, K: torch.Tensor, F0: float = F0, K0: float = 
     return ((F - F0).abs() + (K - K0).abs()).flatten(1).sum(1)
 
 
+def _scar_step(V, target, F, K, members, rule: ScarRule, spatial_dims: int):
+    """Similarity of each member to its target, then one gated scar update.
+    members: (B,) bool or None (all). Returns (F, K, similarity); pure."""
+    from metrics import cosine_similarity
+
+    similarity = cosine_similarity(V, target, spatial_dims)
+    gate_input = similarity
+    if members is not None:  # a member outside the mask never passes the gate
+        gate_input = torch.where(members, similarity, torch.full_like(similarity, -1.0))
+    F, K = apply_scar(V, target, F, K, gate_input, rule)
+    return F, K, similarity
+
+
+def _rule_is_finite(rule: ScarRule) -> bool:
+    return all(math.isfinite(v) for v in rule.as_dict().values())
+
+
 def evolve(gs, target, steps: int, rule: ScarRule | None = None, scar_members=None,
            record_every: int = 10, frame_every: int | None = None, frame_members=(0,),
            progress: str | None = None) -> dict:
     """Run `steps` steps of gs, optionally scarring, recording similarity on the device.
 
-    target: (H, W) or (B, H, W). rule=None: no scarring (a recall or a control run).
+    target: (H, W) or (B, H, W) ((D, H, W) or (B, D, H, W) for a 3D medium).
+    rule=None: no scarring (a recall or a control run).
     scar_members: (B,) bool tensor of the members that may be scarred (default all);
-    gs.F and gs.K must then be (B, H, W). Similarity to the target is recorded at step 0
+    gs.F and gs.K must then be (B, *grid). Similarity to the target is recorded at step 0
     and every `record_every` steps (and at the end), read back once at the end.
-    Returns {"steps": [..], "similarity": (T, B) tensor, "frames": (N, M, H, W) or None}.
+    Returns {"steps": [..], "similarity": (T, B) tensor, "frames": (N, M, *grid) or None}.
+
+    When gs takes its compiled path for a run this long (gs.use_compiled(steps)), the
+    step, the similarity and the scar update each run as one compiled kernel, with no
+    host sync inside the loop; otherwise the plain eager functions run. Both give the
+    same numbers (to float rounding).
     """
     from metrics import cosine_similarity
     from tqdm import tqdm
+    from substrate import compiled
 
     B = gs.batch
     if scar_members is not None:
         scar_members = torch.as_tensor(scar_members, device=gs.device, dtype=torch.bool)
-    if rule is not None and gs.F.dim() != 3:
-        gs.F = gs.F.expand(B, -1, -1).clone()
-        gs.K = gs.K.expand(B, -1, -1).clone()
     spatial_dims = gs.V.dim() - 1  # 2 for (B, H, W), 3 for a 3D medium
-    record_steps, records, frames = [0], [cosine_similarity(gs.V, target, spatial_dims)], []
+    if rule is not None and gs.F.dim() != spatial_dims + 1:
+        gs.F = gs.F.expand(B, *gs.F.shape).clone()
+        gs.K = gs.K.expand(B, *gs.K.shape).clone()
+    fast = gs.use_compiled(steps)
+    if fast:
+        key = (gs.device.type, spatial_dims)
+        similarity_of = compiled(functools.partial(cosine_similarity,
+                                                   spatial_dims=spatial_dims), ("cos",) + key)
+        if rule is not None:
+            scar_step = compiled(functools.partial(_scar_step, rule=rule,
+                                                   spatial_dims=spatial_dims),
+                                 ("scar", rule) + key)
+        trusted = rule is None or _rule_is_finite(rule)
+    else:
+        similarity_of = functools.partial(cosine_similarity, spatial_dims=spatial_dims)
+        scar_step = functools.partial(_scar_step, rule=rule, spatial_dims=spatial_dims)
+        trusted = False
+    record_steps, records, frames = [0], [similarity_of(gs.V, target)], []
     members = list(frame_members)
     if frame_every:
         frames.append(gs.V[members].clone())
     bar = tqdm(total=steps, desc=progress, disable=None if progress else True, leave=False)
     for i in range(1, steps + 1):
-        gs.step()
+        gs.step(compiled=fast)
+        similarity = None
         if rule is not None:
-            similarity = cosine_similarity(gs.V, target, spatial_dims)
-            if scar_members is not None:  # a member outside the mask never passes the gate
-                similarity = torch.where(scar_members, similarity,
-                                         torch.full_like(similarity, -1.0))
-            gs.F, gs.K = apply_scar(gs.V, target, gs.F, gs.K, similarity, rule)
+            gs.F, gs.K, similarity = scar_step(gs.V, target, gs.F, gs.K, scar_members)
+            if trusted:  # clamped updates of finite fields stay finite
+                gs.trust_finite()
         if i % record_every == 0 or i == steps:
             record_steps.append(i)
-            records.append(cosine_similarity(gs.V, target, spatial_dims))
+            records.append(similarity if similarity is not None
+                           else similarity_of(gs.V, target))
         if frame_every and i % frame_every == 0:
             frames.append(gs.V[members].clone())
         if i % 50 == 0 or i == steps:

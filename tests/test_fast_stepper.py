@@ -1,0 +1,291 @@
+"""The fast stepper (issue 3): eager and compiled paths agree with the reference, 3D
+media and targets, no host sync inside the loop, and the benchmark's --quick mode.
+
+Compiled-path tests compile a few tiny kernels (seconds each on a cold cache); they skip
+when no C++ compiler is available (or SUBSTRATE_NO_COMPILE is set).
+"""
+import itertools
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import substrate
+from patterns import PEAK, make_pattern, make_pattern_3d
+from scarring import ScarRule, evolve, scar_strength
+from substrate import (STENCIL_BOUND_3D, STENCILS_3D, GrayScott, SimulationError,
+                       gray_scott_step, laplacian)
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_compiler = pytest.mark.skipif(not substrate.compiler_available("cpu"),
+                                    reason="no C++ compiler for torch.compile")
+
+
+# ---- an independent numpy reference for the 3D stencils ----------------------------------
+def np_laplacian_3d(X, stencil):
+    """sum over the 27 offsets of w * X[z+a, y+b, x+c] with periodic wrap (np.roll)."""
+    w = np.array(STENCILS_3D[stencil])
+    out = np.zeros_like(X)
+    for a, b, c in itertools.product((-1, 0, 1), repeat=3):
+        if w[a + 1, b + 1, c + 1] != 0.0:
+            out += w[a + 1, b + 1, c + 1] * np.roll(X, shift=(-a, -b, -c), axis=(-3, -2, -1))
+    return out
+
+
+def np_step(U, V, F, K, stencil, Du=0.16, Dv=0.08, dt=1.0, decay=0.9995):
+    lu, lv = np_laplacian_3d(U, stencil), np_laplacian_3d(V, stencil)
+    uvv = U * V * V
+    U2 = U + dt * (Du * lu - uvv + F * (1 - U))
+    V2 = (V + dt * (Dv * lv + uvv - (K + F) * V)) * decay
+    return np.clip(U2, 0, 1), np.clip(V2, 0, 1)
+
+
+def random_state(B, grid, seed=0, per_member=True, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    U = torch.rand((B, *grid), generator=g, dtype=torch.float64)
+    V = 0.5 * torch.rand((B, *grid), generator=g, dtype=torch.float64)
+    fshape = (B, *grid) if per_member else grid
+    F = 0.01 + 0.07 * torch.rand(fshape, generator=g, dtype=torch.float64)
+    K = 0.03 + 0.05 * torch.rand(fshape, generator=g, dtype=torch.float64)
+    return [t.to(dtype) for t in (U, V, F, K)]
+
+
+def medium(grid, B, F, K, dtype, compile, stencil=None):
+    depth = grid[0] if len(grid) == 3 else None
+    return GrayScott(grid[-2], grid[-1], batch=B, depth=depth, F=F, K=K, stencil=stencil,
+                     device="cpu", dtype=dtype, compile=compile)
+
+
+# ---- 3D stencils ------------------------------------------------------------------------
+@pytest.mark.parametrize("stencil", ["seven_point", "twentyseven_point"])
+def test_3d_laplacian_matches_numpy_roll(stencil):
+    X = torch.rand(2, 5, 6, 7, dtype=torch.float64)
+    np.testing.assert_allclose(laplacian(X, stencil).numpy(),
+                               np_laplacian_3d(X.numpy(), stencil), atol=1e-13)
+
+
+@pytest.mark.parametrize("stencil", ["seven_point", "twentyseven_point"])
+def test_3d_stencil_is_conservative_and_isotropic_0_3(stencil):
+    c = torch.full((1, 6, 6, 6), 0.37, dtype=torch.float64)
+    assert laplacian(c, stencil).abs().max() < 1e-14
+    x = torch.rand(2, 5, 6, 7, dtype=torch.float64)
+    assert laplacian(x, stencil).sum(dim=(-3, -2, -1)).abs().max() < 1e-12
+    # a quadratic along any one axis, away from the wrap: lap = 2 * 0.3 = 0.6
+    n = 16
+    r = torch.arange(n, dtype=torch.float64) ** 2
+    for axis in range(3):
+        shape = [1, 1, 1]
+        shape[axis] = n
+        q = r.view(shape).expand(n, n, n).unsqueeze(0)
+        lap = laplacian(q, stencil)[0].movedim(axis, 0)[2:-2]
+        assert torch.allclose(lap, torch.full_like(lap, 0.6)), (stencil, axis)
+
+
+@pytest.mark.parametrize("stencil", ["seven_point", "twentyseven_point"])
+def test_3d_stability_bound_is_the_largest_eigenvalue(stencil):
+    w = np.array(STENCILS_3D[stencil])
+    n = 8
+    kernel = np.zeros((n, n, n))
+    for a, b, c in itertools.product((-1, 0, 1), repeat=3):
+        kernel[a % n, b % n, c % n] = w[a + 1, b + 1, c + 1]
+    eig = np.fft.fftn(kernel).real
+    assert abs(np.abs(eig).max() - STENCIL_BOUND_3D[stencil]) < 1e-12
+    bound = STENCIL_BOUND_3D[stencil]
+    substrate.check_stability(0.99 * 2 / bound, 0.0, 1.0, stencil)
+    with pytest.raises(ValueError, match="unstable"):
+        substrate.check_stability(1.01 * 2 / bound, 0.0, 1.0, stencil)
+
+
+def test_3d_medium_rejects_2d_stencil_and_vice_versa():
+    with pytest.raises(ValueError, match="3D"):
+        GrayScott(8, 8, depth=8, stencil="nine_point", device="cpu")
+    with pytest.raises(ValueError, match="2D"):
+        GrayScott(8, 8, stencil="seven_point", device="cpu")
+    assert GrayScott(8, 8, depth=8, device="cpu").stencil == "seven_point"
+    assert GrayScott(8, 8, device="cpu").stencil == "nine_point"
+    with pytest.raises(ValueError, match="compile"):
+        GrayScott(8, 8, device="cpu", compile="yes")
+
+
+@pytest.mark.parametrize("stencil, per_member", [("seven_point", True),
+                                                 ("twentyseven_point", False)])
+def test_3d_eager_step_matches_numpy_reference(stencil, per_member):
+    grid = (5, 6, 7)
+    U, V, F, K = random_state(2, grid, seed=1, per_member=per_member)
+    gs = medium(grid, 2, F, K, torch.float64, compile=False, stencil=stencil)
+    gs.reset(U=U, V=V)
+    gs.step(15)
+    u, v, f, k = (t.numpy() for t in (U, V, F, K))
+    for _ in range(15):
+        u, v = np_step(u, v, f, k, stencil)
+    np.testing.assert_allclose(gs.U.numpy(), u, atol=1e-12)
+    np.testing.assert_allclose(gs.V.numpy(), v, atol=1e-12)
+
+
+# ---- eager path ----------------------------------------------------------------------------
+@pytest.mark.parametrize("grid, stencil", [((9, 11), "nine_point"), ((9, 11), "five_point"),
+                                           ((4, 5, 6), "twentyseven_point")])
+@pytest.mark.parametrize("per_member", [True, False])
+def test_in_place_step_is_bit_identical_to_the_autograd_branch(grid, stencil, per_member):
+    U, V, F, K = random_state(3, grid, seed=2, per_member=per_member, dtype=torch.float32)
+    fast = gray_scott_step(U, V, F, K, stencil=stencil)
+    Ug = U.clone().requires_grad_(True)
+    slow = gray_scott_step(Ug, V, F, K, stencil=stencil)
+    assert torch.equal(fast[0], slow[0].detach()) and torch.equal(fast[1], slow[1].detach())
+    slow[1].sum().backward()          # still differentiable
+    assert Ug.grad is not None and torch.isfinite(Ug.grad).all()
+
+
+def test_auto_does_not_compile_small_runs():
+    gs = GrayScott(16, 16, batch=2, device="cpu")          # compile="auto"
+    assert not gs.use_compiled(10_000)                      # too few cells per step
+    gs.step(5)
+    assert gs._last_path == "eager"
+    big = GrayScott(256, 256, batch=4, device="cpu")
+    assert not big.use_compiled(10)                          # too little work to repay it
+    assert big.use_compiled(1000) == substrate.compiler_available("cpu")
+    assert not GrayScott(256, 256, batch=4, device="cpu", compile=False).use_compiled(10**6)
+
+
+class SyncCounter:
+    """Counts host reads of tensors (item / bool / float / tolist)."""
+
+    def __init__(self, monkeypatch):
+        self.n = 0
+        for name in ("item", "__bool__", "__float__", "tolist"):
+            real = getattr(torch.Tensor, name)
+
+            def wrapped(t, *a, _real=real, **kw):
+                self.n += 1
+                return _real(t, *a, **kw)
+            monkeypatch.setattr(torch.Tensor, name, wrapped)
+
+
+def _evolve_syncs(monkeypatch, compile, steps):
+    # the same shapes as the compiled tests below, so no extra compilation
+    target = make_pattern("square_spots", 20, 24)
+    gs = GrayScott(20, 24, batch=3, device="cpu", compile=compile, check_every=10_000)
+    gs.reset(V=(0.9 * target / PEAK).expand(3, -1, -1))
+    evolve(gs, target, 2, rule=ScarRule(), record_every=5)  # compile (if any) uncounted
+    with monkeypatch.context() as m:
+        counter = SyncCounter(m)
+        evolve(gs, target, steps, rule=ScarRule(), record_every=5)
+    return counter.n
+
+
+def test_no_host_sync_inside_the_eager_loop(monkeypatch):
+    assert _evolve_syncs(monkeypatch, False, 10) == _evolve_syncs(monkeypatch, False, 40)
+
+
+# ---- compiled path -----------------------------------------------------------------------
+@needs_compiler
+@pytest.mark.parametrize("grid, dtype, per_member, stencil", [
+    ((20, 24), torch.float32, True, None),
+    ((6, 7, 8), torch.float64, False, "seven_point"),
+])
+def test_compiled_matches_eager(grid, dtype, per_member, stencil):
+    U, V, F, K = random_state(3, grid, seed=3, per_member=per_member, dtype=dtype)
+    runs = []
+    for compile in (False, True):
+        gs = medium(grid, 3, F, K, dtype, compile, stencil)
+        gs.reset(U=U, V=V)
+        gs.step(30)
+        runs.append((gs.U, gs.V, gs._last_path))
+    assert runs[0][2] == "eager" and runs[1][2] == "compiled"
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert torch.allclose(runs[0][0], runs[1][0], atol=tol)
+    assert torch.allclose(runs[0][1], runs[1][1], atol=tol)
+
+
+@needs_compiler
+def test_compiled_state_reads_like_plain_tensors():
+    grid = (20, 24)
+    U, V, F, K = random_state(3, grid, seed=4, per_member=True, dtype=torch.float32)
+    fast, ref = (medium(grid, 3, F, K, torch.float32, c) for c in (True, False))
+    for gs in (fast, ref):
+        gs.reset(U=U, V=V)
+        gs.step(5)
+    assert fast._last_path == "compiled"
+    before = fast.V
+    assert before.is_contiguous() and before.shape == (3, 20, 24)
+    before.view(3, -1)                      # a plain contiguous tensor
+    for gs in (fast, ref):                  # an in-place edit is honoured at the next step
+        gs.V[1, 2, 3] = 0.9
+        gs.step(4)
+    assert torch.allclose(fast.V, ref.V, atol=1e-5)
+    assert not torch.equal(before, fast.V)  # a reference taken earlier keeps the old state
+    fast.F = fast.F.clone()
+    fast.F[0, 5, 5] = float("nan")          # bad input: exact step, via the eager check
+    with pytest.raises(SimulationError, match=f"first at step {fast.steps_taken + 1}"):
+        fast.step(10)
+
+
+@needs_compiler
+def test_compiled_evolve_matches_eager_and_does_not_sync(monkeypatch):
+    grid = (20, 24)
+    target = torch.zeros(grid)
+    target[5:15, 6:18] = PEAK
+    g = torch.Generator().manual_seed(5)
+    start = (0.2 * target + 0.1 * torch.randn((3, *grid), generator=g)).clamp(0, 1)
+    F = torch.full((3, *grid), substrate.F0)
+    K = torch.full((3, *grid), substrate.K0)
+    runs = []
+    for compile in (False, True):
+        gs = medium(grid, 3, F, K, torch.float32, compile)
+        gs.reset(V=start)
+        run = evolve(gs, target, 40, rule=ScarRule(gate=0.2),
+                     scar_members=torch.tensor([True, False, True]), record_every=10)
+        runs.append((run, gs.V, scar_strength(gs.F, gs.K)))
+    assert runs[1][0]["steps"] == runs[0][0]["steps"] == [0, 10, 20, 30, 40]
+    assert torch.allclose(runs[0][0]["similarity"], runs[1][0]["similarity"], atol=1e-5)
+    assert torch.allclose(runs[0][1], runs[1][1], atol=1e-5)
+    assert torch.allclose(runs[0][2], runs[1][2], atol=1e-3)
+    assert runs[1][2][0] > 0 and runs[1][2][1] == 0
+    assert _evolve_syncs(monkeypatch, True, 10) == _evolve_syncs(monkeypatch, True, 40)
+
+
+# ---- 3D targets and the scar rule in 3D ---------------------------------------------------
+def test_3d_patterns_geometry():
+    b = make_pattern_3d("ball", 32, 32, 32)
+    s = make_pattern_3d("shell", 32, 32, 32)
+    c = make_pattern_3d("corner_balls", 32, 32, 32)
+    assert b.shape == (32, 32, 32) and torch.equal(b.unique(), torch.tensor([0.0, PEAK]))
+    assert b[16, 16, 16] == PEAK and s[16, 16, 16] == 0 and c[8, 8, 8] == PEAK
+    assert s.sum() > 0 and (s.bool() & b.bool()).any()      # the shell is the ball's rim
+    moved = make_pattern_3d("ball", 32, 32, 32, offset=(3, 0, -2))
+    assert torch.equal(moved, torch.roll(b, shifts=(-2, 0, 3), dims=(0, 1, 2)))
+    with pytest.raises(ValueError, match="unknown 3D pattern"):
+        make_pattern_3d("cube", 8, 8, 8)
+    with pytest.raises(ValueError, match="offset"):
+        make_pattern_3d("ball", 8, 8, 8, offset=(1, 2))
+
+
+def test_scar_rule_works_unchanged_in_3d():
+    target = make_pattern_3d("ball", 8, 10, 12)
+    gs = GrayScott(10, 12, depth=8, batch=2, device="cpu")
+    gs.reset(V=(target / PEAK).expand(2, -1, -1, -1))
+    run = evolve(gs, target, 12, rule=ScarRule(), scar_members=torch.tensor([True, False]),
+                 record_every=4)
+    assert run["similarity"].shape == (4, 2) and run["steps"] == [0, 4, 8, 12]
+    strength = scar_strength(gs.F, gs.K)
+    assert strength[0] > 0 and strength[1] == 0
+    scarred = gs.F[0] > substrate.F0
+    assert scarred.any() and not (scarred & (target == 0)).any()   # only where the target is
+
+
+# ---- the benchmark -----------------------------------------------------------------------------
+def test_benchmark_quick_runs(tmp_path):
+    out = tmp_path / "perf.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_substrate.py"),
+                           "--quick", "--out-md", str(out)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"speedup_vs_published_step=\d+(\.\d+)?", last), last
+    text = out.read_text()
+    assert "| grid | batch | dtype | path |" in text and "16x16x16" in text
+    assert "GPU" in text

@@ -32,6 +32,20 @@ def add_common_args(parser, default_out: str, default_seeds: int = 8):
     return parser
 
 
+def add_threads_arg(parser, default: int = 1):
+    """--threads: torch CPU threads. On a shared 2-core machine one thread can be ~10x
+    faster than two (each parallel region waits for the busy second core)."""
+    parser.add_argument("--threads", type=int, default=default,
+                        help=f"torch CPU threads (default {default})")
+    return parser
+
+
+def apply_threads(args) -> None:
+    if args.threads < 1:
+        raise ValueError(f"--threads {args.threads} must be >= 1")
+    torch.set_num_threads(args.threads)
+
+
 def seed_list(args) -> list[int]:
     if args.seeds < 1:
         raise ValueError(f"--seeds {args.seeds}: need at least 1 seed")

@@ -387,13 +387,9 @@ def main(argv=None):
     p.add_argument("--retrain-nca", action="store_true", help="train the cue NCA anew (overwrites --nca-weights)")
     p.add_argument("--nca-time-budget", type=float, default=NCA_TIME_BUDGET_S)
     p.add_argument("--nca-train-steps", type=int, default=NCA_TRAIN_STEPS)
-    p.add_argument("--threads", type=int, default=THREADS,
-                   help=f"torch CPU threads (default {THREADS}: on a shared 2-core machine one "
-                        f"thread is ~10x faster than two)")
+    experiment.add_threads_arg(p, THREADS)
     args = p.parse_args(argv)
-    if args.threads < 1:
-        raise ValueError(f"--threads {args.threads} must be >= 1")
-    torch.set_num_threads(args.threads)
+    experiment.apply_threads(args)
     seeds = experiment.seed_list(args)
     device = experiment.resolve_device(args.device)
     out = experiment.prepare_out_dir(args.out)

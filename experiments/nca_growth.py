@@ -280,13 +280,9 @@ def main(argv=None):
     p.add_argument("--time-budget", type=float, default=TIME_BUDGET_S, help="training seconds cap")
     p.add_argument("--grid", type=int, default=GRID)
     p.add_argument("--target-size", type=int, default=TARGET_SIZE)
-    p.add_argument("--threads", type=int, default=THREADS,
-                   help=f"torch CPU threads (default {THREADS}: on a shared 2-core machine one "
-                        f"thread is ~10x faster than two)")
+    experiment.add_threads_arg(p, THREADS)
     args = p.parse_args(argv)
-    if args.threads < 1:
-        raise ValueError(f"--threads {args.threads} must be >= 1")
-    torch.set_num_threads(args.threads)
+    experiment.apply_threads(args)
     seeds = experiment.seed_list(args)
     device = experiment.resolve_device(args.device)  # the CPU path is what was measured
     out = experiment.prepare_out_dir(args.out)

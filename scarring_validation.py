@@ -269,7 +269,7 @@ def split(x, parts):
     return list(x.view(parts, -1))
 
 
-def build_results(args, seeds, device, targets, p1, p2, p3, wall) -> dict:
+def build_results(args, rule, seeds, device, targets, p1, p2, p3, wall) -> dict:
     S, names = len(seeds), list(targets)
     pub1, pub2, pub3 = PUBLISHED["phase1"], PUBLISHED["phase2"], PUBLISHED["phase3"]
     sc1, ct1 = split(p1["final"]["cosine"], 2)
@@ -339,7 +339,7 @@ def build_results(args, seeds, device, targets, p1, p2, p3, wall) -> dict:
         "phase2_uncued": p2["run"]["similarity"][:, 2 * S:],
     }
     results["config"] = {k: v for k, v in vars(args).items()}
-    results["config"]["scar_rule"] = Study(args, "cpu", torch.float32).rule.as_dict()
+    results["config"]["scar_rule"] = rule.as_dict()
     results["config"]["phase3_patterns"] = names
     results["config"]["noise_streams"] = (
         f"generator seed = seed + {STREAM} * stream; streams 0 phase-1 start, 1 phase-2 cue, "
@@ -404,7 +404,7 @@ def main(argv=None):
     p3 = phase3(study, targets, seeds)
     wall = time.perf_counter() - t0
 
-    results = build_results(args, seeds, device, targets, p1, p2, p3, wall)
+    results = build_results(args, study.rule, seeds, device, targets, p1, p2, p3, wall)
     import figures  # plotting and video live at the edge, imported only when needed
     figures.write_all(out, results, target.cpu(), {k: v.cpu() for k, v in targets.items()},
                       p1, p2, p3, video=not args.no_video)

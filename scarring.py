@@ -94,6 +94,12 @@ def _scar_step(V, target, F, K, members, rule: ScarRule, spatial_dims: int):
     return F, K, similarity
 
 
+def _scar_epilogue(V, F, K, target, members, rule, spatial_dims):
+    """GrayScott.step_with epilogue: similarity of the new V, then the gated scar."""
+    F, K, similarity = _scar_step(V, target, F, K, members, rule, spatial_dims)
+    return F, K, similarity
+
+
 def _rule_is_finite(rule: ScarRule) -> bool:
     return all(math.isfinite(v) for v in rule.as_dict().values())
 
@@ -105,59 +111,54 @@ def evolve(gs, target, steps: int, rule: ScarRule | None = None, scar_members=No
 
     target: (H, W) or (B, H, W) ((D, H, W) or (B, D, H, W) for a 3D medium).
     rule=None: no scarring (a recall or a control run).
-    scar_members: (B,) bool tensor of the members that may be scarred (default all);
-    gs.F and gs.K must then be (B, *grid). Similarity to the target is recorded at step 0
-    and every `record_every` steps (and at the end), read back once at the end.
+    scar_members: (B,) bool tensor of the members that may be scarred (default all).
+    With a rule, gs.F and gs.K become per-member (B, *grid) copies (the caller's tensors
+    are never modified). Similarity to the target is recorded at step 0 and every
+    `record_every` steps (and at the end), and read back once at the end.
     Returns {"steps": [..], "similarity": (T, B) tensor, "frames": (N, M, *grid) or None}.
 
-    When gs takes its compiled path for a run this long (gs.use_compiled(steps)), the
-    step, the similarity and the scar update each run as one compiled kernel, with no
-    host sync inside the loop; otherwise the plain eager functions run. Both give the
+    With a rule, the similarity and the scar update run as an epilogue of each step
+    (GrayScott.step_with): on the compiled path they are fused into the step's kernel.
+    Without one, plain steps run and the similarity is computed (on the device) only at
+    the recorded steps. Nothing inside the loop syncs with the host. Both paths give the
     same numbers (to float rounding).
     """
     from metrics import cosine_similarity
     from tqdm import tqdm
-    from substrate import compiled
 
     B = gs.batch
     if scar_members is not None:
         scar_members = torch.as_tensor(scar_members, device=gs.device, dtype=torch.bool)
     spatial_dims = gs.V.dim() - 1  # 2 for (B, H, W), 3 for a 3D medium
-    if rule is not None and gs.F.dim() != spatial_dims + 1:
-        gs.F = gs.F.expand(B, *gs.F.shape).clone()
-        gs.K = gs.K.expand(B, *gs.K.shape).clone()
-    fast = gs.use_compiled(steps)
-    if fast:
-        key = (gs.device.type, spatial_dims)
-        similarity_of = compiled(functools.partial(cosine_similarity,
-                                                   spatial_dims=spatial_dims), ("cos",) + key)
-        if rule is not None:
-            scar_step = compiled(functools.partial(_scar_step, rule=rule,
-                                                   spatial_dims=spatial_dims),
-                                 ("scar", rule) + key)
-        trusted = rule is None or _rule_is_finite(rule)
-    else:
-        similarity_of = functools.partial(cosine_similarity, spatial_dims=spatial_dims)
-        scar_step = functools.partial(_scar_step, rule=rule, spatial_dims=spatial_dims)
-        trusted = False
-    record_steps, records, frames = [0], [similarity_of(gs.V, target)], []
-    members = list(frame_members)
+    if rule is not None:
+        gs.F = gs.F.expand(B, *gs.F.shape[-spatial_dims:]).clone()
+        gs.K = gs.K.expand(B, *gs.K.shape[-spatial_dims:]).clone()
+        epilogue = functools.partial(_scar_epilogue, rule=rule, spatial_dims=spatial_dims)
+        key, extra = ("scar", rule, spatial_dims), (target, scar_members)
+        keeps_finite = _rule_is_finite(rule)    # clamped updates of finite fields
+    else:  # recall or control: plain steps (a fused similarity kernel would cost one
+        # more compilation per run for a reduction needed only every record_every steps)
+        epilogue = key = extra = keeps_finite = None
+    fast = gs.use_compiled(steps, key)
+    record_steps = [0]
+    records = [cosine_similarity(gs.field("V"), target, spatial_dims)]
+    members, frames = list(frame_members), []
     if frame_every:
-        frames.append(gs.V[members].clone())
+        frames.append(gs.field("V")[members].clone())
     bar = tqdm(total=steps, desc=progress, disable=None if progress else True, leave=False)
     for i in range(1, steps + 1):
-        gs.step(compiled=fast)
-        similarity = None
+        record = i % record_every == 0 or i == steps
         if rule is not None:
-            gs.F, gs.K, similarity = scar_step(gs.V, target, gs.F, gs.K, scar_members)
-            if trusted:  # clamped updates of finite fields stay finite
-                gs.trust_finite()
-        if i % record_every == 0 or i == steps:
+            similarity = gs.step_with(epilogue, key, *extra, compiled=fast,
+                                      keeps_finite=keeps_finite)
+        else:
+            gs.step(compiled=fast)
+        if record:
             record_steps.append(i)
-            records.append(similarity if similarity is not None
-                           else similarity_of(gs.V, target))
+            records.append(similarity if rule is not None
+                           else cosine_similarity(gs.field("V"), target, spatial_dims))
         if frame_every and i % frame_every == 0:
-            frames.append(gs.V[members].clone())
+            frames.append(gs.field("V")[members].clone())
         if i % 50 == 0 or i == steps:
             bar.update(i - bar.n)
     bar.close()

@@ -19,10 +19,12 @@ either one grid-shaped field shared by the whole batch or a (B, *grid) field per
 * eager: `gray_scott_step` itself (in-place temporaries when no gradient is needed),
   with a NaN/Inf check on the device every step;
 * compiled: U and V each live in a circularly padded tensor (a one-cell halo), and one
-  `torch.compile`d kernel reads them with plain slices (vectorisable: no index
-  arithmetic for the wrap), does the whole update in one pass and writes the new U, V
-  straight into the padded layout; a few tiny copies then refresh the halo. The batch
-  dimension is compiled dynamic, so every batch size > 1 shares one kernel.
+  `torch.compile`d kernel (compiling.py) reads them with plain slices (vectorisable: no
+  index arithmetic for the wrap), does the whole update in one pass and writes the new
+  U, V in place into the interior of a second padded buffer (two per field, used in
+  turn, so no step allocates memory); a few tiny copies then refresh the halo.
+  `step_with` fuses a per-step epilogue (scarring.evolve's similarity and scar update)
+  into the same kernel. Kernels are compiled for static shapes, one per batch size.
   With clamp on and finite inputs the state provably stays finite (every value is
   clamped to [0, 1] and nothing divides), so this path checks its inputs when they
   change instead of reducing the whole state every step. compile="auto" (default) takes
@@ -36,12 +38,13 @@ No host synchronisation happens inside the stepping loop except the documented
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import warnings
 
 import torch
 import torch.nn.functional as tnf
+
+import compiling
+from compiling import compiler_available  # noqa: F401  (re-exported)
 
 # Reference constants (PROTOCOL.md "Substrate").
 F0 = 0.037
@@ -208,11 +211,16 @@ def gray_scott_step(U, V, F, K, Du=DU, Dv=DV, dt=DT, decay=DECAY,
 
 
 # ---- the compiled path ----------------------------------------------------------------
+# U and V each live in a circularly padded buffer (a one-cell halo), so the kernel reads
+# every neighbour with a plain slice: no index arithmetic for the wrap, so it vectorises.
+# Two buffers per field alternate ("ping-pong"): each step reads one and writes the
+# interior of the other in place, so no step allocates memory (returning fresh
+# multi-megabyte tensors instead made a step 1.8-2.2x slower on CPU: docs/findings.md).
 
-def _padded_step(Up, Vp, F, K, Du, Dv, dt, decay, stencil, clamp, nd):
-    """One step from circularly padded Up, Vp (B, *(grid + 2)) (halo valid).
-    Returns the new U, V in the same padded layout with a zero halo (fill_halo makes it
-    periodic). Same expressions as gray_scott_step, so the same numbers."""
+def padded_step(Up, Vp, F, K, Du, Dv, dt, decay, stencil, clamp, nd):
+    """One step from circularly padded Up, Vp (B, *(grid + 2)) with a valid halo.
+    Pure: returns the new interior U, V (B, *grid). The expressions are those of
+    gray_scott_step, so the numbers are the same to float rounding."""
     inner = (Ellipsis, *((slice(1, -1),) * nd))
     U, V = Up[inner], Vp[inner]
     uvv = U * V * V
@@ -223,78 +231,48 @@ def _padded_step(Up, Vp, F, K, Du, Dv, dt, decay, stencil, clamp, nd):
     if clamp:
         U_new = U_new.clamp(0.0, 1.0)
         V_new = V_new.clamp(0.0, 1.0)
-    # writing the padded layout straight from the kernel costs less than a separate
-    # copy into a padded buffer before the next step
-    return tnf.pad(U_new, (1, 1) * nd), tnf.pad(V_new, (1, 1) * nd)
+    return U_new, V_new
 
 
-def fill_halo(P: torch.Tensor, nd: int) -> torch.Tensor:
-    """Make the one-cell halo of P (padded on its last nd dims) periodic, in place."""
+def halo_copies(P: torch.Tensor, nd: int) -> list:
+    """The (destination, source) views whose copies make the one-cell halo of P (padded
+    on its last nd dims) periodic; axis by axis, so edges and corners come out right."""
+    pairs = []
     for axis in range(P.dim() - nd, P.dim()):
         n = P.shape[axis] - 2
-        P.select(axis, 0).copy_(P.select(axis, n))
-        P.select(axis, n + 1).copy_(P.select(axis, 1))
+        pairs += [(P.select(axis, 0), P.select(axis, n)),
+                  (P.select(axis, n + 1), P.select(axis, 1))]
+    return pairs
+
+
+def fill_halo(P: torch.Tensor, nd: int, pairs=None) -> torch.Tensor:
+    """Make the one-cell halo of P periodic, in place (pairs: halo_copies(P, nd), which a
+    stepping loop builds once per buffer, since building the views costs more than
+    the copies on small grids)."""
+    for dst, src in (pairs if pairs is not None else halo_copies(P, nd)):
+        dst.copy_(src)
     return P
 
 
-def compiler_available(device) -> bool:
-    """True when torch.compile can build kernels for this device here."""
-    device = torch.device(device)
-    if os.environ.get("SUBSTRATE_NO_COMPILE"):
-        return False
-    if device.type == "cuda":
-        try:
-            from torch.utils._triton import has_triton
-            return bool(has_triton())
-        except Exception:  # pragma: no cover - depends on the install
-            return False
-    if device.type != "cpu":
-        return False
-    cxx = os.environ.get("CXX")
-    return bool((cxx and shutil.which(cxx)) or shutil.which("g++") or shutil.which("clang++")
-                or shutil.which("c++"))
+def _make_kernel(physics, nd, epilogue=None):
+    """The compiled unit: one step from (Up, Vp) into the interiors of (Uo, Vo), then
+    optionally epilogue(V_new, F, K, *extra) -> (F_new | None, K_new | None, out), whose
+    F_new / K_new are written back into F, K in place. Fusing the epilogue (a similarity,
+    a scar update) into the step's kernel saves a pass over the state per step."""
+    inner = (Ellipsis, *((slice(1, -1),) * nd))
 
-
-_COMPILED: dict = {}          # config key -> compiled callable, or None if compiling failed
-_COMPILED_SHAPES: set = set()  # (key, shapes) that already ran compiled in this process
-
-
-def _raise_recompile_limit(limit=64):
-    import torch._dynamo.config as dcfg
-    for name in ("recompile_limit", "cache_size_limit"):
-        if hasattr(dcfg, name) and getattr(dcfg, name) < limit:
-            setattr(dcfg, name, limit)
-
-
-def compiled(fn, key):
-    """torch.compile(fn) once per key, cached for the process.
-
-    The batch dimension is compiled as dynamic (one kernel serves every batch size > 1,
-    so a study that runs batches of 16, 24 and 8 compiles once); the grid dims stay
-    static so the inner loops vectorise. The first argument must be the batched state;
-    every argument with the same rank (or rank 1) and the same leading size is batched.
-    """
-    fn_c = _COMPILED.get(key, False)
-    if fn_c is False:
-        _raise_recompile_limit()
-        fn_c = _COMPILED[key] = torch.compile(fn, dynamic=False)
-    if fn_c is None:
-        return None
-
-    def call(*args):
-        B, rank = args[0].shape[0], args[0].dim()
-        if B > 1:
-            for a in args:
-                if (isinstance(a, torch.Tensor) and a.dim() in (rank, 1)
-                        and a.shape[0] == B):
-                    torch._dynamo.maybe_mark_dynamic(a, 0)
-        return fn_c(*args)
-    return call
-
-
-def _make_kernel(Du, Dv, dt, decay, stencil, clamp, nd):
-    def kernel(Up, Vp, F, K):
-        return _padded_step(Up, Vp, F, K, Du, Dv, dt, decay, stencil, clamp, nd)
+    def kernel(Up, Vp, F, K, Uo, Vo, *extra):
+        U_new, V_new = padded_step(Up, Vp, F, K, *physics, nd)
+        Uo[inner].copy_(U_new)
+        Vo[inner].copy_(V_new)
+        if epilogue is None:
+            return None
+        F_new, K_new, out = epilogue(V_new, F, K, *extra)
+        if F_new is not None:
+            F.copy_(F_new)
+        if K_new is not None:
+            K.copy_(K_new)
+        return out
     return kernel
 
 
@@ -322,8 +300,7 @@ class GrayScott:
 
     Attributes U, V (B, *grid) and F, K (grid-shaped shared, or (B, *grid) per member)
     are plain tensors: read them, or assign new ones (the shape is checked at the next
-    step). A stepped state is always a new tensor, so a reference taken earlier keeps
-    the old state.
+    step). Reading U or V gives a snapshot: a reference taken earlier keeps the old state.
 
     depth=None gives a 2D (B, H, W) medium; depth=D a 3D (B, D, H, W) one (stencil
     default "seven_point", or "twentyseven_point"). compile: "auto", True or False (see
@@ -371,9 +348,17 @@ class GrayScott:
         self.dtype = dtype
         self.check_every = max(1, int(check_every))
         self.compile = compile
-        self._plain = {"U": None, "V": None}   # authoritative (B, *grid) tensors, or
-        self._pad = {"U": None, "V": None}     # padded (B, *(grid + 2)) from the kernel
-        self._handed = {"U": None, "V": None}  # _version of a plain copy handed out
+        # The state of each field lives in exactly one of two forms:
+        #   _plain[name]: a plain (B, *grid) tensor (set by the user, or a snapshot), or
+        #   _pad[name]:   the padded buffer the compiled kernel last wrote (halo valid);
+        #                 _spare[name] is the other buffer of the pair, written next.
+        # _handed[name] is the _version of a snapshot handed out from _pad, so that an
+        # in-place edit of that snapshot is seen (and honoured) at the next step.
+        self._plain = {"U": None, "V": None}
+        self._pad = {"U": None, "V": None}
+        self._spare = {"U": None, "V": None}
+        self._handed = {"U": None, "V": None}
+        self._halo = {}   # id(padded buffer) -> its halo_copies views
         self._inner = (Ellipsis, *((slice(1, -1),) * nd))
         shape = (self.batch, *grid)
         self.U = torch.ones(shape, device=self.device, dtype=dtype)
@@ -387,11 +372,6 @@ class GrayScott:
         self._last_path = None
 
     # -- state ---------------------------------------------------------------------------
-    # U and V read like plain contiguous tensors. After a compiled step the state lives in
-    # padded tensors; reading U or V hands out a contiguous copy of the interior (one
-    # copy, cached), and an in-place change to that copy is honoured at the next step
-    # (tensor._version tells). Library code that steps in a loop reads the state through
-    # field() instead, which costs nothing.
     @property
     def U(self) -> torch.Tensor:
         return self._public("U")
@@ -409,6 +389,8 @@ class GrayScott:
         self._plain["V"], self._pad["V"], self._handed["V"] = value, None, None
 
     def _public(self, name) -> torch.Tensor:
+        """A plain contiguous tensor of the state (a copy of the padded interior after a
+        compiled step, made once and cached until the next step)."""
         plain = self._plain[name]
         if plain is None:
             plain = self._plain[name] = self._pad[name][self._inner].contiguous()
@@ -416,20 +398,35 @@ class GrayScott:
         return plain
 
     def field(self, name: str) -> torch.Tensor:
-        """The current U or V without copying (may be a non-contiguous view; read only)."""
+        """The current U or V without copying: read-only, and valid only until the next
+        step (on the compiled path it is a view of a buffer that a later step rewrites).
+        Library code that steps in a loop reads the state this way."""
         plain = self._plain[name]
         return plain if plain is not None else self._pad[name][self._inner]
 
-    def _padded_field(self, name) -> torch.Tensor:
-        """U or V as a padded tensor with a valid periodic halo (packs it if needed)."""
-        plain, pad = self._plain[name], self._pad[name]
+    def _padded(self, name) -> tuple[torch.Tensor, torch.Tensor]:
+        """(current, spare) padded buffers of U or V, the current one holding the state
+        with a valid halo (packed from the plain tensor if that is where the state is)."""
+        plain, pad, spare = self._plain[name], self._pad[name], self._spare[name]
         if pad is None or (plain is not None and plain._version != self._handed[name]):
-            pad = torch.empty((self.batch, *(g + 2 for g in self.grid)), device=self.device,
-                              dtype=self.dtype)
-            pad[self._inner].copy_(plain)
-            self._pad[name] = pad
-        self._plain[name], self._handed[name] = None, None
-        return fill_halo(pad, self.ndim)
+            shape = (self.batch, *(g + 2 for g in self.grid))
+            if spare is None or spare.shape != shape or spare.dtype != self.dtype:
+                spare = torch.empty(shape, device=self.device, dtype=self.dtype)
+            spare[self._inner].copy_(plain)
+            pad, spare = fill_halo(spare, self.ndim), pad
+            self._pad[name], self._handed[name] = pad, plain._version
+        if spare is None:
+            spare = torch.empty_like(pad)
+        self._spare[name] = spare
+        return pad, spare
+
+    def _halo_pairs(self, buf) -> list:
+        pairs = self._halo.get(id(buf))
+        if pairs is None or pairs[0][0]._base is not buf:
+            if len(self._halo) >= 8:   # buffers were reallocated: forget the old ones
+                self._halo.clear()
+            pairs = self._halo[id(buf)] = halo_copies(buf, self.ndim)
+        return pairs
 
     @property
     def cells(self) -> int:
@@ -469,31 +466,31 @@ class GrayScott:
                                               self.dtype))
 
     # -- path choice ---------------------------------------------------------------------
-    def _key(self):
+    def _key(self, epilogue_key=None):
         return ("gs", self.Du, self.Dv, self.dt, self.decay, self.stencil, self.clamp,
-                self.ndim, self.device.type)
+                self.ndim, self.device.type, epilogue_key)
 
     def _shapes(self):
         return (self.batch, self.grid, tuple(self.F.shape), tuple(self.K.shape), self.dtype)
 
-    def use_compiled(self, steps: int = 1) -> bool:
+    def use_compiled(self, steps: int = 1, epilogue_key=None) -> bool:
         """Whether the next `steps` steps would run on the compiled path (see compile=)."""
-        if self.compile is False or not compiler_available(self.device):
+        if self.compile is False or not compiling.compiler_available(self.device):
             return False
-        key = self._key()
-        if key in _COMPILED and _COMPILED[key] is None:
+        key = self._key(epilogue_key)
+        if compiling.failed(key):
             return False  # compiling failed before: stay eager
         if self.compile is True:
             return True
         if self.cells < AUTO_COMPILE_MIN_CELLS:
             return False
-        if (key, self._shapes()) in _COMPILED_SHAPES:
+        if compiling.ran(key, self._shapes()):
             return True   # already compiled for exactly this shape: free to use
         return self._work_done + steps * self.cells >= AUTO_COMPILE_WORK
 
     def _identity(self):
         """Which tensors hold the inputs now (and whether a plain one was modified in
-        place). The padded tensors are only ever written by the kernel and fill_halo."""
+        place). The padded buffers are only ever written by the kernel and fill_halo."""
         stamp = []
         for name in ("U", "V"):
             plain, pad = self._plain[name], self._pad[name]
@@ -526,6 +523,15 @@ class GrayScott:
         finite inputs by clamped updates, e.g. scarring.evolve); skips the re-check."""
         self._verified = (self._identity(), True, self._holders())
 
+    def _fast(self, steps, compiled, epilogue_key=None) -> bool:
+        if compiled is None:
+            fast = self.use_compiled(steps, epilogue_key)
+        else:
+            fast = (compiled and self.compile is not False
+                    and compiling.compiler_available(self.device)
+                    and not compiling.failed(self._key(epilogue_key)))
+        return fast and self._inputs_provably_finite()
+
     # -- stepping ------------------------------------------------------------------------
     def step(self, n: int = 1, *, compiled: bool | None = None) -> "GrayScott":
         """Advance every batch member n steps.
@@ -544,16 +550,44 @@ class GrayScott:
         if n == 0:
             return self
         self._check_shapes()
-        fast = self.use_compiled(n) if compiled is None else (
-            compiled and self.compile is not False and compiler_available(self.device)
-            and _COMPILED.get(self._key(), True) is not None)
-        if fast and self._inputs_provably_finite():
-            self._step_compiled(n)
-        else:
+        if not (self._fast(n, compiled) and self._step_compiled(n)):
             self._step_eager(n)
         if n > 1:
             self.check_finite()
         return self
+
+    def step_with(self, epilogue, key, *args, compiled: bool | None = None,
+                  keeps_finite: bool = False):
+        """One step, then `epilogue(V, F, K, *args) -> (F_new, K_new, out)` on the new V;
+        returns out. F_new / K_new (or None to leave them) replace F and K, which must
+        be per member, (B, *grid). On the compiled path the epilogue is fused into
+        the step's kernel (no extra pass over the state, no extra launch).
+
+        epilogue must be pure (tensors in, tensors out) and `key` (hashable) must identify
+        it and its constants: it names the compiled kernel. keeps_finite=True declares
+        that it maps finite F, K to finite F, K (e.g. a clamped update), which spares a
+        finiteness check of F, K before the next compiled step. scarring.evolve uses this
+        for the similarity and the scar update of every training step.
+        """
+        self._check_shapes()
+        if self.F.shape != (self.batch, *self.grid) or self.K.shape != self.F.shape:
+            raise ValueError(f"step_with needs F and K per member, shape ({self.batch}, "
+                             f"{', '.join(map(str, self.grid))}); got F {tuple(self.F.shape)}"
+                             f", K {tuple(self.K.shape)}")
+        out = None
+        fused = self._fast(1, compiled, key)
+        if fused:
+            fused, out = self._step_compiled(1, epilogue, key, args)
+            if fused and keeps_finite:
+                self.trust_finite()
+        if not fused:
+            self._step_eager(1)
+            F_new, K_new, out = epilogue(self.field("V"), self.F, self.K, *args)
+            if F_new is not None:
+                self.F = F_new
+            if K_new is not None:
+                self.K = K_new
+        return out
 
     def _after_step(self, track: bool) -> None:
         self.steps_taken += 1
@@ -575,35 +609,44 @@ class GrayScott:
                                              self.stencil, self.clamp)
             self._after_step(track=True)
 
-    def kernel(self):
-        """The compiled one-step kernel for this configuration:
-        (Up, Vp, F, K) -> (Up', Vp'), padded layout (see _padded_step)."""
-        return compiled(_make_kernel(self.Du, self.Dv, self.dt, self.decay, self.stencil,
-                                     self.clamp, self.ndim), self._key())
+    def kernel(self, epilogue=None, key=None):
+        """The compiled kernel for this configuration (see _make_kernel):
+        (Up, Vp, F, K, Uo, Vo, *extra) -> epilogue's out (None without one)."""
+        physics = (self.Du, self.Dv, self.dt, self.decay, self.stencil, self.clamp)
+        return compiling.compiled(_make_kernel(physics, self.ndim, epilogue),
+                                  self._key(key))
 
-    def _step_compiled(self, n: int) -> None:
-        kernel = self.kernel()
-        shapes = (self._key(), self._shapes())
+    def _step_compiled(self, n: int, epilogue=None, key=None, args=()):
+        """n compiled steps. Returns False if compiling is not possible here after all
+        (the caller then steps eagerly); with an epilogue, returns (True, its out)."""
+        full_key, shapes = self._key(key), self._shapes()
+        kernel = self.kernel(epilogue, key)
+        out = None
         try:
             for i in range(n):
-                Up, Vp = kernel(self._padded_field("U"), self._padded_field("V"),
-                                self.F, self.K)
-                self._pad["U"], self._pad["V"] = Up, Vp
-                self._after_step(track=False)
+                (Up, Uo), (Vp, Vo) = self._padded("U"), self._padded("V")
+                out = kernel(Up, Vp, self.F, self.K, Uo, Vo, *args)
+                for name, written, read in (("U", Uo, Up), ("V", Vo, Vp)):
+                    fill_halo(written, self.ndim, self._halo_pairs(written))
+                    self._pad[name], self._spare[name] = written, read
+                    self._plain[name], self._handed[name] = None, None
                 if i == 0:
-                    _COMPILED_SHAPES.add(shapes)
+                    compiling.mark_ran(full_key, shapes)
                     self._last_path = "compiled"
-            self.trust_finite()
+                self._after_step(track=False)
         except SimulationError:
             raise
         except Exception as exc:  # no working compiler after all: fall back, once
-            if shapes in _COMPILED_SHAPES:
+            if compiling.ran(full_key, shapes):
                 raise
             warnings.warn(f"torch.compile failed ({exc.__class__.__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}); "
                           f"using the eager stepper", RuntimeWarning)
-            _COMPILED[self._key()] = None
-            self._step_eager(n)
+            compiling.mark_failed(full_key)
+            return (False, None) if epilogue is not None else False
+        if epilogue is None:
+            self.trust_finite()   # clamped steps from finite inputs stay finite
+        return (True, out) if epilogue is not None else True
 
     def check_finite(self) -> None:
         """Raise SimulationError if U or V became NaN/Inf at any step so far (one sync)."""

@@ -97,8 +97,7 @@ def parse_args(argv=None):
                    help="use only the first N training images (and N/4 test images)")
     p.add_argument("--no-normalise", action="store_true",
                    help="GPE nets: do not normalise the projected psi (the first version)")
-    p.add_argument("--threads", type=int, default=THREADS,
-                   help=f"torch CPU threads (default {THREADS})")
+    experiment.add_threads_arg(p, default=THREADS)
     return p.parse_args(argv)
 
 
@@ -138,7 +137,7 @@ def validate(args):
     for name in ("tasks", "physnet_tasks"):
         if getattr(args, name) < 2:
             raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: need >= 2")
-    for name in ("epochs", "batch", "hidden", "threads", "ewc_samples"):
+    for name in ("epochs", "batch", "hidden", "ewc_samples"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} {getattr(args, name)}: must be >= 1")
     if args.field < 4:
@@ -375,7 +374,7 @@ def main(argv=None):
     validate(args)
     seeds = experiment.seed_list(args)
     device = experiment.resolve_device(args.device)
-    torch.set_num_threads(args.threads)
+    experiment.apply_threads(args)
     out = experiment.prepare_out_dir(args.out)
     plan = build_plan(args)
     t0 = time.time()

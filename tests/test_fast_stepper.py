@@ -248,6 +248,73 @@ def test_compiled_evolve_matches_eager_and_does_not_sync(monkeypatch):
     assert _evolve_syncs(monkeypatch, True, 10) == _evolve_syncs(monkeypatch, True, 40)
 
 
+def _epilogue_feed_from_v(V, F, K, scale):
+    """A hand-made epilogue: F grows by scale * V, K untouched, out = total V per member."""
+    return F + scale * V, None, V.sum(dim=(-2, -1))
+
+
+@needs_compiler
+def test_step_with_fuses_an_epilogue_like_the_eager_path():
+    grid = (20, 24)
+    U, V, F, K = random_state(3, grid, seed=6, per_member=True, dtype=torch.float32)
+    runs = []
+    for compile in (False, True):
+        gs = medium(grid, 3, F, K, torch.float32, compile)
+        gs.reset(U=U, V=V)
+        outs = [gs.step_with(_epilogue_feed_from_v, ("feed", 1e-3), 1e-3) for _ in range(12)]
+        runs.append((torch.stack(outs), gs.V, gs.F, gs.K, gs._last_path))
+    assert runs[0][4] == "eager" and runs[1][4] == "compiled"
+    for a, b in zip(runs[0][:4], runs[1][:4]):
+        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    # by hand: after the first step, F = F0 + 1e-3 * V1 with V1 one reference step of V
+    _, V1 = gray_scott_step(U, V, F, K)
+    gs = medium(grid, 3, F, K, torch.float32, True)
+    gs.reset(U=U, V=V)
+    gs.step_with(_epilogue_feed_from_v, ("feed", 1e-3), 1e-3)
+    assert torch.allclose(gs.F, F + 1e-3 * V1, atol=1e-6)
+    assert torch.equal(gs.K, K)
+    shared = medium(grid, 3, F[0], K[0], torch.float32, True)
+    with pytest.raises(ValueError, match="per member"):
+        shared.step_with(_epilogue_feed_from_v, ("feed", 1e-3), 1e-3)
+
+
+@needs_compiler
+def test_compiled_snapshots_survive_the_reused_buffers():
+    """The compiled path writes into two buffers per field in turn; a V read earlier
+    must keep its values however many steps follow."""
+    grid = (20, 24)
+    U, V, F, K = random_state(2, grid, seed=7, per_member=False, dtype=torch.float64)
+    fast, ref = (medium(grid, 2, F, K, torch.float64, c) for c in (True, False))
+    snaps = {id(gs): [] for gs in (fast, ref)}
+    for gs in (fast, ref):
+        gs.reset(U=U, V=V)
+        for _ in range(5):
+            gs.step(1)
+            snaps[id(gs)].append(gs.V)
+    assert fast._last_path == "compiled"
+    for a, b in zip(snaps[id(fast)], snaps[id(ref)]):
+        assert torch.allclose(a, b, atol=1e-12)
+    assert len({s.data_ptr() for s in snaps[id(fast)]}) == 5
+
+
+def test_published_reimplementation_agrees_with_the_reference_step():
+    """benchmarks/published.py (conv2d per field) and gray_scott_step (slices) are
+    written independently from the same equations: they must agree."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from published import Published, run_protocol
+    U, V, F, K = random_state(2, (16, 18), seed=8, per_member=False, dtype=torch.float64)
+    target = make_pattern("ring", 16, 18, dtype=torch.float64)
+    pub = Published(U, V, F, K, target)
+    pub.step(7)
+    u, v = U, V
+    for _ in range(7):
+        u, v = gray_scott_step(u, v, F, K)
+    assert torch.allclose(pub.U, u, atol=1e-12) and torch.allclose(pub.V, v, atol=1e-12)
+    out = run_protocol(grid=32, seed=0, scale=0.02)
+    assert set(out) >= {"phase1_scarred", "phase2_control", "phase3_C"}
+    assert all(0.0 <= x <= 1.0 + 1e-6 for x in out.values())
+
+
 # ---- 3D targets and the scar rule in 3D ---------------------------------------------------
 def test_3d_patterns_geometry():
     b = make_pattern_3d("ball", 32, 32, 32)

@@ -64,3 +64,17 @@ def test_discrimination_index():
     assert discrimination_index(m) == pytest.approx(((0.9 - 0.5) + (0.7 - 0.3)) / 2)
     with pytest.raises(ValueError):
         discrimination_index([[1.0, 0.0]])
+
+
+def test_cosine_reads_non_contiguous_views_and_per_member_targets():
+    g = torch.Generator().manual_seed(3)
+    P = torch.rand(3, 10, 12, generator=g, dtype=torch.float64)
+    view = P[:, 1:-1, 1:-1]                      # a padded buffer's interior
+    target = torch.rand(8, 10, generator=g, dtype=torch.float64)
+    a = cosine_similarity(view, target)
+    b = cosine_similarity(view.contiguous(), target.expand(3, -1, -1).contiguous())
+    v, t = view.reshape(3, -1), target.reshape(1, -1)
+    by_hand = (v * t).sum(1) / (v.norm(dim=1) * t.norm(dim=1))
+    assert torch.allclose(a, by_hand, atol=1e-12) and torch.allclose(b, by_hand, atol=1e-12)
+    with pytest.raises(ValueError, match="shape"):
+        cosine_similarity(view, torch.rand(9, 10))

@@ -21,13 +21,14 @@ here too (pure tensor/array functions).
 """
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as Fn
+
+from adam import adam_state, adam_step
 
 CHANNELS = 16
 HIDDEN = 128
@@ -151,7 +152,7 @@ def train(model: NCA, targets: torch.Tensor, start_fn, steps: int, pool_size: in
     pool_idx = torch.arange(pool_size) % T
     pool = start_fn(pool_idx, g)
     params = [p for p in model.parameters() if p.requires_grad]
-    adam = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+    adam = adam_state(params)
     losses, t0 = [], time.perf_counter()
     bar = tqdm(total=steps, desc=progress, disable=None if progress else True, leave=False)
     done = 0
@@ -182,7 +183,8 @@ def train(model: NCA, targets: torch.Tensor, start_fn, steps: int, pool_size: in
             for p in params:  # per-variable gradient normalisation
                 if p.grad is not None:
                     p.grad /= p.grad.norm() + 1e-8
-            _adam_step(params, adam, it + 1, lr * (0.1 if it >= lr_drop_step else 1.0))
+            adam_step(params, [p.grad for p in params], adam, it + 1,
+                      lr * (0.1 if it >= lr_drop_step else 1.0))
         with torch.no_grad():
             x = x.detach()
             worst = int(per.argmax())
@@ -198,18 +200,6 @@ def train(model: NCA, targets: torch.Tensor, start_fn, steps: int, pool_size: in
                        "lr_drop_step": lr_drop_step, "damage_best": damage_best,
                        "damage_radius": list(damage_radius), "seed": seed,
                        "steps_requested": steps, "time_budget_s": time_budget_s}}
-
-
-def _adam_step(params, state, t, lr, b1=0.9, b2=0.999, eps=1e-8):
-    """One Adam update (Kingma & Ba), written out: torch.optim's first use imports
-    torch._dynamo, which costs ~10 s per process on the loaded 2-core machine."""
-    for p, (m, v) in zip(params, state):
-        if p.grad is None:
-            continue
-        m.mul_(b1).add_(p.grad, alpha=1 - b1)
-        v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-        step = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-        p.addcdiv_(m, v.sqrt().add_(eps * math.sqrt(1 - b2 ** t)), value=-step)
 
 
 def save_weights(model: NCA, path, meta: dict) -> None:

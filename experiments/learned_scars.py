@@ -31,6 +31,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from adam import adam_state, adam_step  # noqa: E402
 from differentiable import Physics, cosine, finite_members, rollout  # noqa: E402
 from experiment import (add_common_args, environment_info, prepare_out_dir,  # noqa: E402
                         resolve_device, run_cli, seed_list, write_json_atomic)
@@ -80,9 +81,8 @@ def learn_scars(pats, seeds, args, physics, rule, log):
     H, W = pats.shape[-2:]
     aF = torch.full((S, H, W), logit_of(F0, rule.F_min, rule.F_max), requires_grad=True)
     aK = torch.full((S, H, W), logit_of(K0, rule.K_min, rule.K_max), requires_grad=True)
-    lr, b1, b2 = args.lr, 0.9, 0.999   # Adam, written out (torch.optim imports dynamo)
-    mom = [torch.zeros_like(aF), torch.zeros_like(aK)]
-    sq = [torch.zeros_like(aF), torch.zeros_like(aK)]
+    lr = args.lr
+    moments = adam_state([aF, aK])
     n_steps = 0
     targets = pats.repeat(S, 1, 1)                         # (S*P, H, W), seed-major
     history = []
@@ -109,11 +109,7 @@ def learn_scars(pats, seeds, args, physics, rule, log):
             continue
         grads = torch.autograd.grad(loss.sum(), [aF, aK])
         n_steps += 1
-        with torch.no_grad():
-            for a, g, m, v in zip((aF, aK), grads, mom, sq):
-                m.mul_(b1).add_((1 - b1) * g)
-                v.mul_(b2).add_((1 - b2) * g * g)
-                a -= lr * (m / (1 - b1 ** n_steps)) / ((v / (1 - b2 ** n_steps)).sqrt() + 1e-8)
+        adam_step([aF, aK], grads, moments, n_steps, lr)
         history.append({"iteration": it, "loss": loss.detach().tolist(),
                         "recall_term": recall.detach().tolist(),
                         "scar_size": size.detach().tolist()})

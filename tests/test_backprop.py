@@ -265,3 +265,26 @@ def test_pattern_class_on_hand_made_fields():
     maze[:, ::8] = 0.4
     assert lp.pattern_class(maze.numpy()) == "labyrinth"
     assert lp.pattern_class(torch.full((32, 32), 0.2).numpy()) == "uniform"
+
+
+def test_adam_step_matches_torch_optim_adam():
+    """adam.py (written out to avoid importing torch.optim) is torch.optim.Adam's update."""
+    from adam import adam_state, adam_step
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    ours = torch.zeros(5, 4, dtype=torch.float64, requires_grad=True)
+    ref = ours.detach().clone().requires_grad_(True)
+    state = adam_state([ours])
+    opt = torch.optim.Adam([ref], lr=0.05)
+    for t in range(1, 31):
+        loss = ((ours - target) ** 4).sum()
+        (grad,) = torch.autograd.grad(loss, [ours])
+        adam_step([ours], [grad], state, t, lr=0.05)
+        opt.zero_grad()
+        ((ref - target) ** 4).sum().backward()
+        opt.step()
+    assert torch.allclose(ours, ref, atol=1e-10)
+    assert not torch.allclose(ours, torch.zeros_like(ours))   # it moved
+    frozen = torch.ones(3, dtype=torch.float64)
+    adam_step([frozen], [None], adam_state([frozen]), 1, lr=1.0)
+    assert torch.equal(frozen, torch.ones(3, dtype=torch.float64))

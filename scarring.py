@@ -81,9 +81,10 @@ def scar_strength(F: torch.Tensor, K: torch.Tensor, F0: float = F0, K0: float = 
     return ((F - F0).abs() + (K - K0).abs()).flatten(1).sum(1)
 
 
-def _scar_step(V, target, F, K, members, rule: ScarRule, spatial_dims: int):
-    """Similarity of each member to its target, then one gated scar update.
-    members: (B,) bool or None (all). Returns (F, K, similarity); pure."""
+def _scar_epilogue(V, F, K, target, members, rule: ScarRule, spatial_dims: int):
+    """One training step's epilogue (GrayScott.step_with): the similarity of the new V
+    to each member's target, then one gated scar update. members: (B,) bool or None
+    (all). Returns (F, K, similarity); pure."""
     from metrics import cosine_similarity
 
     similarity = cosine_similarity(V, target, spatial_dims)
@@ -91,12 +92,6 @@ def _scar_step(V, target, F, K, members, rule: ScarRule, spatial_dims: int):
     if members is not None:  # a member outside the mask never passes the gate
         gate_input = torch.where(members, similarity, torch.full_like(similarity, -1.0))
     F, K = apply_scar(V, target, F, K, gate_input, rule)
-    return F, K, similarity
-
-
-def _scar_epilogue(V, F, K, target, members, rule, spatial_dims):
-    """GrayScott.step_with epilogue: similarity of the new V, then the gated scar."""
-    F, K, similarity = _scar_step(V, target, F, K, members, rule, spatial_dims)
     return F, K, similarity
 
 

@@ -36,7 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-import torch.nn.functional as tnf  # noqa: E402
 
 import substrate  # noqa: E402
 from metrics import summarize  # noqa: E402

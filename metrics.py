@@ -15,18 +15,25 @@ import torch
 EMPTY_SUM = 0.01  # reference rule: similarity is 0 when V or target sums below this
 
 
-def _flat(V, target, spatial_dims=2):
-    """(B, N) views of V and target. V is (B, *grid) or (*grid); target is (*grid), shared
-    by the batch, or (B, *grid). grid has `spatial_dims` dims (2, or 3 for a 3D medium)."""
+def _aligned(V, target, spatial_dims=2):
+    """V as (B, *grid) and target as (1, *grid) (shared by the batch) or (B, *grid), in
+    V's dtype. V is (B, *grid) or (*grid); target is (*grid) or (B, *grid). grid has
+    `spatial_dims` dims (2, or 3 for a 3D medium)."""
     if V.dim() == spatial_dims:
         V = V.unsqueeze(0)
-    target = target.to(V.dtype)
-    if target.dim() == spatial_dims:
-        target = target.unsqueeze(0).expand_as(V)
-    if target.shape != V.shape:
+    t = target.to(V.dtype)
+    if t.dim() == spatial_dims:
+        t = t.unsqueeze(0)
+    if t.shape[1:] != V.shape[1:] or (target.dim() != spatial_dims and t.shape != V.shape):
         raise ValueError(f"V has shape {tuple(V.shape)} but target has shape "
                          f"{tuple(target.shape)}")
-    return V.flatten(1), target.flatten(1)
+    return V, t
+
+
+def _flat(V, target, spatial_dims=2):
+    """(B, N) views of V and target (see _aligned for the shapes taken)."""
+    V, t = _aligned(V, target, spatial_dims)
+    return V.flatten(1), t.expand_as(V).flatten(1)
 
 
 def _grid_sum(x: torch.Tensor, spatial_dims: int) -> torch.Tensor:
@@ -44,14 +51,7 @@ def cosine_similarity(V: torch.Tensor, target: torch.Tensor, spatial_dims: int =
 
     V: (B, H, W) or (H, W); target: (H, W) or (B, H, W). Returns shape (B,).
     """
-    if V.dim() == spatial_dims:
-        V = V.unsqueeze(0)
-    t = target.to(V.dtype)
-    if t.dim() == spatial_dims:
-        t = t.unsqueeze(0)
-    if t.shape[1:] != V.shape[1:] or t.shape[0] not in (1, V.shape[0]):
-        raise ValueError(f"V has shape {tuple(V.shape)} but target has shape "
-                         f"{tuple(target.shape)}")
+    V, t = _aligned(V, target, spatial_dims)
     dot = _grid_sum(V * t, spatial_dims)
     norm = _grid_sum(V * V, spatial_dims).sqrt() * _grid_sum(t * t, spatial_dims).sqrt()
     cos = dot / norm.clamp_min(1e-12)

@@ -10,7 +10,6 @@ in PATTERNS, or save a grayscale image and pass its path to `load_image_pattern`
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np

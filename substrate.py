@@ -43,8 +43,8 @@ import warnings
 import torch
 import torch.nn.functional as tnf
 
-import compiling
-from compiling import compiler_available  # noqa: F401  (re-exported)
+from common import compiling
+from common.compiling import compiler_available  # noqa: F401  (re-exported)
 
 # Reference constants (PROTOCOL.md "Substrate").
 F0 = 0.037

@@ -1,8 +1,8 @@
 """Benchmark the Gray-Scott steppers side by side and write docs/performance.md.
 
-    python benchmarks/bench_substrate.py            # full table (several minutes)
-    python benchmarks/bench_substrate.py --quick    # seconds: tiny grids, no compile
-    python benchmarks/bench_substrate.py --help
+    python -m benchmarks.bench_substrate            # full table (several minutes)
+    python -m benchmarks.bench_substrate --quick    # seconds: tiny grids, no compile
+    python -m benchmarks.bench_substrate --help
 
 Paths compared, on every grid / batch / dtype (and on CUDA when present):
   published  benchmarks/published.py: our plain re-implementation of the published
@@ -33,14 +33,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-import substrate  # noqa: E402
-from metrics import summarize  # noqa: E402
-from patterns import make_pattern, make_pattern_3d  # noqa: E402
-from published import Published  # noqa: E402  (benchmarks/published.py)
+import substrate
+from metrics import summarize
+from patterns import make_pattern, make_pattern_3d
+from benchmarks.published import Published
 
 # ---- knobs (each is a flag) -----------------------------------------------------------
 GRIDS = ["128x128", "256x256", "1024x1024", "64x64x64"]
@@ -257,7 +256,7 @@ def main(argv=None):
     paths = list(args.paths)
     if "published" in paths and "published_nosync" not in paths and not args.quick:
         paths.insert(1, "published_nosync")
-    command = "python benchmarks/bench_substrate.py " + " ".join(
+    command = "python -m benchmarks.bench_substrate " + " ".join(
         argv if argv is not None else sys.argv[1:])
     md = ["# Substrate performance", "",
           "Written by `benchmarks/bench_substrate.py` (do not edit by hand).", "",
@@ -326,7 +325,7 @@ def main(argv=None):
     if not any(d.type == "cuda" for d in devices):
         md += ["## GPU", "", "No GPU was available to this run: the GPU table (and the "
                "fraction of the card's copy bandwidth reached at 1024^2) is pending. The "
-               "code is device-agnostic; run `python benchmarks/bench_substrate.py` on a "
+               "code is device-agnostic; run `python -m benchmarks.bench_substrate` on a "
                "CUDA machine to fill it in.", ""]
     if args.validation_seeds:
         md += validation_section(args)
@@ -428,7 +427,7 @@ def validation_section(args):
           "It draws no figures or videos, so it is faster than the published script "
           "itself (which the issue puts at about 15 s on this machine).", "",
           "| command | seeds | wall s | s per seed | status |", "|---|---|---|---|---|"]
-    rows = [(["benchmarks/published.py"], 1, "python benchmarks/published.py")]
+    rows = [(["-m", "benchmarks.published"], 1, "python -m benchmarks.published")]
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.validation_seeds:
             rows.append((["scarring_validation.py", "--seeds", str(n), "--out",
@@ -444,5 +443,5 @@ def validation_section(args):
 
 
 if __name__ == "__main__":
-    from experiment import run_cli
+    from common.cli import run_cli
     run_cli(main)

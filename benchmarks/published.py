@@ -1,8 +1,8 @@
 """The published stepper and its single-seed protocol, re-implemented plainly: the baseline
 that benchmarks/bench_substrate.py measures our stepper against.
 
-    python benchmarks/published.py            # the published protocol, one seed, timed
-    python benchmarks/published.py --help
+    python -m benchmarks.published            # the published protocol, one seed, timed
+    python -m benchmarks.published --help
 
 Written by us from the equations and constants of ../shared/PROTOCOL.md (the published
 code is not in this repository), in the published style: a separate circularly padded
@@ -24,11 +24,7 @@ import time
 T_START = time.perf_counter()
 
 import argparse  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 import torch.nn.functional as tnf  # noqa: E402

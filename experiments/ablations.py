@@ -13,26 +13,22 @@ reference are paired per seed.
 The grid is 128 x 128 (the reference geometry scaled by 1/2) with 300 training steps per
 pattern, to keep ~20 conditions within minutes on 2 CPU cores.
 
-    python experiments/ablations.py            # default: 8 seeds, all conditions
-    python experiments/ablations.py --quick    # seconds: 3 conditions, tiny grid
+    python -m experiments.ablations            # default: 8 seeds, all conditions
+    python -m experiments.ablations --quick    # seconds: 3 conditions, tiny grid
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-import experiment  # noqa: E402
-import memory  # noqa: E402
-from metrics import format_stat, summarize  # noqa: E402
-from patterns import make_pattern  # noqa: E402
-from scarring import ScarRule  # noqa: E402
-from substrate import F0, K0, SimulationError  # noqa: E402
+from common import cli as experiment
+import memory
+from metrics import format_stat, summarize
+from patterns import make_pattern
+from scarring import ScarRule
+from substrate import F0, K0, SimulationError
 
 NAME = "ablations"
 GRID = 128

@@ -25,15 +25,12 @@ std and cue occlusion (the left part of the cue zeroed); (4) cost: numbers store
 pattern, training and recall time on this machine (2 CPU cores shared with other jobs:
 timings are pessimistic).
 
-    python experiments/baselines.py                   # 8 seeds, 64 x 64 (minutes on CPU)
-    python experiments/baselines.py --quick --out /tmp/b   # smoke test
+    python -m experiments.baselines                   # 8 seeds, 64 x 64 (minutes on CPU)
+    python -m experiments.baselines --quick --out /tmp/b   # smoke test
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import math
@@ -42,11 +39,11 @@ import time
 import numpy as np
 import torch
 
-import experiment
-import hopfield
+from common import cli as experiment
+from models import hopfield
 import memory
 import metrics
-import nca
+from models import nca
 from patterns import make_pattern
 from substrate import F0, K0
 
@@ -316,7 +313,6 @@ def plot(result, pats, examples, path):
     ref = result["reference"]["methods"]
     methods = [m for m in METHODS if m in ref]
     fig = plt.figure(figsize=(16, 11))
-    P = pats.shape[0]
     # row 1: recalled fields (seed 0) per method, one column per method, stacked patterns
     for j, m in enumerate(methods):
         ax = fig.add_subplot(4, len(methods), j + 1)

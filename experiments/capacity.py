@@ -25,25 +25,21 @@ discrimination index, what grows without a cue; capacity = largest k with mean r
 0.7 and discrimination above chance (memory.capacity_readout); forgetting = recall of
 pattern 1 right after it was stored minus after all k were stored.
 
-    python experiments/capacity.py            # default: 8 seeds
-    python experiments/capacity.py --quick    # seconds
+    python -m experiments.capacity            # default: 8 seeds
+    python -m experiments.capacity --quick    # seconds
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-import experiment  # noqa: E402
-import memory  # noqa: E402
-from metrics import format_stat, summarize  # noqa: E402
-from scarring import ScarRule  # noqa: E402
-from substrate import F0, K0  # noqa: E402
+from common import cli as experiment
+import memory
+from metrics import format_stat, summarize
+from scarring import ScarRule
+from substrate import F0, K0
 
 NAME = "capacity"
 GRID = 128

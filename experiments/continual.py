@@ -23,22 +23,18 @@ continual_fields.png into --out.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import argparse
+import time
 
-import argparse  # noqa: E402
-import time  # noqa: E402
+import numpy as np
+import torch
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-import continual_learning as cl  # noqa: E402
-import experiment  # noqa: E402
-import metrics  # noqa: E402
-import physnet  # noqa: E402
+from models import continual_learning as cl
+from common import cli as experiment
+import metrics
+from models import physnet
 
 DEFAULT_OUT = "scarring_results/continual/"
 SEEDS = 3

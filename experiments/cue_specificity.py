@@ -14,26 +14,22 @@ stored sets x cues run as one GrayScott batch. Writes cue_specificity.json (the 
 pattern matrix under "matrix", its discrimination index under "discrimination", the
 single-pattern matrix under "single_pattern") and cue_specificity.png.
 
-    python experiments/cue_specificity.py            # default: 8 seeds, 256 x 256
-    python experiments/cue_specificity.py --quick    # seconds: 64 x 64, few steps
+    python -m experiments.cue_specificity            # default: 8 seeds, 256 x 256
+    python -m experiments.cue_specificity --quick    # seconds: 64 x 64, few steps
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-import experiment  # noqa: E402
-import memory  # noqa: E402
-from metrics import format_stat, summarize  # noqa: E402
-from patterns import make_pattern  # noqa: E402
-from scarring import ScarRule  # noqa: E402
-from substrate import F0, K0  # noqa: E402
+from common import cli as experiment
+import memory
+from metrics import format_stat, summarize
+from patterns import make_pattern
+from scarring import ScarRule
+from substrate import F0, K0
 
 NAME = "cue_specificity"
 GRID = 256                # reference grid

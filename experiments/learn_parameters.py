@@ -16,29 +16,26 @@ parameters' pattern (from a held-out initial state) of the same class as the tar
 Writes results.json, backprop_loss_curves.png, backprop_patterns.png,
 backprop_pairwise_loss.png and backprop_trajectory.mp4 into --out.
 
-    python experiments/learn_parameters.py --quick
-    python experiments/learn_parameters.py --losses combined,log2d
+    python -m experiments.learn_parameters --quick
+    python -m experiments.learn_parameters --losses combined,log2d
 """
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import argparse
+import math
+import time
 
-import argparse  # noqa: E402
-import math  # noqa: E402
-import time  # noqa: E402
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from differentiable import (PARAM_NAMES, FitConfig, Physics, RecoveryObjective,  # noqa: E402
+from models.differentiable import (PARAM_NAMES, FitConfig, Physics, RecoveryObjective,
                             as_fields, fit_evolution, fit_gradient, get_loss,
                             initial_state, param_bounds, rollout, to_params, to_raw, LOSSES)
-from experiment import (add_common_args, environment_info, prepare_out_dir,  # noqa: E402
+from common.cli import (add_common_args, environment_info, prepare_out_dir,
                         resolve_device, run_cli, seed_list, write_json_atomic)
-from metrics import summarize, format_stat  # noqa: E402
+from metrics import summarize, format_stat
 
 # Target regimes (Du, Dv, F, K) on the 5-point stencil, dt = 1 (pmneila/Pearson presets).
 TARGETS = {

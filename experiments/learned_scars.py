@@ -15,31 +15,28 @@ and IoU of the recall to its own pattern, beside the cue's own cosine at step 0)
 x pattern matrix and metrics.discrimination_index, scar size (scarring.scar_strength),
 and a capacity curve over the number of stored patterns. Seeds run as one batch.
 
-    python experiments/learned_scars.py --quick
-    python experiments/learned_scars.py --seeds 3
+    python -m experiments.learned_scars --quick
+    python -m experiments.learned_scars --seeds 3
 """
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import argparse
+import time
 
-import argparse  # noqa: E402
-import time  # noqa: E402
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from adam import adam_state, adam_step  # noqa: E402
-from differentiable import Physics, cosine, finite_members, rollout  # noqa: E402
-from experiment import (add_common_args, environment_info, prepare_out_dir,  # noqa: E402
+from models.adam import adam_state, adam_step
+from models.differentiable import Physics, cosine, finite_members, rollout
+from common.cli import (add_common_args, environment_info, prepare_out_dir,
                         resolve_device, run_cli, seed_list, write_json_atomic)
-from metrics import (cosine_similarity, discrimination_index, format_stat, iou,  # noqa: E402
+from metrics import (cosine_similarity, discrimination_index, format_stat, iou,
                      summarize)
-from patterns import make_cue, make_pattern  # noqa: E402
-from scarring import ScarRule, evolve, scar_strength  # noqa: E402
-from substrate import DECAY, DU, DV, F0, K0, GrayScott  # noqa: E402
+from patterns import make_cue, make_pattern
+from scarring import ScarRule, evolve, scar_strength
+from substrate import DECAY, DU, DV, F0, K0, GrayScott
 
 GRID = 64
 PATTERN_LIST = ("square_spots", "ring", "line", "cross")  # stored in this order

@@ -14,16 +14,13 @@ nothing is downloaded. Trained weights ship in weights/nca_emoji.pt and are load
 present; --retrain trains anew (and overwrites them). On 2 shared CPU cores training is
 cut by --time-budget; the JSON records how many steps it got.
 
-    python experiments/nca_growth.py                  # diagnostics with shipped weights
-    python experiments/nca_growth.py --retrain        # retrain first (minutes, CPU)
-    python experiments/nca_growth.py --quick --out /tmp/q   # smoke test, tiny model
+    python -m experiments.nca_growth                  # diagnostics with shipped weights
+    python -m experiments.nca_growth --retrain        # retrain first (minutes, CPU)
+    python -m experiments.nca_growth --quick --out /tmp/q   # smoke test, tiny model
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import math
@@ -32,9 +29,9 @@ import time
 import numpy as np
 import torch
 
-import experiment
+from common import cli as experiment
 import metrics
-import nca
+from models import nca
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_PATH = ROOT / "assets" / "nca_target.png"

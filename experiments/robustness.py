@@ -15,26 +15,22 @@ All conditions x seeds x {scarred, control} run as one GrayScott batch. Every fi
 reported with cosine (the reference), IoU and Pearson, beside the similarity of its own
 cue at step 0. Writes robustness.json and robustness.png.
 
-    python experiments/robustness.py           # default: 8 seeds, 256 x 256
-    python experiments/robustness.py --quick   # seconds
+    python -m experiments.robustness           # default: 8 seeds, 256 x 256
+    python -m experiments.robustness --quick   # seconds
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-import experiment  # noqa: E402
-import memory  # noqa: E402
-from metrics import format_stat, summarize  # noqa: E402
-from patterns import make_pattern  # noqa: E402
-from scarring import ScarRule  # noqa: E402
-from substrate import F0, K0  # noqa: E402
+from common import cli as experiment
+import memory
+from metrics import format_stat, summarize
+from patterns import make_pattern
+from scarring import ScarRule
+from substrate import F0, K0
 
 NAME = "robustness"
 GRID = 256

@@ -1,5 +1,2 @@
-import sys
-from pathlib import Path
-
-# tests import the flat top-level modules (substrate, scarring, ...) from the repo root
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+"""Tests run from the repository root (`python -m pytest`): its modules and packages
+(substrate, scarring, models, common, experiments, benchmarks) import from there."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from differentiable import (FitConfig, Physics, RecoveryObjective, as_fields, cosine,
+from models.differentiable import (FitConfig, Physics, RecoveryObjective, as_fields, cosine,
                             finite_members, fit_evolution, fit_gradient, initial_state,
                             log_spectrum_loss, param_bounds, radial_spectrum,
                             radial_spectrum_loss, rollout, stats_loss, to_params, to_raw)
@@ -173,7 +173,7 @@ def quick_runs(tmp_path_factory):
     procs = {}
     for script, extra in jobs.items():
         procs[script] = subprocess.Popen(
-            [sys.executable, str(ROOT / "experiments" / script), "--quick", "--out",
+            [sys.executable, "-m", f"experiments.{Path(script).stem}", "--quick", "--out",
              str(tmp / script), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, cwd=ROOT)
     out = {}
@@ -207,7 +207,7 @@ def test_learn_parameters_quick(quick_runs):
 
 def test_learn_parameters_bad_input_is_one_line(capsys):
     import importlib.util
-    from experiment import run_cli
+    from common.cli import run_cli
     spec = importlib.util.spec_from_file_location(
         "learn_parameters", ROOT / "experiments" / "learn_parameters.py")
     mod = importlib.util.module_from_spec(spec)
@@ -269,7 +269,7 @@ def test_pattern_class_on_hand_made_fields():
 
 def test_adam_step_matches_torch_optim_adam():
     """adam.py (written out to avoid importing torch.optim) is torch.optim.Adam's update."""
-    from adam import adam_state, adam_step
+    from models.adam import adam_state, adam_step
     g = torch.Generator().manual_seed(0)
     target = torch.randn(5, 4, generator=g, dtype=torch.float64)
     ours = torch.zeros(5, 4, dtype=torch.float64, requires_grad=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import hopfield
-import nca
+from models import hopfield
+from models import nca
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -214,7 +214,7 @@ def _run(args, tmp_path):
 
 
 def test_baselines_quick(tmp_path):
-    r = _run(["experiments/baselines.py", "--quick", "--seeds", "2"], tmp_path)
+    r = _run(["-m", "experiments.baselines", "--quick", "--seeds", "2"], tmp_path)
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / "baselines.json").read_text())
     ref = res["reference"]["methods"]
@@ -247,7 +247,7 @@ def test_bad_flags_raise_clear_errors(tmp_path):
 
 
 def test_nca_growth_quick(tmp_path):
-    r = _run(["experiments/nca_growth.py", "--quick", "--seeds", "2"], tmp_path)
+    r = _run(["-m", "experiments.nca_growth", "--quick", "--seeds", "2"], tmp_path)
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / "nca_growth.json").read_text())
     assert res["training"]["steps_done"] >= 1

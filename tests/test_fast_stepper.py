@@ -300,8 +300,7 @@ def test_compiled_snapshots_survive_the_reused_buffers():
 def test_published_reimplementation_agrees_with_the_reference_step():
     """benchmarks/published.py (conv2d per field) and gray_scott_step (slices) are
     written independently from the same equations: they must agree."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from published import Published, run_protocol
+    from benchmarks.published import Published, run_protocol
     U, V, F, K = random_state(2, (16, 18), seed=8, per_member=False, dtype=torch.float64)
     target = make_pattern("ring", 16, 18, dtype=torch.float64)
     pub = Published(U, V, F, K, target)
@@ -347,9 +346,9 @@ def test_scar_rule_works_unchanged_in_3d():
 # ---- the benchmark -----------------------------------------------------------------------------
 def test_benchmark_quick_runs(tmp_path):
     out = tmp_path / "perf.md"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_substrate.py"),
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_substrate",
                            "--quick", "--out-md", str(out)], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
+                          timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"speedup_vs_published_step=\d+(\.\d+)?", last), last

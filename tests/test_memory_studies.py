@@ -139,7 +139,7 @@ def quick_runs(tmp_path_factory):
     procs = {}
     for name in SCRIPTS:
         procs[name] = subprocess.Popen(
-            [sys.executable, str(ROOT / "experiments" / f"{name}.py"), "--quick", "--seeds", "2",
+            [sys.executable, "-m", f"experiments.{name}", "--quick", "--seeds", "2",
              "--device", "cpu", "--out", str(base / name)],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = {}
@@ -213,7 +213,7 @@ def test_bad_input_gives_one_line_error(tmp_path, capsys, argv):
     """Bad flags end in one 'error:' line and exit code 2 (in-process: no extra start-up)."""
     import importlib.util
 
-    import experiment
+    from common import cli as experiment
 
     spec = importlib.util.spec_from_file_location("capacity_script",
                                                   ROOT / "experiments" / "capacity.py")

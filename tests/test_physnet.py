@@ -1,5 +1,6 @@
 """Tests for physnet.py, continual_learning.py and experiments/continual.py (issue #7)."""
 import gzip
+import os
 import json
 import math
 import struct
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-import continual_learning as cl
-import physnet
+from models import continual_learning as cl
+from models import physnet
 
 ROOT = Path(__file__).resolve().parents[1]
 D = torch.float64
@@ -261,8 +262,9 @@ def test_digits_data_shapes():
 
 # ------------------------------------------------------------------------- end to end
 def _run(args, cwd):
-    return subprocess.run([sys.executable, str(ROOT / "experiments" / "continual.py"), *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}   # run as a module from any folder
+    return subprocess.run([sys.executable, "-m", "experiments.continual", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_quick_end_to_end(tmp_path):
@@ -296,7 +298,7 @@ def _load_script():
 
 def test_bad_input_gives_one_line_error(tmp_path, capsys):
     # in-process through experiment.run_cli (a subprocess per case costs a torch import)
-    import experiment
+    from common import cli as experiment
     script = _load_script()
     for args in (["--quick", "--tasks", "1"], ["--quick", "--models", "resnet"],
                  ["--quick", "--methods", "dropout"], ["--quick", "--epochs", "0"],

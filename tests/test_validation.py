@@ -1,7 +1,6 @@
 """The main script end to end (small), its results schema, its errors and determinism."""
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -148,7 +147,6 @@ def test_unreadable_image_and_unwritable_output(tmp_path):
 
 def test_nan_during_run_is_a_clear_error(tmp_path, monkeypatch):
     """A NaN that appears mid-run (here: injected into F) stops the run with the step."""
-    sys.path.insert(0, str(ROOT))
     import scarring_validation as sv
     import substrate
 

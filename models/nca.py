@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as Fn
 
-from adam import adam_state, adam_step
+from models.adam import adam_state, adam_step
 
 CHANNELS = 16
 HIDDEN = 128

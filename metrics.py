@@ -81,12 +81,15 @@ def pearson(V: torch.Tensor, target: torch.Tensor, spatial_dims: int = 2) -> tor
 
 
 METRICS = {"cosine": cosine_similarity, "iou": iou, "pearson": pearson}
+METRIC_NAMES = tuple(METRICS)
 
 
 @functools.lru_cache(maxsize=None)
 def t_quantile_975(dof: int) -> float:
     """Two-sided 95% quantile of Student's t with `dof` degrees of freedom."""
-    from scipy.special import stdtrit  # what scipy.stats.t.ppf calls; 1 s less to import
+    from scipy.special import (
+        stdtrit,  # what scipy.stats.t.ppf calls; 1 s less to import
+    )
     return float(stdtrit(dof, 0.975))
 
 
@@ -132,3 +135,65 @@ def discrimination_index(matrix) -> float:
     diag = m.diagonal()
     off = (m.sum(1) - diag) / (n - 1)
     return float((diag - off).mean())
+
+
+def discrimination_per_seed(matrix: torch.Tensor, rows=None, cols=None) -> torch.Tensor:
+    """metrics.discrimination_index for each seed of an (S, C, P) matrix.
+
+    rows/cols pick the square block where cue rows[i] belongs to pattern cols[i]
+    (default: the first min(C, P) rows and columns). Returns (S,) float64.
+    """
+    m = torch.as_tensor(matrix, dtype=torch.float64)
+    if m.dim() != 3:
+        raise ValueError(f"matrix has shape {tuple(m.shape)}; expected (S, C, P)")
+    n = min(m.shape[1], m.shape[2])
+    rows = list(range(n)) if rows is None else list(rows)
+    cols = list(range(n)) if cols is None else list(cols)
+    if len(rows) != len(cols):
+        raise ValueError(f"{len(rows)} cue rows but {len(cols)} pattern columns")
+    block = m[:, rows][:, :, cols]
+    return torch.tensor([discrimination_index(b) for b in block], dtype=torch.float64)
+
+
+def capacity_readout(ks, recall_mean, discrimination_low=None, recall_threshold: float = 0.7,
+                     chance: float = 0.0) -> int:
+    """The largest k up to which recall and discrimination hold at every k.
+
+    ks: increasing pattern counts; recall_mean[i]: mean recall at ks[i];
+    discrimination_low[i]: lower end of the 95% interval of the discrimination index at
+    ks[i] (None where undefined, e.g. k = 1). k passes when recall_mean > recall_threshold
+    and (discrimination undefined or its lower bound > chance). Capacity is the last k of
+    the unbroken run of passes from the smallest k; 0 when the smallest k already fails.
+    """
+    ks = [int(k) for k in ks]
+    if len(recall_mean) != len(ks):
+        raise ValueError(f"{len(ks)} k values but {len(recall_mean)} recall values")
+    if discrimination_low is None:
+        discrimination_low = [None] * len(ks)
+    if len(discrimination_low) != len(ks):
+        raise ValueError(f"{len(ks)} k values but {len(discrimination_low)} discrimination values")
+    if any(b <= a for a, b in zip(ks, ks[1:])):
+        raise ValueError(f"ks must increase strictly, got {ks}")
+    capacity = 0
+    for k, r, d in zip(ks, recall_mean, discrimination_low):
+        r_ok = r is not None and math.isfinite(r) and r > recall_threshold
+        d_ok = d is None or (math.isfinite(d) and d > chance)
+        if not (r_ok and d_ok):
+            break
+        capacity = k
+    return capacity
+
+
+def summarize_tensor(x) -> object:
+    """metrics.summarize over the first (seed) dim of x, nested as lists for the rest:
+    (S,) -> dict, (S, n) -> [dict] * n, (S, n, m) -> [[dict] * m] * n."""
+    x = torch.as_tensor(x, dtype=torch.float64)
+    if x.dim() == 1:
+        return summarize(x)
+    return [summarize_tensor(x[:, i]) for i in range(x.shape[1])]
+
+
+def mean_ci(stat: dict) -> list:
+    """[mean, ci95_low, ci95_high] of a summarize dict (for compact tables)."""
+    return [stat["mean"], stat["ci95_low"], stat["ci95_high"]]
+

@@ -249,3 +249,85 @@ def make_pattern_3d(name: str, depth: int = 64, height: int = 64, width: int = 6
     if not mask.any():
         raise ValueError(f"3D pattern {name!r} is empty on a {depth}x{height}x{width} grid")
     return mask.to(dtype) * PEAK
+
+
+# ---- pattern families for the memory studies ------------------------------------------
+
+def random_spot_patterns(n_patterns: int, height: int, width: int, spots: int = 1,
+                         radius: float = 6.0, seed: int = 0, disjoint: bool = True,
+                         gap: float = 2.0, max_tries: int = 20_000) -> torch.Tensor:
+    """A family of equal-area patterns: each `spots` discs of `radius` cells (PEAK inside).
+
+    Discs within a pattern never overlap (so every pattern has the same area); with
+    disjoint=True no disc overlaps any disc of another pattern either (at least `gap`
+    cells apart); with disjoint=False patterns are placed independently and overlap by
+    chance. Discs stay `radius + gap` cells from the border (no wrap-around).
+    Returns (n_patterns, H, W) float32; ValueError if the discs do not fit.
+
+    Beware: the reference scar rule only scars while the cosine similarity of the whole V
+    field to the target exceeds its gate (0.5). A pattern that covers a small fraction of
+    the grid (e.g. one disc of radius 6 on 128 x 128, 0.7%) never gets there during
+    training (similarity ~0.04 measured), so nothing is stored at all; slot_patterns'
+    default (8 discs, 5.3% of the grid) trains above the gate.
+    """
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    margin = radius + gap
+    if 2 * margin >= min(height, width):
+        raise ValueError(f"discs of radius {radius} do not fit a {height}x{width} grid")
+    placed_all, out = [], []
+    for _ in range(int(n_patterns)):
+        mine = []
+        tries = 0
+        while len(mine) < spots:
+            tries += 1
+            if tries > max_tries:
+                raise ValueError(f"cannot place {n_patterns} x {spots} discs of radius {radius}"
+                                 f" on {height}x{width} (disjoint={disjoint}); use fewer or "
+                                 f"smaller spots or a larger grid")
+            c = rng.uniform(margin, [width - margin, height - margin])
+            others = mine + (placed_all if disjoint else [])
+            if all(np.hypot(*(c - o)) >= 2 * radius + gap for o in others):
+                mine.append(c)
+        placed_all += mine
+        mask = np.zeros((height, width), dtype=bool)
+        for cx, cy in mine:
+            mask |= (x - cx) ** 2 + (y - cy) ** 2 < radius * radius
+        out.append(mask)
+    return torch.as_tensor(np.stack(out), dtype=torch.float32) * PEAK
+
+
+def slot_patterns(n_patterns: int, height: int, width: int, slots_per_side: int = 8,
+                  spots: int = 8, radius: float | None = None, seed: int = 0,
+                  disjoint: bool = False) -> torch.Tensor:
+    """Equal-area sparse patterns on a lattice of spot slots (like sparse binary codes).
+
+    The grid is cut into slots_per_side^2 square slots; slot i can hold one disc of
+    `radius` cells (default 0.375 x the slot side) at its centre. Each pattern lights
+    `spots` slots, so every pattern has exactly the same area. disjoint=False: each
+    pattern draws its slots independently (patterns overlap by chance, on average
+    spots^2 / slots shared slots per pair); disjoint=True: no slot is used twice (at most
+    slots // spots patterns). Returns (n_patterns, H, W) float32, PEAK inside.
+    """
+    n_slots = slots_per_side * slots_per_side
+    if not 1 <= spots <= n_slots:
+        raise ValueError(f"spots={spots} must be in 1..{n_slots}")
+    if disjoint and n_patterns * spots > n_slots:
+        raise ValueError(f"{n_patterns} disjoint patterns of {spots} spots need "
+                         f"{n_patterns * spots} slots; the lattice has {n_slots}")
+    sy, sx = height / slots_per_side, width / slots_per_side
+    r = 0.375 * min(sx, sy) if radius is None else float(radius)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n_slots)
+    y, x = np.mgrid[0:height, 0:width]
+    discs = []
+    for i in range(n_slots):
+        cy, cx = (i // slots_per_side + 0.5) * sy, (i % slots_per_side + 0.5) * sx
+        discs.append((x - cx) ** 2 + (y - cy) ** 2 < r * r)
+    out = []
+    for p in range(int(n_patterns)):
+        chosen = (order[p * spots:(p + 1) * spots] if disjoint
+                  else rng.choice(n_slots, size=spots, replace=False))
+        out.append(np.any([discs[i] for i in chosen], axis=0))
+    return torch.as_tensor(np.stack(out), dtype=torch.float32) * PEAK
+

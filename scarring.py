@@ -14,15 +14,64 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass, replace
+from typing import ClassVar
 
 import torch
 
-from substrate import F0, K0
+from metrics import METRIC_NAMES, METRICS
+from patterns import make_cue
+from substrate import F0, K0, GrayScott
 
 
+class StorageRule:
+    """How a medium stores a pattern: a pure update of F and K after each training step.
+
+    A rule is a frozen (hashable) dataclass with a `name` (its `--rule` value) and
+    `update(V, target, F, K, similarity) -> (F, K)`, batched over the leading dimension:
+    V (B, *grid) the state after the step, target (*grid) or (B, *grid), F and K
+    (B, *grid) per member, similarity (B,) the cosine of V to the target (a member whose
+    similarity is -1 must be left unchanged: it is not being trained). `evolve` fuses the
+    update into the step's compiled kernel, keyed by the rule itself, so it must be pure
+    tensor arithmetic. Register a new rule with `@register` to make it a `--rule` choice.
+    """
+    name: ClassVar[str] = ""
+
+    def update(self, V, target, F, K, similarity):
+        raise NotImplementedError
+
+    def is_finite(self) -> bool:
+        """Finite constants map finite F, K to finite F, K (spares a per-step check)."""
+        return all(math.isfinite(v) for v in asdict(self).values()
+                   if isinstance(v, (int, float)))
+
+    def as_dict(self) -> dict:
+        return {"rule": self.name, **asdict(self)}
+
+
+RULES: dict[str, type] = {}
+
+
+def register(cls):
+    """Class decorator: make a StorageRule selectable by name (`make_rule`, `--rule`)."""
+    if not cls.name or cls.name in RULES:
+        raise ValueError(f"rule name {cls.name!r} is empty or taken")
+    RULES[cls.name] = cls
+    return cls
+
+
+def make_rule(name: str, **constants) -> StorageRule:
+    """The rule called `name`, with constants overriding its defaults."""
+    if name not in RULES:
+        raise ValueError(f"rule {name!r} is not one of {sorted(RULES)}")
+    return RULES[name](**constants)
+
+
+@register
 @dataclass(frozen=True)
-class ScarRule:
+class ScarRule(StorageRule):
+    """The published match-map rule (module docstring)."""
+    name: ClassVar[str] = "match_map"
     strength: float = 0.003      # F increment per gated step, on matched cells
     k_ratio: float = 0.5         # K decrement = k_ratio * strength (0 gives an F-only scar)
     f_ratio: float = 1.0         # F increment = f_ratio * strength (0 gives a K-only scar)
@@ -33,6 +82,8 @@ class ScarRule:
     K_min: float = 0.03
     K_max: float = 0.08
     scar_decay: float = 0.0      # per application, relax F, K toward (F0, K0) by this fraction
+    F0: float = F0               # the unscarred medium that scar_decay relaxes toward
+    K0: float = K0
 
     def __post_init__(self):
         if not (self.F_min <= self.F_max and self.K_min <= self.K_max):
@@ -43,8 +94,20 @@ class ScarRule:
         if self.strength < 0:
             raise ValueError(f"scar strength={self.strength} must be >= 0")
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def update(self, V, target, F, K, similarity):
+        """One scar update for a batch (see apply_scar). Pure: returns new (F, K)."""
+        gated = (similarity > self.gate).view(-1, *([1] * (V.dim() - 1)))
+        match = (match_map(V, target, self.match_threshold) & gated).to(F.dtype)
+        if F.dim() < match.dim() and match.shape[0] != 1:
+            raise ValueError(f"F has shape {tuple(F.shape)} shared by the batch, but scars "
+                             f"are per member: give F, K of shape {tuple(match.shape)}")
+        F_new = F + (self.f_ratio * self.strength) * match
+        K_new = K - (self.k_ratio * self.strength) * match
+        if self.scar_decay > 0:
+            relax = self.scar_decay * gated.to(F.dtype)
+            F_new = F_new - relax * (F_new - self.F0)
+            K_new = K_new - relax * (K_new - self.K0)
+        return F_new.clamp(self.F_min, self.F_max), K_new.clamp(self.K_min, self.K_max)
 
 
 def match_map(V: torch.Tensor, target: torch.Tensor, threshold: float = 0.3) -> torch.Tensor:
@@ -52,26 +115,18 @@ def match_map(V: torch.Tensor, target: torch.Tensor, threshold: float = 0.3) -> 
     return (V > threshold) & (target > threshold)
 
 
-def apply_scar(V, target, F, K, similarity, rule: ScarRule = ScarRule(), F0: float = F0,
-               K0: float = K0):
-    """One scar update for a batch. Pure: returns new (F, K).
+def apply_scar(V, target, F, K, similarity, rule: ScarRule = ScarRule(), F0: float | None = None,
+               K0: float | None = None):
+    """One match-map scar update for a batch. Pure: returns new (F, K).
 
     V: (B, H, W); target: (H, W) or (B, H, W); F, K: (B, H, W) per member (or (H, W)
     when B == 1); similarity: (B,) current similarity of each member to its target.
     Members whose similarity is not above rule.gate are left unchanged (the gate).
+    F0, K0 (default: the rule's) are what scar_decay relaxes toward.
     """
-    gated = (similarity > rule.gate).view(-1, *([1] * (V.dim() - 1)))
-    match = (match_map(V, target, rule.match_threshold) & gated).to(F.dtype)
-    if F.dim() < match.dim() and match.shape[0] != 1:
-        raise ValueError(f"F has shape {tuple(F.shape)} shared by the batch, but scars are "
-                         f"per member: give F, K of shape {tuple(match.shape)}")
-    F_new = F + (rule.f_ratio * rule.strength) * match
-    K_new = K - (rule.k_ratio * rule.strength) * match
-    if rule.scar_decay > 0:
-        relax = rule.scar_decay * gated.to(F.dtype)
-        F_new = F_new - relax * (F_new - F0)
-        K_new = K_new - relax * (K_new - K0)
-    return F_new.clamp(rule.F_min, rule.F_max), K_new.clamp(rule.K_min, rule.K_max)
+    if F0 is not None or K0 is not None:
+        rule = replace(rule, F0=rule.F0 if F0 is None else F0, K0=rule.K0 if K0 is None else K0)
+    return rule.update(V, target, F, K, similarity)
 
 
 def scar_strength(F: torch.Tensor, K: torch.Tensor, F0: float = F0, K0: float = K0):
@@ -81,7 +136,7 @@ def scar_strength(F: torch.Tensor, K: torch.Tensor, F0: float = F0, K0: float = 
     return ((F - F0).abs() + (K - K0).abs()).flatten(1).sum(1)
 
 
-def _scar_epilogue(V, F, K, target, members, rule: ScarRule, spatial_dims: int):
+def _scar_epilogue(V, F, K, target, members, rule: StorageRule, spatial_dims: int):
     """One training step's epilogue (GrayScott.step_with): the similarity of the new V
     to each member's target, then one gated scar update. members: (B,) bool or None
     (all). Returns (F, K, similarity); pure."""
@@ -91,15 +146,11 @@ def _scar_epilogue(V, F, K, target, members, rule: ScarRule, spatial_dims: int):
     gate_input = similarity
     if members is not None:  # a member outside the mask never passes the gate
         gate_input = torch.where(members, similarity, torch.full_like(similarity, -1.0))
-    F, K = apply_scar(V, target, F, K, gate_input, rule)
+    F, K = rule.update(V, target, F, K, gate_input)
     return F, K, similarity
 
 
-def _rule_is_finite(rule: ScarRule) -> bool:
-    return all(math.isfinite(v) for v in rule.as_dict().values())
-
-
-def evolve(gs, target, steps: int, rule: ScarRule | None = None, scar_members=None,
+def evolve(gs, target, steps: int, rule: StorageRule | None = None, scar_members=None,
            record_every: int = 10, frame_every: int | None = None, frame_members=(0,),
            progress: str | None = None) -> dict:
     """Run `steps` steps of gs, optionally scarring, recording similarity on the device.
@@ -118,8 +169,9 @@ def evolve(gs, target, steps: int, rule: ScarRule | None = None, scar_members=No
     the recorded steps. Nothing inside the loop syncs with the host. Both paths give the
     same numbers (to float rounding).
     """
-    from metrics import cosine_similarity
     from tqdm import tqdm
+
+    from metrics import cosine_similarity
 
     B = gs.batch
     if scar_members is not None:
@@ -130,7 +182,7 @@ def evolve(gs, target, steps: int, rule: ScarRule | None = None, scar_members=No
         gs.K = gs.K.expand(B, *gs.K.shape[-spatial_dims:]).clone()
         epilogue = functools.partial(_scar_epilogue, rule=rule, spatial_dims=spatial_dims)
         key, extra = ("scar", rule, spatial_dims), (target, scar_members)
-        keeps_finite = _rule_is_finite(rule)    # clamped updates of finite fields
+        keeps_finite = rule.is_finite()    # clamped updates of finite fields
     else:  # recall or control: plain steps (a fused similarity kernel would cost one
         # more compilation per run for a reduction needed only every record_every steps)
         epilogue = key = extra = keeps_finite = None
@@ -160,3 +212,205 @@ def evolve(gs, target, steps: int, rule: ScarRule | None = None, scar_members=No
     gs.check_finite()
     return {"steps": record_steps, "similarity": torch.stack(records).cpu(),
             "frames": torch.stack(frames).cpu() if frames else None}
+
+# ---- storing and recalling patterns: the path every study shares ------------------------
+
+# Protocol training start: V = clamp(0.2 * target + N(0, 0.1^2), 0, 1), U = 1.
+TRAIN_STRENGTH = 0.2
+TRAIN_NOISE = 0.1
+# Protocol recall start (the cue): V = clamp(s * target + N(0, 0.05^2), 0, 1), U = 1.
+CUE_NOISE = 0.05
+ROLES = {"train": 1, "cue": 2, "other": 3}
+
+
+def noise_seeds(seeds, role: str, index: int = 0) -> list[int]:
+    """Generator seeds for the noise of (run seed, role, index): distinct across roles
+    and indices (index < 10,000), repeatable, independent of the batch they sit in."""
+    if role not in ROLES:
+        raise ValueError(f"role={role!r} is not one of {sorted(ROLES)}")
+    if not 0 <= int(index) < 10_000:
+        raise ValueError(f"index={index} must be in [0, 10000)")
+    return [int(s) * 100_000 + ROLES[role] * 10_000 + int(index) for s in seeds]
+
+
+def _per_seed(x: torch.Tensor, S: int, name: str, dims: int) -> torch.Tensor:
+    """x with `dims` trailing dims, shared (no seed dim) or per seed: returns (S, ...)."""
+    if x.dim() == dims:
+        return x.unsqueeze(0).expand(S, *x.shape)
+    if x.dim() == dims + 1 and x.shape[0] == S:
+        return x
+    raise ValueError(f"{name} has shape {tuple(x.shape)}; expected {dims} dims shared by "
+                     f"the seeds or {dims + 1} dims with {S} seeds first")
+
+
+def _fields(value, S, H, W, device, dtype, name):
+    """Scalar, (H, W) or (S, H, W) F/K as an (S, H, W) tensor (a copy)."""
+    if isinstance(value, (int, float)):
+        return torch.full((S, H, W), float(value), device=device, dtype=dtype)
+    t = torch.as_tensor(value, device=device, dtype=dtype)
+    if t.shape == (H, W):
+        t = t.expand(S, H, W)
+    if t.shape != (S, H, W):
+        raise ValueError(f"{name} has shape {tuple(t.shape)}; expected a scalar, ({H}, {W}) "
+                         f"or ({S}, {H}, {W})")
+    return t.clone()
+
+
+def make_cues(targets: torch.Tensor, strength: float, noise_std: float = CUE_NOISE,
+              seeds=(0,), role: str = "cue", first_index: int = 0) -> torch.Tensor:
+    """Protocol cues clamp(strength * target + N(0, noise_std^2), 0, 1), one per target.
+
+    targets: (C, H, W) shared by the seeds or (S, C, H, W) per seed. Returns (S, C, H, W);
+    cue c of seed s uses noise seed noise_seeds([s], role, first_index + c).
+    """
+    seeds = list(seeds)
+    S = len(seeds)
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"cue strength={strength} must be in [0, 1]")
+    if not noise_std >= 0.0:
+        raise ValueError(f"cue noise_std={noise_std} must be >= 0")
+    t = _per_seed(targets, S, "targets", 3)
+    return torch.stack([make_cue(t[:, c], strength, noise_std,
+                                 noise_seeds(seeds, role, first_index + c))
+                        for c in range(t.shape[1])], dim=1)
+
+
+def store_patterns(targets: torch.Tensor, seeds, steps: int = 500,
+                   rule: ScarRule | None = ScarRule(), F=F0, K=K0, substrate: dict | None = None,
+                   device=None, dtype: torch.dtype = torch.float32, snapshots=(),
+                   train_strength: float = TRAIN_STRENGTH, train_noise: float = TRAIN_NOISE,
+                   baseline=(F0, K0), progress: str | None = None) -> dict:
+    """Scar targets into per-seed F/K fields one after the other (the protocol's phase 3).
+
+    For each pattern p in order: reset U = 1, V = clamp(train_strength * target_p +
+    N(0, train_noise^2), 0, 1) (the protocol's training start, fresh noise per seed and
+    pattern), then run `steps` steps of scarring.evolve with `rule` (None: train without
+    scarring, a control); the scars accumulate in F and K across patterns.
+
+    targets: (P, H, W) shared by all seeds, or (S, P, H, W) per seed.
+    seeds: S run seeds (batch members). F, K: the starting fields (scalar, (H, W) or
+    (S, H, W)); default the reference F0, K0. substrate: extra GrayScott keyword arguments
+    (decay, clamp, stencil, Du, Dv, dt). snapshots: pattern counts k after which a copy of
+    (F, K) is kept (e.g. (1, 2, 4) for a capacity sweep). baseline: (F0, K0) from which
+    the scar strength is measured.
+
+    Returns {"F", "K": (S, H, W) final fields; "train_similarity": (P, S) cosine of V to
+    pattern p at the end of its training; "scar_strength": (P, S) total scar after each
+    pattern; "snapshots": {k: (F, K)}} (tensors on `device`, similarity on the CPU).
+    """
+    seeds = list(seeds)
+    S = len(seeds)
+    if S < 1:
+        raise ValueError("store_patterns needs at least one seed")
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps={steps} must be a positive integer")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    t = _per_seed(torch.as_tensor(targets), S, "targets", 3).to(device=device, dtype=dtype)
+    P, H, W = t.shape[1:]
+    snapshots = set(int(k) for k in snapshots)
+    bad = [k for k in snapshots if not 1 <= k <= P]
+    if bad:
+        raise ValueError(f"snapshots {sorted(bad)} outside 1..{P} stored patterns")
+    gs = GrayScott(H, W, batch=S, device=device, dtype=dtype, **(substrate or {}))
+    gs.F = _fields(F, S, H, W, device, dtype, "F")
+    gs.K = _fields(K, S, H, W, device, dtype, "K")
+    train_sim, strength, kept = [], [], {}
+    for p in range(P):
+        gs.reset(V=make_cue(t[:, p], train_strength, train_noise,
+                            noise_seeds(seeds, "train", p)))
+        run = evolve(gs, t[:, p], int(steps), rule=rule, record_every=int(steps),
+                     progress=f"{progress} {p + 1}/{P}" if progress else None)
+        train_sim.append(run["similarity"][-1])
+        strength.append(scar_strength(gs.F, gs.K, *baseline).cpu())
+        if p + 1 in snapshots:
+            kept[p + 1] = (gs.F.clone(), gs.K.clone())
+    return {"F": gs.F, "K": gs.K, "train_similarity": torch.stack(train_sim),
+            "scar_strength": torch.stack(strength), "snapshots": kept}
+
+
+def _similarity_matrix(V: torch.Tensor, patterns: torch.Tensor, names) -> dict:
+    """V (S, C, H, W) against patterns (S, P, H, W): {metric: (S, C, P)} on the CPU."""
+    S, C, H, W = V.shape
+    P = patterns.shape[1]
+    v = V.reshape(S * C, H, W)
+    out = {m: torch.empty(S * C, P, dtype=V.dtype) for m in names}
+    for j in range(P):  # one pattern at a time: memory stays O(S * C * H * W)
+        p = patterns[:, j].to(V.dtype).repeat_interleave(C, dim=0)
+        for m in names:
+            out[m][:, j] = METRICS[m](v, p).cpu()
+    return {m: x.reshape(S, C, P) for m, x in out.items()}
+
+
+def recall_matrix(F, K, cues: torch.Tensor, patterns: torch.Tensor, steps: int = 300,
+                  substrate: dict | None = None, metric_names=METRIC_NAMES, device=None,
+                  dtype: torch.dtype = torch.float32, damage: torch.Tensor | None = None,
+                  damage_step: int | None = None, return_fields: bool = False,
+                  progress: str | None = None) -> dict:
+    """Recall every cue on the given F/K and compare the result with every pattern.
+
+    F, K: (S, H, W) per-seed fields (e.g. store_patterns' output), (H, W) or a scalar
+    (a control without scars). cues: (S, C, H, W) starting V fields (U = 1), e.g. from
+    make_cues, or (C, H, W) shared by the seeds. patterns: (P, H, W) or (S, P, H, W).
+    All S x C recalls run as one GrayScott batch for `steps` steps (substrate: extra
+    GrayScott keyword arguments).
+
+    damage: optional bool mask, (H, W), (C, H, W) or (S, C, H, W); at step `damage_step`
+    the masked cells are reset to U = 1, V = 0 and the run goes on (a lesion test).
+
+    Returns {"initial": {metric: (S, C, P)} similarity of each cue to each pattern at
+    step 0, "final": {metric: (S, C, P)} after `steps` steps, "before_damage" and
+    "after_damage": the same just before/after the lesion (when damage is given), and
+    "V": the final (S, C, H, W) V on the CPU when return_fields}. Metrics are the names
+    in metrics.METRICS ("cosine", "iou", "pearson").
+    """
+    if int(steps) != steps or steps < 0:
+        raise ValueError(f"steps={steps} must be a non-negative integer")
+    unknown = [m for m in metric_names if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; choose from {sorted(METRICS)}")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    cues = torch.as_tensor(cues)
+    if cues.dim() == 3:
+        S = F.shape[0] if isinstance(F, torch.Tensor) and F.dim() == 3 else 1
+        cues = cues.unsqueeze(0).expand(S, *cues.shape)
+    if cues.dim() != 4:
+        raise ValueError(f"cues have shape {tuple(cues.shape)}; expected (S, C, H, W)")
+    S, C, H, W = cues.shape
+    pats = _per_seed(torch.as_tensor(patterns), S, "patterns", 3).to(device=device, dtype=dtype)
+    if pats.shape[-2:] != (H, W):
+        raise ValueError(f"patterns are {tuple(pats.shape[-2:])} but cues are ({H}, {W})")
+    Fs = _fields(F, S, H, W, device, dtype, "F")
+    Ks = _fields(K, S, H, W, device, dtype, "K")
+    gs = GrayScott(H, W, batch=S * C, device=device, dtype=dtype, **(substrate or {}))
+    gs.F = Fs.repeat_interleave(C, dim=0)
+    gs.K = Ks.repeat_interleave(C, dim=0)
+    gs.reset(V=cues.to(device=device, dtype=dtype).reshape(S * C, H, W))
+    out = {"initial": _similarity_matrix(gs.V.view(S, C, H, W), pats, metric_names)}
+    segments = [int(steps)]
+    if damage is not None:
+        if damage_step is None or not 0 <= damage_step <= steps:
+            raise ValueError(f"damage_step={damage_step} must be in [0, {steps}]")
+        mask = torch.as_tensor(damage, dtype=torch.bool, device=device)
+        if mask.dim() == 2:
+            mask = mask.expand(C, H, W)
+        if mask.dim() == 3:
+            mask = mask.unsqueeze(0).expand(S, C, H, W)
+        if mask.shape != (S, C, H, W):
+            raise ValueError(f"damage mask has shape {tuple(mask.shape)}; expected (H, W), "
+                             f"(C, H, W) or (S, C, H, W) with {(S, C, H, W)}")
+        segments = [int(damage_step), int(steps) - int(damage_step)]
+    for i, n in enumerate(segments):
+        if n:
+            evolve(gs, torch.zeros(H, W, device=device, dtype=dtype), n, rule=None,
+                   record_every=n, progress=progress)
+        if i == 0 and damage is not None:
+            out["before_damage"] = _similarity_matrix(gs.V.view(S, C, H, W), pats, metric_names)
+            flat = mask.reshape(S * C, H, W)
+            gs.V = torch.where(flat, torch.zeros_like(gs.V), gs.V)
+            gs.U = torch.where(flat, torch.ones_like(gs.U), gs.U)
+            out["after_damage"] = _similarity_matrix(gs.V.view(S, C, H, W), pats, metric_names)
+    out["final"] = _similarity_matrix(gs.V.view(S, C, H, W), pats, metric_names)
+    if return_fields:
+        out["V"] = gs.V.view(S, C, H, W).cpu()
+    return out
+

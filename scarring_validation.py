@@ -27,9 +27,23 @@ import time
 import torch
 
 import substrate
-from common.cli import (add_common_args, environment_info, prepare_out_dir, resolve_device,
-                        run_cli, seed_list, write_json_atomic)
-from metrics import cosine_similarity, discrimination_index, format_stat, iou, pearson, summarize
+from common.cli import (
+    add_common_args,
+    environment_info,
+    prepare_out_dir,
+    resolve_device,
+    run_cli,
+    seed_list,
+    write_json_atomic,
+)
+from metrics import (
+    cosine_similarity,
+    discrimination_index,
+    format_stat,
+    iou,
+    pearson,
+    summarize,
+)
 from patterns import check_target, load_image_pattern, make_cue, make_pattern
 from scarring import ScarRule, evolve, scar_strength
 
@@ -414,7 +428,9 @@ def main(argv=None):
     wall = time.perf_counter() - t0
 
     results = build_results(args, study.rule, seeds, device, targets, p1, p2, p3, wall)
-    from common import figures  # plotting and video live at the edge, imported only when needed
+    from common import (
+        figures,  # plotting and video live at the edge, imported only when needed
+    )
     figures.write_all(out, results, target.cpu(), {k: v.cpu() for k, v in targets.items()},
                       p1, p2, p3, video=not args.no_video)
     write_json_atomic(out / "results.json", results)   # last: its presence = a complete run

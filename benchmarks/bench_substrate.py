@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 import torch
 
 import substrate
+from benchmarks.published import Published
 from metrics import summarize
 from patterns import make_pattern, make_pattern_3d
-from benchmarks.published import Published
 
 # ---- knobs (each is a flag) -----------------------------------------------------------
 GRIDS = ["128x128", "256x256", "1024x1024", "64x64x64"]

@@ -25,7 +25,6 @@ T_START = time.perf_counter()
 
 import argparse  # noqa: E402
 
-
 import torch  # noqa: E402
 import torch.nn.functional as tnf  # noqa: E402
 

@@ -161,3 +161,30 @@ def write_all(out, results, target, targets, p1, p2, p3, video=True):
         fr2 = p2["run"]["frames"]
         write_video(out / "phase2_recall.mp4", [fr2[:, 0], fr2[:, 1]],
                     ["scarred recall", "control recall"])
+
+
+# ---- panels shared by the studies ---------------------------------------------------------
+
+def plot_matrix(ax, mean, rows, cols, title, vmin=0.0, vmax=1.0, cmap="viridis"):
+    """Heat map of a (C, P) matrix with its values written in the cells."""
+    m = np.asarray(mean, dtype=float)
+    im = ax.imshow(m, vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if m[i, j] < (vmin + vmax) / 2 else "black")
+    ax.set_title(title, fontsize=8)
+    return im
+
+
+def plot_band(ax, x, stats, label, **kw):
+    """Mean line with its 95% interval as a band, from a list of summarize dicts."""
+    mean = [s["mean"] for s in stats]
+    lo = [s["ci95_low"] if s["ci95_low"] is not None else s["mean"] for s in stats]
+    hi = [s["ci95_high"] if s["ci95_high"] is not None else s["mean"] for s in stats]
+    line, = ax.plot(x, mean, marker="o", ms=3, label=label, **kw)
+    ax.fill_between(x, lo, hi, alpha=0.2, color=line.get_color())
+    return line
+

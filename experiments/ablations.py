@@ -23,8 +23,9 @@ import time
 
 import torch
 
+import metrics
+import scarring
 from common import cli as experiment
-import memory
 from metrics import format_stat, summarize
 from patterns import make_pattern
 from scarring import ScarRule
@@ -71,31 +72,31 @@ def run_condition(name, grid, seeds, train_steps, recall_steps, device):
     rule = ScarRule(**rule_kw)
     pats = torch.stack([make_pattern("square_spots", grid, grid), make_pattern("ring", grid, grid)])
     S = len(seeds)
-    stored = memory.store_patterns(pats, seeds, train_steps, rule, F=f0, K=k0, substrate=sub_kw,
+    stored = scarring.store_patterns(pats, seeds, train_steps, rule, F=f0, K=k0, substrate=sub_kw,
                                    device=device, dtype=dtype, baseline=(f0, k0),
                                    progress=f"store {name}")
-    cues = torch.cat([memory.make_cues(pats, CUE_STRENGTH, memory.CUE_NOISE, seeds),
-                      memory.make_cues(torch.zeros(1, grid, grid), 0.0, memory.CUE_NOISE,
+    cues = torch.cat([scarring.make_cues(pats, CUE_STRENGTH, scarring.CUE_NOISE, seeds),
+                      scarring.make_cues(torch.zeros(1, grid, grid), 0.0, scarring.CUE_NOISE,
                                        seeds, first_index=100),
                       torch.full((S, 1, grid, grid), UNIFORM_LEVEL)], dim=1)
     F = torch.cat([stored["F"], torch.full_like(stored["F"], f0)])
     K = torch.cat([stored["K"], torch.full_like(stored["K"], k0)])
-    res = memory.recall_matrix(F, K, cues.repeat(2, 1, 1, 1), pats, recall_steps,
+    res = scarring.recall_matrix(F, K, cues.repeat(2, 1, 1, 1), pats, recall_steps,
                                substrate=sub_kw, device=device, dtype=dtype,
                                progress=f"recall {name}")
     per_seed = {}
-    for m in memory.METRIC_NAMES:
+    for m in metrics.METRIC_NAMES:
         fin, ini = res["final"][m], res["initial"][m]
         sc, ct = fin[:S], fin[S:]
         per_seed[m] = {
             "recall": sc[:, :2].diagonal(dim1=1, dim2=2).mean(1),
             "recall_A_first": sc[:, 0, 0],
             "recall_B_last": sc[:, 1, 1],
-            "discrimination": memory.discrimination_per_seed(sc[:, :2]),
+            "discrimination": metrics.discrimination_per_seed(sc[:, :2]),
             "noise_cue_recall": sc[:, 2].mean(1),
             "uniform_cue_recall": sc[:, 3].mean(1),
             "control_recall": ct[:, :2].diagonal(dim1=1, dim2=2).mean(1),
-            "control_discrimination": memory.discrimination_per_seed(ct[:, :2]),
+            "control_discrimination": metrics.discrimination_per_seed(ct[:, :2]),
             "cue_at_step0": ini[:S, :2].diagonal(dim1=1, dim2=2).mean(1),
         }
     return {"group": group, "rule": rule.as_dict(), "substrate": {k: v for k, v in sub_kw.items()},
@@ -137,7 +138,7 @@ def main(argv=None):
             continue
         raw[name] = per_seed
         info["scar_strength"] = summarize(info["scar_strength"])
-        info["train_similarity"] = memory.summarize_tensor(info["train_similarity"])
+        info["train_similarity"] = metrics.summarize_tensor(info["train_similarity"])
         conditions[name] = {**info, **{m: {k: summarize(v) for k, v in d.items()}
                                        for m, d in per_seed.items()}}
         print(f"  {name}: recall {format_stat(conditions[name]['cosine']['recall'])} "
@@ -148,12 +149,12 @@ def main(argv=None):
         conditions[name]["minus_reference"] = {
             m: {k: summarize(raw[name][m][k] - raw["reference"][m][k])
                 for k in ("recall", "discrimination", "uniform_cue_recall")}
-            for m in memory.METRIC_NAMES}
+            for m in metrics.METRIC_NAMES}
     result = {
         "name": NAME,
         "config": {"grid": grid, "patterns": ["square_spots", "ring"],
                    "train_steps_per_pattern": train_steps, "recall_steps": recall_steps,
-                   "cue_strength": CUE_STRENGTH, "cue_noise": memory.CUE_NOISE,
+                   "cue_strength": CUE_STRENGTH, "cue_noise": scarring.CUE_NOISE,
                    "uniform_level": UNIFORM_LEVEL, "quick": args.quick,
                    "note": "scar_decay relaxes toward the reference (F0, K0) (scarring.apply_scar"
                            " default); the scar clamps stay at F in [0.01, 0.08], K in "
@@ -179,7 +180,7 @@ def plot(conditions, out):
               ("uniform_cue_recall", "no cue: uniform V"), ("control_recall", "no scar: recall"))
     fig, axes = plt.subplots(1, 3, figsize=(15, 0.32 * len(names) + 1.8), sharey=True)
     y = range(len(names))
-    for ax, m in zip(axes, memory.METRIC_NAMES):
+    for ax, m in zip(axes, metrics.METRIC_NAMES):
         for i, (key, label) in enumerate(series):
             st = [conditions[n][m][key] for n in names]
             mean = [s["mean"] for s in st]

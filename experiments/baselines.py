@@ -1,7 +1,7 @@
 """Scarring beside the associative memories a researcher would pick instead (issue 5).
 
 Methods, all on the same targets, the same cues and the same grid (64 x 64 by default):
-  scarring        Gray-Scott with scars stored sequentially (memory.store_patterns, 500
+  scarring        Gray-Scott with scars stored sequentially (scarring.store_patterns, 500
                   scarred steps per pattern), recall by running the medium from the cue
   unscarred       the same recall on the default F0/K0 medium (the control)
   hopfield_sync   classical Hebbian Hopfield (hopfield.py), synchronous updates
@@ -19,7 +19,7 @@ with the three metrics (cosine, iou, pearson).
 
 Studies: (1) recall of the protocol's three patterns (A = square_spots offset by -1/4 of
 the grid, B = ring, C = line) from the 15% cue: cue x pattern matrices and discrimination
-index; (2) capacity: k equal-area random 3-spot patterns (memory.random_spot_patterns,
+index; (2) capacity: k equal-area random 3-spot patterns (patterns.random_spot_patterns,
 a fresh family per seed), k up to where each method breaks; (3) robustness: cue noise
 std and cue occlusion (the left part of the cue zeroed); (4) cost: numbers stored per
 pattern, training and recall time on this machine (2 CPU cores shared with other jobs:
@@ -30,20 +30,20 @@ timings are pessimistic).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import argparse
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from common import cli as experiment
-from models import hopfield
-import memory
 import metrics
-from models import nca
+import patterns
+import scarring
+from common import cli as experiment
+from common import figures
+from models import hopfield, nca
 from patterns import make_pattern
 from substrate import F0, K0
 
@@ -56,7 +56,7 @@ THREADS = 1
 TRAIN_STEPS = 500          # scarred steps per pattern (protocol phase 3)
 RECALL_STEPS = 500         # Gray-Scott recall steps (protocol phase 2)
 CUE_STRENGTH = 0.15        # the 15% cue (protocol phase 2)
-CUE_NOISE = memory.CUE_NOISE
+CUE_NOISE = scarring.CUE_NOISE
 CAPACITY_KS = (1, 2, 4, 8, 16, 32)
 SPOTS, SPOT_RADIUS = 3, 5.0   # capacity family: 3 discs of radius 5 cells per pattern
 NOISE_LEVELS = (0.05, 0.1, 0.2)
@@ -118,7 +118,7 @@ class Methods:
         t0 = time.perf_counter()
         S, P, H, W = pats.shape
         if method == "scarring":
-            mem = memory.store_patterns(pats, self.seeds, steps=self.cfg["train_steps"],
+            mem = scarring.store_patterns(pats, self.seeds, steps=self.cfg["train_steps"],
                                         snapshots=snapshots, progress=None)
         elif method in ("hopfield_sync", "hopfield_async", "hopfield_centred"):
             mem = [hopfield.ClassicalHopfield(hopfield.to_bipolar(pats[s]),
@@ -137,7 +137,7 @@ class Methods:
         if method in ("scarring", "unscarred"):
             F, K = (fields if fields is not None else (mem["F"], mem["K"])) if method == "scarring" \
                 else (F0, K0)
-            out = memory.recall_matrix(F, K, cues, cues[:, :1], steps=self.cfg["recall_steps"],
+            out = scarring.recall_matrix(F, K, cues, cues[:, :1], steps=self.cfg["recall_steps"],
                                        metric_names=(), return_fields=True)
             V = out["V"]
         elif method in ("hopfield_sync", "hopfield_async", "hopfield_centred", "modern_hopfield"):
@@ -195,7 +195,7 @@ def summarize_scores(sc: dict, names=None) -> dict:
                  "recall_per_pattern": [metrics.summarize(diag[:, i]) for i in range(n)],
                  "matrix_mean": x.mean(0)}
         if n >= 2:
-            entry["discrimination"] = metrics.summarize(memory.discrimination_per_seed(x))
+            entry["discrimination"] = metrics.summarize(metrics.discrimination_per_seed(x))
         out[m] = entry
     return out
 
@@ -236,10 +236,10 @@ def study_reference(methods, seeds, cfg):
     names, pats = reference_patterns(H, W)
     S = len(seeds)
     pats_s = pats.unsqueeze(0).expand(S, *pats.shape).contiguous()
-    cue_sets = {"cue15": memory.make_cues(pats, cfg["cue_strength"], CUE_NOISE, seeds)}
+    cue_sets = {"cue15": scarring.make_cues(pats, cfg["cue_strength"], CUE_NOISE, seeds)}
     for sd in cfg["noise_levels"]:
         if sd != CUE_NOISE:
-            cue_sets[f"noise{sd:g}"] = memory.make_cues(pats, cfg["cue_strength"], sd, seeds)
+            cue_sets[f"noise{sd:g}"] = scarring.make_cues(pats, cfg["cue_strength"], sd, seeds)
     for f in cfg["occlusions"]:
         cue_sets[f"occlude{f:g}"] = occlude(cue_sets["cue15"], f)
     res, examples = {}, {}
@@ -268,9 +268,9 @@ def study_capacity(methods, seeds, cfg):
     H = W = cfg["grid"]
     ks = list(cfg["ks"])
     kmax = ks[-1]
-    fam = torch.stack([memory.random_spot_patterns(kmax, H, W, spots=SPOTS, radius=cfg["spot_radius"],
+    fam = torch.stack([patterns.random_spot_patterns(kmax, H, W, spots=SPOTS, radius=cfg["spot_radius"],
                                                    seed=1000 + s, disjoint=False) for s in seeds])
-    cues_all = memory.make_cues(fam, cfg["cue_strength"], CUE_NOISE, seeds)
+    cues_all = scarring.make_cues(fam, cfg["cue_strength"], CUE_NOISE, seeds)
     res = {}
     for method in METHODS:
         curve = []
@@ -289,7 +289,7 @@ def study_capacity(methods, seeds, cfg):
                                              "discrimination": v.get("discrimination")}
                                      for mname, v in sc.items()},
                           "store_seconds": ts, "recall_seconds": t_rec})
-        cap = memory.capacity_readout(
+        cap = metrics.capacity_readout(
             ks, [c["cosine"]["recall"]["mean"] for c in curve],
             [c["cosine"]["discrimination"]["ci95_low"] if c["cosine"]["discrimination"] else None
              for c in curve], recall_threshold=cfg["recall_threshold"])
@@ -322,7 +322,7 @@ def plot(result, pats, examples, path):
     # row 2: matrices (cosine) per method
     for j, m in enumerate(methods):
         ax = fig.add_subplot(4, len(methods), len(methods) + j + 1)
-        memory.plot_matrix(ax, np.asarray(ref[m]["cue15"]["cosine"]["matrix_mean"]),
+        figures.plot_matrix(ax, np.asarray(ref[m]["cue15"]["cosine"]["matrix_mean"]),
                            result["reference"]["patterns"], result["reference"]["patterns"],
                            f"disc {ref[m]['cue15']['cosine']['discrimination']['mean']:.2f}")
     # row 3: recall bars per metric, and robustness
@@ -350,7 +350,7 @@ def plot(result, pats, examples, path):
     for i, met in enumerate(("cosine", "iou")):
         ax = fig.add_subplot(4, 3, 10 + i)
         for m in methods:
-            memory.plot_band(ax, cap["ks"], [c[met]["recall"] for c in cap["methods"][m]["curve"]], m)
+            figures.plot_band(ax, cap["ks"], [c[met]["recall"] for c in cap["methods"][m]["curve"]], m)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("patterns stored k")
         ax.set_ylabel(f"recall {met}")
@@ -360,7 +360,7 @@ def plot(result, pats, examples, path):
         st = [c["cosine"]["discrimination"] for c in cap["methods"][m]["curve"]]
         ks = [k for k, s in zip(cap["ks"], st) if s]
         if ks:
-            memory.plot_band(ax, ks, [s for s in st if s], m)
+            figures.plot_band(ax, ks, [s for s in st if s], m)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("patterns stored k")
     ax.set_ylabel("discrimination (cosine)")

@@ -6,7 +6,7 @@ protocol's multi-pattern cue) and also from no cue at all (pure noise, and a uni
 and compares every recall with every stored pattern. Because storage is sequential, one
 training run over K_max patterns, with (F, K) kept after each k, gives every k.
 
-Patterns: equal-area sparse codes on an 8 x 8 lattice of spot slots (memory.slot_patterns):
+Patterns: equal-area sparse codes on an 8 x 8 lattice of spot slots (patterns.slot_patterns):
 each pattern lights 8 of the 64 slots (one disc of radius 6 per slot on the 128 x 128
 grid, 5.3% of the grid). Two families, drawn per seed:
   "overlapping": each pattern picks its slots independently (pairs share 1 slot on average)
@@ -22,7 +22,7 @@ amplifies whatever cue lands on its scars rather than recalling what it stored.
 Read-outs per k (mean and 95% interval over seeds, cosine, IoU and Pearson): mean recall
 of the stored patterns, recall of pattern 1, the cue's own similarity at step 0, the
 discrimination index, what grows without a cue; capacity = largest k with mean recall >
-0.7 and discrimination above chance (memory.capacity_readout); forgetting = recall of
+0.7 and discrimination above chance (metrics.capacity_readout); forgetting = recall of
 pattern 1 right after it was stored minus after all k were stored.
 
     python -m experiments.capacity            # default: 8 seeds
@@ -35,8 +35,11 @@ import time
 
 import torch
 
+import metrics
+import patterns
+import scarring
 from common import cli as experiment
-import memory
+from common import figures
 from metrics import format_stat, summarize
 from scarring import ScarRule
 from substrate import F0, K0
@@ -56,7 +59,7 @@ QUICK = dict(grid=32, ks=(1, 2, 4), train_steps=20, recall_steps=20)
 
 def family_patterns(family, n, grid, seeds):
     """(S, n, H, W): one family draw per seed (seed-dependent slot choice)."""
-    return torch.stack([memory.slot_patterns(n, grid, grid, SLOTS_PER_SIDE, SPOTS, seed=s,
+    return torch.stack([patterns.slot_patterns(n, grid, grid, SLOTS_PER_SIDE, SPOTS, seed=s,
                                              disjoint=(family == "disjoint")) for s in seeds])
 
 
@@ -66,24 +69,24 @@ def run_family(family, ks, grid, seeds, train_steps, recall_steps, device, rule)
     pats = family_patterns(family, kmax, grid, seeds)
     # never-stored patterns drawn the same way (independent slots): if they are "recalled"
     # as well as stored ones, the medium amplifies any cue on its scarred lattice
-    novel = torch.stack([memory.slot_patterns(N_NOVEL, grid, grid, SLOTS_PER_SIDE, SPOTS,
+    novel = torch.stack([patterns.slot_patterns(N_NOVEL, grid, grid, SLOTS_PER_SIDE, SPOTS,
                                               seed=10_000 + s) for s in seeds])
-    novel_cues = memory.make_cues(novel, CUE_STRENGTH, memory.CUE_NOISE, seeds, first_index=200)
-    stored = memory.store_patterns(pats, seeds, train_steps, rule, device=device,
+    novel_cues = scarring.make_cues(novel, CUE_STRENGTH, scarring.CUE_NOISE, seeds, first_index=200)
+    stored = scarring.store_patterns(pats, seeds, train_steps, rule, device=device,
                                    snapshots=ks, progress=f"store {family}")
-    cues = memory.make_cues(pats, CUE_STRENGTH, memory.CUE_NOISE, seeds)
-    no_cue = torch.cat([memory.make_cues(torch.zeros(1, grid, grid), 0.0, memory.CUE_NOISE,
+    cues = scarring.make_cues(pats, CUE_STRENGTH, scarring.CUE_NOISE, seeds)
+    no_cue = torch.cat([scarring.make_cues(torch.zeros(1, grid, grid), 0.0, scarring.CUE_NOISE,
                                          seeds, first_index=100),
                         torch.full((S, 1, grid, grid), CUE_STRENGTH * 0.8)], dim=1)
     by_k = {}
     for k in ks:
         F, K = stored["snapshots"][k]
-        res = memory.recall_matrix(F, K, torch.cat([cues[:, :k], novel_cues, no_cue], dim=1),
+        res = scarring.recall_matrix(F, K, torch.cat([cues[:, :k], novel_cues, no_cue], dim=1),
                                    torch.cat([pats[:, :k], novel], dim=1), recall_steps,
                                    device=device, progress=f"recall {family} k={k}")
         entry = {"k": k}
         n = N_NOVEL
-        for m in memory.METRIC_NAMES:
+        for m in metrics.METRIC_NAMES:
             fin, ini = res["final"][m], res["initial"][m]
             diag = fin[:, :k, :k].diagonal(dim1=1, dim2=2)          # (S, k)
             diag0 = ini[:, :k, :k].diagonal(dim1=1, dim2=2)
@@ -93,14 +96,14 @@ def run_family(family, ks, grid, seeds, train_steps, recall_steps, device, rule)
                 "first_recall": summarize(diag[:, 0]),
                 "cue_at_step0": summarize(diag0.mean(1)),
                 "gain": summarize((diag - diag0).mean(1)),
-                "discrimination": (summarize(memory.discrimination_per_seed(fin[:, :k, :k]))
+                "discrimination": (summarize(metrics.discrimination_per_seed(fin[:, :k, :k]))
                                    if k >= 2 else None),
                 "novel_recall": summarize(novel_diag.mean(1)),
                 "novel_cue_at_step0": summarize(
                     ini[:, k:k + n, k:k + n].diagonal(dim1=1, dim2=2).mean(1)),
                 "noise_cue_recall": summarize(fin[:, k + n, :k].mean(1)),
                 "uniform_cue_recall": summarize(fin[:, k + n + 1, :k].mean(1)),
-                "per_pattern_recall": memory.summarize_tensor(diag),
+                "per_pattern_recall": metrics.summarize_tensor(diag),
             }
         entry["scar_strength"] = summarize(stored["scar_strength"][k - 1])
         entry["train_similarity_last"] = summarize(stored["train_similarity"][k - 1])
@@ -108,19 +111,19 @@ def run_family(family, ks, grid, seeds, train_steps, recall_steps, device, rule)
                                               .flatten(1).float().mean(1).cpu())
         by_k[str(k)] = entry
     # control: the same cues on an unscarred medium, for the patterns of the largest k
-    ctrl = memory.recall_matrix(F0, K0, cues[:, :kmax], pats[:, :kmax], recall_steps,
+    ctrl = scarring.recall_matrix(F0, K0, cues[:, :kmax], pats[:, :kmax], recall_steps,
                                 device=device, progress=f"control {family}")
     control = {m: summarize(ctrl["final"][m][:, :kmax].diagonal(dim1=1, dim2=2).mean(1))
-               for m in memory.METRIC_NAMES}
+               for m in metrics.METRIC_NAMES}
     out = {"ks": list(ks), "by_k": by_k, "control_recall_no_scar": control,
-           "train_similarity": memory.summarize_tensor(stored["train_similarity"].T),
+           "train_similarity": metrics.summarize_tensor(stored["train_similarity"].T),
            "pair_overlap_iou": _pair_overlap(pats)}
-    for m in memory.METRIC_NAMES:
+    for m in metrics.METRIC_NAMES:
         rec = [by_k[str(k)][m]["mean_recall"]["mean"] for k in ks]
         dlow = [by_k[str(k)][m]["discrimination"]["ci95_low"]
                 if by_k[str(k)][m]["discrimination"] is not None else None for k in ks]
         dlow = [d if d is not None or k == 1 else float("-inf") for d, k in zip(dlow, ks)]
-        out.setdefault("capacity", {})[m] = memory.capacity_readout(
+        out.setdefault("capacity", {})[m] = metrics.capacity_readout(
             ks, rec, dlow, RECALL_THRESHOLD, 0.0)
         first_1 = torch.tensor(by_k[str(ks[0])][m]["first_recall"]["per_seed"])
         out.setdefault("forgetting_first_pattern", {})[m] = {
@@ -181,7 +184,7 @@ def main(argv=None):
         "config": {"grid": grid, "slots_per_side": SLOTS_PER_SIDE, "spots_per_pattern": SPOTS,
                    "ks": ks, "train_steps_per_pattern": train_steps,
                    "recall_steps": recall_steps, "cue_strength": CUE_STRENGTH,
-                   "cue_noise": memory.CUE_NOISE, "recall_threshold": RECALL_THRESHOLD,
+                   "cue_noise": scarring.CUE_NOISE, "recall_threshold": RECALL_THRESHOLD,
                    "discrimination_chance": 0.0, "rule": rule.as_dict(), "quick": args.quick,
                    "capacity_definition": "largest k such that at every k' <= k the mean "
                    "recall (own cue) > recall_threshold and the 95% interval of the "
@@ -215,20 +218,20 @@ def plot(families, out):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, m in zip(axes, memory.METRIC_NAMES):
+    for ax, m in zip(axes, metrics.METRIC_NAMES):
         for f, fam in families.items():
             ks = fam["ks"]
             e = [fam["by_k"][str(k)][m] for k in ks]
             ls = "-" if f == "overlapping" else "--"
-            memory.plot_band(ax, ks, [x["mean_recall"] for x in e], f"{f}: mean recall", ls=ls)
-            memory.plot_band(ax, ks, [x["first_recall"] for x in e], f"{f}: pattern 1", ls=ls)
-            memory.plot_band(ax, ks, [x["uniform_cue_recall"] for x in e],
+            figures.plot_band(ax, ks, [x["mean_recall"] for x in e], f"{f}: mean recall", ls=ls)
+            figures.plot_band(ax, ks, [x["first_recall"] for x in e], f"{f}: pattern 1", ls=ls)
+            figures.plot_band(ax, ks, [x["uniform_cue_recall"] for x in e],
                              f"{f}: no cue (uniform V)", ls=ls)
-            memory.plot_band(ax, ks, [x["novel_recall"] for x in e],
+            figures.plot_band(ax, ks, [x["novel_recall"] for x in e],
                              f"{f}: never-stored pattern", ls=ls)
             kd = [k for k in ks if k >= 2]
             if kd:
-                memory.plot_band(ax, kd, [fam["by_k"][str(k)][m]["discrimination"] for k in kd],
+                figures.plot_band(ax, kd, [fam["by_k"][str(k)][m]["discrimination"] for k in kd],
                                  f"{f}: discrimination", ls=ls)
             ax.plot(ks, [x["cue_at_step0"]["mean"] for x in e], ls=":", color="gray",
                     label=f"{f}: cue at step 0" if f == "overlapping" else None)

@@ -23,7 +23,6 @@ continual_fields.png into --out.
 """
 from __future__ import annotations
 
-
 import argparse
 import time
 
@@ -31,9 +30,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models import continual_learning as cl
-from common import cli as experiment
 import metrics
+from common import cli as experiment
+from models import continual_learning as cl
 from models import physnet
 
 DEFAULT_OUT = "scarring_results/continual/"

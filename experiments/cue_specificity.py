@@ -24,8 +24,10 @@ import time
 
 import torch
 
+import metrics
+import scarring
 from common import cli as experiment
-import memory
+from common import figures
 from metrics import format_stat, summarize
 from patterns import make_pattern
 from scarring import ScarRule
@@ -37,7 +39,7 @@ TRAIN_STEPS = 500         # per pattern, phase 3
 SINGLE_TRAIN_STEPS = 1000  # phase 1
 RECALL_STEPS = 300        # phase 3
 CUE_STRENGTH = 0.2        # phase 3
-CUE_NOISE = memory.CUE_NOISE
+CUE_NOISE = scarring.CUE_NOISE
 SHIFT = 8                 # cells, for the shifted cue (reference grid; scales with the grid)
 UNIFORM_LEVEL = CUE_STRENGTH * 0.8  # a uniform V at the cue's in-shape level
 QUICK = dict(grid=32, train_steps=30, single_train_steps=40, recall_steps=20)
@@ -66,9 +68,9 @@ def build_cues(stored, unstored, seeds, strength, noise, shift):
     shapes["cue A half"] = A * half
     shapes["cue A quarter"] = A * quarter
     names = list(shapes)
-    cues = memory.make_cues(torch.stack(list(shapes.values())), strength, noise, seeds)
+    cues = scarring.make_cues(torch.stack(list(shapes.values())), strength, noise, seeds)
     S = len(seeds)
-    noise_only = memory.make_cues(torch.zeros(1, H, W), 0.0, noise, seeds, first_index=100)
+    noise_only = scarring.make_cues(torch.zeros(1, H, W), 0.0, noise, seeds, first_index=100)
     zero = torch.zeros(S, 1, H, W)
     uniform = torch.full((S, 1, H, W), UNIFORM_LEVEL)
     cues = torch.cat([cues, noise_only, zero, uniform], dim=1)
@@ -80,7 +82,7 @@ def build_cues(stored, unstored, seeds, strength, noise, shift):
 
 def summarize_matrix(m):
     """(S, C, P) -> {"mean": C x P, "ci95_low", "ci95_high", "per_seed": S x C x P}."""
-    stats = memory.summarize_tensor(m)
+    stats = metrics.summarize_tensor(m)
     return {"mean": [[s["mean"] for s in row] for row in stats],
             "ci95_low": [[s["ci95_low"] for s in row] for row in stats],
             "ci95_high": [[s["ci95_high"] for s in row] for row in stats],
@@ -116,41 +118,41 @@ def main(argv=None):
     columns = list(stored) + list(unstored)
     all_patterns = torch.stack([*stored.values(), *unstored.values()])
     rule = ScarRule()
-    three = memory.store_patterns(torch.stack(list(stored.values())), seeds, train_steps,
+    three = scarring.store_patterns(torch.stack(list(stored.values())), seeds, train_steps,
                                   rule, device=device, progress="store 3")
-    one = memory.store_patterns(unstored["D_spots_ref"][None], seeds, single_steps, rule,
+    one = scarring.store_patterns(unstored["D_spots_ref"][None], seeds, single_steps, rule,
                                 device=device, progress="store 1")
     # one batch: [three-pattern scars, single-pattern scars, unscarred control] x cues
     F = torch.cat([three["F"], one["F"], torch.full_like(one["F"], F0)])
     K = torch.cat([three["K"], one["K"], torch.full_like(one["K"], K0)])
-    res = memory.recall_matrix(F, K, cues.repeat(3, 1, 1, 1), all_patterns, recall_steps,
+    res = scarring.recall_matrix(F, K, cues.repeat(3, 1, 1, 1), all_patterns, recall_steps,
                                device=device, return_fields=True, progress="recall")
     parts = {"three": slice(0, S), "one": slice(S, 2 * S), "control": slice(2 * S, 3 * S)}
 
     def block(which, key):
-        return {m: summarize_matrix(res[key][m][parts[which]]) for m in memory.METRIC_NAMES}
+        return {m: summarize_matrix(res[key][m][parts[which]]) for m in metrics.METRIC_NAMES}
 
     stored_idx = list(range(len(stored)))
-    disc = {m: summarize(memory.discrimination_per_seed(res["final"][m][parts["three"]],
+    disc = {m: summarize(metrics.discrimination_per_seed(res["final"][m][parts["three"]],
                                                         stored_idx, stored_idx))
-            for m in memory.METRIC_NAMES}
-    disc_control = {m: summarize(memory.discrimination_per_seed(
-        res["final"][m][parts["control"]], stored_idx, stored_idx)) for m in memory.METRIC_NAMES}
-    disc_cue = {m: summarize(memory.discrimination_per_seed(
-        res["initial"][m][parts["three"]], stored_idx, stored_idx)) for m in memory.METRIC_NAMES}
+            for m in metrics.METRIC_NAMES}
+    disc_control = {m: summarize(metrics.discrimination_per_seed(
+        res["final"][m][parts["control"]], stored_idx, stored_idx)) for m in metrics.METRIC_NAMES}
+    disc_cue = {m: summarize(metrics.discrimination_per_seed(
+        res["initial"][m][parts["three"]], stored_idx, stored_idx)) for m in metrics.METRIC_NAMES}
     # the imprint test: what grows from no cue at all (noise / zero / uniform rows)
     no_cue_rows = [cue_names.index(n) for n in cue_names[-3:]]
     imprint = {}
     for which, cols in (("three", stored_idx), ("one", [columns.index("D_spots_ref")])):
         imprint[which] = {
             cue_names[r]: {m: summarize(res["final"][m][parts[which]][:, r, cols].mean(1))
-                           for m in memory.METRIC_NAMES} for r in no_cue_rows}
+                           for m in metrics.METRIC_NAMES} for r in no_cue_rows}
     pattern_overlap = {
-        m: memory.METRICS[m](all_patterns.unsqueeze(1).expand(-1, len(columns), -1, -1)
+        m: metrics.METRICS[m](all_patterns.unsqueeze(1).expand(-1, len(columns), -1, -1)
                              .reshape(-1, grid, grid),
                              all_patterns.unsqueeze(0).expand(len(columns), -1, -1, -1)
                              .reshape(-1, grid, grid)).reshape(len(columns), len(columns))
-        for m in memory.METRIC_NAMES}
+        for m in metrics.METRIC_NAMES}
 
     result = {
         "name": NAME,
@@ -171,11 +173,11 @@ def main(argv=None):
         "single_pattern": {"cues": cue_names, "patterns": columns, "stored": ["D_spots_ref"],
                            **block("one", "final"), "initial": block("one", "initial")},
         "imprint_no_cue_recall": imprint,
-        "training": {"three_final_similarity": memory.summarize_tensor(
+        "training": {"three_final_similarity": metrics.summarize_tensor(
                          three["train_similarity"].T),
-                     "three_scar_strength": memory.summarize_tensor(three["scar_strength"].T),
-                     "one_final_similarity": memory.summarize_tensor(one["train_similarity"].T),
-                     "one_scar_strength": memory.summarize_tensor(one["scar_strength"].T)},
+                     "three_scar_strength": metrics.summarize_tensor(three["scar_strength"].T),
+                     "one_final_similarity": metrics.summarize_tensor(one["train_similarity"].T),
+                     "one_scar_strength": metrics.summarize_tensor(one["scar_strength"].T)},
         "pattern_overlap": pattern_overlap,
         "environment": experiment.environment_info(device),
         "runtime_s": None,
@@ -184,7 +186,7 @@ def main(argv=None):
     result["runtime_s"] = time.time() - t0
     experiment.write_json_atomic(out / f"{NAME}.json", result)
     print(f"{NAME}: {S} seeds, grid {grid}, {time.time() - t0:.0f} s -> {out}")
-    for m in memory.METRIC_NAMES:
+    for m in metrics.METRIC_NAMES:
         print(f"  discrimination ({m}): {format_stat(disc[m])}  "
               f"(control {format_stat(disc_control[m])}, cue at step 0 {format_stat(disc_cue[m])})")
     for which, rows in imprint.items():
@@ -201,13 +203,13 @@ def plot(result, V, parts, cue_names, out, fields=True):
 
     mx = result["matrix"]
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.6))
-    memory.plot_matrix(axes[0], mx["initial"]["cosine"]["mean"], mx["cues"], mx["patterns"],
+    figures.plot_matrix(axes[0], mx["initial"]["cosine"]["mean"], mx["cues"], mx["patterns"],
                        "cue itself at step 0 (cosine)")
-    memory.plot_matrix(axes[1], mx["cosine"]["mean"], mx["cues"], mx["patterns"],
+    figures.plot_matrix(axes[1], mx["cosine"]["mean"], mx["cues"], mx["patterns"],
                        "after recall, 3 stored A,B,C (cosine)")
-    memory.plot_matrix(axes[2], mx["iou"]["mean"], mx["cues"], mx["patterns"],
+    figures.plot_matrix(axes[2], mx["iou"]["mean"], mx["cues"], mx["patterns"],
                        "after recall, 3 stored (IoU)")
-    memory.plot_matrix(axes[3], mx["control"]["cosine"]["mean"], mx["cues"], mx["patterns"],
+    figures.plot_matrix(axes[3], mx["control"]["cosine"]["mean"], mx["cues"], mx["patterns"],
                        "after recall, no scar (cosine)")
     for ax in axes[1:]:
         ax.set_yticklabels([])

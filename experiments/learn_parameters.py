@@ -21,21 +21,40 @@ backprop_pairwise_loss.png and backprop_trajectory.mp4 into --out.
 """
 from __future__ import annotations
 
-import sys
-
 import argparse
 import math
+import sys
 import time
 
 import numpy as np
 import torch
 
-from models.differentiable import (PARAM_NAMES, FitConfig, Physics, RecoveryObjective,
-                            as_fields, fit_evolution, fit_gradient, get_loss,
-                            initial_state, param_bounds, rollout, to_params, to_raw, LOSSES)
-from common.cli import (add_common_args, environment_info, prepare_out_dir,
-                        resolve_device, run_cli, seed_list, write_json_atomic)
-from metrics import summarize, format_stat
+from common.cli import (
+    add_common_args,
+    environment_info,
+    prepare_out_dir,
+    resolve_device,
+    run_cli,
+    seed_list,
+    write_json_atomic,
+)
+from metrics import format_stat, summarize
+from models.differentiable import (
+    LOSSES,
+    PARAM_NAMES,
+    FitConfig,
+    Physics,
+    RecoveryObjective,
+    as_fields,
+    fit_evolution,
+    fit_gradient,
+    get_loss,
+    initial_state,
+    param_bounds,
+    rollout,
+    to_params,
+    to_raw,
+)
 
 # Target regimes (Du, Dv, F, K) on the 5-point stencil, dt = 1 (pmneila/Pearson presets).
 TARGETS = {

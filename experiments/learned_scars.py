@@ -20,20 +20,25 @@ and a capacity curve over the number of stored patterns. Seeds run as one batch.
 """
 from __future__ import annotations
 
-import sys
-
 import argparse
+import sys
 import time
 
 import numpy as np
 import torch
 
+from common.cli import (
+    add_common_args,
+    environment_info,
+    prepare_out_dir,
+    resolve_device,
+    run_cli,
+    seed_list,
+    write_json_atomic,
+)
+from metrics import cosine_similarity, discrimination_index, format_stat, iou, summarize
 from models.adam import adam_state, adam_step
 from models.differentiable import Physics, cosine, finite_members, rollout
-from common.cli import (add_common_args, environment_info, prepare_out_dir,
-                        resolve_device, run_cli, seed_list, write_json_atomic)
-from metrics import (cosine_similarity, discrimination_index, format_stat, iou,
-                     summarize)
 from patterns import make_cue, make_pattern
 from scarring import ScarRule, evolve, scar_strength
 from substrate import DECAY, DU, DV, F0, K0, GrayScott

@@ -20,17 +20,16 @@ cut by --time-budget; the JSON records how many steps it got.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import argparse
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from common import cli as experiment
 import metrics
+from common import cli as experiment
 from models import nca
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,8 +25,10 @@ import time
 
 import torch
 
+import metrics
+import scarring
 from common import cli as experiment
-import memory
+from common import figures
 from metrics import format_stat, summarize
 from patterns import make_pattern
 from scarring import ScarRule
@@ -38,7 +40,7 @@ TRAIN_STEPS = 1000          # protocol phase 1
 RECALL_STEPS = 500          # protocol phase 2
 DAMAGE_STEP = 250
 REF_STRENGTH = 0.15         # protocol phase 2
-REF_NOISE = memory.CUE_NOISE
+REF_NOISE = scarring.CUE_NOISE
 STRENGTHS = (0.0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 NOISES = (0.0, 0.05, 0.1, 0.2, 0.3)
 DISC_RADIUS = 40            # reference-grid cells, centred on the spot at (64, 64)
@@ -70,7 +72,7 @@ def main(argv=None):
     t0 = time.time()
     S = len(seeds)
     target = make_pattern("square_spots", grid, grid)
-    stored = memory.store_patterns(target[None], seeds, train_steps, ScarRule(),
+    stored = scarring.store_patterns(target[None], seeds, train_steps, ScarRule(),
                                    device=device, progress="store")
     # conditions: (group, value, strength, noise, damage mask or None)
     conds = [("strength", s, s, REF_NOISE, None) for s in STRENGTHS]
@@ -78,13 +80,13 @@ def main(argv=None):
     masks = damage_masks(grid, grid)
     conds += [("damage", "none", REF_STRENGTH, REF_NOISE, None)]
     conds += [("damage", name, REF_STRENGTH, REF_NOISE, m) for name, m in masks.items()]
-    cues = torch.cat([memory.make_cues(target[None], st, no, seeds, first_index=i)
+    cues = torch.cat([scarring.make_cues(target[None], st, no, seeds, first_index=i)
                       for i, (_, _, st, no, _) in enumerate(conds)], dim=1)  # (S, C, H, W)
     none = torch.zeros(grid, grid, dtype=torch.bool)
     damage = torch.stack([m if m is not None else none for *_, m in conds])
     F = torch.cat([stored["F"], torch.full_like(stored["F"], F0)])
     K = torch.cat([stored["K"], torch.full_like(stored["K"], K0)])
-    res = memory.recall_matrix(F, K, cues.repeat(2, 1, 1, 1), target[None], recall_steps,
+    res = scarring.recall_matrix(F, K, cues.repeat(2, 1, 1, 1), target[None], recall_steps,
                                device=device, damage=damage, damage_step=damage_step,
                                return_fields=True, progress="recall")
     arms = {"scarred": slice(0, S), "control": slice(S, 2 * S)}
@@ -94,7 +96,7 @@ def main(argv=None):
         for arm, sl in arms.items():
             row[arm] = {m: {key: summarize(res[key][m][sl, c, 0])
                             for key in ("initial", "before_damage", "after_damage", "final")}
-                        for m in memory.METRIC_NAMES}
+                        for m in metrics.METRIC_NAMES}
         groups.setdefault(group, []).append(row)
     result = {
         "name": NAME,
@@ -138,10 +140,10 @@ def plot(result, V, conds, out):
     for row, group in enumerate(("strength", "noise")):
         rows = g[group]
         x = [r["value"] for r in rows]
-        for ax, m in zip(axes[row], memory.METRIC_NAMES):
-            memory.plot_band(ax, x, [r["scarred"][m]["final"] for r in rows], "scarred: recall")
-            memory.plot_band(ax, x, [r["control"][m]["final"] for r in rows], "no scar: recall")
-            memory.plot_band(ax, x, [r["scarred"][m]["initial"] for r in rows],
+        for ax, m in zip(axes[row], metrics.METRIC_NAMES):
+            figures.plot_band(ax, x, [r["scarred"][m]["final"] for r in rows], "scarred: recall")
+            figures.plot_band(ax, x, [r["control"][m]["final"] for r in rows], "no scar: recall")
+            figures.plot_band(ax, x, [r["scarred"][m]["initial"] for r in rows],
                              "cue at step 0", ls=":")
             ax.set_xlabel(f"cue {group}" + (" (s = 0.15)" if group == "noise" else
                                             " (noise 0.05)"))

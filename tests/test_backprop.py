@@ -8,10 +8,25 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.differentiable import (FitConfig, Physics, RecoveryObjective, as_fields, cosine,
-                            finite_members, fit_evolution, fit_gradient, initial_state,
-                            log_spectrum_loss, param_bounds, radial_spectrum,
-                            radial_spectrum_loss, rollout, stats_loss, to_params, to_raw)
+from models.differentiable import (
+    FitConfig,
+    Physics,
+    RecoveryObjective,
+    as_fields,
+    cosine,
+    finite_members,
+    fit_evolution,
+    fit_gradient,
+    initial_state,
+    log_spectrum_loss,
+    param_bounds,
+    radial_spectrum,
+    radial_spectrum_loss,
+    rollout,
+    stats_loss,
+    to_params,
+    to_raw,
+)
 from substrate import DECAY, STABILITY_LIMIT, STENCIL_BOUND
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,6 +222,7 @@ def test_learn_parameters_quick(quick_runs):
 
 def test_learn_parameters_bad_input_is_one_line(capsys):
     import importlib.util
+
     from common.cli import run_cli
     spec = importlib.util.spec_from_file_location(
         "learn_parameters", ROOT / "experiments" / "learn_parameters.py")

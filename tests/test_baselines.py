@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import hopfield
-from models import nca
+from models import hopfield, nca
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,8 +17,14 @@ import torch
 import substrate
 from patterns import PEAK, make_pattern, make_pattern_3d
 from scarring import ScarRule, evolve, scar_strength
-from substrate import (STENCIL_BOUND_3D, STENCILS_3D, GrayScott, SimulationError,
-                       gray_scott_step, laplacian)
+from substrate import (
+    STENCIL_BOUND_3D,
+    STENCILS_3D,
+    GrayScott,
+    SimulationError,
+    gray_scott_step,
+    laplacian,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_compiler = pytest.mark.skipif(not substrate.compiler_available("cpu"),

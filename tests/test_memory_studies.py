@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import memory
+import metrics
+import patterns
+import scarring
 from scarring import ScarRule
 from substrate import F0, K0
 
@@ -27,7 +29,7 @@ def test_discrimination_per_seed_known_answers():
     eye = torch.eye(3)
     same = torch.full((3, 3), 0.6)              # same recall whatever the cue: an imprint
     m = torch.stack([eye, same, 0.5 * eye + 0.2])
-    d = memory.discrimination_per_seed(m)
+    d = metrics.discrimination_per_seed(m)
     assert torch.allclose(d, torch.tensor([1.0, 0.0, 0.5], dtype=torch.float64))
 
 
@@ -37,55 +39,55 @@ def test_discrimination_picks_the_stored_block():
     m[0, 0, 0], m[0, 1, 1] = 0.9, 0.7
     m[0, 0, 1], m[0, 1, 0] = 0.1, 0.3
     m[0, 2:, :] = 5.0                           # rows outside the block must not count
-    d = memory.discrimination_per_seed(m, rows=[0, 1], cols=[0, 1])
+    d = metrics.discrimination_per_seed(m, rows=[0, 1], cols=[0, 1])
     assert d.item() == pytest.approx(((0.9 - 0.1) + (0.7 - 0.3)) / 2)
     with pytest.raises(ValueError):
-        memory.discrimination_per_seed(m, rows=[0, 1], cols=[0])
+        metrics.discrimination_per_seed(m, rows=[0, 1], cols=[0])
 
 
 def test_capacity_readout_known_answers():
     ks = [1, 2, 4, 8, 16]
     # recall falls below 0.7 at k = 8
-    assert memory.capacity_readout(ks, [0.9, 0.85, 0.8, 0.6, 0.9]) == 4
+    assert metrics.capacity_readout(ks, [0.9, 0.85, 0.8, 0.6, 0.9]) == 4
     # discrimination's interval touches chance at k = 4 (k = 1 has none)
-    assert memory.capacity_readout(ks, [0.9] * 5, [None, 0.2, -0.01, 0.3, 0.3]) == 2
+    assert metrics.capacity_readout(ks, [0.9] * 5, [None, 0.2, -0.01, 0.3, 0.3]) == 2
     # a pass after a failure does not count: capacity is the unbroken run from the start
-    assert memory.capacity_readout(ks, [0.5, 0.9, 0.9, 0.9, 0.9]) == 0
-    assert memory.capacity_readout(ks, [0.9] * 5, [None, 0.1, 0.1, 0.1, 0.1]) == 16
-    assert memory.capacity_readout(ks, [0.9, float("nan"), 0.9, 0.9, 0.9]) == 1
+    assert metrics.capacity_readout(ks, [0.5, 0.9, 0.9, 0.9, 0.9]) == 0
+    assert metrics.capacity_readout(ks, [0.9] * 5, [None, 0.1, 0.1, 0.1, 0.1]) == 16
+    assert metrics.capacity_readout(ks, [0.9, float("nan"), 0.9, 0.9, 0.9]) == 1
     with pytest.raises(ValueError):
-        memory.capacity_readout([1, 4, 2], [0.9] * 3)
+        metrics.capacity_readout([1, 4, 2], [0.9] * 3)
     with pytest.raises(ValueError):
-        memory.capacity_readout(ks, [0.9] * 4)
+        metrics.capacity_readout(ks, [0.9] * 4)
 
 
 # ----------------------------------------------------------------- patterns and noise
 
 def test_slot_patterns_equal_area_and_disjoint():
-    p = memory.slot_patterns(8, 64, 64, slots_per_side=8, spots=8, seed=3, disjoint=True)
+    p = patterns.slot_patterns(8, 64, 64, slots_per_side=8, spots=8, seed=3, disjoint=True)
     assert p.shape == (8, 64, 64)
     areas = (p > 0).flatten(1).sum(1)
     assert len(set(areas.tolist())) == 1 and areas[0] > 0
     assert ((p > 0).sum(0) <= 1).all()          # no cell in two disjoint patterns
-    q = memory.slot_patterns(20, 64, 64, spots=8, seed=3, disjoint=False)
+    q = patterns.slot_patterns(20, 64, 64, spots=8, seed=3, disjoint=False)
     assert len(set((q > 0).flatten(1).sum(1).tolist())) == 1
     assert ((q > 0).sum(0) > 1).any()           # independent draws do overlap
     with pytest.raises(ValueError):
-        memory.slot_patterns(9, 64, 64, spots=8, disjoint=True)
+        patterns.slot_patterns(9, 64, 64, spots=8, disjoint=True)
 
 
 def test_noise_seeds_distinct_and_cues_batch_independent():
-    a = memory.noise_seeds([0, 1], "train", 0) + memory.noise_seeds([0, 1], "cue", 0)
+    a = scarring.noise_seeds([0, 1], "train", 0) + scarring.noise_seeds([0, 1], "cue", 0)
     assert len(set(a)) == 4
     t = torch.zeros(2, 16, 16)
     t[0, 4:8, 4:8] = 0.8
-    both = memory.make_cues(t, 0.2, 0.05, seeds=[5, 6])
-    alone = memory.make_cues(t, 0.2, 0.05, seeds=[6])
+    both = scarring.make_cues(t, 0.2, 0.05, seeds=[5, 6])
+    alone = scarring.make_cues(t, 0.2, 0.05, seeds=[6])
     assert both.shape == (2, 2, 16, 16)
     assert torch.equal(both[1], alone[0])       # a seed gives the same cue in any batch
     assert not torch.equal(both[0, 0], both[0, 1])  # cue c and cue c' get different noise
     with pytest.raises(ValueError):
-        memory.make_cues(t, 1.5, 0.05, seeds=[0])
+        scarring.make_cues(t, 1.5, 0.05, seeds=[0])
 
 
 # ----------------------------------------------------------------- storage and recall
@@ -93,10 +95,10 @@ def test_noise_seeds_distinct_and_cues_batch_independent():
 def test_store_without_rule_leaves_fields_and_with_rule_scars_only_the_target():
     t = torch.zeros(1, 24, 24)
     t[0, 6:18, 6:18] = 0.8                       # a big square: trains above the gate
-    ctrl = memory.store_patterns(t, [0, 1], steps=30, rule=None)
+    ctrl = scarring.store_patterns(t, [0, 1], steps=30, rule=None)
     assert torch.all(ctrl["F"] == F0) and torch.all(ctrl["K"] == K0)
     assert torch.all(ctrl["scar_strength"] == 0)
-    scar = memory.store_patterns(t, [0, 1], steps=30, rule=ScarRule(gate=0.0), snapshots=(1,))
+    scar = scarring.store_patterns(t, [0, 1], steps=30, rule=ScarRule(gate=0.0), snapshots=(1,))
     changed = (scar["F"] != F0) | (scar["K"] != K0)
     assert changed.any()
     assert not changed[:, t[0] == 0].any()       # scars only where the target is
@@ -111,10 +113,10 @@ def test_recall_matrix_shapes_zero_cue_and_damage():
     cues = torch.zeros(S, C, H, H)
     cues[:, 1, :8] = 0.5
     cues[:, 2] = 0.3
-    res = memory.recall_matrix(F0, K0, cues, pats, steps=5, damage=torch.ones(H, H),
+    res = scarring.recall_matrix(F0, K0, cues, pats, steps=5, damage=torch.ones(H, H),
                                damage_step=3)
     for key in ("initial", "before_damage", "after_damage", "final"):
-        for m in memory.METRIC_NAMES:
+        for m in metrics.METRIC_NAMES:
             assert res[key][m].shape == (S, C, P)
             assert torch.isfinite(res[key][m]).all()
     # an all-zero V stays zero: every similarity is 0 (reference empty rule)
@@ -125,7 +127,7 @@ def test_recall_matrix_shapes_zero_cue_and_damage():
     # a lesion over the whole grid empties V
     assert torch.all(res["after_damage"]["cosine"] == 0)
     with pytest.raises(ValueError):
-        memory.recall_matrix(F0, K0, cues, pats, steps=5, damage=torch.ones(H, H))
+        scarring.recall_matrix(F0, K0, cues, pats, steps=5, damage=torch.ones(H, H))
 
 
 # ----------------------------------------------------------------- the studies, end to end

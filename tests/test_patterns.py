@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from patterns import PATTERNS, PEAK, check_target, load_image_pattern, make_cue, make_pattern
+from patterns import (
+    PATTERNS,
+    PEAK,
+    check_target,
+    load_image_pattern,
+    make_cue,
+    make_pattern,
+)
 
 
 def disc_count(r):

@@ -1,8 +1,8 @@
 """Tests for physnet.py, continual_learning.py and experiments/continual.py (issue #7)."""
 import gzip
-import os
 import json
 import math
+import os
 import struct
 import subprocess
 import sys

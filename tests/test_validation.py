@@ -107,8 +107,8 @@ def test_same_seed_same_results_and_batch_independent(tmp_path, quick_run):
 
 
 def test_custom_target_image(tmp_path):
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     img = np.zeros((50, 50), np.uint8)
     img[10:40, 20:30] = 255

@@ -135,6 +135,18 @@ def make_pattern(name: str, height: int = 256, width: int = 256, offset=(0, 0),
     return mask.to(dtype) * PEAK
 
 
+def phase3_targets(height: int = 256, width: int | None = None,
+                   dtype=torch.float32) -> dict[str, torch.Tensor]:
+    """The study's phase-3 patterns on this grid, by name (protocol.PHASE3_PATTERNS):
+    A square_spots offset by (-64, -64) reference cells, B ring, C line."""
+    from protocol import PHASE3_PATTERNS
+
+    width = height if width is None else width
+    sx, sy = width / REFERENCE_SIZE, height / REFERENCE_SIZE
+    return {name: make_pattern(shape, height, width, offset=(dx * sx, dy * sy), dtype=dtype)
+            for name, shape, (dx, dy) in PHASE3_PATTERNS}
+
+
 def load_image_pattern(path, height: int = 256, width: int = 256,
                        invert: bool | None = None, dtype=torch.float32) -> torch.Tensor:
     """A target from an image file: grayscale, resized to (H, W), scaled to peak PEAK.

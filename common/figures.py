@@ -77,28 +77,23 @@ def _band(ax, steps, curves, label, color):
         ax.fill_between(steps, mean - half, mean + half, color=color, alpha=0.25, lw=0)
 
 
-def _bar_err(stat):
-    if stat["ci95_low"] is None:
-        return 0.0
-    return stat["ci95_high"] - stat["mean"]
-
-
 def summary_figure(path, results):
-    c = results["curves"]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    c, cfg = results["curves"], results["config"]
+    n = results["phase1"]["scarred_final_similarity"]["n"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     ax = axes[0]
     _band(ax, c["phase1_steps"], c["phase1_scarred"], "scarred", "C0")
     _band(ax, c["phase1_steps"], c["phase1_control"], "control (no scarring)", "C3")
-    ax.axhline(results["config"]["gate"], color="gray", ls=":", lw=1, label="scar gate")
-    ax.set(title="Phase 1: training", xlabel="step", ylabel="cosine similarity to target",
-           ylim=(0, 1))
-    ax.legend(fontsize=8)
+    ax.axhline(cfg["gate"], color="gray", ls=":", lw=1, label="scar gate")
+    ax.set(title=f"Phase 1: training ({cfg['train_steps']} steps, {n} seeds)", xlabel="step",
+           ylabel="cosine similarity to target")
     ax = axes[1]
     _band(ax, c["phase2_steps"], c["phase2_scarred"], "scarred F/K, cue", "C0")
     _band(ax, c["phase2_steps"], c["phase2_control"], "default F/K, cue", "C3")
     _band(ax, c["phase2_steps"], c["phase2_uncued"], "scarred F/K, no cue", "C2")
-    ax.set(title="Phase 2: recall", xlabel="step", ylim=(0, 1))
-    ax.legend(fontsize=8)
+    _band(ax, c["phase2_steps"], c["phase2_control_uncued"], "default F/K, no cue", "C7")
+    ax.set(title=f"Phase 2: recall ({cfg['recall_steps']} steps, {n} seeds)", xlabel="step",
+           ylabel="cosine similarity to target")
     ax = axes[2]
     p3 = results["phase3"]
     names = list(p3["pattern_recall_qualities"])
@@ -106,61 +101,84 @@ def summary_figure(path, results):
     for offset, key, label, color in ((-0.27, "pattern_recall_qualities", "scarred", "C0"),
                                       (0.0, "control_recall_qualities", "default F/K", "C3"),
                                       (0.27, "cue_similarities", "cue at step 0", "0.6")):
-        stats = [p3[key][n] for n in names]
-        ax.bar(x + offset, [s["mean"] for s in stats], 0.25, yerr=[_bar_err(s) for s in stats],
+        stats = [p3[key][name] for name in names]
+        ax.bar(x + offset, [s["mean"] for s in stats], 0.25, yerr=_bar_errs(stats),
                capsize=3, label=label, color=color)
-    ax.axhline(0.8, color="k", ls="--", lw=1, label="published claim (> 0.80)")
+    if results["reference_scale"]:
+        ax.axhline(0.8, color="k", ls="--", lw=1, label="published claim (> 0.80)")
     ax.set_xticks(x, names, fontsize=8)
-    ax.set(title="Phase 3: recall after storing all three", ylim=(0, 1.05))
-    ax.legend(fontsize=8)
-    n = results["phase1"]["scarred_final_similarity"]["n"]
-    fig.suptitle(f"Parametric scarring, mean and 95% interval over {n} seeds", fontsize=11)
+    ax.set(title=f"Phase 3: recall of each of 3 stored ({cfg['multi_recall_steps']} steps, "
+                 f"{n} seeds)", ylabel="cosine similarity to its pattern")
+    for ax in axes:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    grid = cfg["grid"]
+    smoke = "" if results["reference_scale"] else f" - smoke run at {grid}x{grid}"
+    fig.suptitle(f"Parametric scarring, mean and 95% interval over {n} seeds{smoke}",
+                 fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
+def _bar_errs(stats):
+    """Asymmetric error bars [[below], [above]] from summarize dicts (0 where undefined)."""
+    lo = [s["mean"] - s["ci95_low"] if s["ci95_low"] is not None else 0.0 for s in stats]
+    hi = [s["ci95_high"] - s["mean"] if s["ci95_high"] is not None else 0.0 for s in stats]
+    return [lo, hi]
+
+
 def write_all(out, results, target, targets, p1, p2, p3, video=True):
-    """Every PNG (and MP4) of the main study into `out`."""
+    """Every PNG (and MP4) of the main study into `out`, and the final fields as .npz."""
     out = Path(out)
-    S = len(results["seeds"])
-    names = list(targets)
+    seed, names, cfg = results["seeds"][0], list(targets), results["config"]
+    a1, a2, a3 = p1["arms"], p2["arms"], p3["arms"]
     save_fields(out / "target.png", [target] + list(targets.values()),
                 ["phase 1-2 target"] + [f"phase 3 {n}" for n in names])
-    s1 = results["phase1"]
-    save_fields(out / "phase1_training.png", [target, p1["V"][0], p1["V"][S]],
-                ["target", f"scarred (sim {p1['final']['cosine'][0]:.2f})",
-                 f"control (sim {p1['final']['cosine'][S]:.2f})"],
-                suptitle=f"Phase 1, seed {results['seeds'][0]}: V after training")
-    f2 = p2["final"]["cosine"]
+    save_fields(out / "phase1_training.png", [target, a1["scarred"]["V"][0], a1["control"]["V"][0]],
+                ["target", f"scarred (sim {a1['scarred']['final']['cosine'][0]:.2f})",
+                 f"control (sim {a1['control']['final']['cosine'][0]:.2f})"],
+                suptitle=f"Phase 1, seed {seed}: V after {cfg['train_steps']} training steps")
+    sim = {arm: a2[arm]["final"]["cosine"][0] for arm in a2}
     save_fields(out / "phase2_recall.png",
-                [p2["cue"][0], p2["V"][0], p2["V"][S], p2["V"][2 * S]],
-                [f"cue (sim {p2['cue_metrics']['cosine'][0]:.2f})", f"scarred (sim {f2[0]:.2f})",
-                 f"control (sim {f2[S]:.2f})", f"scarred, no cue (sim {f2[2 * S]:.2f})"],
-                suptitle=f"Phase 2, seed {results['seeds'][0]}: V after recall")
-    P = len(names)
-    f3 = p3["final"]["cosine"]
+                [p2["cue"][0], a2["scarred"]["V"][0], a2["control"]["V"][0], a2["uncued"]["V"][0]],
+                [f"cue (sim {p2['cue_metrics']['cosine'][0]:.2f})",
+                 f"scarred (sim {sim['scarred']:.2f})", f"control (sim {sim['control']:.2f})",
+                 f"scarred, no cue (sim {sim['uncued']:.2f})"],
+                suptitle=f"Phase 2, seed {seed}: V after {cfg['recall_steps']} recall steps")
     fields, titles = [], []
     for i, n in enumerate(names):
-        fields += [targets[n], p3["cues"][i * S], p3["V"][i * S], p3["V"][P * S + i * S]]
-        titles += [f"{n}", "cue", f"scarred (sim {f3[i * S]:.2f})",
-                   f"control (sim {f3[P * S + i * S]:.2f})"]
+        sc, ct = a3["scarred"], a3["control"]
+        fields += [targets[n], p3["cues"][0, i], sc["V"][0, i], ct["V"][0, i]]
+        titles += [f"{n}", "cue", f"scarred (sim {sc['matrix']['cosine'][0, i, i]:.2f})",
+                   f"control (sim {ct['matrix']['cosine'][0, i, i]:.2f})"]
     save_fields(out / "phase3_recall.png", fields, titles, ncols=4,
-                suptitle=f"Phase 3, seed {results['seeds'][0]}: recall of each stored pattern")
-    cfg = results["config"]
+                suptitle=f"Phase 3, seed {seed}: recall of each stored pattern "
+                         f"({cfg['multi_recall_steps']} steps)")
+    strength = results["phase1"]["total_scar_strength"]["per_seed"][0]
     save_fields(out / "scar_maps.png",
                 [p1["F"][0].cpu(), p1["K"][0].cpu(), p3["F"][0].cpu(), p3["K"][0].cpu()],
                 [f"phase 1 F (F0={cfg['f0']})", f"phase 1 K (K0={cfg['k0']})",
-                 "phase 3 F (A+B+C)", "phase 3 K (A+B+C)"], ncols=4, vmax=0.08, cmap="magma",
-                suptitle=f"Scar maps, seed {results['seeds'][0]} (scar strength "
-                         f"{s1['total_scar_strength']['per_seed'][0]:.1f})")
+                 "phase 3 F (A+B+C)", "phase 3 K (A+B+C)"], ncols=4, vmax=cfg["f_max"],
+                cmap="magma", suptitle=f"Scar maps, seed {seed} (scar strength {strength:.1f})")
     summary_figure(out / "summary.png", results)
+    save_final_fields(out, p1, p2, p3)
     if video:
-        fr1 = p1["run"]["frames"]   # (T, 2, H, W): seed 0 scarred, seed 0 control
-        write_video(out / "phase1_training.mp4", [fr1[:, 0], fr1[:, 1]], ["scarred", "control"])
-        fr2 = p2["run"]["frames"]
-        write_video(out / "phase2_recall.mp4", [fr2[:, 0], fr2[:, 1]],
+        fr1 = (a1["scarred"]["frames"][:, 0], a1["control"]["frames"][:, 0])
+        write_video(out / "phase1_training.mp4", list(fr1), ["scarred", "control"])
+        write_video(out / "phase2_recall.mp4", [p2["frames"]["scarred"], p2["frames"]["control"]],
                     ["scarred recall", "control recall"])
+
+
+def save_final_fields(out, p1, p2, p3) -> None:
+    """The final V of every arm and the scarred F, K, as arrays to re-plot without
+    re-running: fields.npz (keys phase1_scarred_V, ..., phase3_F; seeds first)."""
+    arrays = {f"phase1_{a}_V": r["V"] for a, r in p1["arms"].items()}
+    arrays.update({f"phase2_{a}_V": r["V"] for a, r in p2["arms"].items()})
+    arrays.update({f"phase3_{a}_V": r["V"] for a, r in p3["arms"].items()})
+    arrays.update(phase1_F=p1["F"], phase1_K=p1["K"], phase3_F=p3["F"], phase3_K=p3["K"],
+                  phase2_cue=p2["cue"], phase3_cues=p3["cues"])
+    np.savez_compressed(Path(out) / "fields.npz",
+                        **{k: v.detach().cpu().numpy() for k, v in arrays.items()})
 
 
 # ---- panels shared by the studies ---------------------------------------------------------

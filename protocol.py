@@ -35,10 +35,11 @@ PUBLISHED = {
                "min_recall": "> 0.80 (claimed)"},
 }
 
-# Which noise draw (protocol.noise_seeds role, first index) each part of the study uses;
-# the memory studies that repeat a phase use the same draws.
-NOISE = {"phase1_start": ("train", 0), "phase2_cue": ("cue", 0), "phase2_no_cue": ("other", 0),
-         "phase3_starts": ("train", 1), "phase3_cues": ("cue", 1)}
+# Which noise draw (noise_seeds role, first index) each part of the study uses. The memory
+# studies that repeat a phase (experiments/cue_specificity.py, robustness.py, capacity.py)
+# use the same draws, so a seed gives the same training start and cue in all of them.
+NOISE = {"phase1_start": ("train", 0), "phase2_cue": ("cue", 0), "phase2_no_cue": ("cue", 100),
+         "phase3_starts": ("train", 0), "phase3_cues": ("cue", 0)}
 
 # Noise streams: generator seed = seed * STREAM_SPAN + ROLE * ROLE_SPAN + index.
 STREAM_SPAN = 100_000

@@ -489,18 +489,22 @@ class Study:
         return make_cues(torch.as_tensor(targets).to(self.device, self.dtype), strength,
                          self.protocol.cue_noise, seeds, role, first_index)
 
-    def store(self, targets, seeds, steps: int, scar: bool = True, **kw) -> dict:
-        """store_patterns with this protocol's rule, medium and training start (scar=False:
-        the same training without scarring, the control)."""
+    def store(self, targets, seeds, steps: int, scar: bool = True, rule=None,
+              substrate: dict | None = None, **kw) -> dict:
+        """store_patterns with this protocol's rule (or `rule`), medium and training start;
+        scar=False: the same training without scarring (the control). substrate: extra
+        GrayScott keyword arguments (e.g. clamp=False for an ablation)."""
         p = self.protocol
         return store_patterns(torch.as_tensor(targets).to(self.device, self.dtype), seeds, steps,
-                              rule=self.rule if scar else None, F=p.f0, K=p.k0,
-                              substrate=p.substrate(), device=self.device, dtype=self.dtype,
+                              rule=(rule or self.rule) if scar else None, F=p.f0, K=p.k0,
+                              substrate={**p.substrate(), **(substrate or {})},
+                              device=self.device, dtype=self.dtype,
                               train_strength=p.train_init_strength, train_noise=p.train_noise,
                               baseline=(p.f0, p.k0), **kw)
 
-    def recall(self, F, K, cues, patterns, steps: int, **kw) -> dict:
-        """recall_matrix on this protocol's medium."""
+    def recall(self, F, K, cues, patterns, steps: int, substrate: dict | None = None,
+               **kw) -> dict:
+        """recall_matrix on this protocol's medium (substrate: extra GrayScott arguments)."""
         return recall_matrix(F, K, cues, torch.as_tensor(patterns).to(self.device, self.dtype),
-                             steps, substrate=self.protocol.substrate(), device=self.device,
-                             dtype=self.dtype, **kw)
+                             steps, substrate={**self.protocol.substrate(), **(substrate or {})},
+                             device=self.device, dtype=self.dtype, **kw)

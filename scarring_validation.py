@@ -292,8 +292,6 @@ def main(argv=None):
     cli.check_memory(members=4 * len(seeds) + 2 * len(targets) * len(seeds),
                      cells=args.grid ** 2, dtype=study.dtype, device=device)
     target, targets = target.to(device), {k: v.to(device) for k, v in targets.items()}
-    print(f"{len(seeds)} seeds on {device}, grid {args.grid}x{args.grid}, "
-          f"output -> {args.out_dir()}/")
     t0 = time.perf_counter()
     print(f"phase 1: {args.train_steps} steps training, scarred and control")
     p1 = phase1(study, target, seeds)

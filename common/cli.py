@@ -291,12 +291,20 @@ def apply_threads(threads) -> None:
 
 
 def start(args) -> tuple:
-    """The common start of a run: (seeds, device); sets threads and quiet progress."""
+    """The common start of a run: (seeds, device); sets threads and quiet progress and
+    says what runs where (a --quick run says it is a smoke run)."""
     global QUIET
     QUIET = bool(getattr(args, "quiet", False))
     seeds = args.seed_list()
     apply_threads(args.threads)
-    return seeds, resolve_device(args.device)
+    device = resolve_device(args.device)
+    grid = getattr(args, "grid", None)
+    print(f"{type(args).study}: {len(seeds)} seed{'s' * (len(seeds) != 1)} on {device}"
+          f"{f', grid {grid}x{grid}' if grid else ''}, output -> {args.out_dir()}/", flush=True)
+    if getattr(args, "quick", False):
+        print("SMOKE RUN (--quick): checks that everything runs; its numbers are not "
+              "comparable with the published or documented ones", flush=True)
+    return seeds, device
 
 
 # ---- progress ----------------------------------------------------------------------------

@@ -172,11 +172,24 @@ def _help_text(f, quick) -> str:
     return text + ")"
 
 
+def _one_line_parser():
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        """argparse, with a usage error as one line (like every other error here)."""
+
+        def error(self, message):
+            print(f"error: {message} (see --help)", file=sys.stderr)
+            sys.exit(2)
+
+    return Parser
+
+
 def build_parser(cls, description: str | None = None, quick: dict | None = None):
     import argparse
 
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
-                                     argument_default=argparse.SUPPRESS)
+    parser = _one_line_parser()(description=description, allow_abbrev=False,
+                                argument_default=argparse.SUPPRESS)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if "help" not in f.metadata:

@@ -28,10 +28,7 @@ from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, PUBLISHED, Protocol, protocol_of
 
-torch = cli.lazy("torch")
-metrics = cli.lazy("metrics")
-patterns = cli.lazy("patterns")
-scarring = cli.lazy("scarring")
+torch, metrics, patterns, scarring = cli.lazy_modules("torch", "metrics", "patterns", "scarring")
 
 
 @dataclass

@@ -248,6 +248,11 @@ class lazy:
         return getattr(self._module, attr)
 
 
+def lazy_modules(*names: str) -> tuple:
+    """lazy(name) for each name: `torch, scarring = lazy_modules("torch", "scarring")`."""
+    return tuple(lazy(n) for n in names)
+
+
 def resolve_device(name):
     """A usable torch device from --device (None: cuda if present, else cpu)."""
     import torch

@@ -206,3 +206,9 @@ def plot_band(ax, x, stats, label, **kw):
     ax.fill_between(x, lo, hi, alpha=0.2, color=line.get_color())
     return line
 
+
+def save_figure(fig, path, dpi: int = 90) -> None:
+    """Lay out, write and close a figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)

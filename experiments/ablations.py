@@ -28,11 +28,8 @@ from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol, protocol_of
 
-torch = cli.lazy("torch")
-metrics = cli.lazy("metrics")
-patterns = cli.lazy("patterns")
-scarring = cli.lazy("scarring")
-substrate = cli.lazy("substrate")
+torch, metrics, patterns, scarring, substrate = cli.lazy_modules(
+    "torch", "metrics", "patterns", "scarring", "substrate")
 
 # name -> (group, ScarRule overrides, Protocol overrides, extra GrayScott arguments)
 CONDITIONS = {
@@ -180,6 +177,7 @@ def main(argv=None):
 def plot(conditions, out, n):
     import matplotlib.pyplot as plt
 
+    from common import figures
     from common.figures import _bar_errs
 
     names = [c for c in conditions if "diverged" not in conditions[c]]
@@ -198,9 +196,7 @@ def plot(conditions, out, n):
     axes[0].set_yticks(list(y), names, fontsize=7)
     axes[0].invert_yaxis()
     axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    fig.savefig(out / f"{Args.study}.png", dpi=90)
-    plt.close(fig)
+    figures.save_figure(fig, out / f"{Args.study}.png")
 
 
 if __name__ == "__main__":

@@ -38,10 +38,7 @@ from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol, protocol_of
 
-torch = cli.lazy("torch")
-metrics = cli.lazy("metrics")
-patterns = cli.lazy("patterns")
-scarring = cli.lazy("scarring")
+torch, metrics, patterns, scarring = cli.lazy_modules("torch", "metrics", "patterns", "scarring")
 
 SLOTS_PER_SIDE = 8
 SPOTS = 8                   # slots lit per pattern
@@ -239,9 +236,7 @@ def plot(families, out, n):
         ax.set_xlabel("k stored patterns")
         ax.set(title=f"{m}, mean and 95% interval, n={n}", ylabel=f"{m} after recall")
     axes[-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    fig.savefig(out / f"{Args.study}.png", dpi=90)
-    plt.close(fig)
+    figures.save_figure(fig, out / f"{Args.study}.png")
 
 
 

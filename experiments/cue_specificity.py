@@ -29,10 +29,7 @@ from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol, protocol_of
 
-torch = cli.lazy("torch")
-metrics = cli.lazy("metrics")
-patterns = cli.lazy("patterns")
-scarring = cli.lazy("scarring")
+torch, metrics, patterns, scarring = cli.lazy_modules("torch", "metrics", "patterns", "scarring")
 
 
 @dataclass
@@ -176,9 +173,7 @@ def plot(body, V, arms, out, fields=True):
                             f"{title}, n={n_seeds}")
     for ax in axes[1:]:
         ax.set_yticklabels([])
-    fig.tight_layout()
-    fig.savefig(out / f"{Args.study}.png", dpi=90)
-    plt.close(fig)
+    figures.save_figure(fig, out / f"{Args.study}.png")
     if not fields:  # --quick skips the 22-panel figure (the slowest part of a quick run)
         return
     names = mx["cues"]
@@ -193,9 +188,7 @@ def plot(body, V, arms, out, fields=True):
                 ax.set_title(name.replace("cue ", ""), fontsize=6)
         axes[row, 0].set_ylabel(f"{which} stored", fontsize=7)
     fig.suptitle("V after recall from each cue, seed 0 (colour: V in [0, 1])", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / f"{Args.study}_fields.png", dpi=90)
-    plt.close(fig)
+    figures.save_figure(fig, out / f"{Args.study}_fields.png")
 
 
 def main(argv=None):

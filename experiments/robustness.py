@@ -22,10 +22,7 @@ from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol, protocol_of
 
-torch = cli.lazy("torch")
-metrics = cli.lazy("metrics")
-patterns = cli.lazy("patterns")
-scarring = cli.lazy("scarring")
+torch, metrics, patterns, scarring = cli.lazy_modules("torch", "metrics", "patterns", "scarring")
 
 
 @dataclass
@@ -133,14 +130,13 @@ def plot_cues(body, out, n, steps):
             ax.set_ylabel(f"{m} after {steps} recall steps")
             ax.set_title(f"{m}, mean and 95% interval, n={n}")
     axes[0, 2].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    fig.savefig(out / f"{Args.study}.png", dpi=90)
-    plt.close(fig)
+    figures.save_figure(fig, out / f"{Args.study}.png")
 
 
 def plot_damage(body, V, conds, out, n):
     import matplotlib.pyplot as plt
 
+    from common import figures
     from common.figures import _bar_errs
 
     idx = [i for i, c in enumerate(conds) if c[0] == "damage"]
@@ -158,9 +154,7 @@ def plot_damage(body, V, conds, out, n):
     ax.set_xticks(range(len(rows)), [r["value"] for r in rows])
     ax.set(ylabel="cosine similarity to target", title=f"scarred medium, n={n}")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / f"{Args.study}_damage.png", dpi=90)
-    plt.close(fig)
+    figures.save_figure(fig, out / f"{Args.study}_damage.png")
 
 
 def main(argv=None):

@@ -569,6 +569,7 @@ class Progress:
         self.enabled = enabled
         self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.done = self.skipped = self.failed = self.members = 0
+        self.printed = None
         self.errors: list[str] = []
         self.start = self.last = time.perf_counter()
 
@@ -580,14 +581,15 @@ class Progress:
                 f"{wall:.0f} s")
 
     def update(self, force=False) -> None:
+        """force: the final line (skipped off a terminal when it would repeat the last)."""
         if not self.enabled:
             return
-        now = time.perf_counter()
+        now, counts = time.perf_counter(), (self.done, self.skipped, self.failed)
         if self.tty:
             print("\r" + self.line(), end="\n" if force else "", file=self.stream, flush=True)
-        elif force or now - self.last >= self.every:
+        elif (force and counts != self.printed) or now - self.last >= self.every:
             print(self.line(), file=self.stream, flush=True)
-            self.last = now
+            self.last, self.printed = now, counts
 
     def summary(self) -> dict:
         wall = time.perf_counter() - self.start

@@ -405,9 +405,14 @@ def test_progress_prints_rate_limited_lines():
     prog.done, prog.members = 2, 6
     prog.update()                  # within `every` of the start: silent
     prog.update(force=True)
+    prog.update(force=True)        # nothing new: not repeated
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1 and lines[0].startswith("sweep: 2/10 chunks (2 run, 0 skipped")
     assert "points/s" in lines[0]
+    prog.every = 0
+    prog.failed = 1
+    prog.update()
+    assert "1 failed" in stream.getvalue().splitlines()[-1]
 
 
 def test_heatmap_cells_and_file(tmp_path):

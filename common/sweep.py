@@ -771,7 +771,7 @@ def heatmap(path, rows, metric: str, label: str | None = None, x: str = "f0", y:
     bar.set_label(f"{label or metric} (mean over seeds)")
     if marked is not None:
         ax.plot(*marked, marker="*", ms=14, mfc="white", mec="black",
-                label=f"published ({x} = {marked[0]}, {y} = {marked[1]})", ls="none")
+                label=f"published point ({marked[0]}, {marked[1]})", ls="none")
         ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -381,14 +381,19 @@ def test_scar_rule_works_unchanged_in_3d():
 
 
 # ---- the benchmark -----------------------------------------------------------------------------
-def test_benchmark_quick_runs(tmp_path):
-    out = tmp_path / "perf.md"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_substrate",
-                           "--quick", "--out-md", str(out)], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
+def test_benchmark_quick_runs_and_never_writes_docs():
+    docs = ROOT / "docs" / "performance.md"
+    before = docs.read_bytes() if docs.exists() else None
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_substrate", "--quick"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"speedup_vs_published_step=\d+(\.\d+)?", last), last
-    text = out.read_text()
-    assert "| grid | batch | dtype | path |" in text and "16x16x16" in text
-    assert "GPU" in text
+    assert "| grid | batch | dtype | state | path |" in proc.stdout
+    assert "| 32x32 | 4 | float32 | scarred | eager |" in proc.stdout
+    assert "GPU" in proc.stdout and "wrote" not in proc.stdout
+    assert (docs.read_bytes() if docs.exists() else None) == before   # a smoke run
+    refused = subprocess.run([sys.executable, "-m", "benchmarks.bench_substrate", "--quick",
+                              "--write-docs"], capture_output=True, text=True, timeout=120,
+                             cwd=ROOT)
+    assert refused.returncode == 2 and "--write-docs needs a full run" in refused.stderr

@@ -107,7 +107,9 @@ class Protocol:
         by common.cli.validate before this)."""
         from substrate import check_stability   # after --help: imports torch
 
-        check_stability(self.du, self.dv, self.dt, self.stencil)
+        # the reaction terms count too: the worst clamped state (V = 1) with the largest F, K
+        check_stability(self.du, self.dv, self.dt, self.stencil, F_max=max(self.f0, self.f_max),
+                        K_max=max(self.k0, self.k_max), V_max=1.0)
         if not (self.f_min <= self.f_max and self.k_min <= self.k_max):
             raise ValueError(f"scar clamps reversed: F [{self.f_min}, {self.f_max}], "
                              f"K [{self.k_min}, {self.k_max}]")

@@ -19,7 +19,6 @@ rule's update fused into each step).
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import asdict, dataclass, replace
 from typing import ClassVar
@@ -161,9 +160,9 @@ def scar_strength(F: torch.Tensor, K: torch.Tensor, F0: float = F0, K0: float = 
 
 
 def _scar_epilogue(V, F, K, target, members, rule: StorageRule, spatial_dims: int):
-    """One training step's epilogue (GrayScott.step_with): the similarity of the new V
-    to each member's target, then one gated scar update. members: (B,) bool or None
-    (all). Returns (F, K, similarity); pure."""
+    """The hook of a training run (GrayScott.run): the similarity of the new V to each
+    member's target, then one gated update by the rule. members: (B,) bool or None
+    (all). Returns (F, K, similarity); pure, so the stepper fuses it into its kernel."""
     from metrics import cosine_similarity
 
     similarity = cosine_similarity(V, target, spatial_dims)
@@ -182,57 +181,44 @@ def evolve(gs, target, steps: int, rule: StorageRule | None = None, scar_members
     target: (H, W) or (B, H, W) ((D, H, W) or (B, D, H, W) for a 3D medium).
     rule=None: no scarring (a recall or a control run).
     scar_members: (B,) bool tensor of the members that may be scarred (default all).
-    With a rule, gs.F and gs.K become per-member (B, *grid) copies (the caller's tensors
+    With a rule, gs.F and gs.K become per-member (B, *grid) tensors (the caller's tensors
     are never modified). Similarity to the target is recorded at step 0 and every
     `record_every` steps (and at the end), and read back once at the end.
     Returns {"steps": [..], "similarity": (T, B) tensor, "frames": (N, M, *grid) or None}.
 
-    With a rule, the similarity and the scar update run as an epilogue of each step
-    (GrayScott.step_with): on the compiled path they are fused into the step's kernel.
-    Without one, plain steps run and the similarity is computed (on the device) only at
-    the recorded steps. Nothing inside the loop syncs with the host. Both paths give the
-    same numbers (to float rounding).
+    One GrayScott.run: with a rule, the similarity and the scar update are its per-step
+    hook (_scar_epilogue, fused into the step's kernel on the compiled path); without
+    one, plain steps, and the similarity is computed only at the recorded steps.
     """
     from common.cli import progress as progress_bar
     from metrics import cosine_similarity
 
-    B = gs.batch
-    if scar_members is not None:
-        scar_members = torch.as_tensor(scar_members, device=gs.device, dtype=torch.bool)
     spatial_dims = gs.V.dim() - 1  # 2 for (B, H, W), 3 for a 3D medium
+    hook, hook_args = None, ()
     if rule is not None:
-        gs.F = gs.F.expand(B, *gs.F.shape[-spatial_dims:]).clone()
-        gs.K = gs.K.expand(B, *gs.K.shape[-spatial_dims:]).clone()
-        epilogue = functools.partial(_scar_epilogue, rule=rule, spatial_dims=spatial_dims)
-        key, extra = ("scar", rule, spatial_dims), (target, scar_members)
-        keeps_finite = rule.is_finite()    # clamped updates of finite fields
-    else:  # recall or control: plain steps (a fused similarity kernel would cost one
-        # more compilation per run for a reduction needed only every record_every steps)
-        epilogue = key = extra = keeps_finite = None
-    fast = gs.use_compiled(steps, key)
+        if scar_members is not None:
+            scar_members = torch.as_tensor(scar_members, device=gs.device, dtype=torch.bool)
+        hook, hook_args = _scar_epilogue, (target, scar_members, rule, spatial_dims)
+    members = list(frame_members)
     record_steps = [0]
-    records = [cosine_similarity(gs.field("V"), target, spatial_dims)]
-    members, frames = list(frame_members), []
-    if frame_every:
-        frames.append(gs.field("V")[members].clone())
+    records = [cosine_similarity(gs.V, target, spatial_dims)]
+    frames = [gs.V[members].clone()] if frame_every else []
     bar = progress_bar(steps, progress)
-    for i in range(1, steps + 1):
-        record = i % record_every == 0 or i == steps
-        if rule is not None:
-            similarity = gs.step_with(epilogue, key, *extra, compiled=fast,
-                                      keeps_finite=keeps_finite)
-        else:
-            gs.step(compiled=fast)
-        if record:
-            record_steps.append(i)
-            records.append(similarity if rule is not None
-                           else cosine_similarity(gs.field("V"), target, spatial_dims))
-        if frame_every and i % frame_every == 0:
-            frames.append(gs.field("V")[members].clone())
-        if i % 50 == 0 or i == steps:
-            bar.update(i - bar.n)
+
+    def on_record(step, U, V, similarity):
+        if step % record_every == 0 or step == steps:
+            record_steps.append(step)
+            records.append(similarity if similarity is not None
+                           else cosine_similarity(V, target, spatial_dims))
+        if frame_every and step % frame_every == 0:
+            frames.append(V[members].clone())
+        bar.update(step - bar.n)
+
+    # on_record is called every `every` steps: each record, frame and progress tick
+    every = math.gcd(record_every, frame_every or record_every, 50 if progress else 0)
+    gs.run(int(steps), hook=hook, hook_args=hook_args, record_every=every,
+           on_record=on_record)
     bar.close()
-    gs.check_finite()
     return {"steps": record_steps, "similarity": torch.stack(records).cpu(),
             "frames": torch.stack(frames).cpu() if frames else None}
 

@@ -1,6 +1,6 @@
 """The Gray-Scott substrate: a batched explicit-Euler stepper with per-cell feed/kill.
 
-The physics, exactly as the reference study runs it (../shared/PROTOCOL.md):
+The physics, exactly as the reference study runs it (docs/protocol.md):
 
     lapU, lapV = stencil(U), stencil(V)               # periodic (torus) boundary
     uvv = U * V * V
@@ -8,36 +8,37 @@ The physics, exactly as the reference study runs it (../shared/PROTOCOL.md):
     V'  = V + dt * (Dv * lapV + uvv - (K + F) * V)
     V' *= decay                                      # 0.9995 every step
     U', V' = clamp(U', 0, 1), clamp(V', 0, 1)
+    U', V' = 0 where |U'|, |V'| < FLUSH_BELOW        # see FLUSH_BELOW
 
 State tensors have a leading batch dimension, shape (B, H, W), or (B, D, H, W) for a 3D
 medium (`depth=`), so several seeds or several patterns advance in one call. F and K are
 either one grid-shaped field shared by the whole batch or a (B, *grid) field per member.
 
-`gray_scott_step` is the pure function (tensors in, tensors out) and the reference;
-`GrayScott` holds a state and steps it on one of two paths that give the same numbers:
+`gray_scott_step` is the pure function (tensors in, tensors out) and the reference.
+`GrayScott` holds a state (plain tensors U, V, F, K) and owns the stepping loop,
+`GrayScott.run`, which takes one of two paths that give the same numbers:
 
-* eager: `gray_scott_step` itself (in-place temporaries when no gradient is needed),
-  with a NaN/Inf check on the device every step;
-* compiled: U and V each live in a circularly padded tensor (a one-cell halo), and one
-  `torch.compile`d kernel (compiling.py) reads them with plain slices (vectorisable: no
-  index arithmetic for the wrap), does the whole update in one pass and writes the new
-  U, V in place into the interior of a second padded buffer (two per field, used in
-  turn, so no step allocates memory); a few tiny copies then refresh the halo.
-  `step_with` fuses a per-step epilogue (scarring.evolve's similarity and scar update)
-  into the same kernel. Kernels are compiled for static shapes, one per batch size.
-  With clamp on and finite inputs the state provably stays finite (every value is
-  clamped to [0, 1] and nothing divides), so this path checks its inputs when they
-  change instead of reducing the whole state every step. compile="auto" (default) takes
-  this path only when a C++ compiler (CPU) or Triton (CUDA) is present and the run is
-  big enough to repay the compile time (AUTO_COMPILE_*); compile=True forces it,
-  compile=False never uses it. Results match the eager path to float rounding.
+* eager: `gray_scott_step` itself, with a finiteness flag kept on the device per step;
+* compiled: U and V each live, for the length of the run, in a circularly padded tensor
+  (a one-cell halo), and one `torch.compile`d kernel (common/compiling.py) reads them
+  with plain slices (vectorisable: no index arithmetic for the wrap), does the whole
+  update in one pass, writes the new state into the other padded buffer of a pair
+  (ping-pong: no step allocates memory) and refreshes its halo. A per-step hook (the
+  scar update, a similarity) is fused into the same kernel. With clamp on and finite
+  inputs every value stays in [0, 1] and nothing divides, so this path checks
+  finiteness once at the end of a run instead of every step (and replays the run on
+  the eager path to name the step in the rare case it failed).
 
-No host synchronisation happens inside the stepping loop except the documented
-`check_finite` every `check_every` steps.
+compile="auto" (default) takes the compiled path only when a C++ compiler (CPU) or
+Triton (CUDA) is present and the run is big enough to repay the compile time
+(AUTO_COMPILE_*); compile=True forces it, compile=False never uses it. Nothing inside
+the loop synchronises with the host.
 """
 from __future__ import annotations
 
 import math
+import numbers
+import os
 import warnings
 
 import torch
@@ -45,14 +46,12 @@ import torch.nn.functional as tnf
 
 from common import compiling
 from common.compiling import compiler_available  # noqa: F401  (re-exported)
+from protocol import Protocol
 
-# Reference constants (PROTOCOL.md "Substrate").
-F0 = 0.037
-K0 = 0.060
-DU = 0.16
-DV = 0.08
-DT = 1.0
-DECAY = 0.9995
+# Reference constants (docs/protocol.md, section 1): the defaults of a GrayScott medium.
+_REFERENCE = Protocol()
+F0, K0 = _REFERENCE.f0, _REFERENCE.k0
+DU, DV, DT, DECAY = _REFERENCE.du, _REFERENCE.dv, _REFERENCE.dt, _REFERENCE.decay
 
 # Stencils. The reference one has no 1/h^2 factor; its isotropic diffusion coefficient
 # is 0.3, so the *effective* diffusion constants are 0.3 * Du and 0.3 * Dv.
@@ -61,7 +60,7 @@ FIVE_POINT = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 STENCILS = {"nine_point": NINE_POINT, "five_point": FIVE_POINT}
 
 # Largest |eigenvalue| of each stencil on a periodic grid (reached at the checkerboard
-# mode). Explicit Euler on pure diffusion is stable iff dt * D * bound <= 2.
+# mode); check_stability explains how it bounds dt.
 STENCIL_BOUND = {"nine_point": 1.6, "five_point": 8.0}
 STABILITY_LIMIT = 2.0
 
@@ -83,12 +82,25 @@ STENCILS_3D = {
 STENCIL_BOUND_3D = {"seven_point": 3.6, "twentyseven_point": 1.84}
 DEFAULT_STENCIL = {2: "nine_point", 3: "seven_point"}
 
+# Physical range of the feed and kill rates (per step, dimensionless): a negative rate
+# or one above 1 is not a Gray-Scott medium (and would make the reaction bound moot).
+FIELD_RANGE = (0.0, 1.0)
+
+# U and V below this magnitude are set to exactly 0 after every step. Outside a pattern
+# V decays geometrically toward 0 and would pass through subnormal floats (below 1.2e-38
+# in float32), which x86 handles in slow microcode: 2-3x slower steps on the study's own
+# states. At 1e-18 not even V * V (the reaction's smallest product) is subnormal. Far
+# below anything measurable: the metrics see changes of 1e-7 (float32 rounding), and
+# the homogeneous state U = 1, V = 0 is linearly stable (V that small only decays).
+FLUSH_BELOW = 1e-18
+
 # compile="auto": compile only when a step covers at least this many cells (batch x
 # grid) and the run has at least this many cell-updates ahead of it (or behind it).
 AUTO_COMPILE_MIN_CELLS = 1 << 17
 AUTO_COMPILE_WORK = 2e8
-# |F|, |K| above this (or non-finite) disable the "provably finite" shortcut.
-_SAFE_FIELD_MAX = 1e6
+# Peak memory of a run, in state-sized tensors (B x grid): U, V, two padded buffers
+# each, F, K per member with their hook copies, and the eager path's temporaries.
+MEMORY_TENSORS = 14
 
 
 class SimulationError(RuntimeError):
@@ -114,24 +126,60 @@ def stencil_dims(stencil: str) -> int:
     return 3 if stencil in STENCIL_BOUND_3D else 2
 
 
-def check_stability(Du: float, Dv: float, dt: float, stencil: str = "nine_point") -> None:
-    """Raise ValueError unless the explicit scheme is stable for these constants."""
+def _number(name, value, low=None, high=None, low_open=False) -> float:
+    """value as a finite float in [low, high] (or (low, high]), else one clear ValueError."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok:
+        value = float(value)
+        ok = (math.isfinite(value) and (low is None or value > low or (value == low and not low_open))
+              and (high is None or value <= high))
+    if not ok:
+        lo = "-inf" if low is None else f"{low}"
+        span = f"{'(' if low_open else '['}{lo}, {'inf' if high is None else high}]"
+        raise ValueError(f"{name}={value!r} must be a finite number in {span}")
+    return value
+
+
+def check_stability(Du: float, Dv: float, dt: float, stencil: str = "nine_point", *,
+                    F_max: float = 0.0, K_max: float = 0.0, V_max: float = 0.0) -> None:
+    """Raise ValueError unless explicit Euler is stable for these constants.
+
+    Linearise one step about a state (U, V) with rates F, K and freeze the coefficients
+    (von Neumann analysis, species by species). A Fourier mode of U then decays at rate
+    Du * mu + r_U and one of V at Dv * mu + r_V, with mu in [0, bound] the stencil's
+    eigenvalues (STENCIL_BOUND: the checkerboard mode) and r the reaction's own decay
+    rate, read off the equations:
+        r_U = V^2 + F     from  d/dU [-U V^2 + F (1 - U)]
+        r_V = F + K       from  d/dV [U V^2 - (F + K) V], whose +2UV part is growth:
+                          the instability that makes patterns, not a numerical one.
+    Euler multiplies the mode by 1 - dt * rate, which stays >= -1 (no growing
+    checkerboard) iff
+        dt * (Du * bound + V_max^2 + F_max) <= 2   and   dt * (Dv * bound + F_max + K_max) <= 2.
+    F_max = K_max = V_max = 0 gives the pure-diffusion bound. GrayScott checks the bound
+    with the largest F, K and V of the state at construction and at the start of every
+    run (V_max = 1, the clamp's ceiling, covers every clamped state: the reference
+    constants pass it with F <= 0.74). Example: dt = 12, Du = Dv = 0.01 passes the
+    diffusion bound but fails this one as soon as V exceeds 0.34.
+    """
     bound = _bound(stencil)
-    if not dt > 0:
-        raise ValueError(f"dt={dt} must be > 0")
-    for name, D in (("Du", Du), ("Dv", Dv)):
-        if not D >= 0:
-            raise ValueError(f"{name}={D} must be >= 0")
-        product = dt * D * bound
+    dt = _number("dt", dt, 0.0, low_open=True)
+    F_max = _number("F_max", F_max, *FIELD_RANGE)
+    K_max = _number("K_max", K_max, *FIELD_RANGE)
+    V_max = _number("V_max", V_max, 0.0, 1.0)
+    for name, D, rate, what in (("Du", Du, V_max ** 2 + F_max, "V_max^2 + F_max"),
+                                ("Dv", Dv, F_max + K_max, "F_max + K_max")):
+        D = _number(name, D, 0.0)
+        product = dt * (D * bound + rate)
         if product > STABILITY_LIMIT:
+            reaction = f" + {what} = {rate:.4g}" if rate else ""
             raise ValueError(
-                f"unstable: dt * {name} * {bound} = {product:.4g} exceeds "
+                f"unstable: dt * ({name} * {bound}{reaction}) = {product:.4g} exceeds "
                 f"{STABILITY_LIMIT} for the {stencil} stencil; need dt * {name} <= "
-                f"{STABILITY_LIMIT / bound:.4g} (dt={dt}, {name}={D})"
-            )
+                f"{max(STABILITY_LIMIT / dt - rate, 0.0) * dt / bound:.4g} (dt={dt}, "
+                f"{name}={D}, F_max={F_max:.4g}, K_max={K_max:.4g}, V_max={V_max:.4g})")
 
 
-# ---- stencils -------------------------------------------------------------------------
+# ---- stencils and the step --------------------------------------------------------------
 
 def _stencil_of_padded(P: torch.Tensor, stencil: str) -> torch.Tensor:
     """Laplacian of the interior of P, a tensor padded by one cell on its last 2 (or 3)
@@ -173,6 +221,21 @@ def laplacian(X: torch.Tensor, stencil: str = "nine_point") -> torch.Tensor:
     return _stencil_of_padded(P, stencil).reshape(*lead, *grid)
 
 
+def _finish(X: torch.Tensor, clamp: bool) -> torch.Tensor:
+    """Clamp to [0, 1] (if clamp) and set |X| < FLUSH_BELOW to 0 (module docstring)."""
+    if clamp:
+        X = X.clamp(0.0, 1.0)
+        return torch.where(X < FLUSH_BELOW, 0.0, X)
+    return torch.where(X.abs() < FLUSH_BELOW, 0.0, X)
+
+
+def _finish_(X: torch.Tensor, clamp: bool) -> torch.Tensor:
+    """_finish in place (bit-identical), for the eager path's fresh temporaries."""
+    if clamp:
+        return tnf.threshold_(X.clamp_(0.0, 1.0), FLUSH_BELOW, 0.0)  # x <= t -> 0
+    return X.masked_fill_(X.abs() < FLUSH_BELOW, 0.0)
+
+
 def gray_scott_step(U, V, F, K, Du=DU, Dv=DV, dt=DT, decay=DECAY,
                     stencil="nine_point", clamp=True):
     """One explicit Euler step. Pure: returns new (U, V), inputs untouched.
@@ -191,52 +254,45 @@ def gray_scott_step(U, V, F, K, Du=DU, Dv=DV, dt=DT, decay=DECAY,
         V_new = V + dt * (Dv * lap_V + uvv - (K + F) * V)
         if decay is not None and decay != 1.0:
             V_new = V_new * decay
-    else:
-        # the same expressions, evaluated in place on fresh temporaries (bit-identical:
-        # every product and sum is the same IEEE operation on the same operands)
-        uvv = U * V
-        uvv *= V
-        U_new = lap_U.mul_(Du).sub_(uvv)
-        U_new += (1.0 - U).mul_(F) if F.shape == U.shape else F * (1.0 - U)
-        U_new.mul_(dt).add_(U)
-        V_new = lap_V.mul_(Dv).add_(uvv)
-        V_new -= (K + F) * V
-        V_new.mul_(dt).add_(V)
-        if decay is not None and decay != 1.0:
-            V_new.mul_(decay)
-    if clamp:
-        U_new = U_new.clamp_(0.0, 1.0)
-        V_new = V_new.clamp_(0.0, 1.0)
-    return U_new, V_new
+        return _finish(U_new, clamp), _finish(V_new, clamp)
+    # the same expressions, evaluated in place on fresh temporaries (bit-identical:
+    # every product and sum is the same IEEE operation on the same operands)
+    uvv = U * V
+    uvv *= V
+    U_new = lap_U.mul_(Du).sub_(uvv)
+    U_new += (1.0 - U).mul_(F) if F.shape == U.shape else F * (1.0 - U)
+    U_new.mul_(dt).add_(U)
+    V_new = lap_V.mul_(Dv).add_(uvv)
+    V_new -= (K + F) * V
+    V_new.mul_(dt).add_(V)
+    if decay is not None and decay != 1.0:
+        V_new.mul_(decay)
+    return _finish_(U_new, clamp), _finish_(V_new, clamp)
 
 
-# ---- the compiled path ----------------------------------------------------------------
-# U and V each live in a circularly padded buffer (a one-cell halo), so the kernel reads
-# every neighbour with a plain slice: no index arithmetic for the wrap, so it vectorises.
-# Two buffers per field alternate ("ping-pong"): each step reads one and writes the
-# interior of the other in place, so no step allocates memory (returning fresh
+# ---- the compiled kernel ------------------------------------------------------------------
+# The state lives in circularly padded buffers (a one-cell halo), so the kernel reads every
+# neighbour with a plain slice. Two buffers per field alternate ("ping-pong"): each step
+# reads one and writes the other in place, so no step allocates memory (returning fresh
 # multi-megabyte tensors instead made a step 1.8-2.2x slower on CPU: docs/findings.md).
 
-def padded_step(Up, Vp, F, K, Du, Dv, dt, decay, stencil, clamp, nd):
-    """One step from circularly padded Up, Vp (B, *(grid + 2)) with a valid halo.
-    Pure: returns the new interior U, V (B, *grid). The expressions are those of
-    gray_scott_step, so the numbers are the same to float rounding."""
-    inner = (Ellipsis, *((slice(1, -1),) * nd))
-    U, V = Up[inner], Vp[inner]
-    uvv = U * V * V
-    U_new = U + dt * (Du * _stencil_of_padded(Up, stencil) - uvv + F * (1.0 - U))
-    V_new = V + dt * (Dv * _stencil_of_padded(Vp, stencil) + uvv - (K + F) * V)
-    if decay is not None and decay != 1.0:
-        V_new = V_new * decay
-    if clamp:
-        U_new = U_new.clamp(0.0, 1.0)
-        V_new = V_new.clamp(0.0, 1.0)
-    return U_new, V_new
+def _inner(nd):
+    return (Ellipsis, *((slice(1, -1),) * nd))
+
+
+def pad(X: torch.Tensor, nd: int) -> torch.Tensor:
+    """X (B, *grid) circularly padded by one cell on its last nd dims (a new tensor)."""
+    P = X.new_empty((*X.shape[:-nd], *(n + 2 for n in X.shape[-nd:])))
+    P[_inner(nd)].copy_(X)
+    fill_halo(halo_copies(P, nd))
+    return P
 
 
 def halo_copies(P: torch.Tensor, nd: int) -> list:
     """The (destination, source) views whose copies make the one-cell halo of P (padded
-    on its last nd dims) periodic; axis by axis, so edges and corners come out right."""
+    on its last nd dims) periodic; axis by axis, so edges and corners come out right.
+    (Writing the halo inside the compiled kernel instead made inductor rewrite the whole
+    buffer with masked loads: 2-5x slower per step at 256^2, batch 32.)"""
     pairs = []
     for axis in range(P.dim() - nd, P.dim()):
         n = P.shape[axis] - 2
@@ -245,201 +301,202 @@ def halo_copies(P: torch.Tensor, nd: int) -> list:
     return pairs
 
 
-def fill_halo(P: torch.Tensor, nd: int, pairs=None) -> torch.Tensor:
-    """Make the one-cell halo of P periodic, in place (pairs: halo_copies(P, nd), which a
-    stepping loop builds once per buffer, since building the views costs more than
-    the copies on small grids)."""
-    for dst, src in (pairs if pairs is not None else halo_copies(P, nd)):
+def fill_halo(pairs) -> None:
+    """Copy every (destination, source) pair of halo_copies, in order."""
+    for dst, src in pairs:
         dst.copy_(src)
-    return P
 
 
-def _make_kernel(physics, nd, epilogue=None):
+def padded_step(Up, Vp, F, K, Du, Dv, dt, decay, stencil, clamp, nd):
+    """One step from circularly padded Up, Vp (B, *(grid + 2)) with a valid halo.
+    Pure: returns the new interior U, V (B, *grid). The expressions are those of
+    gray_scott_step, so the numbers are the same to float rounding."""
+    U, V = Up[_inner(nd)], Vp[_inner(nd)]
+    uvv = U * V * V
+    U_new = U + dt * (Du * _stencil_of_padded(Up, stencil) - uvv + F * (1.0 - U))
+    V_new = V + dt * (Dv * _stencil_of_padded(Vp, stencil) + uvv - (K + F) * V)
+    if decay is not None and decay != 1.0:
+        V_new = V_new * decay
+    return _finish(U_new, clamp), _finish(V_new, clamp)
+
+
+def _make_kernel(physics, nd, hook, constants):
     """The compiled unit: one step from (Up, Vp) into the interiors of (Uo, Vo), then
-    optionally epilogue(V_new, F, K, *extra) -> (F_new | None, K_new | None, out), whose
-    F_new / K_new are written back into F, K in place. Fusing the epilogue (a similarity,
-    a scar update) into the step's kernel saves a pass over the state per step."""
-    inner = (Ellipsis, *((slice(1, -1),) * nd))
-
-    def kernel(Up, Vp, F, K, Uo, Vo, *extra):
+    hook(V_new, F, K, *hook_args) -> (F_new, K_new, out), written back into F, K in
+    place; returns out. hook_args are the kernel's tensor arguments merged with the
+    baked-in constants ({position: value}). Fusing the hook (a similarity, a scar
+    update) into the step saves a pass over the state per step."""
+    def kernel(Up, Vp, F, K, Uo, Vo, *tensors):
         U_new, V_new = padded_step(Up, Vp, F, K, *physics, nd)
-        Uo[inner].copy_(U_new)
-        Vo[inner].copy_(V_new)
-        if epilogue is None:
+        Uo[_inner(nd)].copy_(U_new)
+        Vo[_inner(nd)].copy_(V_new)
+        if hook is None:
             return None
-        F_new, K_new, out = epilogue(V_new, F, K, *extra)
-        if F_new is not None:
-            F.copy_(F_new)
-        if K_new is not None:
-            K.copy_(K_new)
+        F_new, K_new, out = hook(V_new, F, K, *_merge(tensors, constants))
+        F.copy_(F_new)
+        K.copy_(K_new)
         return out
     return kernel
 
 
-def _field_finite_and_small(t: torch.Tensor) -> bool:
-    m = t.detach().abs().amax()
-    return bool(torch.isfinite(m)) and float(m) <= _SAFE_FIELD_MAX
+def _merge(tensors, constants) -> tuple:
+    """The hook's arguments: tensors in order, constants ({position: value}) in place."""
+    it = iter(tensors)
+    return tuple(constants[i] if i in constants else next(it)
+                 for i in range(len(tensors) + len(constants)))
 
 
-def _as_field(value, name, batch, grid, device, dtype) -> torch.Tensor:
-    """A scalar, grid-shaped or (B, *grid) value as a tensor on the right device/dtype."""
-    if isinstance(value, (int, float)):
-        return torch.full(grid, float(value), device=device, dtype=dtype)
-    t = torch.as_tensor(value, device=device, dtype=dtype)
-    if t.shape not in (grid, (batch, *grid)):
-        g = ", ".join(str(s) for s in grid)
-        raise ValueError(
-            f"{name} has shape {tuple(t.shape)}; expected a scalar, ({g}) "
-            f"shared by the batch, or ({batch}, {g}) per member"
-        )
-    return t.clone()
+# ---- the stepper -----------------------------------------------------------------------------
+
+def _available_memory(device: torch.device):
+    """Bytes free for new tensors on device, or None when unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _count(name, n, least=0) -> int:
+    """n as an int >= least (an integral float is accepted), else a clear ValueError."""
+    ok = isinstance(n, numbers.Real) and not isinstance(n, bool) and math.isfinite(n) \
+        and int(n) == n and n >= least
+    if not ok:
+        raise ValueError(f"{name}={n!r} must be an integer >= {least}")
+    return int(n)
 
 
 class GrayScott:
     """A batch of Gray-Scott media on a periodic H x W (or D x H x W) grid.
 
-    Attributes U, V (B, *grid) and F, K (grid-shaped shared, or (B, *grid) per member)
-    are plain tensors: read them, or assign new ones (the shape is checked at the next
-    step). Reading U or V gives a snapshot: a reference taken earlier keeps the old state.
-
+    U, V (B, *grid) and F, K (grid-shaped shared, or (B, *grid) per member) are plain
+    tensor attributes: read them, or assign new ones (checked at the next run). Du, Dv,
+    dt, decay, stencil and clamp are plain attributes too, re-checked at every run.
     depth=None gives a 2D (B, H, W) medium; depth=D a 3D (B, D, H, W) one (stencil
     default "seven_point", or "twentyseven_point"). compile: "auto", True or False (see
-    the module docstring).
+    the module docstring). Every argument is checked here, before anything is
+    allocated: F and K finite and in FIELD_RANGE, the stability bound (check_stability)
+    with their largest values, and the memory the run will need.
 
     Example:
         gs = GrayScott(256, 256, batch=8)
         gs.V = cue                      # (8, 256, 256)
-        gs.step(500)
+        gs.run(500)
     """
 
     def __init__(self, height: int, width: int, batch: int = 1, F=F0, K=K0, Du: float = DU,
                  Dv: float = DV, dt: float = DT, decay: float | None = DECAY,
                  stencil: str | None = None, clamp: bool = True, device=None,
-                 dtype: torch.dtype = torch.float32, check_every: int = 100,
-                 depth: int | None = None, compile="auto"):
+                 dtype: torch.dtype = torch.float32, depth: int | None = None,
+                 compile="auto"):
         dims = (("depth", depth),) if depth is not None else ()
-        for name, n in dims + (("height", height), ("width", width), ("batch", batch)):
-            if isinstance(n, bool) or int(n) != n or n < 1:
-                raise ValueError(f"{name}={n} must be a positive integer")
-        nd = 2 if depth is None else 3
-        grid = tuple(int(n) for n in ((height, width) if depth is None
-                                      else (depth, height, width)))
+        grid = tuple(_count(name, n, 1) for name, n in
+                     dims + (("height", height), ("width", width)))
+        self.batch = _count("batch", batch, 1)
         if min(grid) < 3:
             raise ValueError(f"grid {'x'.join(map(str, grid))} is too small: the stencil "
                              f"needs >= 3 cells per side")
-        stencil = DEFAULT_STENCIL[nd] if stencil is None else stencil
-        check_stability(Du, Dv, dt, stencil)
-        if stencil_dims(stencil) != nd:
-            raise ValueError(f"stencil={stencil!r} is for {stencil_dims(stencil)}D grids but "
-                             f"this medium is {nd}D; use one of "
-                             f"{sorted(STENCILS if nd == 2 else STENCILS_3D)}")
-        if decay is not None and not 0.0 <= decay <= 1.0:
-            raise ValueError(f"decay={decay} must be in [0, 1] (1 or None = off)")
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype={dtype} must be torch.float32 or torch.float64")
         if compile not in ("auto", True, False):
             raise ValueError(f"compile={compile!r} must be 'auto', True or False")
-        self.height, self.width, self.batch = int(height), int(width), int(batch)
-        self.depth = None if depth is None else int(depth)
-        self.grid, self.ndim = grid, nd
+        self.grid, self.ndim = grid, len(grid)
+        self.height, self.width = grid[-2], grid[-1]
+        self.depth = grid[0] if depth is not None else None
         self.Du, self.Dv, self.dt, self.decay = Du, Dv, dt, decay
-        self.stencil, self.clamp = stencil, clamp
+        self.stencil = DEFAULT_STENCIL[self.ndim] if stencil is None else stencil
+        self.clamp, self.compile, self.dtype = clamp, compile, dtype
         self.device = torch.device(device) if device is not None else default_device()
-        self.dtype = dtype
-        self.check_every = max(1, int(check_every))
-        self.compile = compile
-        # The state of each field lives in exactly one of two forms:
-        #   _plain[name]: a plain (B, *grid) tensor (set by the user, or a snapshot), or
-        #   _pad[name]:   the padded buffer the compiled kernel last wrote (halo valid);
-        #                 _spare[name] is the other buffer of the pair, written next.
-        # _handed[name] is the _version of a snapshot handed out from _pad, so that an
-        # in-place edit of that snapshot is seen (and honoured) at the next step.
-        self._plain = {"U": None, "V": None}
-        self._pad = {"U": None, "V": None}
-        self._spare = {"U": None, "V": None}
-        self._handed = {"U": None, "V": None}
-        self._halo = {}   # id(padded buffer) -> its halo_copies views
-        self._inner = (Ellipsis, *((slice(1, -1),) * nd))
-        shape = (self.batch, *grid)
-        self.U = torch.ones(shape, device=self.device, dtype=dtype)
-        self.V = torch.zeros(shape, device=self.device, dtype=dtype)
-        self.F = _as_field(F, "F", self.batch, grid, self.device, dtype)
-        self.K = _as_field(K, "K", self.batch, grid, self.device, dtype)
-        self.steps_taken = 0
-        self._first_bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
-        self._work_done = 0.0       # cell-updates so far (for compile="auto")
-        self._verified = (None,)    # identities of the inputs last found finite
-        self._last_path = None
-
-    # -- state ---------------------------------------------------------------------------
-    @property
-    def U(self) -> torch.Tensor:
-        return self._public("U")
-
-    @U.setter
-    def U(self, value) -> None:
-        self._plain["U"], self._pad["U"], self._handed["U"] = value, None, None
-
-    @property
-    def V(self) -> torch.Tensor:
-        return self._public("V")
-
-    @V.setter
-    def V(self, value) -> None:
-        self._plain["V"], self._pad["V"], self._handed["V"] = value, None, None
-
-    def _public(self, name) -> torch.Tensor:
-        """A plain contiguous tensor of the state (a copy of the padded interior after a
-        compiled step, made once and cached until the next step)."""
-        plain = self._plain[name]
-        if plain is None:
-            plain = self._plain[name] = self._pad[name][self._inner].contiguous()
-            self._handed[name] = plain._version
-        return plain
-
-    def field(self, name: str) -> torch.Tensor:
-        """The current U or V without copying: read-only, and valid only until the next
-        step (on the compiled path it is a view of a buffer that a later step rewrites).
-        Library code that steps in a loop reads the state this way."""
-        plain = self._plain[name]
-        return plain if plain is not None else self._pad[name][self._inner]
-
-    def _padded(self, name) -> tuple[torch.Tensor, torch.Tensor]:
-        """(current, spare) padded buffers of U or V, the current one holding the state
-        with a valid halo (packed from the plain tensor if that is where the state is)."""
-        plain, pad, spare = self._plain[name], self._pad[name], self._spare[name]
-        if pad is None or (plain is not None and plain._version != self._handed[name]):
-            shape = (self.batch, *(g + 2 for g in self.grid))
-            if spare is None or spare.shape != shape or spare.dtype != self.dtype:
-                spare = torch.empty(shape, device=self.device, dtype=self.dtype)
-            spare[self._inner].copy_(plain)
-            pad, spare = fill_halo(spare, self.ndim), pad
-            self._pad[name], self._handed[name] = pad, plain._version
-        if spare is None:
-            spare = torch.empty_like(pad)
-        self._spare[name] = spare
-        return pad, spare
-
-    def _halo_pairs(self, buf) -> list:
-        pairs = self._halo.get(id(buf))
-        if pairs is None or pairs[0][0]._base is not buf:
-            if len(self._halo) >= 8:   # buffers were reallocated: forget the old ones
-                self._halo.clear()
-            pairs = self._halo[id(buf)] = halo_copies(buf, self.ndim)
-        return pairs
+        self._check_physics()
+        self._check_memory()
+        self.F = self._field(F, "F")
+        self.K = self._field(K, "K")
+        self.reset()
+        self._check_state()
+        self.steps_taken = 0      # steps run since construction
+        self.last_path = None     # "eager" or "compiled": the path of the last run
+        self._work_done = 0.0     # cell-updates so far (for compile="auto")
 
     @property
     def cells(self) -> int:
         """Cells updated per step (batch x grid)."""
         return self.batch * math.prod(self.grid)
 
-    def reset(self, V=None, U=None) -> None:
-        """U = 1 (or U), V = 0 (or V); F, K unchanged."""
-        shape = (self.batch, *self.grid)
-        self.U = (torch.ones(shape, device=self.device, dtype=self.dtype) if U is None
-                  else self._state_tensor(U, "U"))
-        self.V = (torch.zeros(shape, device=self.device, dtype=self.dtype) if V is None
-                  else self._state_tensor(V, "V"))
+    # -- checks ------------------------------------------------------------------------------
+    def _check_physics(self) -> None:
+        """The scalar constants: cheap, so re-checked at the start of every run."""
+        _number("Du", self.Du, 0.0)
+        _number("Dv", self.Dv, 0.0)
+        _number("dt", self.dt, 0.0, low_open=True)
+        if self.decay is not None:
+            _number("decay", self.decay, 0.0, 1.0)
+        if self.clamp not in (True, False):
+            raise ValueError(f"clamp={self.clamp!r} must be True or False")
+        if stencil_dims(self.stencil) != self.ndim:
+            raise ValueError(f"stencil={self.stencil!r} is for {stencil_dims(self.stencil)}D "
+                             f"grids but this medium is {self.ndim}D; use one of "
+                             f"{sorted(STENCILS if self.ndim == 2 else STENCILS_3D)}")
+        check_stability(self.Du, self.Dv, self.dt, self.stencil)
+
+    def _check_memory(self) -> None:
+        need = MEMORY_TENSORS * self.batch * math.prod(g + 2 for g in self.grid) \
+            * self.dtype.itemsize
+        free = _available_memory(self.device)
+        if free is not None and need > free:
+            raise ValueError(
+                f"a {'x'.join(map(str, self.grid))} grid with batch {self.batch} in "
+                f"{str(self.dtype).replace('torch.', '')} needs about {need / 2**30:.1f} GiB "
+                f"on {self.device} ({MEMORY_TENSORS} state-sized tensors); only "
+                f"{free / 2**30:.1f} GiB is available: use a smaller grid or batch")
+
+    def _check_state(self) -> None:
+        """U, V, F, K: shapes (coerced to this medium's dtype and device), finite, F and K
+        in FIELD_RANGE, and the stability bound with their largest values (one host
+        sync)."""
+        full = (self.batch, *self.grid)
+        for name in ("U", "V"):
+            t = getattr(self, name)
+            if not (isinstance(t, torch.Tensor) and t.shape == full and t.dtype == self.dtype
+                    and t.device == self.device):
+                setattr(self, name, self._state_tensor(t, name))
+        for name in ("F", "K"):
+            t = getattr(self, name)
+            if not (isinstance(t, torch.Tensor) and t.shape in (self.grid, full)
+                    and t.dtype == self.dtype and t.device == self.device):
+                setattr(self, name, self._field(t, name))
+        tensors = (self.U, self.V, self.F, self.K)
+        lo, hi = torch.stack([torch.stack(torch.aminmax(t.detach())) for t in tensors]).T \
+            .double().tolist()
+        for name, a, b in zip("UVFK", lo, hi):
+            if not (math.isfinite(a) and math.isfinite(b)):
+                raise ValueError(f"{name} has NaN or Inf values (min {a}, max {b}); every "
+                                 f"value of U, V, F, K must be finite")
+        for name, a, b in zip("FK", lo[2:], hi[2:]):
+            if a < FIELD_RANGE[0] or b > FIELD_RANGE[1]:
+                raise ValueError(f"{name} spans [{a:.4g}, {b:.4g}]; feed and kill rates "
+                                 f"must lie in {list(FIELD_RANGE)}")
+        check_stability(self.Du, self.Dv, self.dt, self.stencil, F_max=hi[2], K_max=hi[3],
+                        V_max=min(max(abs(lo[1]), abs(hi[1])), 1.0))
+
+    def _field(self, value, name) -> torch.Tensor:
+        """A scalar, grid-shaped or (B, *grid) F or K as a tensor of this medium."""
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            _number(name, value, *FIELD_RANGE)
+            return torch.full(self.grid, float(value), device=self.device, dtype=self.dtype)
+        t = torch.as_tensor(value, device=self.device, dtype=self.dtype)
+        if t.shape not in (self.grid, (self.batch, *self.grid)):
+            g = ", ".join(str(s) for s in self.grid)
+            raise ValueError(f"{name} has shape {tuple(t.shape)}; expected a scalar, ({g}) "
+                             f"shared by the batch, or ({self.batch}, {g}) per member")
+        return t.clone()
 
     def _state_tensor(self, value, name) -> torch.Tensor:
         t = torch.as_tensor(value, device=self.device, dtype=self.dtype)
@@ -451,215 +508,157 @@ class GrayScott:
                              f"({self.batch}, {g}) or ({g})")
         return t.clone()
 
-    def _check_shapes(self) -> None:
-        full = (self.batch, *self.grid)
-        for name in ("U", "V"):
-            t = self._plain[name]
-            if t is not None and (not isinstance(t, torch.Tensor) or t.shape != full
-                                  or t.dtype != self.dtype or t.device != self.device):
-                setattr(self, name, self._state_tensor(t, name))
-        for name in ("F", "K"):
-            t = getattr(self, name)
-            if (not isinstance(t, torch.Tensor) or t.shape not in (self.grid, full)
-                    or t.dtype != self.dtype or t.device != self.device):
-                setattr(self, name, _as_field(t, name, self.batch, self.grid, self.device,
-                                              self.dtype))
+    def reset(self, V=None, U=None) -> None:
+        """U = 1 (or U), V = 0 (or V); F, K unchanged."""
+        shape = (self.batch, *self.grid)
+        self.U = (torch.ones(shape, device=self.device, dtype=self.dtype) if U is None
+                  else self._state_tensor(U, "U"))
+        self.V = (torch.zeros(shape, device=self.device, dtype=self.dtype) if V is None
+                  else self._state_tensor(V, "V"))
 
-    # -- path choice ---------------------------------------------------------------------
-    def _key(self, epilogue_key=None):
-        return ("gs", self.Du, self.Dv, self.dt, self.decay, self.stencil, self.clamp,
-                self.ndim, self.device.type, epilogue_key)
+    # -- running -------------------------------------------------------------------------------
+    def step(self, n: int = 1) -> "GrayScott":
+        """Advance every batch member n steps (run(n)); returns self."""
+        self.run(n)
+        return self
 
-    def _shapes(self):
-        return (self.batch, self.grid, tuple(self.F.shape), tuple(self.K.shape), self.dtype)
+    def run(self, steps: int, hook=None, hook_args=(), record_every: int = 0,
+            on_record=None) -> None:
+        """Advance every batch member `steps` steps, in one loop.
 
-    def use_compiled(self, steps: int = 1, epilogue_key=None) -> bool:
-        """Whether the next `steps` steps would run on the compiled path (see compile=)."""
-        if self.compile is False or not compiling.compiler_available(self.device):
+        hook(V, F, K, *hook_args) -> (F_new, K_new, out), if given, runs after every step
+        on the new V (a scar update, a similarity): F_new, K_new become F, K (per member,
+        (B, *grid): a shared F, K is expanded for the run). On the compiled path it is
+        fused into the step's kernel, so it must be pure tensor arithmetic; hook itself
+        and the non-tensor hook_args (hashable) name the compiled kernel, so a new value
+        of either compiles a new one.
+        on_record(step, U, V, out), if given, is called after step s = record_every,
+        2 * record_every, ... and after the last step (s counts from 1 in this run);
+        U, V are views valid only during the call, out is the hook's (None without a
+        hook). Compute what you want to keep there, on the device: the loop never
+        waits for the host.
+
+        Checked before the first step: every constant (they may have been reassigned),
+        the shapes of U, V, F, K, their finiteness and range, and the stability bound.
+        A state that still becomes NaN/Inf (e.g. clamp off and blowing up) raises
+        SimulationError naming the first bad step.
+        """
+        steps, record_every = _count("steps", steps), _count("record_every", record_every)
+        self._check_physics()
+        self._check_state()
+        if steps == 0:
+            return
+        loop = dict(steps=steps, hook=hook, record_every=record_every or steps,
+                    on_record=on_record)
+        tensors = [a for a in hook_args if isinstance(a, torch.Tensor)]
+        constants = {i: a for i, a in enumerate(hook_args) if not isinstance(a, torch.Tensor)}
+        key = self._key(hook, constants)
+        result = None
+        if self._use_compiled(steps, key):
+            result = self._run_compiled(key, tensors, constants, **loop)
+        if result is None:
+            result = self._run_eager(hook_args=tuple(hook_args), **loop) + ("eager",)
+        self._finish_run(steps, *result)
+
+    def _key(self, hook, constants):
+        physics = (self.Du, self.Dv, self.dt, self.decay, self.stencil, self.clamp)
+        return ("gray_scott", physics, self.ndim, self.device.type, hook,
+                tuple(sorted(constants.items())))
+
+    def _use_compiled(self, steps, key) -> bool:
+        if self.compile is False or not compiling.compiler_available(self.device) \
+                or compiling.failed(key):
             return False
-        key = self._key(epilogue_key)
-        if compiling.failed(key):
-            return False  # compiling failed before: stay eager
         if self.compile is True:
             return True
         if self.cells < AUTO_COMPILE_MIN_CELLS:
             return False
-        if compiling.ran(key, self._shapes()):
-            return True   # already compiled for exactly this shape: free to use
-        return self._work_done + steps * self.cells >= AUTO_COMPILE_WORK
+        return (compiling.ran(key, self._shapes())
+                or self._work_done + steps * self.cells >= AUTO_COMPILE_WORK)
 
-    def _identity(self):
-        """Which tensors hold the inputs now (and whether a plain one was modified in
-        place). The padded buffers are only ever written by the kernel and fill_halo."""
-        stamp = []
-        for name in ("U", "V"):
-            plain, pad = self._plain[name], self._pad[name]
-            if pad is not None and (plain is None or plain._version == self._handed[name]):
-                stamp.append((id(pad), None))   # a handed-out copy, unmodified
-            else:
-                stamp.append((id(plain), plain._version))
-        return tuple(stamp) + tuple((id(t), t._version) for t in (self.F, self.K))
+    def _shapes(self):
+        return (self.batch, self.grid, tuple(self.F.shape), tuple(self.K.shape), self.dtype)
 
-    def _holders(self):
-        return (self._plain["U"], self._pad["U"], self._plain["V"], self._pad["V"],
-                self.F, self.K)
+    def _fields_for(self, hook):
+        """F, K for the run: per-member copies when a hook rewrites them."""
+        if hook is None:
+            return self.F, self.K
+        full = (self.batch, *self.grid)
+        return self.F.expand(full).clone(), self.K.expand(full).clone()
 
-    def _inputs_provably_finite(self) -> bool:
-        """Clamp on and finite, moderate U, V, F, K: every later state is finite (values
-        stay in [0, 1], no division), so no per-step NaN check is needed. Re-checked
-        (one reduction each) only when one of the tensors is replaced or modified."""
-        if not self.clamp:
-            return False
-        ident = self._identity()
-        if ident == self._verified[0]:
-            return self._verified[1]
-        ok = all(_field_finite_and_small(t) for t in
-                 (self.field("U"), self.field("V"), self.F, self.K))
-        self._verified = (ident, ok, self._holders())  # kept alive: ids stay unique
-        return ok
-
-    def trust_finite(self) -> None:
-        """Declare the current U, V, F, K finite (for callers that produced them from
-        finite inputs by clamped updates, e.g. scarring.evolve); skips the re-check."""
-        self._verified = (self._identity(), True, self._holders())
-
-    def _fast(self, steps, compiled, epilogue_key=None) -> bool:
-        if compiled is None:
-            fast = self.use_compiled(steps, epilogue_key)
-        else:
-            fast = (compiled and self.compile is not False
-                    and compiling.compiler_available(self.device)
-                    and not compiling.failed(self._key(epilogue_key)))
-        return fast and self._inputs_provably_finite()
-
-    # -- stepping ------------------------------------------------------------------------
-    def step(self, n: int = 1, *, compiled: bool | None = None) -> "GrayScott":
-        """Advance every batch member n steps.
-
-        Finiteness is tracked on the device (no host sync) and checked every
-        `check_every` steps and at the end of a multi-step call; a non-finite U or V
-        raises SimulationError naming the first bad step.
-        compiled: None lets `compile=` decide; True/False choose the path for this call
-        (a caller that knows how many steps follow, like scarring.evolve, decides once
-        with use_compiled(steps)). The compiled path also needs a compiler and inputs
-        that are provably finite; otherwise the eager path runs.
-        """
-        if isinstance(n, bool) or int(n) != n or n < 0:
-            raise ValueError(f"n={n} must be a non-negative integer")
-        n = int(n)
-        if n == 0:
-            return self
-        self._check_shapes()
-        if not (self._fast(n, compiled) and self._step_compiled(n)):
-            self._step_eager(n)
-        if n > 1:
-            self.check_finite()
-        return self
-
-    def step_with(self, epilogue, key, *args, compiled: bool | None = None,
-                  keeps_finite: bool = False):
-        """One step, then `epilogue(V, F, K, *args) -> (F_new, K_new, out)` on the new V;
-        returns out. F_new / K_new (or None to leave them) replace F and K, which must
-        be per member, (B, *grid). On the compiled path the epilogue is fused into
-        the step's kernel (no extra pass over the state, no extra launch).
-
-        epilogue must be pure (tensors in, tensors out) and `key` (hashable) must identify
-        it and its constants: it names the compiled kernel. keeps_finite=True declares
-        that it maps finite F, K to finite F, K (e.g. a clamped update), which spares a
-        finiteness check of F, K before the next compiled step. scarring.evolve uses this
-        for the similarity and the scar update of every training step.
-        """
-        self._check_shapes()
-        if self.F.shape != (self.batch, *self.grid) or self.K.shape != self.F.shape:
-            raise ValueError(f"step_with needs F and K per member, shape ({self.batch}, "
-                             f"{', '.join(map(str, self.grid))}); got F {tuple(self.F.shape)}"
-                             f", K {tuple(self.K.shape)}")
-        out = None
-        fused = self._fast(1, compiled, key)
-        if fused:
-            fused, out = self._step_compiled(1, epilogue, key, args)
-            if fused and keeps_finite:
-                self.trust_finite()
-        if not fused:
-            self._step_eager(1)
-            F_new, K_new, out = epilogue(self.field("V"), self.F, self.K, *args)
-            if F_new is not None:
-                self.F = F_new
-            if K_new is not None:
-                self.K = K_new
-        return out
-
-    def _after_step(self, track: bool) -> None:
-        self.steps_taken += 1
-        self._work_done += self.cells
-        if track:
+    def _run_eager(self, steps, hook, hook_args, record_every, on_record):
+        """The run on the eager path: (U, V, F, K, first bad step of the run or -1)."""
+        U, V = self.U, self.V
+        F, K = self._fields_for(hook)
+        first_bad = torch.full((), -1, device=self.device, dtype=torch.long)
+        for i in range(1, steps + 1):
+            U, V = gray_scott_step(U, V, F, K, self.Du, self.Dv, self.dt, self.decay,
+                                   self.stencil, self.clamp)
+            out = None
+            if hook is not None:
+                F, K, out = hook(V, F, K, *hook_args)
             # a sum is NaN/Inf iff some element is (or the state has blown up anyway)
-            finite = torch.isfinite(self.field("U").sum() + self.field("V").sum())
-            self._first_bad_step = torch.where(
-                finite | (self._first_bad_step >= 0), self._first_bad_step,
-                torch.full_like(self._first_bad_step, self.steps_taken))
-        if self.steps_taken % self.check_every == 0:
-            self.check_finite()
+            finite = torch.isfinite(U.sum() + V.sum())
+            first_bad = torch.where(finite | (first_bad >= 0), first_bad,
+                                    torch.full_like(first_bad, i))
+            if on_record is not None and (i % record_every == 0 or i == steps):
+                on_record(i, U, V, out)
+        return U, V, F, K, int(first_bad)
 
-    def _step_eager(self, n: int) -> None:
-        self._last_path = "eager"
-        for _ in range(n):
-            self.U, self.V = gray_scott_step(self.field("U"), self.field("V"), self.F,
-                                             self.K, self.Du, self.Dv, self.dt, self.decay,
-                                             self.stencil, self.clamp)
-            self._after_step(track=True)
-
-    def kernel(self, epilogue=None, key=None):
-        """The compiled kernel for this configuration (see _make_kernel):
-        (Up, Vp, F, K, Uo, Vo, *extra) -> epilogue's out (None without one)."""
+    def _run_compiled(self, key, tensors, constants, steps, hook, record_every, on_record):
+        """The run on the compiled path: (U, V, F, K, first bad step or -1, "compiled"),
+        or None if compiling turned out to be impossible here (nothing has changed
+        then, and the caller runs eagerly)."""
         physics = (self.Du, self.Dv, self.dt, self.decay, self.stencil, self.clamp)
-        return compiling.compiled(_make_kernel(physics, self.ndim, epilogue),
-                                  self._key(key))
+        kernel = compiling.compiled(_make_kernel(physics, self.ndim, hook, constants), key)
+        nd, inner = self.ndim, _inner(self.ndim)
+        # ping-pong: (U, V, their halo views) x 2; step i reads pair (i - 1) % 2 and
+        # writes pair i % 2. The halo views are built once (that costs more than copying).
+        pairs = []
+        for U, V in ((pad(self.U, nd), pad(self.V, nd)), (None, None)):
+            U = torch.empty_like(pairs[0][0]) if U is None else U
+            V = torch.empty_like(pairs[0][1]) if V is None else V
+            pairs.append((U, V, halo_copies(U, nd) + halo_copies(V, nd)))
+        F, K = self._fields_for(hook)
+        for i in range(1, steps + 1):
+            (Up, Vp, _), (Uo, Vo, halo) = pairs[(i - 1) % 2], pairs[i % 2]
+            try:
+                out = kernel(Up, Vp, F, K, Uo, Vo, *tensors)
+            except Exception as exc:  # no working compiler after all: fall back, once
+                if i > 1 or compiling.ran(key, self._shapes()):
+                    raise
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                warnings.warn(f"torch.compile failed ({exc.__class__.__name__}: {first}); "
+                              f"using the eager stepper", RuntimeWarning)
+                compiling.mark_failed(key)
+                return None
+            fill_halo(halo)
+            if on_record is not None and (i % record_every == 0 or i == steps):
+                on_record(i, Uo[inner], Vo[inner], out)
+        compiling.mark_ran(key, self._shapes())
+        U, V = (t[inner].contiguous() for t in pairs[steps % 2][:2])
+        if bool(torch.isfinite(U.sum() + V.sum() + F.sum() + K.sum())):
+            return U, V, F, K, -1, "compiled"
+        # cannot happen with clamp on and a finite hook: replay eagerly to name the step
+        first_bad = self._run_eager(steps, hook, _merge(tensors, constants), steps, None)[-1]
+        return U, V, F, K, first_bad if first_bad >= 0 else None, "compiled"
 
-    def _step_compiled(self, n: int, epilogue=None, key=None, args=()):
-        """n compiled steps. Returns False if compiling is not possible here after all
-        (the caller then steps eagerly); with an epilogue, returns (True, its out)."""
-        full_key, shapes = self._key(key), self._shapes()
-        kernel = self.kernel(epilogue, key)
-        out = None
-        try:
-            for i in range(n):
-                (Up, Uo), (Vp, Vo) = self._padded("U"), self._padded("V")
-                out = kernel(Up, Vp, self.F, self.K, Uo, Vo, *args)
-                for name, written, read in (("U", Uo, Up), ("V", Vo, Vp)):
-                    fill_halo(written, self.ndim, self._halo_pairs(written))
-                    self._pad[name], self._spare[name] = written, read
-                    self._plain[name], self._handed[name] = None, None
-                if i == 0:
-                    compiling.mark_ran(full_key, shapes)
-                    self._last_path = "compiled"
-                self._after_step(track=False)
-        except SimulationError:
-            raise
-        except Exception as exc:  # no working compiler after all: fall back, once
-            if compiling.ran(full_key, shapes):
-                raise
-            warnings.warn(f"torch.compile failed ({exc.__class__.__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}); "
-                          f"using the eager stepper", RuntimeWarning)
-            compiling.mark_failed(full_key)
-            return (False, None) if epilogue is not None else False
-        if epilogue is None:
-            self.trust_finite()   # clamped steps from finite inputs stay finite
-        return (True, out) if epilogue is not None else True
-
-    def check_finite(self) -> None:
-        """Raise SimulationError if U or V became NaN/Inf at any step so far (one sync)."""
-        first_bad = int(self._first_bad_step.item())
-        U, V = self.field("U"), self.field("V")
-        if first_bad < 0 and self._last_path == "compiled" and not (
-                bool(torch.isfinite(U.sum() + V.sum()))):
-            first_bad = self.steps_taken  # cannot happen with finite inputs; be safe
-            self._first_bad_step.fill_(first_bad)
-        if first_bad >= 0:
-            bad = (~torch.isfinite(U) | ~torch.isfinite(V)).flatten(1).any(1)
-            raise SimulationError(
-                f"non-finite U or V (NaN/Inf) first at step {first_bad}, batch member(s) "
-                f"{bad.nonzero().flatten().tolist()}; check F, K, Du, Dv, dt and the "
-                f"initial state (F in [{self.F.min().item():.4g}, {self.F.max().item():.4g}],"
-                f" K in [{self.K.min().item():.4g}, {self.K.max().item():.4g}])")
+    def _finish_run(self, steps, U, V, F, K, first_bad, path) -> None:
+        """Write the run's state back, or raise SimulationError naming the first bad step
+        (first_bad: step of this run, -1 if none, None if not found again)."""
+        if first_bad is not None and first_bad < 0:
+            self.U, self.V, self.F, self.K = U, V, F, K
+            self.steps_taken += steps
+            self._work_done += steps * self.cells
+            self.last_path = path
+            return
+        start = self.steps_taken
+        where = (f"first at step {start + first_bad} (step {first_bad} of this run)"
+                 if first_bad is not None else
+                 f"between steps {start + 1} and {start + steps}")
+        bad = (~torch.isfinite(U) | ~torch.isfinite(V)).flatten(1).any(1)
+        raise SimulationError(
+            f"non-finite U or V (NaN/Inf) {where}, batch member(s) "
+            f"{bad.nonzero().flatten().tolist()}; it started finite, so the constants or "
+            f"the hook made it blow up (dt={self.dt}, Du={self.Du}, Dv={self.Dv}, "
+            f"clamp={self.clamp}); the state is left as it was before the run")

@@ -1,24 +1,30 @@
-"""Benchmark the Gray-Scott steppers side by side and write docs/performance.md.
+"""Benchmark the Gray-Scott steppers on the study's own states, side by side.
 
-    python -m benchmarks.bench_substrate            # full table (several minutes)
-    python -m benchmarks.bench_substrate --quick    # seconds: tiny grids, no compile
-    python -m benchmarks.bench_substrate --help
+    python -m benchmarks.bench_substrate                # full run: prints every table
+    python -m benchmarks.bench_substrate --write-docs   # the same, then rewrites docs/performance.md
+    python -m benchmarks.bench_substrate --quick        # seconds: tiny grids (never writes docs)
 
-Paths compared, on every grid / batch / dtype (and on CUDA when present):
-  published  benchmarks/published.py: our plain re-implementation of the published
-             stepper, written from the equations: a separate circularly padded conv2d
-             (conv3d for 3D) per field, new tensors every step, and a host sync every
-             step (the similarity to the target read back with .item(), as the published
-             training loop does for its gate). "published (no sync)" drops that readback.
-  eager      substrate.GrayScott(compile=False): gray_scott_step with in-place
-             temporaries and the per-step NaN tracking on the device.
-  compiled   substrate.GrayScott(compile=True): the torch.compile'd padded-slice kernel,
-             writing in place into the other of two padded buffers per field.
-Each figure is the best of ROUNDS timing rounds of at least MIN_ROUND_S seconds (the
-machine is shared, so the best round is the least disturbed one); the rounds of the
-paths are interleaved so every path sees the same load. The last line printed is
-`speedup_vs_published_step=<x>`: compiled vs published at 256^2, batch 32, float32.
-Not a test: nothing here is asserted.
+States (every path steps the same tensors):
+  noise    a training start: U = 1, V = clamp(0.2 * target + N(0, 0.1^2), 0, 1), F = F0,
+           K = K0 (per member, so that both states have the same memory layout).
+  scarred  a scarred arm of the real protocol, built with the library at the protocol's
+           grid (256^2): scarring.store_patterns trains the square-spots target for
+           1000 steps (phase 1), then the phase-2 cue (15 %) is recalled for
+           RECALL_STEPS steps. Mostly U = 1, V decaying toward 0 around the pattern, with
+           per-member scarred F, K: what every scarred arm of phases 2 and 3 looks like.
+Paths:
+  published          benchmarks/published.py run as published: one grid per call (batch 1)
+                     with its host sync (.item()) every step. The baseline: every ratio is
+                     per-cell throughput against it, on the same state and grid.
+  published_batched  the same code at the configuration's batch in one conv2d call.
+  eager              GrayScott(compile=False).
+  compiled           GrayScott(compile=True).
+Timing: ROUNDS interleaved rounds (every path sees the same load), each at least
+MIN_ROUND_S seconds and, for our paths, at least MIN_RUN_STEPS steps (one GrayScott.run:
+its fixed cost, packing and checks, is included). Ratios are the geometric mean of the
+paired per-round ratios with a 95% t-interval on their logarithm. The last line printed
+is `speedup_vs_published_step=<x>`: compiled at 256^2, batch 32, float32, on the scarred
+state, against the published step at batch 1 on the same state. Nothing is asserted.
 """
 from __future__ import annotations
 
@@ -26,88 +32,136 @@ import argparse
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-import torch
-
-import substrate
-from benchmarks.published import Published
-from metrics import summarize
-from patterns import make_pattern, make_pattern_3d
-
-# ---- knobs (each is a flag) -----------------------------------------------------------
-GRIDS = ["128x128", "256x256", "1024x1024", "64x64x64"]
-BATCHES = [1, 32]
-DTYPES = ["float32", "float64"]
-PATHS = ["published", "eager", "compiled"]
-SCALING_BATCHES = [1, 4, 8, 16, 32]
-VALIDATION_SEEDS = [1, 8, 32]
-MIN_ROUND_S = 0.4          # each timing round runs at least this long ...
-MAX_ROUND_STEPS = 200      # ... and at most this many steps
-ROUNDS = 3
-VALIDATION_TIMEOUT_S = 1800
-HEADLINE = ("256x256", 32, "float32")
 OUT_MD = ROOT / "docs" / "performance.md"
 
-QUICK_GRIDS = ["32x32", "16x16x16"]
-QUICK_BATCHES = [1, 4]
-QUICK_DTYPES = ["float32"]
-QUICK_PATHS = ["published", "eager"]
+# ---- knobs (most are flags) ----------------------------------------------------------
+GRIDS = ["256x256", "1024x1024", "64x64x64"]
+BATCHES = [1, 32]
+DTYPES = ["float32", "float64"]
+PATHS = ["published", "published_batched", "eager", "compiled"]
+STATE_GRID = "256x256"      # the protocol's grid: the scarred state exists only there
+RECALL_STEPS = 300          # recall steps from the cue before the scarred state is taken
+TRAIN_STEPS = 1000          # phase-1 training steps
+MAX_BATCHED_CELLS = 1 << 22  # published_batched above this (batch x grid) is skipped: minutes
+ROUNDS = 5
+MIN_ROUND_S = 0.3
+MIN_RUN_STEPS = 100
+MAX_ROUND_STEPS = 400
+HEADLINE = ("256x256", 32, "float32", "scarred")
+E2E_REPEATS = 2
+E2E_TIMEOUT_S = 1800
+QUICK = dict(grids=["32x32", "8x8x8"], batches=[1, 4], dtypes=["float32"],
+             paths=["published", "published_batched", "eager"], rounds=2)
+QUICK_TIMING = dict(MIN_ROUND_S=0.01, MIN_RUN_STEPS=5, MAX_ROUND_STEPS=10, TRAIN_STEPS=30,
+                    RECALL_STEPS=20)
 
 
-# ---- timing -------------------------------------------------------------------------------
+# ---- states ------------------------------------------------------------------------------
+def parse_grid(text):
+    dims = tuple(int(x) for x in text.lower().split("x"))
+    if len(dims) not in (2, 3) or min(dims) < 8:
+        raise ValueError(f"grid {text!r}: want HxW or DxHxW with sides >= 8")
+    return dims
+
+
+def noise_state(grid, batch, dtype):
+    """(U, V, F, K, target) of a training start, on the CPU."""
+    import torch
+
+    import substrate
+    from patterns import make_pattern, make_pattern_3d
+    target = (make_pattern("square_spots", *grid) if len(grid) == 2
+              else make_pattern_3d("corner_balls", *grid)).to(dtype)
+    g = torch.Generator().manual_seed(0)
+    V = (0.2 * target + 0.1 * torch.randn((batch, *grid), generator=g, dtype=dtype)).clamp(0, 1)
+    F = torch.full((batch, *grid), substrate.F0, dtype=dtype)
+    return torch.ones_like(V), V, F, torch.full_like(F, substrate.K0), target
+
+
+def scarred_state(grid, batch, dtype, device):
+    """(U, V, F, K, target) of a scarred arm during phase-2 recall (module docstring),
+    built with the library's own store/recall path on `device`."""
+    import torch
+
+    import scarring
+    from patterns import make_pattern
+    target = make_pattern("square_spots", *grid).to(dtype)
+    seeds = list(range(batch))
+    stored = scarring.store_patterns(target[None], seeds, TRAIN_STEPS, device=device,
+                                     dtype=dtype, progress="scarred state: training")
+    cue = scarring.make_cues(target[None], 0.15, seeds=seeds)[:, 0]
+    gs = scarring.GrayScott(*grid, batch=batch, F=stored["F"], K=stored["K"],
+                            device=device, dtype=dtype)
+    gs.reset(V=cue.to(device))
+    gs.run(RECALL_STEPS)
+    return (*(t.cpu() for t in (gs.U, gs.V, gs.F, gs.K)), target)
+
+
+class States:
+    """Every state the run needs, built once (the scarred one at the largest batch)."""
+
+    def __init__(self, device, batches, dtypes, want_scarred):
+        self.device, self.cache = device, {}
+        self.scarred = {}
+        if want_scarred:
+            for dt in dtypes:
+                print(f"building the scarred state ({STATE_GRID}, batch {max(batches)}, {dt})"
+                      " ...", flush=True)
+                self.scarred[dt] = scarred_state(parse_grid(STATE_GRID), max(batches),
+                                                 _dtype(dt), device)
+
+    def get(self, name, grid, batch, dt):
+        if name == "scarred":
+            U, V, F, K, target = self.scarred[dt]
+            return U[:batch], V[:batch], F[:batch], K[:batch], target
+        return noise_state(grid, batch, _dtype(dt))
+
+
+def _dtype(name):
+    import torch
+    return getattr(torch, name)
+
+
+# ---- timing ------------------------------------------------------------------------------
 def synchronize(device):
+    import torch
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def parse_grid(text):
-    dims = tuple(int(x) for x in text.lower().split("x"))
-    if len(dims) not in (2, 3) or min(dims) < 3:
-        raise ValueError(f"grid {text!r}: want HxW or DxHxW with sides >= 3")
-    return dims
-
-
-def initial_state(grid, batch, dtype, device):
-    """A spotted start (target pattern + noise), the same for every path."""
-    if len(grid) == 2:
-        target = make_pattern("square_spots", *grid, dtype=dtype)
-    else:
-        target = make_pattern_3d("corner_balls", *grid, dtype=dtype)
-    g = torch.Generator().manual_seed(0)
-    noise = torch.randn((batch, *grid), generator=g, dtype=torch.float64).to(dtype)
-    V = (0.2 * target + 0.1 * noise).clamp(0, 1)
-    return target.to(device), V.to(device)
-
-
 class Runner:
-    """One path on one configuration, ready to be timed."""
+    """One path stepping one state, ready to be timed."""
 
-    def __init__(self, path, grid, batch, dtype, device):
+    def __init__(self, path, state, device):
+        import substrate
+        from benchmarks.published import Published
+        U, V, F, K, target = (t.to(device) for t in state)
         self.path, self.device = path, device
-        target, V = initial_state(grid, batch, dtype, device)
-        nd = len(grid)
+        grid = V.shape[1:]
+        if path == "published":          # as published: one grid per call
+            U, V, F, K = U[:1], V[:1], F[0], K[0]
         if path.startswith("published"):
-            F = torch.full(grid, substrate.F0, dtype=dtype, device=device)
-            K = torch.full(grid, substrate.K0, dtype=dtype, device=device)
-            self.sim = Published(torch.ones_like(V), V, F, K, target, nd,
-                                 sync=(path == "published"))
+            self.sim = Published(U.clone(), V.clone(), F.clone(), K.clone(), target, len(grid))
+            self.min_steps = 1
         else:
-            gs = substrate.GrayScott(grid[-2], grid[-1], batch=batch,
-                                     depth=grid[0] if nd == 3 else None, device=device,
-                                     dtype=dtype, compile=(path == "compiled"))
-            gs.reset(V=V)
-            self.sim = gs
-        t = time.perf_counter()
-        self.run(1)           # compiles on the compiled path (cached for the process)
-        self.first_call_s = time.perf_counter() - t
-        self.steps = self.calibrate()
+            self.sim = substrate.GrayScott(grid[-2], grid[-1], batch=V.shape[0], F=F, K=K,
+                                           depth=grid[0] if len(grid) == 3 else None,
+                                           device=device, dtype=V.dtype,
+                                           compile=(path == "compiled"))
+            self.sim.reset(U=U, V=V)
+            self.min_steps = MIN_RUN_STEPS
+        self.cells = V[:1].numel() if path == "published" else V.numel()
+        self.first_call_s = self.run(1)     # compiles on the compiled path
+        per_step = self.run(2) / 2
+        self.steps = int(min(MAX_ROUND_STEPS, max(self.min_steps,
+                                                  math.ceil(MIN_ROUND_S / max(per_step, 1e-7)))))
 
     def run(self, n):
         synchronize(self.device)
@@ -116,62 +170,209 @@ class Runner:
         synchronize(self.device)
         return time.perf_counter() - t
 
-    def calibrate(self):
-        per_step = self.run(1)
-        return int(max(1, min(MAX_ROUND_STEPS, math.ceil(MIN_ROUND_S / max(per_step, 1e-6)))))
+    def seconds_per_cell(self):
+        """One timing round: seconds per cell-update."""
+        return self.run(self.steps) / (self.steps * self.cells)
 
-    def timed_round(self):
-        return self.run(self.steps) / self.steps
+    @property
+    def fell_back(self):
+        return self.path == "compiled" and self.sim.last_path != "compiled"
 
 
-def measure(paths, grid, batch, dtype, device, rounds):
-    """{path: (seconds per step (best round), first call seconds)} with interleaved rounds."""
-    runners = {}
-    for p in paths:
-        try:
-            runners[p] = Runner(p, grid, batch, dtype, device)
-        except torch.OutOfMemoryError:
-            print(f"  {p}: out of memory, skipped", flush=True)
-    times = {p: [] for p in runners}
+def measure(setups, device, rounds):
+    """setups: {label: (path, state)}. Returns ({label: [seconds per cell-update, one per
+    round]}, {label: first-call seconds}); the rounds of every label are interleaved."""
+    runners = {label: Runner(path, state, device) for label, (path, state) in setups.items()}
+    times = {label: [] for label in runners}
     for _ in range(rounds):
-        for p, r in runners.items():
-            times[p].append(r.timed_round())
-    measure.last_rounds = times   # per-round seconds per step, for paired ratios
-    out = {p: (min(times[p]), runners[p].first_call_s) for p in runners}
-    if "compiled" in runners and runners["compiled"].sim._last_path != "compiled":
+        for label, r in runners.items():
+            times[label].append(r.seconds_per_cell())
+    if any(r.fell_back for r in runners.values()):
         print("  note: the compiled path fell back to eager (no compiler?)", flush=True)
-        out["compiled"] = out["compiled"] + ("fell back to eager",)
-    del runners
-    return out
+    return times, {label: r.first_call_s for label, r in runners.items()}
 
 
-def bytes_per_step(grid, batch, itemsize, path):
-    """Bytes one step must read and write at the least: U, V in and out (read padded on
-    the compiled path) and F, K (shared) once."""
-    cells = batch * math.prod(grid)
-    if path == "compiled":
-        padded = batch * math.prod(g + 2 for g in grid)
-        return (2 * padded + 2 * cells + 2 * math.prod(grid)) * itemsize
-    return (4 * cells + 2 * math.prod(grid)) * itemsize
+def ratio_stat(base, other):
+    """Geometric mean of base/other over paired rounds, with a 95% t-interval."""
+    from metrics import summarize
+    s = summarize([math.log(b / o) for b, o in zip(base, other)])
+    lo = None if s["ci95_low"] is None else math.exp(s["ci95_low"])
+    hi = None if s["ci95_high"] is None else math.exp(s["ci95_high"])
+    return {"mean": math.exp(s["mean"]), "low": lo, "high": hi, "n": s["n"]}
 
 
-def copy_bandwidth(device, dtype=torch.float32, nbytes=256 << 20):
-    """Measured device-to-device copy bandwidth (bytes read + written per second)."""
-    n = nbytes // torch.tensor([], dtype=dtype).element_size()
-    x = torch.rand(n, dtype=dtype, device=device)
-    y = torch.empty_like(x)
-    y.copy_(x)
-    best = float("inf")
-    for _ in range(5):
-        synchronize(device)
-        t = time.perf_counter()
-        y.copy_(x)
-        synchronize(device)
-        best = min(best, time.perf_counter() - t)
-    return 2 * nbytes / best
+def fmt_ratio(r):
+    if r["low"] is None:
+        return f"{r['mean']:.1f}x"
+    return f"{r['mean']:.1f}x [{r['low']:.1f}, {r['high']:.1f}]"
 
 
+# ---- sections ----------------------------------------------------------------------------
+def paths_for(paths, grid, batch):
+    """published_batched only where it differs from published and takes seconds, not
+    minutes."""
+    return [p for p in paths if p != "published_batched"
+            or 1 < batch and batch * math.prod(grid) <= MAX_BATCHED_CELLS]
+
+
+def table_section(args, states, device):
+    """Every path, grid, batch, dtype and state. Returns (markdown lines, headline ratio
+    or None)."""
+    md = ["| grid | batch | dtype | state | path | Mcells/s (best round) | vs published, "
+          "batch 1 | first call s |", "|---|---|---|---|---|---|---|---|"]
+    headline = None
+    for grid in args.grids:
+        label = "x".join(map(str, grid))
+        names = ["noise"] + (["scarred"] if label == STATE_GRID and states.scarred else [])
+        for batch in args.batches:
+            for dt in args.dtypes:
+                for name in names:
+                    print(f"[{device.type}] {label} batch {batch} {dt} {name} ...", flush=True)
+                    state = states.get(name, grid, batch, dt)
+                    paths = paths_for(args.paths, grid, batch)
+                    times, first = measure({p: (p, state) for p in paths}, device, args.rounds)
+                    for p in paths:
+                        r = (ratio_stat(times["published"], times[p])
+                             if "published" in times else None)
+                        md.append(f"| {label} | {batch} | {dt} | {name} | {p} | "
+                                  f"{1e-6 / min(times[p]):.3g} | "
+                                  f"{fmt_ratio(r) if r else '-'} | {first[p]:.2f} |")
+                        print(f"    {p:18s} {1e-6 / min(times[p]):9.1f} Mcells/s  "
+                              f"{fmt_ratio(r) if r else ''}", flush=True)
+                    if (label, batch, dt, name) == HEADLINE:
+                        best = "compiled" if "compiled" in times else "eager"
+                        headline = ratio_stat(times["published"], times[best]) | {"path": best}
+    return md + [""], headline
+
+
+def states_section(args, states, device):
+    """Per-step time on the scarred state over the noise state, per path, at the
+    protocol's grid and the largest batch (interleaved rounds)."""
+    grid, batch = parse_grid(STATE_GRID), max(args.batches)
+    md = [f"### Scarred state against noise state ({STATE_GRID}, batch {batch})", "",
+          "Time per step on the scarred state / time per step on the noise state (same "
+          "layout, same process, interleaved rounds; > 1 means the scarred state is slower).",
+          "", "| dtype | path | scarred / noise |", "|---|---|---|"]
+    for dt in args.dtypes:
+        print(f"[{device.type}] states {dt} ...", flush=True)
+        setups = {}
+        for p in args.paths:
+            for name in ("noise", "scarred"):
+                setups[(p, name)] = (p, states.get(name, grid, batch, dt))
+        times, _ = measure(setups, device, args.rounds)
+        for p in args.paths:
+            r = ratio_stat(times[(p, "scarred")], times[(p, "noise")])
+            md.append(f"| {dt} | {p} | {fmt_ratio(r)} |")
+            print(f"    {p:18s} scarred/noise {fmt_ratio(r)}", flush=True)
+    return md + [""]
+
+
+def threads_section(args, states, device):
+    """The headline configuration at 1 and 2 CPU threads."""
+    import torch
+    grid, batch, dt, name = parse_grid(HEADLINE[0]), HEADLINE[1], HEADLINE[2], HEADLINE[3]
+    md = [f"### Threads ({HEADLINE[0]}, batch {batch}, {dt}, {name} state)", "",
+          "| threads | path | Mcells/s (best round) | vs published, batch 1 |",
+          "|---|---|---|---|"]
+    saved = torch.get_num_threads()
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        print(f"[cpu] threads={threads} headline ...", flush=True)
+        paths = paths_for(args.paths, grid, batch)
+        times, _ = measure({p: (p, states.get(name, grid, batch, dt)) for p in paths},
+                           device, args.rounds)
+        for p in paths:
+            md.append(f"| {threads} | {p} | {1e-6 / min(times[p]):.3g} | "
+                      f"{fmt_ratio(ratio_stat(times['published'], times[p]))} |")
+    torch.set_num_threads(saved)
+    return md + [""]
+
+
+STARTUP_SNIPPET = """
+import time; t0 = time.perf_counter()
+import torch; t1 = time.perf_counter()
+import scarring, substrate; t2 = time.perf_counter()
+torch.set_num_threads({threads})
+for batch in (8, 24):
+    gs = substrate.GrayScott(256, 256, batch=batch, compile=True)
+    t = time.perf_counter(); gs.run(1); print(f"first_run_batch{{batch}}_s={{time.perf_counter() - t:.2f}}")
+print(f"import_torch_s={{t1 - t0:.2f}}"); print(f"import_ours_s={{t2 - t1:.2f}}")
+"""
+
+
+def startup_section(threads):
+    """What a fresh process pays before its first fast step (warm inductor cache)."""
+    proc = subprocess.run([sys.executable, "-c", STARTUP_SNIPPET.format(threads=threads)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=E2E_TIMEOUT_S)
+    found = dict(re.findall(r"^(\w+)=([\d.]+)$", proc.stdout, re.M))
+    md = ["### Start-up of a fresh process (inductor's disk cache warm)", "",
+          "| part | s |", "|---|---|"]
+    names = {"import_torch_s": "`import torch`", "import_ours_s": "`import scarring, substrate`",
+             "first_run_batch8_s": "first compiled run (imports dynamo and inductor, traces "
+                                   "256^2 batch 8)",
+             "first_run_batch24_s": "a second static kernel (batch 24)"}
+    for key, text in names.items():
+        md.append(f"| {text} | {found.get(key, 'failed')} |")
+    return md + [""]
+
+
+def time_script(argv, sim_pattern, threads):
+    """(wall s, simulation s or None, status) of `python <argv>` from the repository root:
+    start-up, compilation, figures and videos included."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    t = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True,
+                              timeout=E2E_TIMEOUT_S, cwd=ROOT, env=env)
+    except subprocess.TimeoutExpired:
+        return None, None, f"timed out after {E2E_TIMEOUT_S} s"
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        return None, None, f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}"
+    found = re.search(sim_pattern, proc.stdout)
+    return wall, float(found.group(1)) if found else None, "ok"
+
+
+def e2e_section(args, threads):
+    """The default study (8 seeds, figures and videos) and the published single-seed
+    protocol, one after the other, alternating, E2E_REPEATS times each."""
+    import tempfile
+    md = ["## End to end: the default study against the published protocol", "",
+          f"Fresh processes, one after the other, alternating, OMP_NUM_THREADS={threads}, "
+          "inductor's disk cache warm after the first run. Ours is the default "
+          "`python scarring_validation.py` (8 seeds, 256^2, phases 1-3, figures and videos). "
+          "The published side is `python -m benchmarks.published`: the published protocol "
+          "for one seed, as published (batch 1, a host sync every step), without its "
+          "figures (so it is an underestimate of the published script).", "",
+          "| command | wall s | simulation s | rest s (start-up, compile, figures) | status |",
+          "|---|---|---|---|---|"]
+    walls = {"ours": [], "published": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = [("published", ["-m", "benchmarks.published"], r"simulation_s=([\d.]+)"),
+                ("ours", ["scarring_validation.py", "--out", str(Path(tmp) / "out")],
+                 r"simulation wall time ([\d.]+) s")]
+        for _ in range(args.e2e_repeats):
+            for name, argv, pattern in runs:
+                print(f"end to end: {name} ...", flush=True)
+                wall, sim, status = time_script(argv, pattern, threads)
+                if wall is not None:
+                    walls[name].append(wall)
+                rest = f"{wall - sim:.1f}" if wall is not None and sim is not None else "-"
+                md.append(f"| `python {' '.join(argv[:2]) if name == 'published' else argv[0]}`"
+                          f" | {'-' if wall is None else f'{wall:.1f}'} | "
+                          f"{'-' if sim is None else f'{sim:.1f}'} | {rest} | {status} |")
+                print(f"    {status} wall {wall}", flush=True)
+    if walls["ours"] and walls["published"]:
+        verdict = "faster" if max(walls["ours"]) < min(walls["published"]) else "not faster"
+        md += ["", f"Default 8-seed study: {', '.join(f'{w:.1f}' for w in walls['ours'])} s; "
+                   f"published single seed: {', '.join(f'{w:.1f}' for w in walls['published'])}"
+                   f" s: the 8-seed study is **{verdict}** in every pair."]
+    return md + [""]
+
+
+# ---- the report --------------------------------------------------------------------------
 def machine_description(device):
+    import torch
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -194,252 +395,117 @@ def load_average():
         return "n/a"
 
 
-# ---- end-to-end ---------------------------------------------------------------------------
-def time_script(argv, timeout):
-    """Wall time of `python <argv>` from the repository root, including Python start-up
-    and (for our script) compilation. Returns (seconds or None, status)."""
-    t = time.perf_counter()
-    try:
-        env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
-        proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True,
-                              timeout=timeout, cwd=ROOT, env=env)
-    except subprocess.TimeoutExpired:
-        return None, f"timed out after {timeout} s"
-    wall = time.perf_counter() - t
-    if proc.returncode != 0:
-        return None, f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}"
-    return wall, "ok"
+def preamble(args, command):
+    return ["# Substrate performance", "",
+            "Written by `python -m benchmarks.bench_substrate --write-docs` (do not edit by "
+            "hand).", "", f"Command: `{command}`", "",
+            f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Load average at "
+            f"start (1/5/15 min): {load_average()}.", "",
+            "States: **noise** = a training start (U = 1, V = 0.2 x target + N(0, 0.1^2), F0, "
+            "K0 per member); **scarred** = a scarred arm of the real protocol at 256^2 "
+            f"(phase-1 training, {TRAIN_STEPS} steps, then {RECALL_STEPS} recall steps from "
+            "the 15% cue), built with the library. Paths: **published** = "
+            "`benchmarks/published.py` as published, one grid per call with a host sync "
+            "every step: the baseline, at batch 1, on the same state; **published_batched** "
+            "= the same at the row's batch in one conv2d call; **eager** = "
+            "`GrayScott(compile=False)`; **compiled** = `GrayScott(compile=True)`. Each "
+            f"ratio is the geometric mean of {args.rounds} paired, interleaved rounds with "
+            "its 95% interval; Mcells/s is the best round. 'first call' includes "
+            "compilation.", ""]
 
 
-# ---- main ---------------------------------------------------------------------------------
+def write_docs(md):
+    text = "\n".join(md) + "\n"
+    OUT_MD.write_text(text)
+    print(f"wrote {OUT_MD}")
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--grids", nargs="+", default=GRIDS, help="HxW or DxHxW")
-    p.add_argument("--batches", nargs="+", type=int, default=BATCHES)
+    p.add_argument("--grids", nargs="+", default=GRIDS, help=f"HxW or DxHxW (default {GRIDS})")
+    p.add_argument("--batches", nargs="+", type=int, default=BATCHES,
+                   help=f"default {BATCHES}")
     p.add_argument("--dtypes", nargs="+", default=DTYPES, choices=["float32", "float64"])
-    p.add_argument("--paths", nargs="+", default=PATHS,
-                   choices=["published", "published_nosync", "eager", "compiled"])
-    p.add_argument("--rounds", type=int, default=ROUNDS)
-    p.add_argument("--validation-seeds", nargs="*", type=int, default=VALIDATION_SEEDS,
-                   help="end-to-end scarring_validation.py runs (none to skip)")
-    p.add_argument("--validation-timeout", type=int, default=VALIDATION_TIMEOUT_S)
-    p.add_argument("--scaling-batches", nargs="*", type=int, default=SCALING_BATCHES)
-    p.add_argument("--device", default=None, help="cpu, cuda (default: every one present)")
+    p.add_argument("--paths", nargs="+", default=PATHS, choices=PATHS,
+                   help="published (the baseline) is always included")
+    p.add_argument("--rounds", type=int, default=ROUNDS, help=f"default {ROUNDS}")
+    p.add_argument("--e2e-repeats", type=int, default=E2E_REPEATS,
+                   help=f"end-to-end pairs (0 to skip; default {E2E_REPEATS})")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for every path and the end-to-end runs (default: "
-                        "torch's default); the headline is also measured at 1 and 2 threads")
-    p.add_argument("--out-md", default=str(OUT_MD), help="where to write the Markdown report")
+                   help="CPU threads (default: torch's default)")
     p.add_argument("--quick", action="store_true",
-                   help="tiny grids, eager paths only, no end-to-end runs (seconds)")
+                   help="tiny grids, no compilation, no end-to-end runs (seconds); never "
+                        "writes docs")
+    p.add_argument("--write-docs", action="store_true",
+                   help=f"rewrite {OUT_MD.relative_to(ROOT)} (a full run only)")
     return p
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def parse(argv):
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.quick and args.write_docs:
+        p.error("--write-docs needs a full run: a --quick run never writes docs")
     if args.quick:
-        args.grids, args.batches, args.dtypes = QUICK_GRIDS, QUICK_BATCHES, QUICK_DTYPES
-        args.paths, args.rounds = QUICK_PATHS, 1
-        args.validation_seeds, args.scaling_batches = [], []
-        global MIN_ROUND_S, MAX_ROUND_STEPS
-        MIN_ROUND_S, MAX_ROUND_STEPS = 0.02, 5
-    if args.rounds < 1:
-        raise ValueError("--rounds must be >= 1")
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+        args.e2e_repeats = 0
+        globals().update(QUICK_TIMING, STATE_GRID=QUICK["grids"][0],
+                         HEADLINE=(QUICK["grids"][0], max(QUICK["batches"]), "float32",
+                                   "scarred"))
+    if args.rounds < 1 or args.e2e_repeats < 0 or (args.threads is not None
+                                                  and args.threads < 1):
+        p.error("--rounds and --threads must be >= 1, --e2e-repeats >= 0")
+    if "published" not in args.paths:
+        args.paths = ["published"] + args.paths
+    try:
+        args.grids = [parse_grid(g) for g in args.grids]
+    except ValueError as exc:
+        p.error(str(exc))
+    if args.device not in ("cpu", "cuda"):
+        p.error(f"--device {args.device!r}: must be cpu or cuda")
+    return args
+
+
+def main(argv=None):
+    args = parse(argv)
+    import torch
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here")
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError("--threads must be >= 1")
         torch.set_num_threads(args.threads)
-    grids = [parse_grid(g) for g in args.grids]
-    devices = ([torch.device(args.device)] if args.device else
-               [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available()
-                                        else []))
-    paths = list(args.paths)
-    if "published" in paths and "published_nosync" not in paths and not args.quick:
-        paths.insert(1, "published_nosync")
+    device = torch.device(args.device)
     command = "python -m benchmarks.bench_substrate " + " ".join(
         argv if argv is not None else sys.argv[1:])
-    md = ["# Substrate performance", "",
-          "Written by `benchmarks/bench_substrate.py` (do not edit by hand).", "",
-          f"Command: `{command.strip()}`", "",
-          f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
-          f"Load average at start (1/5/15 min): {load_average()}.", "",
-          "Paths: **published** = our plain re-implementation of the published stepper "
-          "(circular pad + conv2d per field, new tensors each step, the similarity read "
-          "back to the host every step); **published (no sync)** = the same without the "
-          "readback; **eager** = `GrayScott(compile=False)`; **compiled** = "
-          "`GrayScott(compile=True)` (torch.compile, padded-slice kernel writing in place "
-          "into ping-pong buffers). Best of "
-          f"{args.rounds} interleaved rounds (each >= {MIN_ROUND_S} s or "
-          f"{MAX_ROUND_STEPS} steps). 'first call' is the first step including compilation "
-          "(the inductor cache in the temp folder makes later processes faster). "
-          "'GB/s' = minimal bytes one step must move / time; 'copy %' = that against the "
-          "measured device-to-device copy bandwidth.", ""]
-    headline, md_headline_rounds = None, None
-    for device in devices:
-        bw = copy_bandwidth(device)
-        md += [f"## {device.type.upper()}: {machine_description(device)}", "",
-               f"Measured copy bandwidth: {bw / 1e9:.1f} GB/s (read + write).", ""]
-        if device.type == "cpu":
-            md += ["The CPU is shared with other jobs while this runs (see the load "
-                   "average): every figure is pessimistic, and the ratios, measured in the "
-                   "same interleaved rounds, are the robust part.", ""]
-        md += ["| grid | batch | dtype | path | ms/step | Mcells/s | vs published | "
-               "first call (s) | GB/s | copy % |",
-               "|---|---|---|---|---|---|---|---|---|---|"]
-        for grid in grids:
-            for batch in args.batches:
-                for dt_name in args.dtypes:
-                    dtype = getattr(torch, dt_name)
-                    cells = batch * math.prod(grid)
-                    label = "x".join(map(str, grid))
-                    print(f"[{device.type}] {label} batch {batch} {dt_name} ...", flush=True)
-                    res = measure(paths, grid, batch, dtype, device, args.rounds)
-                    base = res.get("published", (None,))[0]
-                    for p, r in res.items():
-                        sec, first = r[0], r[1]
-                        note = f" ({r[2]})" if len(r) > 2 else ""
-                        ratio = f"{base / sec:.1f}x" if base else "-"
-                        gbs = bytes_per_step(grid, batch, dtype.itemsize, p) / sec
-                        name = "published (no sync)" if p == "published_nosync" else p
-                        md.append(f"| {label} | {batch} | {dt_name} | {name}{note} | "
-                                  f"{sec * 1e3:.2f} | {cells / sec / 1e6:.1f} | {ratio} | "
-                                  f"{first:.2f} | {gbs / 1e9:.2f} | {100 * gbs / bw:.0f}% |")
-                        print(f"    {name:20s} {sec * 1e3:9.2f} ms/step "
-                              f"{cells / sec / 1e6:9.1f} Mcells/s  {ratio}", flush=True)
-                    if device.type == "cpu" and (label, batch, dt_name) == HEADLINE and base:
-                        best = "compiled" if "compiled" in res else (
-                            "eager" if "eager" in res else None)
-                        if best:
-                            headline = (base / res[best][0], best,
-                                        res.get("published_nosync", (None,))[0] and
-                                        res["published_nosync"][0] / res[best][0])
-                            rounds = measure.last_rounds
-                            paired = [a / b for a, b in zip(rounds["published"],
-                                                            rounds[best])]
-                            md_headline_rounds = summarize(paired)
-        md.append("")
-        if device.type == "cpu" and not args.quick:
-            md += threads_section(device, args)
-        if args.scaling_batches:
-            md += scaling_section(device, args)
-    if not any(d.type == "cuda" for d in devices):
-        md += ["## GPU", "", "No GPU was available to this run: the GPU table (and the "
-               "fraction of the card's copy bandwidth reached at 1024^2) is pending. The "
-               "code is device-agnostic; run `python -m benchmarks.bench_substrate` on a "
-               "CUDA machine to fill it in.", ""]
-    if args.validation_seeds:
-        md += validation_section(args)
-    if headline is None:  # quick mode or a custom grid list: use the first configuration
-        headline = quick_headline(grids[0], args.batches[-1], args.dtypes[0], devices[0],
-                                  paths)
-    ratio, best, nosync = headline
-    where = (f"{HEADLINE[0]}, batch {HEADLINE[1]}, {HEADLINE[2]}, CPU" if not args.quick
-             else "the quick configuration")
-    md += ["## Headline", "",
-           f"{best} vs published stepper at {where}: **{ratio:.1f}x** (best rounds)"
-           + (f"; {nosync:.1f}x vs the published step without its per-step sync"
-              if nosync else "") + "."]
-    if md_headline_rounds is not None and md_headline_rounds["n"] > 1:
-        st = md_headline_rounds
-        md.append(f"Paired per-round ratios: mean {st['mean']:.1f}x, 95% interval "
-                  f"[{st['ci95_low']:.1f}, {st['ci95_high']:.1f}] over {st['n']} rounds.")
-    md.append("")
-    out = Path(args.out_md)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(md) + "\n")
-    print(f"wrote {out}")
-    if nosync:
-        print(f"speedup_vs_published_step_nosync={nosync:.2f}")
-    print(f"speedup_vs_published_step={ratio:.2f}")
-
-
-def quick_headline(grid, batch, dt_name, device, paths):
-    res = measure([p for p in paths if p in ("published", "eager", "compiled")], grid, batch,
-                  getattr(torch, dt_name), device, 1)
-    best = "compiled" if "compiled" in res else "eager"
-    return res["published"][0] / res[best][0], best, None
-
-
-def threads_section(device, args):
-    """The headline configuration at 1 and 2 CPU threads (same process, interleaved)."""
-    grid, batch, dt_name = parse_grid(HEADLINE[0]), HEADLINE[1], HEADLINE[2]
-    md = [f"### Threads ({HEADLINE[0]}, batch {batch}, {dt_name})", "",
-          "With 2 OpenMP threads every parallel region waits until both cores are free; on "
-          "this shared machine that wait (often a scheduler time slice, ~10-30 ms) can "
-          "dominate a step, so the thread count changes the figures a lot.", "",
-          "| threads | path | ms/step | Mcells/s | vs published |", "|---|---|---|---|---|"]
-    saved = torch.get_num_threads()
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
-        print(f"[cpu] threads={threads} headline ...", flush=True)
-        res = measure(["published", "published_nosync", "eager", "compiled"], grid, batch,
-                      getattr(torch, dt_name), device, args.rounds)
-        for p, r in res.items():
-            name = "published (no sync)" if p == "published_nosync" else p
-            md.append(f"| {threads} | {name} | {r[0] * 1e3:.2f} | "
-                      f"{batch * math.prod(grid) / r[0] / 1e6:.1f} | "
-                      f"{res['published'][0] / r[0]:.1f}x |")
-    torch.set_num_threads(saved)
-    return md + [""]
-
-
-def scaling_section(device, args):
-    """Compiled 256^2 float32: ms/step against batch, and total time against steps."""
-    grid, dtype = (256, 256), torch.float32
-    md = [f"### Scaling on {device.type.upper()} (compiled path, 256^2, float32)", "",
-          "| batch | ms/step | Mcells/s | ms/step per member |", "|---|---|---|---|"]
-    print(f"[{device.type}] scaling ...", flush=True)
-    for batch in args.scaling_batches:
-        sec = measure(["compiled"], grid, batch, dtype, device, args.rounds)["compiled"][0]
-        md.append(f"| {batch} | {sec * 1e3:.2f} | {batch * 65536 / sec / 1e6:.1f} | "
-                  f"{sec * 1e3 / batch:.3f} |")
-    r = Runner("compiled", grid, 8, dtype, device)
-    md += ["", "| steps (batch 8) | total s | ms/step |", "|---|---|---|"]
-    for n in (50, 100, 200, 400):
-        best = min(r.run(n) for _ in range(2))
-        md.append(f"| {n} | {best:.3f} | {best / n * 1e3:.2f} |")
-    gs_short = {}
-    for mode in ("auto", False):
-        _, V = initial_state(grid, 1, dtype, device)
-        gs = substrate.GrayScott(256, 256, batch=1, device=device, compile=mode)
-        gs.reset(V=V)
-        t = time.perf_counter()
-        gs.step(100)
-        synchronize(device)
-        gs_short[mode] = (time.perf_counter() - t, gs._last_path)
-    md += ["", "Short run (256^2, batch 1, 100 steps, a fresh medium): compile='auto' took "
-           f"{gs_short['auto'][0]:.2f} s on the {gs_short['auto'][1]} path, compile=False "
-           f"{gs_short[False][0]:.2f} s: 'auto' does not compile a run this small "
-           f"(threshold {substrate.AUTO_COMPILE_WORK:.0e} cell-updates, or a shape "
-           "already compiled in this process).", ""]
-    return md
-
-
-def validation_section(args):
-    """End to end, same machine, one after the other: the published protocol (one seed,
-    benchmarks/published.py) and our default scarring_validation.py run for N seeds."""
-    md = ["## End to end: scarring_validation.py against the published protocol", "",
-          "Wall time of each command from a fresh Python process, start-up, compilation "
-          "(inductor's disk cache warm after the first run), figures and videos included; "
-          f"OMP_NUM_THREADS={torch.get_num_threads()}. The published side is "
-          "`benchmarks/published.py`: our plain re-implementation of the published "
-          "single-seed protocol (5400 published steps at batch 1, a host sync every step). "
-          "It draws no figures or videos, so it is faster than the published script "
-          "itself (which the issue puts at about 15 s on this machine).", "",
-          "| command | seeds | wall s | s per seed | status |", "|---|---|---|---|---|"]
-    rows = [(["-m", "benchmarks.published"], 1, "python -m benchmarks.published")]
-    with tempfile.TemporaryDirectory() as tmp:
-        for n in args.validation_seeds:
-            rows.append((["scarring_validation.py", "--seeds", str(n), "--out",
-                          str(Path(tmp) / f"s{n}")], n,
-                         f"python scarring_validation.py --seeds {n}"))
-        for argv, n, label in rows:
-            print(f"{label} ...", flush=True)
-            wall, status = time_script(argv, args.validation_timeout)
-            md.append(f"| `{label}` | {n} | {'-' if wall is None else f'{wall:.1f}'} | "
-                      f"{'-' if wall is None else f'{wall / n:.2f}'} | {status} |")
-            print(f"    {status} {wall}", flush=True)
-    return md + [""]
+    md = preamble(args, command.strip())
+    md += [f"## {device.type.upper()}: {machine_description(device)}", ""]
+    want_scarred = any("x".join(map(str, g)) == STATE_GRID for g in args.grids)
+    states = States(device, args.batches, args.dtypes, want_scarred)
+    table, headline = table_section(args, states, device)
+    md += table
+    if states.scarred:
+        md += states_section(args, states, device)
+    if device.type == "cpu" and not args.quick:
+        md += threads_section(args, states, device)
+        md += startup_section(torch.get_num_threads())
+    if device.type != "cuda":
+        md += ["## GPU", "", "Unmeasured: no GPU was available to this run. The code is "
+               "device-agnostic (the compiled path uses Triton on CUDA), but it has not been "
+               "run on a GPU.", ""]
+    if args.e2e_repeats:
+        md += e2e_section(args, torch.get_num_threads())
+    if headline is None:
+        raise ValueError(f"the headline configuration {HEADLINE} was not measured: include "
+                         f"grid {HEADLINE[0]}, batch {HEADLINE[1]} and {HEADLINE[2]}")
+    md += ["## Headline", "", f"{headline['path']} vs the published step at batch 1, {HEADLINE[0]}, "
+           f"batch {HEADLINE[1]}, {HEADLINE[2]}, {HEADLINE[3]} state: **{fmt_ratio(headline)}**"
+           f" (n = {headline['n']} rounds).", ""]
+    print("\n".join(md))
+    if args.write_docs:
+        write_docs(md)
+    print(f"speedup_vs_published_step={headline['mean']:.2f}")
 
 
 if __name__ == "__main__":

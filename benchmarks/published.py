@@ -4,8 +4,8 @@ that benchmarks/bench_substrate.py measures our stepper against.
     python -m benchmarks.published            # the published protocol, one seed, timed
     python -m benchmarks.published --help
 
-Written by us from the equations and constants of ../shared/PROTOCOL.md (the published
-code is not in this repository), in the published style: a separate circularly padded
+Written by us from the equations and constants of docs/protocol.md (the published code
+is not in this repository), in the published style: a separate circularly padded
 conv2d (conv3d in 3D) per field, new tensors every step, and a host sync every step
 (the similarity to the target read back with .item(), as the published loop does for
 its scar gate and its logging). It uses none of our modules' fast paths, only the
@@ -84,7 +84,8 @@ def _run(target, F, K, V, steps, scar):
 
 
 def run_protocol(grid=256, seed=0, scale=1.0):
-    """Phases 1-3 of PROTOCOL.md for one seed; `scale` shrinks every step count."""
+    """Phases 1-3 of the protocol (docs/protocol.md) for one seed; `scale` shrinks every
+    step count."""
     g = torch.Generator().manual_seed(seed)
     n = lambda steps: max(1, int(steps * scale))  # noqa: E731
     fresh = lambda: (torch.full((grid, grid), substrate.F0),  # noqa: E731

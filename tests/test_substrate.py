@@ -155,15 +155,47 @@ def test_wrong_field_shape_is_refused():
         gs.reset(V=torch.zeros(3, 16, 16))
 
 
-def test_nan_is_detected_and_names_the_step():
-    F = torch.full((1, 8, 8), 0.037)
-    gs = GrayScott(8, 8, F=F, device="cpu", check_every=10)
+def test_nan_in_the_inputs_is_refused_before_the_first_step():
+    gs = GrayScott(8, 8, F=torch.full((1, 8, 8), 0.037), device="cpu")
     gs.reset(V=torch.rand(1, 8, 8))
     gs.step(3)
-    gs.F = gs.F.clone()
-    gs.F[0, 2, 2] = float("nan")
-    with pytest.raises(SimulationError, match="first at step 4"):
-        gs.step(20)
+    for name, bad in (("F", float("nan")), ("K", float("inf")), ("V", float("nan")),
+                      ("U", float("-inf"))):
+        before = {n: getattr(gs, n).clone() for n in "UVFK"}
+        t = getattr(gs, name).clone()
+        t.view(-1)[5] = bad
+        setattr(gs, name, t)
+        with pytest.raises(ValueError, match=f"{name} has NaN or Inf"):
+            gs.step(1)      # one step at a time: refused at once, not at step 100
+        assert gs.steps_taken == 3
+        setattr(gs, name, before[name])
+    gs.step(1)
+    assert gs.steps_taken == 4
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_a_blow_up_names_its_step(compile):
+    """clamp off and one cell started at V = 2: U V^2 grows faster than anything damps it
+    and the state overflows within a few steps. The run says at which step it went
+    non-finite, on either path (the compiled one replays the run to find it), and
+    leaves the state as it was."""
+    if compile and not substrate.compiler_available("cpu"):
+        pytest.skip("no C++ compiler")
+    V = torch.zeros(1, 8, 8)
+    V[0, 3, 3] = 2.0
+    U, V_ref, first = torch.ones(1, 8, 8), V.clone(), None
+    F, K = torch.full((8, 8), substrate.F0), torch.full((8, 8), substrate.K0)
+    for i in range(1, 50):   # the plain step, to know the answer
+        U, V_ref = gray_scott_step(U, V_ref, F, K, clamp=False)
+        if first is None and not (torch.isfinite(U).all() and torch.isfinite(V_ref).all()):
+            first = i
+    assert first is not None
+    gs = GrayScott(8, 8, clamp=False, device="cpu", compile=compile)
+    gs.step(3)              # steps_taken = 3: the message counts from construction
+    gs.reset(V=V)
+    with pytest.raises(SimulationError, match=rf"first at step {3 + first} \(step {first} of"):
+        gs.step(40)
+    assert torch.equal(gs.V, V) and gs.steps_taken == 3
 
 
 def test_step_is_deterministic_on_cpu():
@@ -174,3 +206,79 @@ def test_step_is_deterministic_on_cpu():
         gs.reset(U=torch.tensor(U), V=torch.tensor(V))
         outs.append(gs.step(40).V)
     assert torch.equal(outs[0], outs[1])
+
+
+# ---- every argument checked up front (bad input gets one clear line) -------------------
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(height="64"), "height='64' must be an integer"),
+    (dict(batch=0), "batch=0 must be an integer >= 1"),
+    (dict(width=16.5), "width=16.5"),
+    (dict(Du=float("nan")), "Du=nan must be a finite number"),
+    (dict(dt=float("inf")), "dt=inf"),
+    (dict(dt=0.0), r"dt=0.0 must be a finite number in \(0.0"),
+    (dict(decay=float("nan")), "decay=nan"),
+    (dict(F=1e30), "F=1e\\+30 must be a finite number in \\[0.0, 1.0\\]"),
+    (dict(F=-5), "F=-5"),
+    (dict(K=torch.full((16, 16), float("nan"))), "K has NaN or Inf"),
+    (dict(F=torch.full((16, 16), 2.0)), r"F spans \[2, 2\]"),
+    (dict(clamp="yes"), "clamp='yes' must be True or False"),
+    (dict(dtype=torch.int32), "dtype"),
+])
+def test_constructor_checks_every_argument(kwargs, needle):
+    args = dict(height=16, width=16, device="cpu") | kwargs
+    with pytest.raises(ValueError, match=needle):
+        GrayScott(**args)
+
+
+@pytest.mark.parametrize("name, value, needle", [
+    ("dt", 50.0, "unstable"), ("Du", 100.0, "unstable"), ("Dv", -1.0, "Dv=-1.0"),
+    ("decay", 3.0, "decay=3.0"), ("stencil", "seven_point", "3D"),
+])
+def test_constants_reassigned_after_construction_are_checked_at_the_next_run(
+        name, value, needle):
+    gs = GrayScott(16, 16, device="cpu")
+    gs.step(2)
+    setattr(gs, name, value)
+    with pytest.raises(ValueError, match=needle):
+        gs.step(1)
+    assert gs.steps_taken == 2
+
+
+def test_stability_bound_covers_the_reaction_terms():
+    """dt = 12, Du = Dv = 0.01 passes the diffusion-only bound (12 * 0.01 * 1.6 = 0.19)
+    but the reaction makes explicit Euler overshoot: refused as soon as the medium holds
+    a pattern-sized V, while the reference constants pass even at the clamp's ceiling."""
+    substrate.check_stability(0.01, 0.01, 12.0)                       # diffusion only
+    with pytest.raises(ValueError, match=r"V_max\^2 \+ F_max"):
+        substrate.check_stability(0.01, 0.01, 12.0, F_max=0.037, K_max=0.06, V_max=0.5)
+    substrate.check_stability(substrate.DU, substrate.DV, substrate.DT, F_max=0.08,
+                              K_max=0.08, V_max=1.0)
+    cue = torch.zeros(1, 16, 16)
+    cue[0, 4:8, 4:8] = 0.5
+    gs = GrayScott(16, 16, Du=0.01, Dv=0.01, dt=12.0, device="cpu")
+    gs.reset(V=cue)
+    with pytest.raises(ValueError, match="unstable"):
+        gs.step(1)
+    # and it is really garbage: unclamped, the same run leaves [0, 1] at once
+    U, V = gray_scott_step(torch.ones_like(cue), cue, torch.tensor(0.037), torch.tensor(0.06),
+                           Du=0.01, Dv=0.01, dt=12.0, clamp=False)
+    assert U.min() < -0.5
+
+
+@pytest.mark.parametrize("kwargs, V_max", [
+    ({}, 1.0),                                            # the reference, any V
+    (dict(F=0.078, K=0.061), 1.0),                        # the widest regime studied
+    (dict(F=0.08, K=0.03), 1.0),                          # the scar clamps' corner
+    (dict(stencil="five_point"), 0.75),                   # the stencil ablation
+    (dict(depth=8, stencil="seven_point"), 1.0),
+    (dict(depth=8, stencil="twentyseven_point"), 1.0),
+])
+def test_every_studied_configuration_passes_the_bound(kwargs, V_max):
+    gs = GrayScott(16, 16, batch=2, device="cpu", **kwargs)
+    gs.reset(V=torch.full(gs.V.shape, V_max))
+    gs.step(1)
+
+
+def test_a_grid_that_cannot_fit_is_refused_before_allocating():
+    with pytest.raises(ValueError, match=r"needs about 521.6 GiB on cpu .* GiB is available"):
+        GrayScott(100_000, 100_000, device="cpu")

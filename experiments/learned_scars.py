@@ -29,7 +29,7 @@ from typing import ClassVar
 
 from common import cli
 from common.cli import RunArgs, arg
-from protocol import PHASE3_PATTERNS, Protocol, protocol_of
+from protocol import NOISE, PHASE3_PATTERNS, Protocol, protocol_of
 
 torch = cli.lazy("torch")
 np = cli.lazy("numpy")
@@ -38,7 +38,6 @@ patterns = cli.lazy("patterns")
 scarring = cli.lazy("scarring")
 differentiable = cli.lazy("models.differentiable")
 adam = cli.lazy("models.adam")
-substrate = cli.lazy("substrate")
 
 EXTRA_PATTERN = "cross"    # stored fourth, after the protocol's three phase-3 patterns
 N_PATTERNS = 4
@@ -140,19 +139,12 @@ def learn_scars(pats, seeds, args, rule, log):
                 history)
 
 
-def match_map_scars(pats, seeds, args, rule):
-    """Reference training: patterns in order, --train-steps each, scars accumulating."""
-    S = len(seeds)
-    H, W = pats.shape[-2:]
-    gs = substrate.GrayScott(H, W, batch=S, device="cpu", **protocol_of(args).substrate())
-    gs.F = torch.full((S, H, W), args.f0)
-    gs.K = torch.full((S, H, W), args.k0)
-    for p, pat in enumerate(pats):
-        start = patterns.make_cue(pat, args.train_init_strength, args.train_noise,
-                                  [s * 7_919 + 1_000 + p for s in seeds])
-        gs.reset(V=start)
-        scarring.evolve(gs, pat, args.train_steps, rule=rule)
-    return gs.F.clone(), gs.K.clone()
+def match_map_scars(study, pats, seeds, args):
+    """Reference training (Study.store: the protocol's rule, medium and training start, the
+    main study's phase-3 noise draws): patterns in order, --train-steps each, scars
+    accumulating."""
+    stored = study.store(pats, seeds, args.train_steps, first_index=NOISE["phase3_starts"][1])
+    return stored["F"].clone(), stored["K"].clone()
 
 
 def held_out_recall(study, F, K, pats, seeds, args):
@@ -266,7 +258,7 @@ def run(args, seeds, log) -> dict:
         Fl, Kl, hist = learn_scars(pats, seeds, args, rule, log)
         wall[f"learned_{n}"] = time.time() - t0
         t0 = time.time()
-        Fm, Km = match_map_scars(pats, seeds, args, rule)
+        Fm, Km = match_map_scars(study, pats, seeds, args)
         wall[f"match_map_{n}"] = time.time() - t0
         unscarred = (torch.full_like(Fm, args.f0), torch.full_like(Km, args.k0))
         for label, (F, K) in (("learned", (Fl, Kl)), ("match_map", (Fm, Km)),

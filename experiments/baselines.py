@@ -187,7 +187,7 @@ class Methods:
             S, C, H, W = cues.shape
             g = torch.Generator().manual_seed(self.seeds[0] * 7919 + 5)
             with torch.no_grad():
-                x = self.nca(nca.cue_state(cues.reshape(-1, H, W)),
+                x = self.nca(nca.cue_state(cues.reshape(-1, H, W).float()),   # float32 weights
                              self.settings["nca_recall_steps"], g)
             V = x[:, 0].clamp(0, 1).reshape(S, C, H, W)
         elif method == "cue":

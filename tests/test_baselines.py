@@ -333,3 +333,12 @@ def test_nca_growth_bad_input(tmp_path, capsys):
     err = _one_line_error(nca_growth.main, ["--grid", "16", "--target-size", "20", "--out",
                                             str(tmp_path / "o")], capsys)
     assert "--target-size 20" in err
+
+
+def test_baselines_nca_recall_takes_float64_cues():
+    """--dtype float64 makes float64 cues; the NCA (float32 weights) must still run."""
+    from experiments import baselines
+
+    methods = baselines.Methods(None, None, {"nca_recall_steps": 2}, [0], nca.NCA())
+    V, _ = methods.recall("nca", None, torch.rand(1, 2, 8, 8, dtype=torch.float64))
+    assert V.shape == (1, 2, 8, 8) and torch.isfinite(V).all()

@@ -225,6 +225,23 @@ def parse(cls, argv=None, *, description: str | None = None, quick: dict | None 
     return args
 
 
+def split_commas(argv, *flags) -> list[str]:
+    """argv (default: sys.argv[1:]) with the values of the given list flags split at
+    commas, so that `--ks 1,2,4` reads as `--ks 1 2 4`: scripts whose list flags once took
+    comma lists keep accepting them. Only the named flags: other values may hold commas."""
+    out, inside = [], False
+    for token in (sys.argv[1:] if argv is None else argv):
+        name, eq, value = token.partition("=")
+        if token.startswith("--"):
+            inside = name in flags
+            out += [name, *filter(None, value.split(","))] if inside and eq else [token]
+        elif inside:
+            out += list(filter(None, token.split(",")))
+        else:
+            out.append(token)
+    return out
+
+
 def config_of(args) -> dict:
     """The arguments as a plain dict (for results files)."""
     return dataclasses.asdict(args)

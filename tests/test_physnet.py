@@ -1,4 +1,4 @@
-"""Tests for physnet.py, continual_learning.py and experiments/continual.py (issue #7)."""
+"""Tests for physnet.py, continual_learning.py and experiments/continual.py."""
 import gzip
 import json
 import math
@@ -60,7 +60,7 @@ def test_fused_evolve_equals_repeated_steps():
 
 
 def test_seed_physics_is_close_to_identity():
-    # 5 Euler steps of dt = 0.01: the seed's "field memory" barely moves the field
+    # 5 Euler steps of dt = 0.01: the original PhysNet's "field memory" barely moves it
     g = torch.Generator().manual_seed(2)
     re, im = torch.randn(2, 4, 32, 32, generator=g, dtype=D).unbind(0)
     re2, im2 = physnet.seed_gpe_euler(re, im)
@@ -272,7 +272,12 @@ def test_quick_end_to_end(tmp_path):
     r = _run(["--quick", "--seeds", "2", "--models", "mlp,gpe", "--out", str(out)],
              tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "SMOKE RUN" in r.stdout
     res = json.loads((out / "results.json").read_text())
+    import jsonschema
+    jsonschema.validate(res, json.loads((ROOT / "docs" / "results.schema.json").read_text()))
+    assert res["study"] == "continual" and res["smoke_run"] is True and res["seeds"] == [0, 1]
+    assert res["config"]["models"] == ["mlp", "gpe"] and res["config"]["tasks"] == 3
     keys = set(res["results"])
     assert {"mlp/finetune", "mlp/ewc", "mlp/si", "gpe/finetune", "gpe/scar"} <= keys
     for key, v in res["results"].items():
@@ -288,12 +293,8 @@ def test_quick_end_to_end(tmp_path):
 
 
 def _load_script():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("continual_script",
-                                                  ROOT / "experiments" / "continual.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from experiments import continual
+    return continual
 
 
 def test_bad_input_gives_one_line_error(tmp_path, capsys):
@@ -301,6 +302,8 @@ def test_bad_input_gives_one_line_error(tmp_path, capsys):
     from common import cli as experiment
     script = _load_script()
     for args in (["--quick", "--tasks", "1"], ["--quick", "--models", "resnet"],
+                 ["--quick", "--models", "mlp,resnet"], ["--quick", "--limit", "5"],
+                 ["--quick", "--scar-fraction", "2"],
                  ["--quick", "--methods", "dropout"], ["--quick", "--epochs", "0"],
                  ["--quick", "--mnist-dir", str(tmp_path / "none")]):
         with pytest.raises(SystemExit) as exc:
@@ -318,3 +321,25 @@ def test_plan_and_quick_overrides():
     assert ("physnet_seed", "ewc", 2) in plan
     args = script.parse_args(["--models", "gpe", "--methods", "si"])
     assert script.build_plan(args) == [("gpe", "si", 5)]
+    # --quick shrinks only what was not given, even a flag given at its default value
+    args = script.parse_args(["--quick", "--tasks", "5", "--models", "gpe"])
+    assert args.tasks == 5 and args.epochs == script.QUICK["epochs"]
+    assert script.build_plan(args) == [("gpe", "finetune", 5), ("gpe", "scar", 5)]
+
+
+def test_flag_defaults_are_the_library_defaults():
+    script = _load_script()
+    args = script.parse_args([])
+    assert (args.lr, args.ewc_lambda, args.ewc_samples, args.si_c, args.scar_fraction) == (
+        cl.LR, cl.EWC_LAMBDA, cl.EWC_SAMPLES, cl.SI_C, cl.SCAR_FRACTION)
+    assert set(script.DEFAULT_PLAN) == set(physnet.MODELS)
+    assert set(script.METHOD_NAMES) == set(cl.STRATEGIES)
+
+
+def test_help_imports_no_torch():
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    r = subprocess.run([sys.executable, "-m", "experiments.continual", "--help"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0 and "--all-methods" in r.stdout and "--threads" in r.stdout
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines()}
+    assert "torch" not in imported and "matplotlib" not in imported

@@ -197,3 +197,137 @@ def mean_ci(stat: dict) -> list:
     """[mean, ci95_low, ci95_high] of a summarize dict (for compact tables)."""
     return [stat["mean"], stat["ci95_low"], stat["ci95_high"]]
 
+
+# ---- sequence read-outs -----------------------------------------------------------------
+# A replay is read from similarity curves: curves[t, b, p] = similarity of member b's V at
+# record t to stored item p. An item's peak is its curve's maximum (first occurrence); the
+# order recovered is the items sorted by peak time. An item whose maximum stays below
+# `min_peak` never peaks: its time is NaN, it is left out of the recovered order, it
+# breaks exact order, and Kendall's tau ranks it after every item that does peak.
+
+
+def similarity_curves(frames: torch.Tensor, patterns: torch.Tensor, metric: str = "cosine",
+                      spatial_dims: int = 2) -> torch.Tensor:
+    """frames (T, B, *grid) against patterns (P, *grid) or (B, P, *grid): (T, B, P)."""
+    if metric not in METRICS:
+        raise ValueError(f"metric={metric!r} is not one of {sorted(METRICS)}")
+    if frames.dim() != spatial_dims + 2:
+        raise ValueError(f"frames have shape {tuple(frames.shape)}; expected (T, B, *grid) "
+                         f"with {spatial_dims} grid dims")
+    T, B = frames.shape[:2]
+    pats = patterns if patterns.dim() == spatial_dims + 2 else patterns.unsqueeze(0)
+    if pats.shape[0] not in (1, B) or pats.shape[2:] != frames.shape[2:]:
+        raise ValueError(f"patterns have shape {tuple(patterns.shape)}; expected (P, *grid) "
+                         f"or ({B}, P, *grid) with grid {tuple(frames.shape[2:])}")
+    flat = frames.reshape(T * B, *frames.shape[2:])
+    out = []
+    for p in range(pats.shape[1]):
+        target = pats[:, p].expand(B, *frames.shape[2:]).repeat(T, *([1] * spatial_dims))
+        out.append(METRICS[metric](flat, target, spatial_dims=spatial_dims).view(T, B))
+    return torch.stack(out, dim=-1)
+
+
+def _check_curves(curves) -> torch.Tensor:
+    c = torch.as_tensor(curves, dtype=torch.float64)
+    if c.dim() != 3 or c.shape[0] < 1:
+        raise ValueError(f"curves have shape {tuple(c.shape)}; expected (T >= 1, B, P)")
+    return c
+
+
+def _record_steps(T: int, steps) -> torch.Tensor:
+    s = torch.arange(T, dtype=torch.float64) if steps is None else torch.as_tensor(
+        steps, dtype=torch.float64)
+    if s.shape != (T,) or (s[1:] <= s[:-1]).any():
+        raise ValueError(f"steps must be {T} increasing record steps, got {tuple(s.shape)}")
+    return s
+
+
+def peak_heights(curves, skip: int = 0) -> torch.Tensor:
+    """(B, P) maximum of each item's curve over records t >= skip."""
+    c = _check_curves(curves)
+    return c[skip:].amax(0)
+
+
+def peak_times(curves, steps=None, min_peak: float = 0.0, skip: int = 0) -> torch.Tensor:
+    """(B, P) step of each item's peak (first maximum over records t >= skip); NaN for an
+    item whose maximum is below min_peak. steps: the step of each record (default 0..T-1)."""
+    c = _check_curves(curves)
+    if not 0 <= skip < c.shape[0]:
+        raise ValueError(f"skip={skip} must be in [0, {c.shape[0]})")
+    s = _record_steps(c.shape[0], steps)
+    tail = c[skip:]
+    idx = tail.argmax(0) + skip          # torch.argmax returns the first maximum
+    t = s[idx]
+    return torch.where(tail.amax(0) >= min_peak, t, torch.full_like(t, float("nan")))
+
+
+def _check_order(order, P: int) -> list:
+    order = list(range(P)) if order is None else [int(i) for i in order]
+    if sorted(order) != list(range(P)):
+        raise ValueError(f"order={order} must be a permutation of 0..{P - 1}")
+    return order
+
+
+def recovered_order(times) -> list:
+    """Per member, the items that peak, sorted by peak time (ties keep item order)."""
+    t = torch.as_tensor(times, dtype=torch.float64)
+    return [[int(i) for i in sorted((i for i in range(len(row)) if not torch.isnan(row[i])),
+                                    key=lambda i: float(row[i]))] for row in t]
+
+
+def exact_order(times, order=None) -> torch.Tensor:
+    """(B,) bool: every item peaks and the peak times increase strictly along `order`
+    (default 0, 1, ..., P - 1). A tie is not an order."""
+    t = torch.as_tensor(times, dtype=torch.float64)
+    o = _check_order(order, t.shape[1])
+    along = t[:, o]
+    return ~torch.isnan(along).any(1) & (along[:, 1:] > along[:, :-1]).all(1)
+
+
+def kendall_tau(times, order=None) -> torch.Tensor:
+    """(B,) Kendall's tau-b between the intended position of each item and its peak time
+    (scipy.stats.kendalltau). Items that never peak share one time after every peak.
+    1 = the intended order, -1 = reversed; 0 where undefined (fewer than two distinct
+    times: no order recovered, scored as chance)."""
+    from scipy.stats import kendalltau
+
+    t = torch.as_tensor(times, dtype=torch.float64)
+    o = _check_order(order, t.shape[1])
+    position = [0] * len(o)
+    for rank, item in enumerate(o):
+        position[item] = rank
+    out = []
+    for row in t:
+        late = (row[~torch.isnan(row)].max().item() + 1) if (~torch.isnan(row)).any() else 0.0
+        filled = torch.where(torch.isnan(row), torch.full_like(row, late), row)
+        tau = kendalltau(position, filled.tolist()).statistic
+        out.append(0.0 if tau != tau else float(tau))   # NaN (undefined) -> 0
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def hold_times(curves, threshold: float, record_every: float = 1.0) -> torch.Tensor:
+    """(B, P) time each item is held: the longest run of consecutive records with the
+    curve at or above threshold, times record_every (records must be evenly spaced)."""
+    c = _check_curves(curves)
+    above = (c >= threshold).to(torch.int64)
+    run = torch.zeros_like(above[0])
+    best = torch.zeros_like(above[0])
+    for a in above:                      # T is small (records), B x P vectorised
+        run = (run + 1) * a
+        best = torch.maximum(best, run)
+    return best.to(torch.float64) * float(record_every)
+
+
+def sequence_readout(curves, order=None, steps=None, min_peak: float = 0.0,
+                     hold_threshold: float = 0.6, skip: int = 0) -> dict:
+    """Every sequence read-out of (T, B, P) curves, per member: {"peak_time", "peak_height",
+    "hold_time" (B, P) float64; "exact_order" (B,) bool; "kendall_tau" (B,); "order": the
+    recovered orders}. hold_time is in steps when steps are evenly spaced."""
+    c = _check_curves(curves)
+    s = _record_steps(c.shape[0], steps)
+    every = float(s[1] - s[0]) if len(s) > 1 else 1.0
+    times = peak_times(c, s, min_peak, skip)
+    return {"peak_time": times, "peak_height": peak_heights(c, skip),
+            "hold_time": hold_times(c[skip:], hold_threshold, every),
+            "exact_order": exact_order(times, order), "kendall_tau": kendall_tau(times, order),
+            "order": recovered_order(times)}

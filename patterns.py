@@ -343,3 +343,89 @@ def slot_patterns(n_patterns: int, height: int, width: int, slots_per_side: int 
         out.append(np.any([discs[i] for i in chosen], axis=0))
     return torch.as_tensor(np.stack(out), dtype=torch.float32) * PEAK
 
+
+
+# ---- parts and wholes -------------------------------------------------------------------
+# Two families of wholes built from a small set of parts, for the composition study.
+#
+# Strokes: the 5 x 5 glyph raster (as GLYPHS) cut into disjoint strokes that touch where
+# a letter joins them, so every whole is one connected shape (a scar lit at one end can
+# spread along the rest). Scenes: small shapes at four set places (the quadrant centres),
+# far apart, so a whole is several disconnected parts. A whole is a tuple of part names.
+
+STROKES = {   # (row, col) raster cells; disjoint, touching at the joints
+    "top": [(0, c) for c in range(5)],
+    "left": [(r, 0) for r in range(1, 5)],
+    "right": [(r, 4) for r in range(1, 5)],
+    "middle": [(2, c) for c in range(1, 4)],
+    "bottom": [(4, c) for c in range(1, 4)],
+}
+STROKE_WHOLES = {   # letters made of strokes, each one connected shape
+    "L": ("left", "bottom"), "C": ("top", "left", "bottom"), "U": ("left", "right", "bottom"),
+    "H": ("left", "right", "middle"), "Pi": ("top", "left", "right"),
+    "F": ("top", "left", "middle"), "E": ("top", "left", "middle", "bottom"),
+    "O": ("top", "left", "right", "bottom"), "-|": ("middle", "right"),
+}
+SCENE_PLACES = ((64, 64), (192, 64), (64, 192), (192, 192))   # (x, y) on the reference grid
+SCENE_SHAPES = ("disc", "square", "diamond")
+SCENE_SIZE = 28     # reference cells: disc radius, half side of the square and diamond
+
+
+def stroke_part(name: str, height: int, width: int) -> torch.Tensor:
+    """One stroke as a bool (H, W) mask on the glyph raster (32 reference cells a block)."""
+    if name not in STROKES:
+        raise ValueError(f"unknown stroke {name!r}; choose from {sorted(STROKES)}")
+    x, y, sx, sy = _grid(height, width, (0, 0))
+    block = 32 * min(sx, sy)
+    col = torch.floor((x - (128 * sx - 2.5 * block)) / block).long()
+    row = torch.floor((y - (128 * sy - 2.5 * block)) / block).long()
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    for r, c in STROKES[name]:
+        mask |= (row == r) & (col == c)
+    return mask
+
+
+def scene_part(shape: str, place: int, height: int, width: int) -> torch.Tensor:
+    """One shape ('disc', 'square' or 'diamond') at one of the four places: (H, W) bool."""
+    if shape not in SCENE_SHAPES:
+        raise ValueError(f"unknown scene shape {shape!r}; choose from {SCENE_SHAPES}")
+    if not 0 <= place < len(SCENE_PLACES):
+        raise ValueError(f"place={place} must be in 0..{len(SCENE_PLACES) - 1}")
+    x, y, sx, sy = _grid(height, width, (0, 0))
+    s = min(sx, sy)
+    dx = (x - SCENE_PLACES[place][0] * sx).abs()
+    dy = (y - SCENE_PLACES[place][1] * sy).abs()
+    r = SCENE_SIZE * s
+    if shape == "disc":
+        return dx ** 2 + dy ** 2 < r * r
+    if shape == "square":
+        return (dx < r) & (dy < r)
+    return dx + dy < 1.3 * r      # a diamond of about the disc's area
+
+
+def compose(parts: torch.Tensor) -> torch.Tensor:
+    """The whole made of parts: (n, H, W) masks or images -> their union, PEAK inside."""
+    return (torch.as_tensor(parts) > 0).any(0).to(torch.float32) * PEAK
+
+
+def part_images(names, height: int, width: int, family: str = "strokes") -> torch.Tensor:
+    """(n, H, W) float32 images (PEAK inside) of the named parts: stroke names, or
+    'shape@place' for scenes (e.g. 'disc@0')."""
+    out = []
+    for name in names:
+        if family == "strokes":
+            mask = stroke_part(name, height, width)
+        elif family == "scenes":
+            shape, _, place = name.partition("@")
+            mask = scene_part(shape, int(place), height, width)
+        else:
+            raise ValueError(f"family={family!r} must be 'strokes' or 'scenes'")
+        if not mask.any():
+            raise ValueError(f"part {name!r} is empty on a {height}x{width} grid")
+        out.append(mask)
+    return torch.stack(out).to(torch.float32) * PEAK
+
+
+def whole_image(names, height: int, width: int, family: str = "strokes") -> torch.Tensor:
+    """(H, W) image of the whole made of the named parts."""
+    return compose(part_images(names, height, width, family))

@@ -2,6 +2,8 @@
 with a known answer, and the sequence storage mechanisms on small grids."""
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -154,3 +156,145 @@ def test_bad_input():
         ModernSequenceHopfield(torch.ones(3, 8), beta=0)
     with pytest.raises(ValueError, match="state"):
         SequenceHopfield(random_bipolar(2, 3, 8)).replay(torch.ones(3, 1, 8), 1)
+
+
+# ----------------------------------------------------------------- parts and wholes
+
+def test_strokes_are_disjoint_and_wholes_connected():
+    from scipy import ndimage
+
+    import patterns
+    parts = patterns.part_images(list(patterns.STROKES), 64, 64)
+    assert ((parts > 0).sum(0) <= 1).all()                   # no cell in two strokes
+    for name, strokes in patterns.STROKE_WHOLES.items():
+        whole = patterns.whole_image(strokes, 64, 64)
+        assert whole.max() == patterns.PEAK
+        assert ndimage.label(whole.numpy() > 0)[1] == 1, name
+
+
+def test_scene_parts_sit_at_their_places_apart():
+    from scipy import ndimage
+
+    import patterns
+    whole = patterns.whole_image(["disc@0", "square@1", "diamond@2", "disc@3"], 64, 64, "scenes")
+    assert ndimage.label(whole.numpy() > 0)[1] == 4              # four separate shapes
+    disc = patterns.part_images(["disc@0"], 64, 64, "scenes")[0] > 0
+    ys, xs = disc.nonzero(as_tuple=True)
+    assert abs(xs.float().mean() - 16) < 1 and abs(ys.float().mean() - 16) < 1
+    with pytest.raises(ValueError, match="place"):
+        patterns.part_images(["disc@7"], 64, 64, "scenes")
+    with pytest.raises(ValueError, match="stroke"):
+        patterns.part_images(["nose"], 64, 64)
+
+
+# ----------------------------------------------------------------- sequence mechanisms
+
+from models import sequences as sq  # noqa: E402
+
+
+def two_discs(H=24, W=40, r=4):
+    y, x = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    a = (x - 8) ** 2 + (y - 12) ** 2 < r * r
+    b = (x - 30) ** 2 + (y - 12) ** 2 < r * r
+    return torch.stack([a, b])
+
+
+def test_channel_joins_source_to_target_without_covering_them():
+    from scipy import ndimage
+
+    m = two_discs()
+    for fan in (1, 3):
+        ch = sq.channel(m[0], m[1], width_cells=2, fan=fan)
+        assert ch.any() and not (ch & (m[0] | m[1])).any()
+        joined = ndimage.label((ch | m[0] | m[1]).numpy(), structure=np.ones((3, 3)))[1]
+        assert joined == 1                                   # one connected piece
+    assert sq.chain_channels(m).shape == (1, 24, 40)
+    pts = sq.spread_points(m[1], 3)
+    assert len(pts) == 3 and all(m[1][int(r), int(c)] for r, c in pts)
+
+
+def test_layout_fields_paint_items_over_channels():
+    m = two_discs()
+    ch = sq.chain_channels(m)
+    F, K = sq.layout_fields(m, [(0.08, 0.057), (0.08, 0.04)], ch, [(0.07, 0.045)])
+    assert torch.all(K[m[1]] == 0.04) and torch.all(K[m[0]] == 0.057)
+    assert torch.all(K[ch[0]] == 0.045) and torch.all(F[ch[0]] == 0.07)
+    assert K[0, 20] == pytest.approx(sq.K0) and F[0, 20] == pytest.approx(sq.F0)
+    both = torch.stack([m[0], m[0]])                              # a shared cell: later wins
+    assert torch.all(sq.layout_fields(both, [(0.08, 0.05), (0.08, 0.03)])[1][m[0]] == 0.03)
+
+
+def test_depth_setpoints_and_death_schedule():
+    sp = sq.depth_setpoints(4, k_second=0.045, spacing=0.01)
+    assert [k for _, k in sp] == pytest.approx([sq.K_HOLD, 0.045, 0.035, 0.025])
+    with pytest.raises(ValueError, match="K < 0"):
+        sq.depth_setpoints(9, spacing=0.01)
+    s = sq.death_schedule([0.057, 0.045], fill=100, hold=50, margin=0.002)
+    assert s.at(0) == (0.0, 0.0) and s.at(100) == (0.0, 0.0)
+    assert s.at(150)[1] == pytest.approx(sq.K_DIE - 0.057 + 0.002)
+    assert s.at(200)[1] == pytest.approx(sq.K_DIE - 0.045 + 0.002)
+    assert s.at(175)[1] == pytest.approx((s.at(150)[1] + s.at(200)[1]) / 2)
+    assert s.at(10_000) == s.at(200)
+    with pytest.raises(ValueError, match="rise"):
+        sq.death_schedule([0.04, 0.05], 10, 10)
+    with pytest.raises(ValueError, match="increase"):
+        sq.Schedule(steps=(0, 0), dF=(0, 0), dK=(0, 0))
+
+
+def test_lit_disc_invades_holds_or_dies_as_documented():
+    # the module's thresholds at F = 0.08: K = 0.03 invades, K_HOLD holds, K_DIE dies
+    H = W = 28
+    y, x = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    disc = (((x - 14) ** 2 + (y - 14) ** 2) < 36).float()
+    Ks = torch.tensor([0.03, sq.K_HOLD, sq.K_DIE + 0.002]).view(3, 1, 1).expand(3, H, W)
+    r = sq.replay(torch.full((3, H, W), 0.08), Ks, (0.5 * disc).expand(3, 1, H, W), disc[None],
+                  steps=400, record_every=400, frame_every=400)
+    lit = (r["frames"][:, :, 0] > 0.2).flatten(2).sum(2)            # (2, 3): start, end
+    area = int((disc > 0).sum())
+    assert lit[1, 0] > 2 * area                                      # invades
+    assert 0.6 * area < lit[1, 1] < 1.4 * area                       # holds
+    assert lit[1, 2] == 0                                            # dies
+
+
+def test_replay_shapes_schedule_and_controls():
+    m = two_discs()
+    items = m.float() * 0.8
+    F, K = sq.layout_fields(m, [(0.08, 0.03), (0.08, 0.03)])
+    cues = torch.stack([0.5 * items[0], torch.zeros(24, 40)]).expand(2, 2, 24, 40)
+    r = sq.replay(F, K, cues, items, steps=60, record_every=20, frame_every=20)
+    assert r["curves"].shape == (4, 2, 2, 2) and r["steps"].tolist() == [0, 20, 40, 60]
+    assert r["frames"].shape == (4, 2, 2, 24, 40)
+    assert torch.all(r["curves"][:, :, 1] == 0)                      # nothing from nothing
+    assert r["curves"][-1, 0, 0, 0] > 0.7                            # the cued disc lit,
+    assert r["curves"][-1, 0, 0, 1] < 0.05                           # the other one not
+    kill = sq.Schedule(steps=(0,), dF=(0.0,), dK=(0.05,))            # everything at K >= 0.08
+    dead = sq.replay(F, K, cues, items, steps=200, record_every=20, schedule=kill)
+    assert torch.all(dead["curves"][-1] == 0)
+    with pytest.raises(ValueError, match="multiple"):
+        sq.replay(F, K, cues, items, steps=60, record_every=20, frame_every=30)
+
+
+def test_store_sequence_scars_each_item_at_its_depth():
+    items = two_discs(r=6).float() * 0.8
+    sp = [(0.08, 0.057), (0.08, 0.04)]
+    out = sq.store_sequence(items, seeds=[0, 1], setpoints=sp, steps=40)
+    K = out["K"]
+    assert K.shape == (2, 24, 40) and out["train_similarity"].shape == (2, 2)
+    assert torch.all(K >= 0.04 - 1e-7)                              # no cell below the deepest
+    core = two_discs(r=3)
+    assert torch.all(K[:, core[1]] < K[:, core[0]].amin())         # item 2 deeper than item 1
+    with pytest.raises(ValueError, match="rising"):
+        sq.store_sequence(items, [0], [(0.08, 0.04), (0.08, 0.05)], steps=2)
+
+
+def test_sequence_loss_and_learned_fields_smoke():
+    targets = sq.window_targets(6, 3)
+    assert targets.argmax(1).tolist() == [0, 0, 1, 1, 2, 2]
+    perfect = targets.unsqueeze(1)
+    assert sq.sequence_loss(perfect, targets).item() == 0.0
+    assert sq.sequence_loss(1 - perfect, targets).item() == pytest.approx(2.0)
+    items = two_discs(16, 16, 3).float() * 0.8
+    F, K, hist = sq.learn_fields(items, lambda it: 0.5 * items[:1], steps=20, record_every=10,
+                                 iters=2, lr=0.1)
+    assert len(hist) == 2 and all(math.isfinite(h) for h in hist)
+    assert F.shape == (16, 16) and 0.01 <= F.min() and F.max() <= 0.08 and K.min() >= 0

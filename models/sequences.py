@@ -19,12 +19,17 @@ Mechanisms built here (each is F, K fields, plus an optional global schedule):
 * layout channels (`chain_channels`): thin scarred paths from item i to item i + 1, so
   the front leaving item i is carried into item i + 1 (`fan` paths to points spread over
   item i + 1, so that it fills from many places at once);
-* graded set-points (`layout_fields`): each item and channel its own (F, K), e.g. K
-  falling along the sequence so fronts only run forward (into cells where the lit state
-  is more stable) and a later item cannot light an earlier one;
-* a global schedule (`Schedule`): offsets dF(t), dK(t) added to every cell, e.g. a rising
-  K that extinguishes the shallowest lit item first, so the lit set slides along the
-  sequence.
+* set-points per item and channel (`layout_fields`, `depth_setpoints`): the first item
+  at a K where a lit region holds but cannot be invaded (nothing downstream relights
+  it), the later items ever deeper (lower K);
+* a global schedule (`Schedule`, `death_schedule`): offsets dF(t), dK(t) added to every
+  cell; a rising K kills the shallowest lit item first, so with depth falling along the
+  sequence the lit set slides from item to item. The order is written in the depths and
+  read out by the clock; the fronts only carry the cue's ignition to every item.
+* `store_sequence`: the depth-coded scars laid down by the match-map rule itself
+  (scarring.store_patterns, one clamp per item), channels painted on top;
+* `learn_fields`: static per-cell F, K fitted by backprop through the replay to a loss
+  on the similarity curves (`sequence_loss`), to test whether any static field replays.
 All functions are pure (tensors in, tensors out) except `replay`, which runs GrayScott.
 """
 from __future__ import annotations
@@ -48,8 +53,8 @@ def _per_seed(x, S, name, dims):
         return x.unsqueeze(0).expand(S, *x.shape)
     if x.dim() == dims + 1 and x.shape[0] == S:
         return x
-    raise ValueError(f"{name} has shape {tuple(x.shape)}; expected {dims} dims shared by "
-                     f"the seeds or {dims + 1} with {S} seeds first")
+    raise ValueError(f"{name} has shape {tuple(x.shape)}; expected {dims} dims shared "
+                     f"by the seeds or {dims + 1} with {S} seeds first")
 
 
 def _masks(items) -> torch.Tensor:
@@ -251,7 +256,8 @@ def replay(F, K, cues, items, steps: int, record_every: int = 10,
         gs.step(n)
         record.append(start + n)
         observe(start + n)
-    return {"steps": torch.tensor(record), "curves": torch.stack(curves).view(-1, S, C, pats.shape[1]),
+    curves = torch.stack(curves).view(-1, S, C, pats.shape[1])
+    return {"steps": torch.tensor(record), "curves": curves,
             "frames": torch.stack(frames) if frames else None}
 
 

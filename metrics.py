@@ -331,3 +331,105 @@ def sequence_readout(curves, order=None, steps=None, min_peak: float = 0.0,
             "hold_time": hold_times(c[skip:], hold_threshold, every),
             "exact_order": exact_order(times, order), "kendall_tau": kendall_tau(times, order),
             "order": recovered_order(times)}
+
+
+
+# ---- associative read-outs -------------------------------------------------------------
+# Does a medium complete a part of a stored pattern, prefer the pattern it was cued with,
+# and refuse what was never stored? Each read-out is a pure function of recalled V fields
+# (and masks), batched over leading dims; "settled" is decided from a recorded curve.
+
+COMPLETION_MIN = 0.8    # capacity: mean settled completion at least this
+SELECTIVITY_MIN = 0.5   # and mean settled selectivity at least this
+
+
+def masked_cosine(V: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """cosine_similarity of V and target on the cells of `region` only (bool, broadcast
+    against V's (..., H, W)); 0 where V or target sums below EMPTY_SUM there."""
+    r = region.to(V.dtype)
+    lead = torch.broadcast_shapes(V.shape, target.shape, r.shape)[:-2]
+    v = (V * r).expand(*lead, *V.shape[-2:]).reshape(-1, *V.shape[-2:])
+    t = (target.to(V.dtype) * r).expand(*lead, *V.shape[-2:]).reshape(-1, *V.shape[-2:])
+    return cosine_similarity(v, t).reshape(lead) if lead else cosine_similarity(v, t)[0]
+
+
+def completion(V_part, V_full, target, cue_mask, threshold: float = 0.3):
+    """How well the part of a pattern that the cue left out regrows.
+
+    masked_cosine(V_part, target) on the cells of the target's mask (target > threshold)
+    that cue_mask does not contain, divided by the same for V_full (the recall from the
+    full cue). 1: the missing part regrows as with the whole cue; 0: it stays dark.
+    NaN where the full-cue recall itself is 0 there (nothing to compare with)."""
+    missing = (target > threshold) & ~cue_mask.to(torch.bool)
+    part = masked_cosine(V_part, target, missing)
+    full = masked_cosine(V_full, target, missing)
+    return torch.where(full > 0, part / full.clamp_min(1e-12), torch.full_like(part, math.nan))
+
+
+def selectivity(matrix: torch.Tensor) -> torch.Tensor:
+    """matrix (..., n, P), P >= n >= 1 and P >= 2: row i is the recall from pattern i's
+    cue against every stored pattern. Returns (..., n): M[i, i] minus the largest
+    M[i, j], j != i (1: only its own pattern; <= 0: another one is at least as close)."""
+    m = torch.as_tensor(matrix)
+    n, P = m.shape[-2:]
+    if P < 2 or n > P:
+        raise ValueError(f"selectivity needs >= 2 patterns and at most one cue row per "
+                         f"pattern; got a {n} x {P} matrix")
+    own = m.diagonal(dim1=-2, dim2=-1)[..., :n]
+    eye = torch.eye(n, P, dtype=torch.bool, device=m.device)
+    others = m.masked_fill(eye, -math.inf).amax(-1)
+    return own - others
+
+
+def largest_similarity(similarities: torch.Tensor) -> torch.Tensor:
+    """(..., P) similarities of one recall to P stored patterns -> (...,) the largest:
+    for a uniform-V start or a never-stored cue, how far it recalls any stored pattern."""
+    return torch.as_tensor(similarities).amax(-1)
+
+
+def rejection(similarities: torch.Tensor, V: torch.Tensor, foreign_mask: torch.Tensor,
+              threshold: float = 0.3) -> dict:
+    """Recall from a never-stored pattern Q's cue: {"largest": the largest similarity of
+    the output to any stored pattern ((..., P) -> (...,)), "amplified": IoU of the
+    output mask V > threshold with Q's mask (is Q itself grown?)}."""
+    H, W = V.shape[-2:]
+    lead = V.shape[:-2]
+    q = foreign_mask.to(V.dtype).expand_as(V).reshape(-1, H, W)
+    grown = iou(V.reshape(-1, H, W), q, threshold).reshape(lead)
+    return {"largest": largest_similarity(similarities), "amplified": grown}
+
+
+def state_change(V_before: torch.Tensor, V_after: torch.Tensor) -> torch.Tensor:
+    """Mean |V_after - V_before| per cell over the last two dims: (..., H, W) -> (...)."""
+    return (V_after - V_before).abs().mean((-2, -1))
+
+
+def settled_index(change: torch.Tensor, tolerance: float = 1e-4) -> int | None:
+    """change (T, ...): state_change per 100 steps at T recorded times. The first index
+    from which every later change of every member stays below `tolerance` (the medium
+    has settled), or None if it never does within the recording."""
+    c = torch.as_tensor(change).reshape(len(change), -1).amax(1)
+    ok = (c < tolerance).flip(0).cumprod(0).flip(0).bool()
+    return int(ok.nonzero()[0]) if ok.any() else None
+
+
+def associative_capacity(ks, completion_mean, selectivity_mean,
+                         completion_min: float = COMPLETION_MIN,
+                         selectivity_min: float = SELECTIVITY_MIN) -> int:
+    """The largest k of the unbroken run of passes from the smallest k, a pass being
+    mean settled completion >= completion_min and mean selectivity >= selectivity_min
+    (selectivity None: undefined at k = 1, passes). 0 when the smallest k fails."""
+    ks = [int(k) for k in ks]
+    if not (len(ks) == len(completion_mean) == len(selectivity_mean)):
+        raise ValueError(f"{len(ks)} k values, {len(completion_mean)} completions and "
+                         f"{len(selectivity_mean)} selectivities")
+    if any(b <= a for a, b in zip(ks, ks[1:])):
+        raise ValueError(f"ks must increase strictly, got {ks}")
+    capacity = 0
+    for k, c, s in zip(ks, completion_mean, selectivity_mean):
+        c_ok = c is not None and math.isfinite(c) and c >= completion_min
+        s_ok = s is None or (math.isfinite(s) and s >= selectivity_min)
+        if not (c_ok and s_ok):
+            break
+        capacity = k
+    return capacity

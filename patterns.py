@@ -429,3 +429,94 @@ def part_images(names, height: int, width: int, family: str = "strokes") -> torc
 def whole_image(names, height: int, width: int, family: str = "strokes") -> torch.Tensor:
     """(H, W) image of the whole made of the named parts."""
     return compose(part_images(names, height, width, family))
+
+
+# ---- partial and foreign cues for the associative read-outs ---------------------------
+# A partial cue keeps part of a pattern's mask (`part_*` return that part as a bool mask);
+# `masked_cue` turns any mask into a protocol cue. Parts are chosen per seed so that a
+# result does not hang on one lucky cut.
+
+def sweep_part(mask: torch.Tensor, fraction: float, angle: float) -> torch.Tensor:
+    """The cells of `mask` (H, W bool) that lie furthest back along the direction
+    `angle` (radians; 0 = +x, pi/2 = +y), `fraction` of its area: a straight cut
+    perpendicular to that direction. fraction 0.5 at angle 0 is the left half; along a
+    line's own axis it gives a segment."""
+    _check_fraction(fraction)
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    if len(ys) == 0:
+        raise ValueError("sweep_part: the mask is empty")
+    proj = xs.double() * np.cos(angle) + ys.double() * np.sin(angle)
+    keep = max(1, int(round(fraction * len(ys))))
+    order = torch.argsort(proj, stable=True)[:keep]
+    out = torch.zeros_like(mask, dtype=torch.bool)
+    out[ys[order], xs[order]] = True
+    return out
+
+
+def arc_part(mask: torch.Tensor, fraction: float, start: float) -> torch.Tensor:
+    """The cells of `mask` whose angle about the mask's centroid lies in
+    [start, start + 2 pi fraction): an arc of a ring, a sector of any shape."""
+    _check_fraction(fraction)
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    if len(ys) == 0:
+        raise ValueError("arc_part: the mask is empty")
+    cy, cx = ys.double().mean(), xs.double().mean()
+    ang = (torch.atan2(ys.double() - cy, xs.double() - cx) - start) % (2 * np.pi)
+    inside = ang < 2 * np.pi * fraction
+    out = torch.zeros_like(mask, dtype=torch.bool)
+    out[ys[inside], xs[inside]] = True
+    return out
+
+
+def component_part(mask: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """A random subset of the connected components of `mask` (8-connected, chosen by
+    `seed`) whose area is as close to `fraction` of the total as a subset in random
+    order gets: components are added in a seeded random order while that brings the
+    area nearer the goal (at least one is always kept). For a single component it is
+    the whole mask; use sweep_part then."""
+    from scipy import ndimage
+
+    _check_fraction(fraction)
+    labels, n = ndimage.label(mask.numpy(), structure=np.ones((3, 3)))
+    if n == 0:
+        raise ValueError("component_part: the mask is empty")
+    areas = np.bincount(labels.ravel())[1:]
+    goal = fraction * areas.sum()
+    chosen, total = [], 0
+    for i in np.random.default_rng(seed).permutation(n):
+        if not chosen or abs(total + areas[i] - goal) < abs(total - goal):
+            chosen.append(i + 1)
+            total += areas[i]
+    return torch.as_tensor(np.isin(labels, chosen))
+
+
+def masked_cue(target: torch.Tensor, keep: torch.Tensor, strength: float, noise_std: float,
+               seeds) -> torch.Tensor:
+    """make_cue of target restricted to `keep` (H, W) or (len(seeds), H, W) bool: the
+    cue's signal lies only on the kept part; the noise covers the whole grid."""
+    return make_cue(target * keep.to(target.dtype), strength, noise_std, seeds)
+
+
+def uniform_cue(height: int, width: int, level: float, noise_std: float, seeds,
+                dtype=torch.float32) -> torch.Tensor:
+    """A featureless start: clamp(level + N(0, noise_std^2), 0, 1), one draw per seed
+    ((len(seeds), H, W)). level 0 and noise_std > 0 is pure noise."""
+    if not 0.0 <= level <= 1.0:
+        raise ValueError(f"uniform level={level} must be in [0, 1]")
+    return make_cue(torch.full((height, width), float(level), dtype=dtype), 1.0,
+                    noise_std, seeds)
+
+
+def overlap_fraction(mask: torch.Tensor, scarred: torch.Tensor) -> torch.Tensor:
+    """Fraction of the cells of `mask` that lie on `scarred` cells (both bool, same
+    shape, leading dims batched); 0 for an empty mask. For matching never-stored cues
+    on and off the scars."""
+    m = mask.flatten(-2)
+    area = m.sum(-1)
+    hit = (m & scarred.flatten(-2)).sum(-1)
+    return torch.where(area > 0, hit / area.clamp_min(1), torch.zeros_like(hit, dtype=torch.float32))
+
+
+def _check_fraction(fraction: float) -> None:
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction={fraction} must be in (0, 1]")

@@ -219,3 +219,12 @@ def test_masked_uniform_cues_and_overlap():
     assert overlap_fraction(keep, ~keep).item() == 0.0
     with pytest.raises(ValueError):
         sweep_part(keep, 0.0, 0.0)
+
+
+def test_dilation_is_square_and_periodic_like_the_medium():
+    mask = torch.zeros(2, 10, 10, dtype=torch.bool)
+    mask[0, 4, 4] = True
+    mask[1, 0, 9] = True                                   # a corner cell: wraps round
+    grown = rules._dilate(mask, 2)
+    assert grown[0].sum() == 25 and grown[0, 2:7, 2:7].all()
+    assert grown[1].sum() == 25 and grown[1, 8, 1] and grown[1, 2, 7]

@@ -13,14 +13,20 @@ extend the interface:
 * `finalize(F, K) -> (F, K)`: a step applied once after all patterns are stored (none of
   the rules here need one; the interface reserves the name).
 
-Regimes (measured on this repository's medium, 9-point stencil, decay 0.9995, with
-scratch/phasemap.py: a disc of V = 0.25, U = 0.5 in a uniform 64 x 64 medium after 3,000
-steps, and a uniform V = 0.12 kick):
-  F = 0.037, K = 0.060 (the reference F0, K0): spots self-replicate slowly (19-24% lit);
-  F = 0.037, K = 0.065: every disc and every uniform kick dies ("dead" background);
-  F = 0.060, K = 0.0525: a disc fills the medium, a uniform 0.12 kick dies (the
-      uniform on-state exists but 0.12 is below its homogeneous ignition threshold);
-  F = 0.080, K = 0.030 (the match-map clamps): both a disc and a uniform kick light it.
+Regimes, measured on this repository's medium (9-point stencil, decay 0.9995): a disc
+of V = 0.25, U = 0.5 and, separately, a uniform V = 0.12 kick in a uniform 64 x 64
+medium, lit fraction (V > 0.2) after 3,000 steps, F in 0.010..0.090, K in 0.030..0.075:
+  F = 0.037, K = 0.060 (the reference F0, K0): spots self-replicate slowly (19-24% lit
+      at 3,000 steps and still growing), so that medium never settles;
+  F = 0.037, K = 0.065: the disc and the uniform kick both die ("dead" background);
+  F = 0.060, K = 0.0525 and F = 0.080, K = 0.035: the disc fills the medium, the uniform
+      0.12 kick dies (0.12 is below the homogeneous ignition threshold); in a channel 16
+      cells wide a lit segment of any length >= 8 cells grows, its ends moving about
+      0.015 (0.060, 0.0525) and 0.03 (0.080, 0.035) cells per step;
+  F = 0.080, K = 0.030 (the match-map clamps): the disc and the uniform kick both light.
+
+`GlobalInhibition` (end of the module) is a medium option, not a rule: the feed drops
+with each member's mean V, so that a featureless kick starves itself.
 """
 from __future__ import annotations
 

@@ -228,3 +228,15 @@ def test_dilation_is_square_and_periodic_like_the_medium():
     grown = rules._dilate(mask, 2)
     assert grown[0].sum() == 25 and grown[0, 2:7, 2:7].all()
     assert grown[1].sum() == 25 and grown[1, 8, 1] and grown[1, 2, 7]
+
+
+def test_global_inhibition_cuts_the_feed_of_each_member_by_its_own_mean_activity():
+    inh = rules.GlobalInhibition(gain=10.0, set_point=0.1)
+    V = torch.stack([torch.full((4, 4), 0.05), torch.full((4, 4), 0.15), torch.full((4, 4), 0.5)])
+    F_base = torch.full((3, 4, 4), 0.08)
+    F = inh.feed(V, F_base)
+    assert torch.equal(F[0], F_base[0])                          # below the set point
+    assert torch.allclose(F[1], torch.tensor(0.08 * 0.5))        # 1 - 10 * (0.15 - 0.1)
+    assert torch.equal(F[2], torch.zeros(4, 4))                  # far above: no feed
+    F_new, K_new, out = inh.epilogue(V, F_base, None, F_base)
+    assert torch.equal(F_new, F) and K_new is None and out is None

@@ -50,6 +50,12 @@ class StorageRule:
     def update(self, V, target, F, K, similarity):
         raise NotImplementedError
 
+    def background(self, F0: float, K0: float):
+        """The unscarred medium this rule stores into and recalls on: (F, K), scalars or
+        fields. The published rule scars the protocol's own medium (F0, K0); a rule that
+        switches regimes (models/rules.py) brings its own."""
+        return F0, K0
+
     def is_finite(self) -> bool:
         """Finite constants map finite F, K to finite F, K (spares a per-step check)."""
         return all(math.isfinite(v) for v in asdict(self).values()
@@ -72,6 +78,8 @@ def register(cls):
 
 def rule_class(name: str) -> type:
     """The registered rule class called `name` (ValueError naming the choices if none)."""
+    import models.rules  # noqa: F401  (registers the rules beyond the published one)
+
     if name not in RULES:
         raise ValueError(f"--rule {name!r}: must be one of {', '.join(sorted(RULES))}")
     return RULES[name]
@@ -464,11 +472,12 @@ class Study:
         self.rule = protocol.storage_rule()
 
     def default_fields(self, S: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(F, K) of the unscarred medium, (S, H, W)."""
+        """(F, K) of the unscarred medium, (S, H, W): the protocol's (F0, K0), or the
+        background of the storage rule when it brings its own (StorageRule.background)."""
         p = self.protocol
         shape = (S, p.grid, p.grid)
-        return (torch.full(shape, p.f0, device=self.device, dtype=self.dtype),
-                torch.full(shape, p.k0, device=self.device, dtype=self.dtype))
+        return tuple(torch.as_tensor(x, dtype=self.dtype, device=self.device).expand(shape).clone()
+                     for x in self.rule.background(p.f0, p.k0))
 
     def cues(self, targets, seeds, strength: float, role: str = "cue", first_index: int = 0):
         """Protocol cues (S, C, H, W) from (C, H, W) or (S, C, H, W) targets."""
@@ -481,12 +490,14 @@ class Study:
         scar=False: the same training without scarring (the control). substrate: extra
         GrayScott keyword arguments (e.g. clamp=False for an ablation)."""
         p = self.protocol
+        F, K = (rule or self.rule).background(p.f0, p.k0)
         return store_patterns(torch.as_tensor(targets).to(self.device, self.dtype), seeds, steps,
-                              rule=(rule or self.rule) if scar else None, F=p.f0, K=p.k0,
+                              rule=(rule or self.rule) if scar else None, F=F, K=K,
                               substrate={**p.substrate(), **(substrate or {})},
                               device=self.device, dtype=self.dtype,
                               train_strength=p.train_init_strength, train_noise=p.train_noise,
-                              baseline=(p.f0, p.k0), **kw)
+                              baseline=(F, K) if not isinstance(F, torch.Tensor) else (p.f0, p.k0),
+                              **kw)
 
     def recall(self, F, K, cues, patterns, steps: int, substrate: dict | None = None,
                **kw) -> dict:

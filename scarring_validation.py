@@ -73,9 +73,10 @@ def phase1(study, target, seeds) -> dict:
                      "F": run["F"], "K": run["K"], "curve": run["curves"][0],
                      "frames": run["frames"][0]}
     F, K = arms["scarred"]["F"], arms["scarred"]["K"]
+    F0, K0 = arms["control"]["F"], arms["control"]["K"]   # the unscarred medium
     return {"arms": arms, "F": F, "K": K,
-            "scar_strength": scarring.scar_strength(F, K, p.f0, p.k0).cpu(),
-            "scarred_cells": ((F != p.f0) | (K != p.k0)).flatten(1).sum(1).cpu(),
+            "scar_strength": ((F - F0).abs() + (K - K0).abs()).flatten(1).sum(1).cpu(),
+            "scarred_cells": ((F != F0) | (K != K0)).flatten(1).sum(1).cpu(),
             "saturated_cells": ((F == p.f_max) & (K == p.k_min)).flatten(1).sum(1).cpu()}
 
 

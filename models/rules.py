@@ -182,8 +182,8 @@ class GlobalInhibition:
     unchanged while mean V <= set_point). A uniform kick or strong noise raises the
     mean V far above the set point, so the feed stops everywhere and U runs out before
     any channel ignites; a cue of one pattern stays below it. Not a StorageRule: it acts
-    during recall (and, if wanted, training), as an epilogue of every step
-    (GrayScott.step_with(inhibition.epilogue, inhibition, F_base))."""
+    during recall (and, if wanted, training), as the hook of every step:
+    gs.run(steps, hook=inhibition.epilogue, hook_args=(F_base,))."""
     gain: float = 50.0           # feed reaches 0 at mean V = set_point + 1 / gain
     set_point: float = 0.06      # above one lit reference pattern (the ring: ~0.053)
 
@@ -198,5 +198,5 @@ class GlobalInhibition:
         return F_base * (1.0 - self.gain * (mean - self.set_point)).clamp(0.0, 1.0)
 
     def epilogue(self, V, F, K, F_base):
-        """GrayScott.step_with epilogue: (new F, K unchanged, nothing returned)."""
-        return self.feed(V, F_base), None, None
+        """GrayScott.run hook: (the inhibited feed, K unchanged, nothing returned)."""
+        return self.feed(V, F_base), K, None

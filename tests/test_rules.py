@@ -238,5 +238,17 @@ def test_global_inhibition_cuts_the_feed_of_each_member_by_its_own_mean_activity
     assert torch.equal(F[0], F_base[0])                          # below the set point
     assert torch.allclose(F[1], torch.tensor(0.08 * 0.5))        # 1 - 10 * (0.15 - 0.1)
     assert torch.equal(F[2], torch.zeros(4, 4))                  # far above: no feed
-    F_new, K_new, out = inh.epilogue(V, F_base, None, F_base)
-    assert torch.equal(F_new, F) and K_new is None and out is None
+    K = torch.full((3, 4, 4), 0.06)
+    F_new, K_new, out = inh.epilogue(V, F_base, K, F_base)
+    assert torch.equal(F_new, F) and K_new is K and out is None
+
+
+def test_global_inhibition_runs_as_the_steppers_hook():
+    from substrate import GrayScott
+
+    inh = rules.GlobalInhibition(gain=50.0, set_point=0.06)
+    gs = GrayScott(16, 16, batch=2, F=0.08, K=0.035, compile=False)
+    gs.V = torch.stack([torch.full((16, 16), 0.5), torch.zeros(16, 16)])
+    F_base = torch.full((2, 16, 16), 0.08)
+    gs.run(3, hook=inh.epilogue, hook_args=(F_base,))
+    assert torch.all(gs.F[0] < 0.08) and torch.equal(gs.F[1], F_base[1])

@@ -160,8 +160,9 @@ def apply_scar(V, target, F, K, similarity, rule: ScarRule = ScarRule(), F0: flo
     return rule.update(V, target, F, K, similarity)
 
 
-def scar_strength(F: torch.Tensor, K: torch.Tensor, F0: float = F0, K0: float = K0):
-    """Total scar: sum |F - F0| + sum |K - K0| over the grid, per member (shape (B,))."""
+def scar_strength(F: torch.Tensor, K: torch.Tensor, F0=F0, K0=K0):
+    """Total scar: sum |F - F0| + sum |K - K0| over the grid, per member (shape (B,)).
+    F0, K0: the unscarred medium, numbers or fields."""
     if F.dim() == 2:
         F, K = F.unsqueeze(0), K.unsqueeze(0)
     return ((F - F0).abs() + (K - K0).abs()).flatten(1).sum(1)

@@ -75,7 +75,7 @@ def phase1(study, target, seeds) -> dict:
     F, K = arms["scarred"]["F"], arms["scarred"]["K"]
     F0, K0 = arms["control"]["F"], arms["control"]["K"]   # the unscarred medium
     return {"arms": arms, "F": F, "K": K,
-            "scar_strength": ((F - F0).abs() + (K - K0).abs()).flatten(1).sum(1).cpu(),
+            "scar_strength": scarring.scar_strength(F, K, F0, K0).cpu(),
             "scarred_cells": ((F != F0) | (K != K0)).flatten(1).sum(1).cpu(),
             "saturated_cells": ((F == p.f_max) & (K == p.k_min)).flatten(1).sum(1).cpu()}
 

@@ -243,7 +243,7 @@ def replay(F, K, cues, items, steps: int, record_every: int = 10,
     record, curves, frames = [0], [], []
 
     def observe(step):
-        V = gs.field("V")
+        V = gs.V
         curves.append(similarity_curves(V.unsqueeze(0), targets, metric)[0].cpu())
         if frame_every and step % frame_every == 0:
             frames.append(V.view(S, C, H, W).cpu().clone())

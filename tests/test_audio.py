@@ -197,3 +197,19 @@ def test_shipped_recordings_are_complete_and_readable():
     assert "CC BY-SA 4.0" in notice and "Jakobovski/free-spoken-digit-dataset" in notice
     images = audio.recording_images(recs[:3], 32, 32)
     assert images.shape == (3, 32, 32) and math.isclose(float(images.amax()), PEAK, rel_tol=1e-5)
+
+
+def test_dot_lattice_draws_separate_discs_at_block_means():
+    img = torch.zeros(2, 16, 24)
+    img[0, :8, :8] = PEAK            # one full block
+    img[1, 8:, 16:] = PEAK / 2       # another block at half level
+    img[1, 0, 0] = PEAK              # one cell of 64: block mean PEAK / 64
+    dots = audio.dot_lattice(img, spacing=8, radius=2.0)
+    assert dots.shape == img.shape
+    centre = (3.5, 3.5)              # disc centre inside each 8 x 8 block
+    ys, xs = torch.nonzero(dots[0] > 0, as_tuple=True)
+    assert ((ys - centre[0]) ** 2 + (xs - centre[1]) ** 2).max() <= 4.0
+    assert int((dots[0] > 0).sum()) == 12 and dots[0].max() == pytest.approx(PEAK)
+    assert torch.allclose(dots[1, 11:13, 19:21], torch.tensor(PEAK / 2)) and dots[1, 3, 3] == pytest.approx(PEAK / 64)
+    with pytest.raises(ValueError, match="radius"):
+        audio.dot_lattice(img, spacing=4, radius=3)

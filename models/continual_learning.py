@@ -145,11 +145,20 @@ def load_digits_data(side: int = 16, limit: int | None = None) -> Data:
 
 
 def read_idx(path) -> np.ndarray:
-    """Read one IDX file (MNIST format; gzipped when the name ends in .gz)."""
+    """Read one IDX file (MNIST format), gzipped or not (told by the gzip magic bytes, not
+    the name). A truncated or corrupt file is a one-line ValueError naming it."""
+    import zlib
+
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as exc:
+            why = " ".join(str(exc).split()) or exc.__class__.__name__
+            raise ValueError(f"{path}: truncated or corrupt gzip data ({why})") from None
+    elif path.suffix == ".gz":
+        raise ValueError(f"{path}: named .gz but not gzip data")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(f"{path} is not an IDX file (bad magic number)")
     code, ndim = raw[2], raw[3]
@@ -159,12 +168,29 @@ def read_idx(path) -> np.ndarray:
         raise ValueError(f"{path}: truncated IDX header")
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     dtype = np.dtype(_IDX_DTYPES[code])
-    count = int(np.prod(dims)) if ndim else 1
+    count = int(np.prod(dims, dtype=object)) if ndim else 1
     body = raw[4 + 4 * ndim:]
     if len(body) != count * dtype.itemsize:
         raise ValueError(f"{path}: IDX header promises {count} items of {dtype.itemsize} "
-                         f"bytes, found {len(body)} bytes")
+                         f"bytes, found {len(body)} bytes (truncated or corrupt)")
     return np.frombuffer(body, dtype=dtype).reshape(dims)
+
+
+def check_digit_arrays(images: np.ndarray, labels: np.ndarray, source: str,
+                       max_level: int = 255) -> None:
+    """Raise a one-line ValueError unless images is (N, h, w) with N >= 1 and levels in
+    [0, max_level] and labels is (N,) of integers in 0..9."""
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or len(images) == 0:
+        raise ValueError(f"{source}: images {images.shape} and labels {labels.shape} do not "
+                         f"match (need (N, h, w) and (N,), N >= 1)")
+    lab = np.asarray(labels)
+    bad = np.flatnonzero((lab < 0) | (lab > 9) | (lab != np.round(lab)))
+    if len(bad):
+        raise ValueError(f"{source}: label {lab[bad[0]].item()!r} at index {bad[0]} is out of range "
+                         f"(labels must be integers 0-9; {len(bad)} bad in all)")
+    lo, hi = float(images.min()), float(images.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > max_level:
+        raise ValueError(f"{source}: pixel levels span [{lo}, {hi}]; expected [0, {max_level}]")
 
 
 def find_mnist_files(folder) -> dict[str, Path]:
@@ -192,10 +218,9 @@ def load_mnist(folder, side: int = 28, limit: int | None = None) -> Data:
     files = find_mnist_files(folder)
     arr = {k: read_idx(p) for k, p in files.items()}
     for split in ("train", "test"):
-        im, lb = arr[f"{split}_images"], arr[f"{split}_labels"]
-        if im.ndim != 3 or lb.ndim != 1 or len(im) != len(lb):
-            raise ValueError(f"MNIST {split} files disagree: images {im.shape}, labels "
-                             f"{lb.shape}")
+        names = f"{files[split + '_images'].name}, {files[split + '_labels'].name}"
+        check_digit_arrays(arr[f"{split}_images"], arr[f"{split}_labels"],
+                           f"MNIST {split} files in {files[split + '_labels'].parent} ({names})")
     sl = slice(None) if limit is None else slice(0, limit)
     tl = slice(None) if limit is None else slice(0, max(limit // 4, 20))
     return _make_data(arr["train_images"][sl] / 255.0, arr["train_labels"][sl].astype(np.int64),

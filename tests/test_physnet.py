@@ -239,6 +239,42 @@ def test_load_mnist_from_tiny_files_and_missing(tmp_path):
     assert abs(float(data.x_train.mean())) < 1e-5
 
 
+def _tiny_mnist(folder, train_labels=None, seed=1):
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", 12), ("t10k", 6)):
+        labels = rng.integers(0, 10, n)
+        if split == "train" and train_labels is not None:
+            labels = np.asarray(train_labels)
+        _write_idx(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)),
+                   0x08, np.uint8)
+        _write_idx(folder / f"{split}-labels-idx1-ubyte", labels, 0x08, np.uint8)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt", "not_gzip"])
+def test_damaged_gz_idx_is_one_clear_error(tmp_path, damage):
+    _tiny_mnist(tmp_path)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    raw = bytearray(path.read_bytes())
+    if damage == "truncated":
+        raw = raw[:len(raw) // 2]
+    elif damage == "corrupt":
+        raw[12:len(raw) - 8] = bytes(b ^ 0x5A for b in raw[12:len(raw) - 8])
+    else:
+        raw = bytearray(b"plain text, not gzip")
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz") as err:
+        cl.load_mnist(tmp_path, side=14)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("bad", [10, 255])
+def test_label_out_of_range_is_refused(tmp_path, bad):
+    labels = [0, 1, 2, 3, 4, 5, 6, bad, 8, 9, 0, 1]
+    _tiny_mnist(tmp_path, train_labels=labels)
+    with pytest.raises(ValueError, match=f"label {bad} at index 7 is out of range"):
+        cl.load_mnist(tmp_path, side=14)
+
+
 def test_permutation_tasks_are_true_permutations():
     perms = cl.make_permutations(5, 64)
     assert torch.equal(perms[0], torch.arange(64))
@@ -300,9 +336,14 @@ def test_bad_input_gives_one_line_error(tmp_path, capsys):
     # in-process through experiment.run_cli (a subprocess per case costs a torch import)
     from common import cli as experiment
     script = _load_script()
+    (tmp_path / "cut").mkdir()
+    _tiny_mnist(tmp_path / "cut")
+    cut = tmp_path / "cut" / "t10k-images-idx3-ubyte.gz"
+    cut.write_bytes(cut.read_bytes()[:40])
     for args in (["--quick", "--tasks", "1"], ["--quick", "--models", "resnet"],
                  ["--quick", "--methods", "dropout"], ["--quick", "--epochs", "0"],
-                 ["--quick", "--mnist-dir", str(tmp_path / "none")]):
+                 ["--quick", "--mnist-dir", str(tmp_path / "none")],
+                 ["--quick", "--mnist-dir", str(tmp_path / "cut")]):
         with pytest.raises(SystemExit) as exc:
             experiment.run_cli(lambda: script.main(args + ["--out", str(tmp_path / "o")]))
         assert exc.value.code == 2

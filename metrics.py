@@ -85,6 +85,9 @@ def pearson(V: torch.Tensor, target: torch.Tensor, spatial_dims: int = 2) -> tor
 
 METRICS = {"cosine": cosine_similarity, "iou": iou, "pearson": pearson}
 METRIC_NAMES = tuple(METRICS)
+# The range of each metric on this project's fields (V and targets are >= 0, so their
+# cosine is too): summaries clip their intervals to it (summarize's bounds).
+BOUNDS = {"cosine": (0.0, 1.0), "iou": (0.0, 1.0), "pearson": (-1.0, 1.0)}
 
 
 @functools.lru_cache(maxsize=None)

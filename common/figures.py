@@ -145,8 +145,9 @@ def write_video(path, frames_by_panel, labels, steps=None, fps=20, scale=2) -> s
     return codec
 
 
-def _band(ax, steps, curves, label, color):
-    """Mean curve over seeds with its 95% interval shaded. curves: (T, S)."""
+def _band(ax, steps, curves, label, color, bounds=(0.0, 1.0)):
+    """Mean curve over seeds with its 95% interval shaded (a t interval clipped to the
+    metric's bounds, as metrics.summarize does). curves: (T, S)."""
     from metrics import t_quantile_975
 
     c = curves.double().numpy()
@@ -155,7 +156,8 @@ def _band(ax, steps, curves, label, color):
     ax.plot(steps, mean, label=label, color=color)
     if S > 1:
         half = t_quantile_975(S - 1) * c.std(1, ddof=1) / np.sqrt(S)
-        ax.fill_between(steps, mean - half, mean + half, color=color, alpha=0.25, lw=0)
+        lo, hi = np.clip(mean - half, *bounds), np.clip(mean + half, *bounds)
+        ax.fill_between(steps, lo, hi, color=color, alpha=0.25, lw=0)
 
 
 def summary_figure(path, results):
@@ -240,14 +242,24 @@ def write_all(out, results, target, targets, p1, p2, p3, video=True):
                 [p1["F"][0].cpu(), p1["K"][0].cpu(), p3["F"][0].cpu(), p3["K"][0].cpu()],
                 [f"phase 1 F (F0={cfg['f0']})", f"phase 1 K (K0={cfg['k0']})",
                  "phase 3 F (A+B+C)", "phase 3 K (A+B+C)"], ncols=4, vmax=cfg["f_max"],
-                cmap="magma", suptitle=f"Scar maps, seed {seed} (scar strength {strength:.1f})")
+                cmap="magma", suptitle=f"Scar maps, seed {seed} (scar strength {strength:.1f})",
+                cbar_label="F and K")
     summary_figure(out / "summary.png", results)
     save_final_fields(out, p1, p2, p3)
     if video:
         fr1 = (a1["scarred"]["frames"][:, 0], a1["control"]["frames"][:, 0])
-        write_video(out / "phase1_training.mp4", list(fr1), ["scarred", "control"])
-        write_video(out / "phase2_recall.mp4", [p2["frames"]["scarred"], p2["frames"]["control"]],
-                    ["scarred recall", "control recall"])
+        write_video(out / "phase1_training.mp4", list(fr1), ["scarred", "control"],
+                    steps=_frame_steps(cfg["train_steps"], len(fr1[0])))
+        fr2 = (p2["frames"]["scarred"], p2["frames"]["control"])
+        write_video(out / "phase2_recall.mp4", list(fr2), ["scarred recall", "control recall"],
+                    steps=_frame_steps(cfg["recall_steps"], len(fr2[0])))
+
+
+def _frame_steps(steps: int, frames: int) -> list[int]:
+    """The simulation step of each of `frames` frames filmed every max(1, steps // 100)
+    steps from step 0 (scarring.evolve's frame_every)."""
+    every = max(1, steps // 100)
+    return [i * every for i in range(frames)]
 
 
 def save_final_fields(out, p1, p2, p3) -> None:

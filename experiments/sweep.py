@@ -327,25 +327,24 @@ def classify_regime(V) -> dict:
     """The pattern of one final V field (H, W): {"regime", "active_fraction"}.
 
     Active cells (V > ACTIVE_V): almost none -> "decays", almost all -> "fills".
-    Otherwise the active cells are cut into pieces (4-connected, across the periodic
-    edges) and each piece gets its compactness 4 pi area / perimeter^2 (perimeter in
-    cell edges; about 0.6-0.8 for a digital disc or a small square, below 0.1 for a long
-    stripe). Mostly compact pieces (median over active cells >= COMPACT) -> "spots";
-    else, when more than half the grid is active and its inactive pieces are compact,
-    -> "holes" (inverted spots); else "stripes" (stripes, labyrinths, mixtures). Static:
-    travelling waves or chaos read as whatever their snapshot looks like."""
+    Otherwise the minority phase (the active cells when at most half the grid is active,
+    else the inactive ones) is cut into pieces (4-connected, across the periodic edges)
+    and each piece gets its compactness 4 pi area / perimeter^2 (perimeter in cell
+    edges; about 0.6-0.8 for a digital disc or a small square, below 0.1 for a long
+    stripe). Mostly compact pieces (median over the phase's cells >= COMPACT) -> "spots"
+    (active minority) or "holes" (inactive minority: inverted spots); else "stripes"
+    (stripes, rings, labyrinths, mixtures). A snapshot: travelling waves or chaos read as
+    whatever they look like at that step."""
     active = np.asarray(V) > ACTIVE_V
     fraction = float(active.mean())
     if fraction < DEAD_FRACTION:
         regime = "decays"
     elif fraction > FILL_FRACTION:
         regime = "fills"
-    elif _median_compactness(active) >= COMPACT:
-        regime = "spots"
-    elif fraction > 0.5 and _median_compactness(~active) >= COMPACT:
-        regime = "holes"
+    elif fraction <= 0.5:
+        regime = "spots" if _median_compactness(active) >= COMPACT else "stripes"
     else:
-        regime = "stripes"
+        regime = "holes" if _median_compactness(~active) >= COMPACT else "stripes"
     return {"regime": regime, "active_fraction": fraction}
 
 

@@ -298,7 +298,8 @@ def phases_1_2(study, target, seeds, F0, K0) -> dict:
 
 def phase_3(study, seeds, F0, K0) -> dict:
     """Scar A, B, C in turn; recall each from its cue on the scarred F/K: per member the
-    own-pattern recalls, their mean and minimum, and the discrimination index."""
+    own-pattern recalls, their mean and minimum, and the discrimination index, beside
+    the cues' own (step 0) cosine and discrimination."""
     p = study.protocol
     targets = patterns.phase3_targets(p.grid, dtype=study.dtype)
     stacked = torch.stack(list(targets.values())).to(study.device)
@@ -311,6 +312,7 @@ def phase_3(study, seeds, F0, K0) -> dict:
     own = matrix.diagonal(dim1=1, dim2=2)                   # (B, P)
     out = {f"p3_recall_{name.split('_')[0]}": own[:, i] for i, name in enumerate(targets)}
     out["p3_cue_cosine"] = res["initial"]["cosine"].diagonal(dim1=1, dim2=2).mean(1)
+    out["p3_cue_discrimination"] = metrics.discrimination_per_seed(res["initial"]["cosine"])
     out.update(p3_mean_recall=own.mean(1), p3_min_recall=own.min(1).values,
                discrimination=metrics.discrimination_per_seed(matrix))
     return out
@@ -388,10 +390,11 @@ def periodic_labels(mask):
 SUMMARY_METRICS = ("scarred_recall_cosine", "control_recall_cosine", "uncued_recall_cosine",
                    "improvement_ratio", "cue_cosine", "scarred_recall_iou", "cue_iou",
                    "train_scarred_cosine", "train_control_cosine", "p3_mean_recall",
-                   "discrimination")
+                   "discrimination", "p3_cue_discrimination")
 # the range of each metric (V and the targets are >= 0, so cosines and IoU lie in [0, 1];
 # the ratio's control is floored at 0.01); intervals are clipped to it
-BOUNDS = {"improvement_ratio": (0.0, 100.0), "discrimination": (-1.0, 1.0)}
+BOUNDS = {"improvement_ratio": (0.0, 100.0), "discrimination": (-1.0, 1.0),
+          "p3_cue_discrimination": (-1.0, 1.0)}
 RATIO_FLOOR = 0.01       # as the main study: scarred / max(control, 0.01)
 
 
@@ -465,9 +468,10 @@ HEATMAPS = (  # file stem, metric, label, colour range, log scale
 
 
 def figure_axes(grid) -> tuple | None:
-    """(x, y, others): heatmap axes (F0, K0 when both are swept, else the first two
-    swept constants) and the other swept constants (one figure set per combination)."""
-    names = list(grid)
+    """(x, y, others) among the constants with two or more values: heatmap axes (F0, K0
+    when both vary, else the first two) and the others (one figure set per combination);
+    None with fewer than two."""
+    names = [n for n, values in grid.items() if len(values) > 1]
     if len(names) < 2:
         return None
     x, y = ("f0", "k0") if {"f0", "k0"} <= set(names) else names[:2]
@@ -481,7 +485,7 @@ def write_figures(out, rows, points, grid) -> list[str]:
     """The heatmaps (and the holds/regime maps) as PNGs; returns the file names."""
     axes = figure_axes(grid)
     if axes is None:
-        print("figures: one swept constant: no heatmaps (read table.csv)")
+        print("figures: fewer than two constants vary: no heatmaps (read table.csv)")
         return []
     x, y, others = axes
     combos = sweep.expand({n: grid[n] for n in others}) if others else [{}]
@@ -511,8 +515,8 @@ def write_figures(out, rows, points, grid) -> list[str]:
 
 def _holds_class(point) -> str:
     if point["holds_at_ci_low"]:
-        return "holds at CI low"
-    return "holds on mean" if point["holds"] else "fails"
+        return "holds at the worst ends"
+    return "holds on the means" if point["holds"] else "fails"
 
 
 def category_map(path, points, x, y, kind, marked, where="") -> str:
@@ -521,11 +525,11 @@ def category_map(path, points, x, y, kind, marked, where="") -> str:
     from matplotlib.colors import ListedColormap
 
     if kind == "holds":
-        classes, colours = ("fails", "holds on mean", "holds at CI low"), \
+        classes, colours = ("fails", "holds on the means", "holds at the worst ends"), \
             ("#d9d9d9", "#9ecae1", "#08519c")
         label_of = _holds_class
-        title = (f"scarred recall > {HOLDS_RECALL} and ratio > {HOLDS_RATIO}, mean or lower "
-                 f"95% bound")
+        title = (f"scarred recall > {HOLDS_RECALL} and scarred / control > {HOLDS_RATIO}\n"
+                 f"on the seed means, or at the worst ends of both 95% intervals")
     else:
         classes, colours = REGIMES, ("#000000", "#e6550d", "#31a354", "#756bb1", "#fdd0a2")
         label_of = lambda p: p["regime"]   # noqa: E731

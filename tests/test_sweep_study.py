@@ -221,3 +221,11 @@ def test_point_verdicts_use_the_means_and_both_interval_ends():
     assert points[3]["improvement_ratio"][1] >= 0.0
     o = study.overview(points)
     assert (o["holds_on_mean"], o["holds_at_ci_low"], o["holds_at_ci_high"]) == (3, 2, 3)
+
+
+def test_heatmap_axes_prefer_f0_k0_and_skip_single_values():
+    assert study.figure_axes({"f0": [0.03], "k0": [0.06]}) is None
+    assert study.figure_axes({"grid": [64, 128], "f0": [0.02, 0.03], "k0": [0.05, 0.06],
+                              "gate": [0.5]}) == ("f0", "k0", ["grid"])
+    assert study.figure_axes({"cue_strength": [0.1, 0.2], "gate": [0.3, 0.5]}) == (
+        "cue_strength", "gate", [])

@@ -7,6 +7,7 @@ constants x seeds, batched, resumable, on this machine or as a Slurm job array.
     python -m experiments.sweep --grid-file grid.yaml --phase3 --seeds 5
     python -m experiments.sweep --executor slurm --slurm-partition gpu \\
         --slurm-gpus-per-task 1 --slurm-time 30 --batch 600   # one array task per chunk
+    python -m experiments.sweep --executor slurm --slurm-cluster local   # that path, here
 
 Any numeric constant of the protocol (protocol.Protocol; every one is also a plain flag)
 can be swept: `--grid-NAME lo:hi:n` (n values, both ends included) or `--grid-NAME a,b,c`,
@@ -17,13 +18,15 @@ point outside them would move its unscarred cells too): sweep --f-min/--f-max/--
 --k-max as well to go further.
 
 DEFAULTS: F0 0.010:0.080:30 x K0 0.030:0.070:30 (900 points: the whole clamp box in F,
-and K from the clamp floor to 0.070, which covers Pearson's regimes from uniform fill
-through spots and labyrinths to extinction in this medium), 3 seeds, 128 x 128, phases 1
-and 2 with both controls, --batch 60 (20 points x 3 seeds per chunk), --workers 2 with one
-thread each. Why 128^2: it keeps the published result (scarred 0.874 vs control 0.314 at
-the published point, 8 seeds; 256^2: 0.930 vs 0.312) at a quarter of the cost, where 64^2
-loses it; one thread per process ran 2.7-6x faster than two on this loaded 2-core machine.
-`--grid 256` and a coarser grid check it (docs/findings.md).
+and K from the clamp floor to 0.070, which covers this medium's regimes from uniform fill
+through spots and labyrinths to extinction), 3 seeds, 128 x 128, phases 1 and 2 with
+both controls and the uncued arm, --batch 60 (20 points x 3 seeds per chunk), --workers
+2 with one thread each. Why 128^2: it keeps the published result (at the published
+point, 8 seeds: scarred 0.874 vs control 0.314) and the diagram of 256^2 (the same
+verdict at 97 of 100 shared points; docs/findings.md) at a quarter of the cost, so the
+900 points x 3 seeds take under half an hour on a loaded 2-core CPU. Why one thread
+per worker: on a 2-core machine shared with other jobs, two threads per process spin
+and run several times slower than one.
 
 Per member (point, seed), on that point's own unscarred medium F = F0, K = K0 (the
 substrate takes F and K per member, so a chunk of points x seeds is one batch), with the

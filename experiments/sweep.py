@@ -150,6 +150,10 @@ def parse_args(argv=None):
     if execution["executor"] == "local" and execution["workers"] > 1:
         execution["threads"] = args.threads or 1
     check_points(args, grid)
+    work, out = args.work_dir().resolve(), args.out_dir().resolve()
+    if work == out or out in work.parents:
+        raise ValueError(f"--work {args.work}: must lie outside --out {out} (each run "
+                         f"replaces --out whole, and the chunks must survive it)")
     cli.check_out_dir(args.work_dir())
     return args, grid, execution
 

@@ -100,8 +100,10 @@ def test_submitit_local_executor_gives_the_same_table(tiny, tmp_path):
     (["--grid-train-steps", "10.5"], "--train-steps 10.5: must be an integer"),
     (["--grid-du", "0.1,5"], "grid point (du=5): unstable"),
     (["--batch", "0"], "batch=0 must be an integer >= 1"),
+    (["--work", "WORK_INSIDE_OUT"], "must lie outside --out"),
 ])
 def test_bad_grid_input_is_refused_before_any_work(argv, words, tmp_path):
+    argv = [str(tmp_path / "o" / "w") if a == "WORK_INSIDE_OUT" else a for a in argv]
     with pytest.raises(ValueError) as err:
         study.parse_args(["--quick", "--out", str(tmp_path / "o"), *argv])
     assert words in str(err.value) and "\n" not in str(err.value)

@@ -18,9 +18,10 @@ Three parts (`--parts`), each run with every storage rule asked for (`--rules`, 
              other recordings (held out) and by every other speaker's, at --digit-grid.
 
 Every cue is classified by the stored template nearest (cosine) to what it became:
-the medium (the recalled V), the unscarred medium (the rule's own background), the
-modern Hopfield network of experiments/baselines.py on the same cue, and the cue itself
-at step 0 (the no-medium baseline). Rates carry Wilson 95% intervals over the units
+the medium (the recalled V), the unscarred medium (the rule's own background), and three
+read-outs without a medium: the cue itself at step 0, the cue binarised at its two-means
+threshold, and the modern Hopfield network of experiments/baselines.py on that binary cue.
+A tie (an empty V) is no answer. Rates carry Wilson 95% intervals over the units
 named in the JSON (vowels: seed x vowel, each seed its own tokens; digits: recordings,
 the rate averaged over seeds, which differ only in cue and training noise); medium and
 cue are compared by an exact McNemar (sign) test over the same units. The medium counts
@@ -52,7 +53,7 @@ torch, metrics, scarring, audio, hopfield = cli.lazy_modules(
 PARTS = ("published", "vowels", "digits")
 ENCODING_NAMES = ("contiguous", "islands")
 DEFAULT_AUDIO_DIR = cli.ROOT / "assets" / "fsdd"
-METHODS = ("medium", "unscarred", "cue", "modern_hopfield")
+METHODS = ("medium", "unscarred", "cue", "cue_binarised", "modern_hopfield")
 VOWEL_SETS = {3: "aiu", 5: "aeiou"}
 
 # Encodings: (SpectrogramEncoding keywords, dot lattice (spacing, radius) in cells or None,
@@ -249,7 +250,7 @@ def digit_images(data: DigitData, grid: int, part_enc):
 def run_task(study, templates, cue_images, labels, seeds, strength, beta_per_sqrt_n,
              progress) -> dict:
     """Store the templates (in turn, --multi-train-steps each), recall every cue on the
-    scarred and on the unscarred medium in one batch, and classify each cue four ways."""
+    scarred and on the unscarred medium in one batch, and classify each cue (METHODS)."""
     p, S = study.protocol, len(seeds)
     T = templates if templates.dim() == 4 else templates.unsqueeze(0).expand(S, *templates.shape)
     T = T.to(study.device, study.dtype)
@@ -265,7 +266,7 @@ def run_task(study, templates, cue_images, labels, seeds, strength, beta_per_sqr
     sims = {"cue": res["initial"]["cosine"][:S], "medium": res["final"]["cosine"][:S],
             "unscarred": res["final"]["cosine"][S:]}
     preds = {k: nearest(v) for k, v in sims.items()}
-    preds["modern_hopfield"] = hopfield_predictions(T.cpu(), cues.cpu(), beta_per_sqrt_n)
+    preds.update(no_medium_predictions(T.cpu(), cues.cpu(), beta_per_sqrt_n))
     V = res["V"]
     scars = [store["snapshots"][k][0][0] - (store["snapshots"][k - 1][0][0] if k > 1 else F0[0])
              for k in range(1, P + 1)]
@@ -276,17 +277,21 @@ def run_task(study, templates, cue_images, labels, seeds, strength, beta_per_sqr
             "scarred_fraction": ((store["F"] != F0) | (store["K"] != K0)).float().mean().item()}
 
 
-def hopfield_predictions(T, cues, beta_per_sqrt_n: float):
-    """(S, C) nearest template of the modern Hopfield network's recall (bipolar templates
-    at the match level, each cue binarised at its two-means threshold, as in baselines)."""
+def no_medium_predictions(T, cues, beta_per_sqrt_n: float) -> dict:
+    """(S, C) nearest templates of two read-outs without a medium: the cue binarised at
+    its two-means threshold (what a medium that only thresholds its cue could do), and the
+    modern Hopfield network's recall from that binary cue (bipolar templates at the match
+    level, as in experiments/baselines.py)."""
     S, _, H, W = cues.shape
     beta = beta_per_sqrt_n / math.sqrt(H * W)
-    out = []
+    out = {"cue_binarised": [], "modern_hopfield": []}
     for s in range(S):
+        query = hopfield.binarize(cues[s])
         net = hopfield.ModernHopfield(hopfield.to_bipolar(T[s]), beta)
-        xi, _ = net.recall(hopfield.binarize(cues[s]))
-        out.append(nearest(cosine_matrix(hopfield.to_image(xi, H, W), T[s])))
-    return torch.stack(out)
+        xi, _ = net.recall(query)
+        for name, state in (("cue_binarised", query), ("modern_hopfield", xi)):
+            out[name].append(nearest(cosine_matrix(hopfield.to_image(state, H, W), T[s])))
+    return {k: torch.stack(v) for k, v in out.items()}
 
 
 def mechanism(raw, idx) -> dict:
@@ -426,7 +431,7 @@ def describe(pe) -> dict:
 
 # ---- figures and sound ---------------------------------------------------------------------
 
-def plot_examples(path, raw, classes, title) -> None:
+def plot_examples(path, raw, classes, title, low_at_bottom=True) -> None:
     """Per class (rows): its template, the first cue of the class, what the medium and
     the unscarred medium made of it, and the scar the class added (F change), seed 0."""
     import matplotlib.pyplot as plt
@@ -454,8 +459,9 @@ def plot_examples(path, raw, classes, title) -> None:
             if c == 0:
                 ax.set_title(cols[j], fontsize=7)
         axes[c, 0].set_ylabel(name, fontsize=8)
-    fig.suptitle(f"{title}; seed 0 (images: low frequencies at the bottom, colour 0..1; "
-                 f"scar: F change, red up)", fontsize=7)
+    rows = "low frequencies at the bottom" if low_at_bottom else "0 Hz at the top, as published"
+    fig.suptitle(f"{title}; seed 0 (images: {rows}, colour 0..1; scar: F change, red up)",
+                 fontsize=7)
     figures.save_figure(fig, path)
 
 
@@ -494,8 +500,8 @@ def plot_accuracy(path, entries, rule) -> None:
         rate = np.array([a["rate"] for a in acc])
         err = np.array([[a["rate"] - a["ci95_low"] for a in acc],
                         [a["ci95_high"] - a["rate"] for a in acc]])
-        ax.bar(np.arange(len(entries)) + (j - 1.5) * width, rate, width, yerr=err,
-               capsize=2, label=m.replace("_", " "))
+        ax.bar(np.arange(len(entries)) + (j - (len(METHODS) - 1) / 2) * width, rate, width,
+               yerr=np.maximum(err, 0), capsize=2, label=m.replace("_", " "))
     for i, e in enumerate(entries):
         ax.hlines(e[1]["chance"], i - 0.45, i + 0.45, colors="k", lw=1)
     ax.set_xticks(range(len(entries)), [e[0] for e in entries], rotation=30, ha="right",
@@ -504,7 +510,7 @@ def plot_accuracy(path, entries, rule) -> None:
     ax.set_ylabel("share of cues nearest their own template")
     ax.set_title(f"rule {rule}: medium vs no-medium baselines (Wilson 95%); tick = chance",
                  fontsize=8)
-    ax.legend(fontsize=7, ncol=4, loc="upper center")
+    ax.legend(fontsize=7, ncol=len(METHODS), loc="upper center")
     figures.save_figure(fig, path)
 
 
@@ -575,7 +581,7 @@ def write_outputs(out, rule, body, figs, data, args) -> None:
                   rule)
     for key, raw, classes in figs:
         plot_examples(out / f"audio_examples_{key}{tag}.png", raw, classes,
-                      f"{key.replace('_', ' ')}, rule {rule}")
+                      f"{key.replace('_', ' ')}, rule {rule}", not key.startswith("published"))
     if args.sonify and "digits" in body:
         name = args.encodings[0]
         raw = next(r for key, r, _ in figs if key == f"digits_{name}")

@@ -42,10 +42,13 @@ def run(argv, capsys):
 
 # ---------------------------------------------------------------- read-outs, known cases
 
-def test_wilson_interval_known_values():
-    # Wilson 95% for 5/10 and 0/10 (Newcombe 1998, Table I: 0.2366-0.7634, 0-0.2775)
+def test_wilson_interval_matches_scipy():
+    from scipy.stats import binomtest
+
+    for k, n in ((5, 10), (0, 10), (37, 50), (100, 100)):
+        ci = binomtest(k, n).proportion_ci(0.95, method="wilson")
+        assert study.wilson_interval(k / n, n) == pytest.approx((ci.low, ci.high), abs=1e-9)
     assert study.wilson_interval(0.5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
-    assert study.wilson_interval(0.0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
     stat = study.rate_stat([1.0, 1.0, 1.0])
     assert stat["rate"] == 1.0 and stat["ci95_high"] == 1.0 and stat["n"] == 3
 

@@ -31,6 +31,14 @@ Encodings (ENCODINGS): "contiguous" is the plain log-mel image; "islands" redraw
 separate dots (inputs.audio.dot_lattice), because the scars of a contiguous image form
 one connected network that any cue lights whole.
 
+audio.json: the envelope, then "rules": {rule: {"published": {"single_a", "three"},
+"vowels": {"3" | "5": {encoding: task}}, "digits": {encoding: task}}}. A task holds its
+classes, grid, cue strength, encoding, cost and "groups" ("all", or "held_out" and
+"other_speakers"), each with "accuracy" per method (rate, Wilson interval, n),
+"mcnemar_medium_vs_cue", "own_similarity" (cosine to the own template: cue at step 0,
+medium, unscarred; t-interval over units), "confusion" (rows: class; columns: answer,
+the last "none"), "similarity_by_class", "mechanism" and "verdict".
+
     python -m experiments.audio --sonify          # default: 8 seeds (digits 2)
     python -m experiments.audio --quick           # a smoke run: 32 x 32, few steps
     python -m experiments.audio --parts digits --rules channel surround --out DIR
@@ -101,10 +109,10 @@ class Args(RunArgs, Protocol):
                               "recalled V")
 
     def check(self) -> None:
+        known = _registered()
         for name in self.rules or ():
-            if name not in scarring.RULES and name not in set(_registered()):
-                raise ValueError(f"--rules {name!r}: must be among "
-                                 f"{', '.join(sorted(_registered()))}")
+            if name not in known:
+                raise ValueError(f"--rules {name!r}: must be among {', '.join(sorted(known))}")
 
     def rule_names(self) -> list[str]:
         return list(dict.fromkeys(self.rules or (self.rule,)))
@@ -209,9 +217,9 @@ def load_digits(args) -> DigitData:
     templates = [r for r in recs if r.speaker == speaker and r.index in args.template_recordings]
     digits = sorted({r.digit for r in templates})
     if len(digits) < 2:
-        raise audio.AudioError(f"--template-recordings {' '.join(map(str, args.template_recordings))}"
-                               f": {speaker} has them for {len(digits)} digit(s) in {folder}; "
-                               f"at least 2 digits are needed")
+        wanted = " ".join(map(str, args.template_recordings))
+        raise audio.AudioError(f"--template-recordings {wanted}: {speaker} has them for "
+                               f"{len(digits)} digit(s) in {folder}; at least 2 are needed")
     held = [r for r in recs if r.speaker == speaker and r.digit in digits
             and r.index not in args.template_recordings]
     others = [r for r in recs if r.speaker != speaker and r.digit in digits]
@@ -241,7 +249,8 @@ def digit_images(data: DigitData, grid: int, part_enc):
     labels = torch.tensor([data.digits.index(r.digit) for r in data.held_out + data.others])
     nh = len(data.held_out)
     groups = {k: v for k, v in (("held_out", slice(0, nh)),
-                                ("other_speakers", slice(nh, nh + len(data.others)))) if v.stop > v.start}
+                                ("other_speakers", slice(nh, nh + len(data.others))))
+              if v.stop > v.start}
     return draw(templates, dots), draw(cues, dots), labels, groups
 
 
@@ -454,8 +463,8 @@ def plot_examples(path, raw, classes, title, low_at_bottom=True) -> None:
             ax.set_yticks([])
             if img is not None:
                 scar = j == 4
-                ax.imshow(img.numpy(), cmap="RdBu_r" if scar else "magma", vmin=-smax if scar else 0,
-                          vmax=smax if scar else 1)
+                ax.imshow(img.numpy(), cmap="RdBu_r" if scar else "magma",
+                          vmin=-smax if scar else 0, vmax=smax if scar else 1)
             if c == 0:
                 ax.set_title(cols[j], fontsize=7)
         axes[c, 0].set_ylabel(name, fontsize=8)

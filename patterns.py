@@ -6,7 +6,8 @@ PROTOCOL.md exactly on the reference 256 x 256 grid; on another grid their geome
 (centres, radii) scales with the grid, while `offset` is always in cells.
 
 Adding a pattern: write a function `(height, width, offset, **kw) -> bool mask` and put it
-in PATTERNS, or save a grayscale image and pass its path to `load_image_pattern`.
+in PATTERNS, or save an image (gray, colour or a shape in the alpha channel; 8 or 16
+bit) and pass its path to `load_image_pattern`.
 """
 from __future__ import annotations
 
@@ -147,32 +148,98 @@ def phase3_targets(height: int = 256, width: int | None = None,
             for name, shape, (dx, dy) in PHASE3_PATTERNS}
 
 
+MAX_IMAGE_PIXELS = 25_000_000  # 5000 x 5000: a target is resized to the grid anyway, and a
+# few-KB compressed file can claim 20000 x 20000 (a decompression bomb): refused from the
+# header, before any pixel is decoded
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _stretch(a: np.ndarray) -> np.ndarray:
+    """a scaled to [0, 1] by its own min and max (0 where it is flat)."""
+    lo, hi = float(a.min()), float(a.max())
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
+def _image_levels(img) -> np.ndarray:
+    """(H, W) float64 gray levels in [0, 1] of an opened PIL image, scaled by the range
+    of its pixel type (65535 for a 16-bit image: converting to 8-bit 'L' would clip it).
+
+    Transparency: the image is composited on white (a transparent pixel is blank paper);
+    when that leaves nothing visible (a white or one-colour shape that exists only in
+    the alpha channel) the alpha channel itself is the image, opaque = 1."""
+    if img.mode in _SIXTEEN_BIT_MODES:
+        return np.asarray(img, dtype=np.float64) / 65535.0
+    if img.mode in ("I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise ValueError("holds NaN or Inf pixel values")
+        if img.mode == "I" and a.min() >= 0 and a.max() <= 65535:
+            return a / 65535.0                       # 16-bit data opened as 32-bit
+        return _stretch(a)
+    if img.mode == "1":
+        return np.asarray(img, dtype=np.float64)
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode not in ("L", "LA", "RGB", "RGBA"):   # CMYK, YCbCr, LAB, PA, premultiplied...
+        img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+    gray = np.asarray(img.convert("L"), dtype=np.float64) / 255.0
+    if img.mode not in ("LA", "RGBA"):
+        return gray
+    alpha = np.asarray(img.getchannel("A"), dtype=np.float64) / 255.0
+    on_white = gray * alpha + (1.0 - alpha)
+    if np.ptp(on_white) < 1e-6 and np.ptp(alpha) > 0:
+        return alpha
+    return on_white
+
+
 def load_image_pattern(path, height: int = 256, width: int = 256,
                        invert: bool | None = None, dtype=torch.float32) -> torch.Tensor:
-    """A target from an image file: grayscale, resized to (H, W), scaled to peak PEAK.
+    """A target from an image file: gray levels, resized to (H, W), scaled to peak PEAK.
 
-    Bright means "pattern". invert=None inverts automatically when the image is mostly
-    bright (dark ink on a light page); pass True/False to force it.
+    Any 8- or 16-bit gray, colour or palette image; levels are scaled by the pixel type's
+    range, transparency handled as in `_image_levels`. Bright means "pattern".
+    invert=None inverts automatically when the contrast-stretched image is mostly bright
+    (dark ink on a light page); pass True/False to force it. Images over
+    MAX_IMAGE_PIXELS pixels are refused before decoding.
     """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"target image not found: {path}")
     try:
-        with Image.open(path) as img:
-            gray = img.convert("L").resize((int(width), int(height)), Image.BILINEAR)
+        with warnings.catch_warnings():              # PIL's bomb warning: refused below anyway
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)                   # reads the header only
+    except Image.DecompressionBombError:
+        raise ValueError(f"image {path} claims more pixels than the limit of "
+                         f"{MAX_IMAGE_PIXELS:,} (refused as a possible decompression bomb)") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"cannot read {path} as an image ({exc.__class__.__name__})") from None
-    a = np.asarray(gray, dtype=np.float64) / 255.0
+    with img:
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise ValueError(f"image {path} is {img.width} x {img.height} pixels, over the "
+                             f"limit of {MAX_IMAGE_PIXELS:,}: shrink it first")
+        try:
+            levels = _image_levels(img)
+        except (OSError, SyntaxError, ValueError) as exc:   # truncated or corrupt pixel data
+            why = " ".join(str(exc).split())
+            raise ValueError(f"cannot decode {path} ({exc.__class__.__name__}: {why})") from None
+    if np.ptp(levels) < 1e-6:
+        raise ValueError(f"image {path} is blank (one uniform level, colour and alpha): "
+                         f"nothing to store")
+    small = Image.fromarray(levels.astype(np.float32))     # mode "F"
+    a = np.asarray(small.resize((int(width), int(height)), Image.BILINEAR), dtype=np.float64)
+    if np.ptp(a) < 1e-6:
+        raise ValueError(f"image {path} is blank after resizing to {height} x {width}")
+    a = _stretch(a)
     if invert is None:
         invert = a.mean() > 0.5
     if invert:
         a = 1.0 - a
-    lo, hi = a.min(), a.max()
-    if hi - lo < 1e-6:
-        raise ValueError(f"image {path} is blank (uniform gray level): nothing to store")
-    return torch.as_tensor((a - lo) / (hi - lo) * PEAK, dtype=dtype)
+    return torch.as_tensor(a * PEAK, dtype=dtype)
 
 
 def check_target(target: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -126,8 +126,13 @@ def phase3(study, targets, seeds) -> dict:
 # ---- results ----------------------------------------------------------------------------
 
 
-def stat(values, published=None, reference_scale=True) -> dict:
-    s = metrics.summarize(values)
+UNIT = (0.0, 1.0)   # cosine and IoU of non-negative fields, fractions
+
+
+def stat(values, published=None, reference_scale=True, bounds=UNIT, kind="mean") -> dict:
+    """A stat block; bounded metrics keep their interval inside their range, and outcomes
+    that are mostly exact zeros (recall from noise alone) get a bootstrap interval."""
+    s = metrics.summarize(values, kind=kind, bounds=bounds)
     s["published"] = published if reference_scale else None
     return s
 
@@ -139,8 +144,8 @@ def phase1_results(p1, ref: bool) -> dict:
                                          pub["scarred_final_similarity"], ref),
         "control_final_similarity": stat(arms["control"]["final"]["cosine"],
                                          pub["control_final_similarity"], ref),
-        "total_scar_strength": stat(p1["scar_strength"]),
-        "scarred_cells": stat(p1["scarred_cells"]),
+        "total_scar_strength": stat(p1["scar_strength"], bounds=None),
+        "scarred_cells": stat(p1["scarred_cells"], bounds=None),
         "saturated_fraction": stat(p1["saturated_cells"] / p1["scarred_cells"].clamp_min(1)),
         "scarred_final_iou": stat(arms["scarred"]["final"]["iou"]),
         "control_final_iou": stat(arms["control"]["final"]["iou"]),
@@ -153,17 +158,21 @@ def phase2_results(p2, ref: bool) -> dict:
     out = {
         "scarred_recall_quality": stat(sc, pub["scarred_recall_quality"], ref),
         "control_recall_quality": stat(ct, pub["control_recall_quality"], ref),
-        "improvement_ratio": stat(sc / ct.clamp_min(0.01), pub["improvement_ratio"], ref),
-        "uncued_recall_quality": stat(arms["uncued"]["final"]["cosine"]),
-        "control_uncued_recall_quality": stat(arms["control_uncued"]["final"]["cosine"]),
+        "improvement_ratio": stat(sc / ct.clamp_min(0.01), pub["improvement_ratio"], ref,
+                                  bounds=None),
+        "uncued_recall_quality": stat(arms["uncued"]["final"]["cosine"], kind="bootstrap"),
+        "control_uncued_recall_quality": stat(arms["control_uncued"]["final"]["cosine"],
+                                              kind="bootstrap"),
         "cue_similarity": stat(cue["cosine"]),
-        "scarred_gain_over_cue": stat(sc - cue["cosine"]),
-        "control_gain_over_cue": stat(ct - cue["cosine"]),
+        "scarred_gain_over_cue": stat(sc - cue["cosine"], bounds=(-1.0, 1.0)),
+        "control_gain_over_cue": stat(ct - cue["cosine"], bounds=(-1.0, 1.0)),
     }
     for m in ("iou", "pearson"):
+        b = metrics.BOUNDS[m]
         for arm in ("scarred", "control", "uncued"):
-            out[f"{arm}_recall_{m}"] = stat(arms[arm]["final"][m])
-        out[f"cue_{m}"] = stat(cue[m])
+            out[f"{arm}_recall_{m}"] = stat(arms[arm]["final"][m], bounds=b,
+                                            kind="bootstrap" if arm == "uncued" else "mean")
+        out[f"cue_{m}"] = stat(cue[m], bounds=b)
     return out
 
 
@@ -183,11 +192,13 @@ def phase3_results(p3, targets, ref: bool) -> dict:
         "control_recall_qualities": {n: stat(per(own_ct, i)) for i, n in enumerate(names)},
         "cue_similarities": {n: stat(per(cue_own, i)) for i, n in enumerate(names)},
         "recall_iou": {n: stat(per(own["iou"], i)) for i, n in enumerate(names)},
-        "recall_pearson": {n: stat(per(own["pearson"], i)) for i, n in enumerate(names)},
+        "recall_pearson": {n: stat(per(own["pearson"], i), bounds=(-1.0, 1.0))
+                           for i, n in enumerate(names)},
         "cross_similarity": {"cues": names, "patterns": names,
                              "mean": sc["cosine"].mean(0)},
-        "discrimination": stat(metrics.discrimination_per_seed(sc["cosine"])),
-        "scar_strength_after_each": {n: stat(s) for n, s in zip(names, p3["strength_after"])},
+        "discrimination": stat(metrics.discrimination_per_seed(sc["cosine"]), bounds=(-1.0, 1.0)),
+        "scar_strength_after_each": {n: stat(s, bounds=None)
+                                     for n, s in zip(names, p3["strength_after"])},
         "target_overlap_iou": {f"{a}~{b}": float(metrics.iou(targets[a], targets[b]))
                                for i, a in enumerate(names) for b in names[i + 1:]},
     }

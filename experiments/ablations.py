@@ -140,7 +140,8 @@ def run_all(base, names, seeds, device, t0):
         raw[name] = per_seed
         info["scar_strength"] = metrics.summarize(info["scar_strength"])
         info["train_similarity"] = metrics.summarize_tensor(info["train_similarity"])
-        c = conditions[name] = {**info, **{m: {k: metrics.summarize(v) for k, v in d.items()}
+        c = conditions[name] = {**info, **{m: {k: metrics.summarize(v, bounds=(-1.0, 1.0))
+                                               for k, v in d.items()}
                                            for m, d in per_seed.items()}}
         print(f"  {name}: recall {fmt(c['cosine']['recall'])} disc "
               f"{fmt(c['cosine']['discrimination'])} uniform "
@@ -148,7 +149,7 @@ def run_all(base, names, seeds, device, t0):
               flush=True)
     for name in raw:  # paired differences from the reference, per seed
         conditions[name]["minus_reference"] = {
-            m: {k: metrics.summarize(raw[name][m][k] - raw["reference"][m][k])
+            m: {k: metrics.summarize(raw[name][m][k] - raw["reference"][m][k], bounds=(-2.0, 2.0))
                 for k in ("recall", "discrimination", "uniform_cue_recall")}
             for m in metrics.METRIC_NAMES}
     return conditions

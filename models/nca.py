@@ -22,6 +22,7 @@ here too (pure tensor/array functions).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -233,18 +234,46 @@ def write_weights(model: NCA, path, meta: dict) -> None:
 
 
 def save_weights(model: NCA, path, meta: dict) -> None:
+    """Tensors, numbers, strings, lists and dicts only, so `load_weights` can read the
+    file without unpickling arbitrary objects."""
     torch.save({"state_dict": model.state_dict(), "channels": model.channels,
                 "hidden": model.hidden, "fire_rate": model.fire_rate, "meta": meta}, path)
 
 
 def load_weights(path, device=None) -> tuple[NCA, dict]:
+    """Model and meta from a `save_weights` file. Only tensors and plain containers are
+    unpickled (torch.load(weights_only=True)): a file holding any other object, which could
+    run code on loading, is refused with a one-line ValueError."""
+    import pickle
+    import warnings
+
+    def refuse(why):
+        return ValueError(f"cannot load NCA weights from {path}: {why}")
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"NCA weights not found: {path}")
     try:
-        blob = torch.load(path, map_location=device or "cpu", weights_only=False)
-        model = NCA(blob["channels"], blob["hidden"], blob["fire_rate"])
+        with warnings.catch_warnings():   # torch warns about pickle protocols before refusing
+            warnings.simplefilter("ignore")
+            blob = torch.load(path, map_location=device or "cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "Unsupported" in ln), "")
+        detail = detail.split(" was not")[0].replace("WeightsUnpickler error: ", "")
+        raise refuse(f"refused, not a file of tensors and plain data only (loading other "
+                     f"objects could run code){'; ' + detail if detail else ''}") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        raise refuse(f"not a readable torch file ({exc.__class__.__name__})") from None
+    keys = ("state_dict", "channels", "hidden", "fire_rate")
+    if not isinstance(blob, dict) or any(k not in blob for k in keys):
+        raise refuse(f"expected a dict with keys {', '.join(keys)}")
+    try:
+        model = NCA(int(blob["channels"]), int(blob["hidden"]), float(blob["fire_rate"]))
         model.load_state_dict(blob["state_dict"])
-    except (KeyError, RuntimeError, OSError) as exc:
-        raise ValueError(f"cannot load NCA weights from {path} ({exc.__class__.__name__})") from None
-    return model.to(device or "cpu"), blob.get("meta", {})
+    except (TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise refuse(f"weights do not fit the NCA ({exc.__class__.__name__})") from None
+    meta = blob.get("meta", {})
+    return model.to(device or "cpu"), meta if isinstance(meta, dict) else {}
 
 
 # ---- diagnostics (pure functions) ------------------------------------------------------

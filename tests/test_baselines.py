@@ -198,13 +198,56 @@ def test_ssim_psnr_and_spectrum():
 
 
 def test_shipped_weights_and_target_load():
-    emoji, cue = ROOT / "weights" / "nca_emoji.pt", ROOT / "weights" / "nca_cue.pt"
-    for path in (emoji, cue):
-        if not path.is_file():
-            pytest.skip(f"{path} not shipped")
+    """The shipped weights must be there (a missing file fails, it does not skip)."""
+    for name in ("nca_emoji.pt", "nca_cue.pt"):
+        path = ROOT / "weights" / name
+        assert path.is_file(), f"{path} is not shipped"
         model, meta = nca.load_weights(path)
         assert model.n_params() == 8336 and meta["history"]["steps_done"] >= 1
     assert (ROOT / "assets" / "nca_target.png").is_file()
+
+
+class _Payload:
+    """Unpickling this calls open(path, "w"): stands in for any code a crafted file runs."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+@pytest.mark.parametrize("writer", ["torch", "raw_pickle"])
+def test_crafted_weights_file_runs_nothing(tmp_path, writer):
+    import pickle
+
+    marker = tmp_path / "payload_ran"
+    crafted = tmp_path / "evil.pt"
+    blob = {"state_dict": {}, "channels": 16, "hidden": 128, "fire_rate": 0.5,
+            "meta": _Payload(marker)}
+    if writer == "torch":
+        torch.save(blob, crafted)
+    else:
+        crafted.write_bytes(pickle.dumps(blob))
+    with pytest.raises(ValueError, match="refused") as err:
+        nca.load_weights(crafted)
+    assert not marker.exists()
+    assert str(crafted) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_weights_not_torch_or_wrong_layout(tmp_path):
+    (tmp_path / "junk.pt").write_text("not a torch file")
+    with pytest.raises(ValueError, match="refused"):
+        nca.load_weights(tmp_path / "junk.pt")
+    torch.save({"state_dict": {"w1.weight": torch.zeros(2, 2)}, "channels": 16, "hidden": 128,
+                "fire_rate": 0.5}, tmp_path / "shape.pt")
+    with pytest.raises(ValueError, match="do not fit"):
+        nca.load_weights(tmp_path / "shape.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="expected a dict"):
+        nca.load_weights(tmp_path / "list.pt")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        nca.load_weights(tmp_path / "missing.pt")
 
 
 # ---------------------------------------------------------------- scripts end to end

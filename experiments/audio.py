@@ -131,8 +131,9 @@ QUICK = {"grid": 32, "vowel_grid": 32, "digit_grid": 32, "seeds": 2, "digit_seed
 # ---- statistics ------------------------------------------------------------------------
 
 def wilson_interval(rate: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson 95% interval of a rate over n independent units (the rate may be an average
-    over seeds, so rate * n need not be an integer)."""
+    """Wilson 95% interval of a rate over n independent units: metrics.wilson_interval's
+    formula for a rate rather than a count, because a recording's correct share is
+    averaged over seeds, so rate * n need not be an integer."""
     centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
@@ -342,7 +343,8 @@ def summarize_group(raw, idx, per_recording: bool, classes) -> dict:
         "unit": "recording (correct share over seeds)" if per_recording else "seed x cue",
         "chance": 1 / P, "accuracy": acc,
         "mcnemar_medium_vs_cue": sign_test(correct["medium"], correct["cue"]),
-        "own_similarity": {m: metrics.summarize(units(v)) for m, v in own.items()},
+        "own_similarity": {m: metrics.summarize(units(v), bounds=metrics.BOUNDS["cosine"])
+                           for m, v in own.items()},
         "confusion": confusion,   # rows: true class; columns: answer, last "none" (a tie)
         "similarity_by_class": sim_by_class,
         "mechanism": mechanism(raw, idx),
@@ -356,7 +358,9 @@ def summarize_group(raw, idx, per_recording: bool, classes) -> dict:
 def task_block(raw, classes, groups, per_recording, **about) -> dict:
     P = len(classes)
     return {**about, "classes": classes,
-            "train_similarity": [metrics.summarize(raw["train_similarity"][p]) for p in range(P)],
+            "train_similarity": [metrics.summarize(raw["train_similarity"][p],
+                                                   bounds=metrics.BOUNDS["cosine"])
+                                 for p in range(P)],
             "scarred_fraction": raw["scarred_fraction"],
             "groups": {g: summarize_group(raw, idx, per_recording, classes)
                        for g, idx in groups.items()}}
@@ -377,10 +381,12 @@ def run_published(study, seeds, args) -> tuple[dict, dict]:
                        cues.repeat(2, 1, 1, 1), a, p.recall_steps, metric_names=("cosine",),
                        progress="published /a/ recall")
     recall, control = res["final"]["cosine"][:S, 0, 0], res["final"]["cosine"][S:, 0, 0]
-    single = {"cue_step0": metrics.summarize(res["initial"]["cosine"][:S, 0, 0]),
-              "recall": metrics.summarize(recall), "unscarred": metrics.summarize(control),
+    cos = metrics.BOUNDS["cosine"]
+    single = {"cue_step0": metrics.summarize(res["initial"]["cosine"][:S, 0, 0], bounds=cos),
+              "recall": metrics.summarize(recall, bounds=cos),
+              "unscarred": metrics.summarize(control, bounds=cos),
               "ratio": metrics.summarize(recall / control),
-              "train_similarity": metrics.summarize(store["train_similarity"][0]),
+              "train_similarity": metrics.summarize(store["train_similarity"][0], bounds=cos),
               "published": PUBLISHED}
     raw = run_task(study, T, T, torch.arange(3), seeds, p.multi_cue_strength,
                    args.beta_per_sqrt_n, "published a,i,u")
@@ -490,7 +496,9 @@ def plot_confusions(path, entries) -> None:
             acc = block["accuracy"][m]
             figures.plot_matrix(axes[r, j], share.numpy(), classes, [*classes, "none"],
                                 f"{label}\n{m}: {acc['rate']:.2f} [{acc['ci95_low']:.2f}, "
-                                f"{acc['ci95_high']:.2f}]")
+                                f"{acc['ci95_high']:.2f}]",
+                                cbar_label="share of the class's cues" if j == len(METHODS) - 1
+                                else None, xlabel="answer (nearest template)", ylabel="class")
     figures.save_figure(fig, path)
 
 
@@ -623,8 +631,21 @@ def print_report(bodies, wall) -> None:
                     f"{g['mechanism']['others_exclusive_lit']:.2f}")
 
 
+def check_libraries(parts) -> None:
+    """One line naming the audio packages a part needs (the "audio" extra) if missing."""
+    import importlib.util
+
+    need = (["librosa"] if {"vowels", "digits"} & set(parts) else []) + \
+        (["soundfile"] if "digits" in parts else [])
+    missing = [name for name in need if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"--parts {' '.join(parts)} needs {', '.join(missing)}: pip install "
+                          f"{' '.join(missing)} (or pip install '.[audio]')")
+
+
 def main(argv=None):
     args = cli.parse(Args, argv, description=__doc__.split("\n")[0], quick=QUICK)
+    check_libraries(args.parts)
     data = load_digits(args) if "digits" in args.parts else None   # bad input fails first
     seeds, device = cli.start(args)
     digit_seeds = list(range(args.seed, args.seed + args.digit_seeds))

@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 import torch
 
+import metrics
 from common import cli
 from experiments import audio as study
 
@@ -48,6 +49,8 @@ def test_wilson_interval_matches_scipy():
     for k, n in ((5, 10), (0, 10), (37, 50), (100, 100)):
         ci = binomtest(k, n).proportion_ci(0.95, method="wilson")
         assert study.wilson_interval(k / n, n) == pytest.approx((ci.low, ci.high), abs=1e-9)
+        assert study.wilson_interval(k / n, n) == pytest.approx(metrics.wilson_interval(k, n),
+                                                                abs=1e-9)
     assert study.wilson_interval(0.5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
     stat = study.rate_stat([1.0, 1.0, 1.0])
     assert stat["rate"] == 1.0 and stat["ci95_high"] == 1.0 and stat["n"] == 3
@@ -154,6 +157,17 @@ def test_other_bad_inputs_are_one_line(argv, words, tmp_path, capsys):
     assert code == 2 and len(err.strip().splitlines()) == 1
     for w in words:
         assert w in err, err
+
+
+def test_missing_audio_package_is_one_line(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "soundfile" else real(name, *a))
+    code, err = run(["--quick", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "soundfile" in err and "pip install" in err and "librosa" not in err
 
 
 def test_help_imports_no_torch_or_librosa():

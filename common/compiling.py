@@ -81,7 +81,7 @@ def compiled(fn, key):
 
     Shapes are static: each batch size (and grid) gets its own kernel, built the first
     time it is seen. Static kernels trace in ~0.2-0.5 s with inductor's disk cache warm,
-    against 1-3 s for one with a dynamic batch dimension (docs/performance.md), and a
+    against 1-3 s for one with a dynamic batch dimension (measured here), and a
     study uses only a handful of batch sizes. Past the recompile limit (64 shapes) dynamo
     runs the function uncompiled: the same numbers, more slowly.
     """

@@ -590,7 +590,7 @@ class GrayScott:
                     raise
                 first = str(exc).splitlines()[0] if str(exc) else ""
                 warnings.warn(f"torch.compile failed ({exc.__class__.__name__}: {first}); "
-                              f"using the eager stepper", RuntimeWarning)
+                              f"using the eager stepper", RuntimeWarning, stacklevel=3)
                 compiling.mark_failed(key)
                 return None
             compiling.fill_halo(halo)

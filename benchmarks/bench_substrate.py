@@ -20,8 +20,8 @@ Paths:
   eager              GrayScott(compile=False).
   compiled           GrayScott(compile=True).
 Timing: ROUNDS interleaved rounds (every path sees the same load), each at least
-MIN_ROUND_S seconds and, for our paths, at least MIN_RUN_STEPS steps (one GrayScott.run:
-its fixed cost, packing and checks, is included). Ratios are the geometric mean of the
+MIN_ROUND_S seconds (at most MAX_ROUND_S) and, on the compiled path, at least
+MIN_RUN_STEPS steps (one GrayScott.run: its fixed cost, packing and checks, is included). Ratios are the geometric mean of the
 paired per-round ratios with a 95% t-interval on their logarithm. The last line printed
 is `speedup_vs_published_step=<x>`: compiled at 256^2, batch 32, float32, on the scarred
 state, against the published step at batch 1 on the same state. Nothing is asserted.
@@ -52,15 +52,16 @@ TRAIN_STEPS = 1000          # phase-1 training steps
 MAX_BATCHED_CELLS = 1 << 22  # published_batched above this (batch x grid) is skipped: minutes
 ROUNDS = 5
 MIN_ROUND_S = 0.3
-MIN_RUN_STEPS = 100
+MAX_ROUND_S = 4.0           # ... and at most this long (at least one step)
+MIN_RUN_STEPS = 100         # compiled: a run's fixed cost (packing, checks) is ~3 steps
 MAX_ROUND_STEPS = 400
 HEADLINE = ("256x256", 32, "float32", "scarred")
 E2E_REPEATS = 2
 E2E_TIMEOUT_S = 1800
 QUICK = dict(grids=["32x32", "8x8x8"], batches=[1, 4], dtypes=["float32"],
              paths=["published", "published_batched", "eager"], rounds=2)
-QUICK_TIMING = dict(MIN_ROUND_S=0.01, MIN_RUN_STEPS=5, MAX_ROUND_STEPS=10, TRAIN_STEPS=30,
-                    RECALL_STEPS=20)
+QUICK_TIMING = dict(MIN_ROUND_S=0.01, MAX_ROUND_S=0.2, MIN_RUN_STEPS=5, MAX_ROUND_STEPS=10,
+                    TRAIN_STEPS=30, RECALL_STEPS=20)
 
 
 # ---- states ------------------------------------------------------------------------------
@@ -154,12 +155,12 @@ class Runner:
                                            device=device, dtype=V.dtype,
                                            compile=(path == "compiled"))
             self.sim.reset(U=U, V=V)
-            self.min_steps = MIN_RUN_STEPS
+            self.min_steps = MIN_RUN_STEPS if path == "compiled" else 1
         self.cells = V[:1].numel() if path == "published" else V.numel()
         self.first_call_s = self.run(1)     # compiles on the compiled path
-        per_step = self.run(2) / 2
-        self.steps = int(min(MAX_ROUND_STEPS, max(self.min_steps,
-                                                  math.ceil(MIN_ROUND_S / max(per_step, 1e-7)))))
+        per_step = max(self.run(2) / 2, 1e-7)
+        steps = min(MAX_ROUND_STEPS, max(self.min_steps, math.ceil(MIN_ROUND_S / per_step)))
+        self.steps = int(max(1, min(steps, MAX_ROUND_S // per_step)))
 
     def run(self, n):
         synchronize(self.device)

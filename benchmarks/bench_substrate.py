@@ -271,6 +271,10 @@ def threads_section(args, states, device):
     import torch
     grid, batch, dt, name = parse_grid(HEADLINE[0]), HEADLINE[1], HEADLINE[2], HEADLINE[3]
     md = [f"### Threads ({HEADLINE[0]}, batch {batch}, {dt}, {name} state)", "",
+          "With 2 OpenMP threads every parallel region waits until both cores are free; on "
+          "a shared 2-core machine under load (see the load average) that wait, a scheduler "
+          "time slice, dominates a step, and most of all the published step's, which syncs "
+          "with the host every step. Read the 2-thread rows against the load.", "",
           "| threads | path | Mcells/s (best round) | vs published, batch 1 |",
           "|---|---|---|---|"]
     saved = torch.get_num_threads()
@@ -412,7 +416,9 @@ def preamble(args, command):
             "`GrayScott(compile=False)`; **compiled** = `GrayScott(compile=True)`. Each "
             f"ratio is the geometric mean of {args.rounds} paired, interleaved rounds with "
             "its 95% interval; Mcells/s is the best round. 'first call' includes "
-            "compilation.", "",
+            "compilation. The scarred state is built by our stepper, which flushes "
+            "subnormals (below), so the published step timed on it meets fewer subnormals "
+            "than on its own trajectory: the ratios on that state are conservative.", "",
             "Subnormal floats: outside a pattern V decays geometrically and would pass "
             "through subnormal floats (and V * V through them earlier), which x86 handles in "
             "slow microcode. Every path of ours sets |U|, |V| below "

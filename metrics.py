@@ -3,7 +3,10 @@
 `cosine_similarity` is the reference study's "recall quality". Cosine ignores scale (a
 faint copy of the target scores 1.0), so the study also reports `iou` of thresholded
 masks (scale-aware) and `pearson` correlation (ignores offset and scale, but not shape).
-`summarize` turns per-seed values into mean, std and a 95% interval.
+`summarize` turns per-seed values into mean, std and a 95% interval that fits the data:
+Student-t for roughly normal means (clipped to a bounded metric's range), Wilson for
+0/1 success rates, a seeded BCa bootstrap for far-from-normal values
+(`wilson_interval`, `clopper_pearson_interval`, `bootstrap_interval`).
 """
 from __future__ import annotations
 
@@ -82,6 +85,9 @@ def pearson(V: torch.Tensor, target: torch.Tensor, spatial_dims: int = 2) -> tor
 
 METRICS = {"cosine": cosine_similarity, "iou": iou, "pearson": pearson}
 METRIC_NAMES = tuple(METRICS)
+# The range of each metric on this project's fields (V and targets are >= 0, so their
+# cosine is too): summaries clip their intervals to it (summarize's bounds).
+BOUNDS = {"cosine": (0.0, 1.0), "iou": (0.0, 1.0), "pearson": (-1.0, 1.0)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -93,23 +99,115 @@ def t_quantile_975(dof: int) -> float:
     return float(stdtrit(dof, 0.975))
 
 
-def summarize(values) -> dict:
-    """Mean, sample std and the 95% t-interval of the mean over seeds.
+SUMMARY_KINDS = ("mean", "rate", "bootstrap")
+BOOTSTRAP_RESAMPLES = 9999
+BOOTSTRAP_SEED = 0
 
-    With a single value the interval is undefined and reported as null (None).
+
+def summarize(values, kind: str = "mean", bounds=None, seed: int = BOOTSTRAP_SEED) -> dict:
+    """Mean, sample std and a 95% interval over seeds; `method` names the interval.
+
+    kind="mean": Student-t interval of the mean (roughly normal per-seed values). With
+        `bounds=(low, high)` (a bounded metric: cosine, IoU, accuracy in [0, 1]) a t
+        interval reaching past a bound is clipped to it (method "t, clipped to bounds").
+        Clipping keeps the t interval's coverage, since the true mean lies inside the
+        bounds; a percentile bootstrap, the other option, covers less than 95% at 3-8
+        seeds.
+    kind="rate": values are 0/1 outcomes (success per seed); the mean is the success
+        rate and the interval Wilson's score interval, always inside [0, 1].
+    kind="bootstrap": far-from-normal values (e.g. seven 0.000 and one 0.166): BCa
+        bootstrap of the mean (`bootstrap_interval`, seeded, so the same values give
+        the same interval); inside [min, max] of the values, so inside any bounds.
+    With a single value, or a non-finite one, the interval is undefined and reported as
+    null (None).
     """
+    if kind not in SUMMARY_KINDS:
+        raise ValueError(f"summarize kind {kind!r} is not one of {', '.join(SUMMARY_KINDS)}")
     vals = [float(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
     n = len(vals)
     if n == 0:
         raise ValueError("summarize() needs at least one value")
+    if kind == "rate" and any(v not in (0.0, 1.0) for v in vals):
+        raise ValueError(f"summarize(kind='rate') takes 0/1 outcomes, got {vals}")
     mean = sum(vals) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else None
+    out = {"mean": mean, "std": std, "ci95_low": None, "ci95_high": None, "n": n,
+           "per_seed": vals, "method": None}
+    if kind == "rate":
+        lo, hi = wilson_interval(sum(vals), n)
+        return {**out, "ci95_low": lo, "ci95_high": hi, "method": "wilson"}
     if n == 1:
-        return {"mean": mean, "std": None, "ci95_low": None, "ci95_high": None,
-                "n": 1, "per_seed": vals}
-    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+        return out
+    if not all(math.isfinite(v) for v in vals):   # a diverged seed: no interval, said so
+        return {**out, "method": "undefined: non-finite values"}
+    if kind == "bootstrap":
+        lo, hi = bootstrap_interval(vals, seed=seed)
+        return {**out, "ci95_low": lo, "ci95_high": hi, "method": "bootstrap BCa"}
     half = t_quantile_975(n - 1) * std / math.sqrt(n)
-    return {"mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half,
-            "n": n, "per_seed": vals}
+    lo, hi, method = mean - half, mean + half, "t"
+    if bounds is not None:
+        low, high = float(bounds[0]), float(bounds[1])
+        if not low <= mean <= high:
+            raise ValueError(f"mean {mean} lies outside the metric's bounds {tuple(bounds)}")
+        if lo < low or hi > high:
+            lo, hi, method = max(lo, low), min(hi, high), "t, clipped to bounds"
+    return {**out, "ci95_low": lo, "ci95_high": hi, "method": method}
+
+
+def _normal_quantile(confidence: float) -> float:
+    from scipy.special import ndtri
+    return float(ndtri(0.5 + confidence / 2))
+
+
+def _check_count(successes, n):
+    if int(n) != n or n < 1 or int(successes) != successes or not 0 <= successes <= n:
+        raise ValueError(f"need integers 0 <= successes <= n and n >= 1, got {successes}/{n}")
+    return int(successes), int(n)
+
+
+def wilson_interval(successes, n, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial rate successes / n (Wilson 1927; Newcombe
+    1998, method 3). Inside [0, 1], and sensible at 0/n and n/n."""
+    k, n = _check_count(successes, n)
+    z = _normal_quantile(confidence)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if k == 0 else lo), (1.0 if k == n else hi)
+
+
+def clopper_pearson_interval(successes, n, confidence: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson ("exact") interval for a binomial rate: beta quantiles, never
+    below the nominal coverage (conservative)."""
+    from scipy.special import betaincinv
+
+    k, n = _check_count(successes, n)
+    alpha = 1 - confidence
+    lo = 0.0 if k == 0 else float(betaincinv(k, n - k + 1, alpha / 2))
+    hi = 1.0 if k == n else float(betaincinv(k + 1, n - k, 1 - alpha / 2))
+    return lo, hi
+
+
+def bootstrap_interval(values, stat=None, n_resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = BOOTSTRAP_SEED, confidence: float = 0.95,
+                       method: str = "BCa") -> tuple[float, float]:
+    """Bootstrap interval of stat(values) (default the mean) via scipy.stats.bootstrap,
+    BCa by default ("percentile" also accepted); the same seed gives the same interval.
+    Equal values give the zero-width interval at that value. Needs >= 2 values."""
+    import numpy as np
+    from scipy import stats   # ~1.5 s to import: only when a bootstrap is asked for
+
+    x = np.asarray([float(v) for v in values], dtype=np.float64)
+    if len(x) < 2:
+        raise ValueError(f"a bootstrap interval needs >= 2 values, got {len(x)}")
+    stat = np.mean if stat is None else stat
+    if np.ptp(x) == 0:
+        v = float(stat(x))
+        return v, v
+    res = stats.bootstrap((x,), stat, n_resamples=int(n_resamples), confidence_level=confidence,
+                          method=method, rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def format_stat(stat: dict, digits: int = 3) -> str:
@@ -184,16 +282,252 @@ def capacity_readout(ks, recall_mean, discrimination_low=None, recall_threshold:
     return capacity
 
 
-def summarize_tensor(x) -> object:
+def summarize_tensor(x, kind: str = "mean", bounds=None) -> object:
     """metrics.summarize over the first (seed) dim of x, nested as lists for the rest:
     (S,) -> dict, (S, n) -> [dict] * n, (S, n, m) -> [[dict] * m] * n."""
     x = torch.as_tensor(x, dtype=torch.float64)
     if x.dim() == 1:
-        return summarize(x)
-    return [summarize_tensor(x[:, i]) for i in range(x.shape[1])]
+        return summarize(x, kind, bounds)
+    return [summarize_tensor(x[:, i], kind, bounds) for i in range(x.shape[1])]
 
 
 def mean_ci(stat: dict) -> list:
     """[mean, ci95_low, ci95_high] of a summarize dict (for compact tables)."""
     return [stat["mean"], stat["ci95_low"], stat["ci95_high"]]
 
+
+# ---- sequence read-outs -----------------------------------------------------------------
+# A replay is read from similarity curves: curves[t, b, p] = similarity of member b's V at
+# record t to stored item p. An item's peak is its curve's maximum (first occurrence); the
+# order recovered is the items sorted by peak time. An item whose maximum stays below
+# `min_peak` never peaks: its time is NaN, it is left out of the recovered order, it
+# breaks exact order, and Kendall's tau ranks it after every item that does peak.
+
+
+def similarity_curves(frames: torch.Tensor, patterns: torch.Tensor, metric: str = "cosine",
+                      spatial_dims: int = 2) -> torch.Tensor:
+    """frames (T, B, *grid) against patterns (P, *grid) or (B, P, *grid): (T, B, P)."""
+    if metric not in METRICS:
+        raise ValueError(f"metric={metric!r} is not one of {sorted(METRICS)}")
+    if frames.dim() != spatial_dims + 2:
+        raise ValueError(f"frames have shape {tuple(frames.shape)}; expected (T, B, *grid) "
+                         f"with {spatial_dims} grid dims")
+    T, B = frames.shape[:2]
+    pats = patterns if patterns.dim() == spatial_dims + 2 else patterns.unsqueeze(0)
+    if pats.shape[0] not in (1, B) or pats.shape[2:] != frames.shape[2:]:
+        raise ValueError(f"patterns have shape {tuple(patterns.shape)}; expected (P, *grid) "
+                         f"or ({B}, P, *grid) with grid {tuple(frames.shape[2:])}")
+    flat = frames.reshape(T * B, *frames.shape[2:])
+    out = []
+    for p in range(pats.shape[1]):
+        target = pats[:, p].expand(B, *frames.shape[2:]).repeat(T, *([1] * spatial_dims))
+        out.append(METRICS[metric](flat, target, spatial_dims=spatial_dims).view(T, B))
+    return torch.stack(out, dim=-1)
+
+
+def _check_curves(curves) -> torch.Tensor:
+    c = torch.as_tensor(curves, dtype=torch.float64)
+    if c.dim() != 3 or c.shape[0] < 1:
+        raise ValueError(f"curves have shape {tuple(c.shape)}; expected (T >= 1, B, P)")
+    return c
+
+
+def _record_steps(T: int, steps) -> torch.Tensor:
+    s = torch.arange(T, dtype=torch.float64) if steps is None else torch.as_tensor(
+        steps, dtype=torch.float64)
+    if s.shape != (T,) or (s[1:] <= s[:-1]).any():
+        raise ValueError(f"steps must be {T} increasing record steps, got {tuple(s.shape)}")
+    return s
+
+
+def peak_heights(curves, skip: int = 0) -> torch.Tensor:
+    """(B, P) maximum of each item's curve over records t >= skip."""
+    c = _check_curves(curves)
+    return c[skip:].amax(0)
+
+
+def peak_times(curves, steps=None, min_peak: float = 0.0, skip: int = 0) -> torch.Tensor:
+    """(B, P) step of each item's peak (first maximum over records t >= skip); NaN for an
+    item whose maximum is below min_peak. steps: the step of each record (default 0..T-1)."""
+    c = _check_curves(curves)
+    if not 0 <= skip < c.shape[0]:
+        raise ValueError(f"skip={skip} must be in [0, {c.shape[0]})")
+    s = _record_steps(c.shape[0], steps)
+    tail = c[skip:]
+    idx = tail.argmax(0) + skip          # torch.argmax returns the first maximum
+    t = s[idx]
+    return torch.where(tail.amax(0) >= min_peak, t, torch.full_like(t, float("nan")))
+
+
+def _check_order(order, P: int) -> list:
+    order = list(range(P)) if order is None else [int(i) for i in order]
+    if sorted(order) != list(range(P)):
+        raise ValueError(f"order={order} must be a permutation of 0..{P - 1}")
+    return order
+
+
+def recovered_order(times) -> list:
+    """Per member, the items that peak, sorted by peak time (ties keep item order)."""
+    t = torch.as_tensor(times, dtype=torch.float64)
+    return [[int(i) for i in sorted((i for i in range(len(row)) if not torch.isnan(row[i])),
+                                    key=lambda i: float(row[i]))] for row in t]
+
+
+def exact_order(times, order=None) -> torch.Tensor:
+    """(B,) bool: every item peaks and the peak times increase strictly along `order`
+    (default 0, 1, ..., P - 1). A tie is not an order."""
+    t = torch.as_tensor(times, dtype=torch.float64)
+    o = _check_order(order, t.shape[1])
+    along = t[:, o]
+    return ~torch.isnan(along).any(1) & (along[:, 1:] > along[:, :-1]).all(1)
+
+
+def kendall_tau(times, order=None) -> torch.Tensor:
+    """(B,) Kendall's tau-b between the intended position of each item and its peak time
+    (scipy.stats.kendalltau). Items that never peak share one time after every peak.
+    1 = the intended order, -1 = reversed; 0 where undefined (fewer than two distinct
+    times: no order recovered, scored as chance)."""
+    from scipy.stats import kendalltau
+
+    t = torch.as_tensor(times, dtype=torch.float64)
+    o = _check_order(order, t.shape[1])
+    position = [0] * len(o)
+    for rank, item in enumerate(o):
+        position[item] = rank
+    out = []
+    for row in t:
+        late = (row[~torch.isnan(row)].max().item() + 1) if (~torch.isnan(row)).any() else 0.0
+        filled = torch.where(torch.isnan(row), torch.full_like(row, late), row)
+        tau = kendalltau(position, filled.tolist()).statistic
+        out.append(0.0 if tau != tau else float(tau))   # NaN (undefined) -> 0
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def hold_times(curves, threshold: float, record_every: float = 1.0) -> torch.Tensor:
+    """(B, P) time each item is held: the longest run of consecutive records with the
+    curve at or above threshold, times record_every (records must be evenly spaced)."""
+    c = _check_curves(curves)
+    above = (c >= threshold).to(torch.int64)
+    run = torch.zeros_like(above[0])
+    best = torch.zeros_like(above[0])
+    for a in above:                      # T is small (records), B x P vectorised
+        run = (run + 1) * a
+        best = torch.maximum(best, run)
+    return best.to(torch.float64) * float(record_every)
+
+
+def sequence_readout(curves, order=None, steps=None, min_peak: float = 0.0,
+                     hold_threshold: float = 0.6, skip: int = 0) -> dict:
+    """Every sequence read-out of (T, B, P) curves, per member: {"peak_time", "peak_height",
+    "hold_time" (B, P) float64; "exact_order" (B,) bool; "kendall_tau" (B,); "order": the
+    recovered orders}. hold_time is in steps when steps are evenly spaced."""
+    c = _check_curves(curves)
+    s = _record_steps(c.shape[0], steps)
+    every = float(s[1] - s[0]) if len(s) > 1 else 1.0
+    times = peak_times(c, s, min_peak, skip)
+    return {"peak_time": times, "peak_height": peak_heights(c, skip),
+            "hold_time": hold_times(c[skip:], hold_threshold, every),
+            "exact_order": exact_order(times, order), "kendall_tau": kendall_tau(times, order),
+            "order": recovered_order(times)}
+
+
+
+# ---- associative read-outs -------------------------------------------------------------
+# Does a medium complete a part of a stored pattern, prefer the pattern it was cued with,
+# and refuse what was never stored? Each read-out is a pure function of recalled V fields
+# (and masks), batched over leading dims; "settled" is decided from a recorded curve.
+
+COMPLETION_MIN = 0.8    # capacity: mean settled completion at least this
+SELECTIVITY_MIN = 0.5   # and mean settled selectivity at least this
+
+
+def masked_cosine(V: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """cosine_similarity of V and target on the cells of `region` only (bool, broadcast
+    against V's (..., H, W)); 0 where V or target sums below EMPTY_SUM there."""
+    r = region.to(V.dtype)
+    lead = torch.broadcast_shapes(V.shape, target.shape, r.shape)[:-2]
+    v = (V * r).expand(*lead, *V.shape[-2:]).reshape(-1, *V.shape[-2:])
+    t = (target.to(V.dtype) * r).expand(*lead, *V.shape[-2:]).reshape(-1, *V.shape[-2:])
+    return cosine_similarity(v, t).reshape(lead) if lead else cosine_similarity(v, t)[0]
+
+
+def completion(V_part, V_full, target, cue_mask, threshold: float = 0.3):
+    """How well the part of a pattern that the cue left out regrows.
+
+    masked_cosine(V_part, target) on the cells of the target's mask (target > threshold)
+    that cue_mask does not contain, divided by the same for V_full (the recall from the
+    full cue). 1: the missing part regrows as with the whole cue; 0: it stays dark.
+    NaN where the full-cue recall itself is 0 there (nothing to compare with)."""
+    missing = (target > threshold) & ~cue_mask.to(torch.bool)
+    part = masked_cosine(V_part, target, missing)
+    full = masked_cosine(V_full, target, missing)
+    return torch.where(full > 0, part / full.clamp_min(1e-12), torch.full_like(part, math.nan))
+
+
+def selectivity(matrix: torch.Tensor) -> torch.Tensor:
+    """matrix (..., n, P), P >= n >= 1 and P >= 2: row i is the recall from pattern i's
+    cue against every stored pattern. Returns (..., n): M[i, i] minus the largest
+    M[i, j], j != i (1: only its own pattern; <= 0: another one is at least as close)."""
+    m = torch.as_tensor(matrix)
+    n, P = m.shape[-2:]
+    if P < 2 or n > P:
+        raise ValueError(f"selectivity needs >= 2 patterns and at most one cue row per "
+                         f"pattern; got a {n} x {P} matrix")
+    own = m.diagonal(dim1=-2, dim2=-1)[..., :n]
+    eye = torch.eye(n, P, dtype=torch.bool, device=m.device)
+    others = m.masked_fill(eye, -math.inf).amax(-1)
+    return own - others
+
+
+def largest_similarity(similarities: torch.Tensor) -> torch.Tensor:
+    """(..., P) similarities of one recall to P stored patterns -> (...,) the largest:
+    for a uniform-V start or a never-stored cue, how far it recalls any stored pattern."""
+    return torch.as_tensor(similarities).amax(-1)
+
+
+def rejection(similarities: torch.Tensor, V: torch.Tensor, foreign_mask: torch.Tensor,
+              threshold: float = 0.3) -> dict:
+    """Recall from a never-stored pattern Q's cue: {"largest": the largest similarity of
+    the output to any stored pattern ((..., P) -> (...,)), "amplified": IoU of the
+    output mask V > threshold with Q's mask (is Q itself grown?)}."""
+    H, W = V.shape[-2:]
+    lead = V.shape[:-2]
+    q = foreign_mask.to(V.dtype).expand_as(V).reshape(-1, H, W)
+    grown = iou(V.reshape(-1, H, W), q, threshold).reshape(lead)
+    return {"largest": largest_similarity(similarities), "amplified": grown}
+
+
+def state_change(V_before: torch.Tensor, V_after: torch.Tensor) -> torch.Tensor:
+    """Mean |V_after - V_before| per cell over the last two dims: (..., H, W) -> (...)."""
+    return (V_after - V_before).abs().mean((-2, -1))
+
+
+def settled_index(change: torch.Tensor, tolerance: float = 1e-4) -> int | None:
+    """change (T, ...): state_change per 100 steps at T recorded times. The first index
+    from which every later change of every member stays below `tolerance` (the medium
+    has settled), or None if it never does within the recording."""
+    c = torch.as_tensor(change).reshape(len(change), -1).amax(1)
+    ok = (c < tolerance).flip(0).cumprod(0).flip(0).bool()
+    return int(ok.nonzero()[0]) if ok.any() else None
+
+
+def associative_capacity(ks, completion_mean, selectivity_mean,
+                         completion_min: float = COMPLETION_MIN,
+                         selectivity_min: float = SELECTIVITY_MIN) -> int:
+    """The largest k of the unbroken run of passes from the smallest k, a pass being
+    mean settled completion >= completion_min and mean selectivity >= selectivity_min
+    (selectivity None: undefined at k = 1, passes). 0 when the smallest k fails."""
+    ks = [int(k) for k in ks]
+    if not (len(ks) == len(completion_mean) == len(selectivity_mean)):
+        raise ValueError(f"{len(ks)} k values, {len(completion_mean)} completions and "
+                         f"{len(selectivity_mean)} selectivities")
+    if any(b <= a for a, b in zip(ks, ks[1:])):
+        raise ValueError(f"ks must increase strictly, got {ks}")
+    capacity = 0
+    for k, c, s in zip(ks, completion_mean, selectivity_mean):
+        c_ok = c is not None and math.isfinite(c) and c >= completion_min
+        s_ok = s is None or (math.isfinite(s) and s >= selectivity_min)
+        if not (c_ok and s_ok):
+            break
+        capacity = k
+    return capacity

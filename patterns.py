@@ -6,7 +6,8 @@ PROTOCOL.md exactly on the reference 256 x 256 grid; on another grid their geome
 (centres, radii) scales with the grid, while `offset` is always in cells.
 
 Adding a pattern: write a function `(height, width, offset, **kw) -> bool mask` and put it
-in PATTERNS, or save a grayscale image and pass its path to `load_image_pattern`.
+in PATTERNS, or save an image (gray, colour or a shape in the alpha channel; 8 or 16
+bit) and pass its path to `load_image_pattern`.
 """
 from __future__ import annotations
 
@@ -135,32 +136,110 @@ def make_pattern(name: str, height: int = 256, width: int = 256, offset=(0, 0),
     return mask.to(dtype) * PEAK
 
 
+def phase3_targets(height: int = 256, width: int | None = None,
+                   dtype=torch.float32) -> dict[str, torch.Tensor]:
+    """The study's phase-3 patterns on this grid, by name (protocol.PHASE3_PATTERNS):
+    A square_spots offset by (-64, -64) reference cells, B ring, C line."""
+    from protocol import PHASE3_PATTERNS
+
+    width = height if width is None else width
+    sx, sy = width / REFERENCE_SIZE, height / REFERENCE_SIZE
+    return {name: make_pattern(shape, height, width, offset=(dx * sx, dy * sy), dtype=dtype)
+            for name, shape, (dx, dy) in PHASE3_PATTERNS}
+
+
+MAX_IMAGE_PIXELS = 25_000_000  # 5000 x 5000: a target is resized to the grid anyway, and a
+# few-KB compressed file can claim 20000 x 20000 (a decompression bomb): refused from the
+# header, before any pixel is decoded
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _stretch(a: np.ndarray) -> np.ndarray:
+    """a scaled to [0, 1] by its own min and max (0 where it is flat)."""
+    lo, hi = float(a.min()), float(a.max())
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
+def _image_levels(img) -> np.ndarray:
+    """(H, W) float64 gray levels in [0, 1] of an opened PIL image, scaled by the range
+    of its pixel type (65535 for a 16-bit image: converting to 8-bit 'L' would clip it).
+
+    Transparency: the image is composited on white (a transparent pixel is blank paper);
+    when that leaves nothing visible (a white or one-colour shape that exists only in
+    the alpha channel) the alpha channel itself is the image, opaque = 1."""
+    if img.mode in _SIXTEEN_BIT_MODES:
+        return np.asarray(img, dtype=np.float64) / 65535.0
+    if img.mode in ("I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise ValueError("holds NaN or Inf pixel values")
+        if img.mode == "I" and a.min() >= 0 and a.max() <= 65535:
+            return a / 65535.0                       # 16-bit data opened as 32-bit
+        return _stretch(a)
+    if img.mode == "1":
+        return np.asarray(img, dtype=np.float64)
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode not in ("L", "LA", "RGB", "RGBA"):   # CMYK, YCbCr, LAB, PA, premultiplied...
+        img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+    gray = np.asarray(img.convert("L"), dtype=np.float64) / 255.0
+    if img.mode not in ("LA", "RGBA"):
+        return gray
+    alpha = np.asarray(img.getchannel("A"), dtype=np.float64) / 255.0
+    on_white = gray * alpha + (1.0 - alpha)
+    if np.ptp(on_white) < 1e-6 and np.ptp(alpha) > 0:
+        return alpha
+    return on_white
+
+
 def load_image_pattern(path, height: int = 256, width: int = 256,
                        invert: bool | None = None, dtype=torch.float32) -> torch.Tensor:
-    """A target from an image file: grayscale, resized to (H, W), scaled to peak PEAK.
+    """A target from an image file: gray levels, resized to (H, W), scaled to peak PEAK.
 
-    Bright means "pattern". invert=None inverts automatically when the image is mostly
-    bright (dark ink on a light page); pass True/False to force it.
+    Any 8- or 16-bit gray, colour or palette image; levels are scaled by the pixel type's
+    range, transparency handled as in `_image_levels`. Bright means "pattern".
+    invert=None inverts automatically when the contrast-stretched image is mostly bright
+    (dark ink on a light page); pass True/False to force it. Images over
+    MAX_IMAGE_PIXELS pixels are refused before decoding.
     """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"target image not found: {path}")
     try:
-        with Image.open(path) as img:
-            gray = img.convert("L").resize((int(width), int(height)), Image.BILINEAR)
+        with warnings.catch_warnings():              # PIL's bomb warning: refused below anyway
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)                   # reads the header only
+    except Image.DecompressionBombError:
+        raise ValueError(f"image {path} claims more pixels than the limit of "
+                         f"{MAX_IMAGE_PIXELS:,} (refused as a possible decompression bomb)") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"cannot read {path} as an image ({exc.__class__.__name__})") from None
-    a = np.asarray(gray, dtype=np.float64) / 255.0
+    with img:
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise ValueError(f"image {path} is {img.width} x {img.height} pixels, over the "
+                             f"limit of {MAX_IMAGE_PIXELS:,}: shrink it first")
+        try:
+            levels = _image_levels(img)
+        except (OSError, SyntaxError, ValueError) as exc:   # truncated or corrupt pixel data
+            why = " ".join(str(exc).split())
+            raise ValueError(f"cannot decode {path} ({exc.__class__.__name__}: {why})") from None
+    if np.ptp(levels) < 1e-6:
+        raise ValueError(f"image {path} is blank (one uniform level, colour and alpha): "
+                         f"nothing to store")
+    small = Image.fromarray(levels.astype(np.float32))     # mode "F"
+    a = np.asarray(small.resize((int(width), int(height)), Image.BILINEAR), dtype=np.float64)
+    if np.ptp(a) < 1e-6:
+        raise ValueError(f"image {path} is blank after resizing to {height} x {width}")
+    a = _stretch(a)
     if invert is None:
         invert = a.mean() > 0.5
     if invert:
         a = 1.0 - a
-    lo, hi = a.min(), a.max()
-    if hi - lo < 1e-6:
-        raise ValueError(f"image {path} is blank (uniform gray level): nothing to store")
-    return torch.as_tensor((a - lo) / (hi - lo) * PEAK, dtype=dtype)
+    return torch.as_tensor(a * PEAK, dtype=dtype)
 
 
 def check_target(target: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -331,3 +410,180 @@ def slot_patterns(n_patterns: int, height: int, width: int, slots_per_side: int 
         out.append(np.any([discs[i] for i in chosen], axis=0))
     return torch.as_tensor(np.stack(out), dtype=torch.float32) * PEAK
 
+
+
+# ---- parts and wholes -------------------------------------------------------------------
+# Two families of wholes built from a small set of parts, for the composition study.
+#
+# Strokes: the 5 x 5 glyph raster (as GLYPHS) cut into disjoint strokes that touch where
+# a letter joins them, so every whole is one connected shape (a scar lit at one end can
+# spread along the rest). Scenes: small shapes at four set places (the quadrant centres),
+# far apart, so a whole is several disconnected parts. A whole is a tuple of part names.
+
+STROKES = {   # (row, col) raster cells; disjoint, touching at the joints
+    "top": [(0, c) for c in range(5)],
+    "left": [(r, 0) for r in range(1, 5)],
+    "right": [(r, 4) for r in range(1, 5)],
+    "middle": [(2, c) for c in range(1, 4)],
+    "bottom": [(4, c) for c in range(1, 4)],
+}
+STROKE_WHOLES = {   # letters made of strokes, each one connected shape
+    "L": ("left", "bottom"), "C": ("top", "left", "bottom"), "U": ("left", "right", "bottom"),
+    "H": ("left", "right", "middle"), "Pi": ("top", "left", "right"),
+    "F": ("top", "left", "middle"), "E": ("top", "left", "middle", "bottom"),
+    "O": ("top", "left", "right", "bottom"), "-|": ("middle", "right"),
+}
+SCENE_PLACES = ((64, 64), (192, 64), (64, 192), (192, 192))   # (x, y) on the reference grid
+SCENE_SHAPES = ("disc", "square", "diamond")
+SCENE_SIZE = 28     # reference cells: disc radius, half side of the square and diamond
+
+
+def stroke_part(name: str, height: int, width: int) -> torch.Tensor:
+    """One stroke as a bool (H, W) mask on the glyph raster (32 reference cells a block)."""
+    if name not in STROKES:
+        raise ValueError(f"unknown stroke {name!r}; choose from {sorted(STROKES)}")
+    x, y, sx, sy = _grid(height, width, (0, 0))
+    block = 32 * min(sx, sy)
+    col = torch.floor((x - (128 * sx - 2.5 * block)) / block).long()
+    row = torch.floor((y - (128 * sy - 2.5 * block)) / block).long()
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    for r, c in STROKES[name]:
+        mask |= (row == r) & (col == c)
+    return mask
+
+
+def scene_part(shape: str, place: int, height: int, width: int) -> torch.Tensor:
+    """One shape ('disc', 'square' or 'diamond') at one of the four places: (H, W) bool."""
+    if shape not in SCENE_SHAPES:
+        raise ValueError(f"unknown scene shape {shape!r}; choose from {SCENE_SHAPES}")
+    if not 0 <= place < len(SCENE_PLACES):
+        raise ValueError(f"place={place} must be in 0..{len(SCENE_PLACES) - 1}")
+    x, y, sx, sy = _grid(height, width, (0, 0))
+    s = min(sx, sy)
+    dx = (x - SCENE_PLACES[place][0] * sx).abs()
+    dy = (y - SCENE_PLACES[place][1] * sy).abs()
+    r = SCENE_SIZE * s
+    if shape == "disc":
+        return dx ** 2 + dy ** 2 < r * r
+    if shape == "square":
+        return (dx < r) & (dy < r)
+    return dx + dy < 1.3 * r      # a diamond of about the disc's area
+
+
+def compose(parts: torch.Tensor) -> torch.Tensor:
+    """The whole made of parts: (n, H, W) masks or images -> their union, PEAK inside."""
+    return (torch.as_tensor(parts) > 0).any(0).to(torch.float32) * PEAK
+
+
+def part_images(names, height: int, width: int, family: str = "strokes") -> torch.Tensor:
+    """(n, H, W) float32 images (PEAK inside) of the named parts: stroke names, or
+    'shape@place' for scenes (e.g. 'disc@0')."""
+    out = []
+    for name in names:
+        if family == "strokes":
+            mask = stroke_part(name, height, width)
+        elif family == "scenes":
+            shape, _, place = name.partition("@")
+            mask = scene_part(shape, int(place), height, width)
+        else:
+            raise ValueError(f"family={family!r} must be 'strokes' or 'scenes'")
+        if not mask.any():
+            raise ValueError(f"part {name!r} is empty on a {height}x{width} grid")
+        out.append(mask)
+    return torch.stack(out).to(torch.float32) * PEAK
+
+
+def whole_image(names, height: int, width: int, family: str = "strokes") -> torch.Tensor:
+    """(H, W) image of the whole made of the named parts."""
+    return compose(part_images(names, height, width, family))
+
+
+# ---- partial and foreign cues for the associative read-outs ---------------------------
+# A partial cue keeps part of a pattern's mask (`part_*` return that part as a bool mask);
+# `masked_cue` turns any mask into a protocol cue. Parts are chosen per seed so that a
+# result does not hang on one lucky cut.
+
+def sweep_part(mask: torch.Tensor, fraction: float, angle: float) -> torch.Tensor:
+    """The cells of `mask` (H, W bool) that lie furthest back along the direction
+    `angle` (radians; 0 = +x, pi/2 = +y), `fraction` of its area: a straight cut
+    perpendicular to that direction. fraction 0.5 at angle 0 is the left half; along a
+    line's own axis it gives a segment."""
+    _check_fraction(fraction)
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    if len(ys) == 0:
+        raise ValueError("sweep_part: the mask is empty")
+    proj = xs.double() * np.cos(angle) + ys.double() * np.sin(angle)
+    keep = max(1, int(round(fraction * len(ys))))
+    order = torch.argsort(proj, stable=True)[:keep]
+    out = torch.zeros_like(mask, dtype=torch.bool)
+    out[ys[order], xs[order]] = True
+    return out
+
+
+def arc_part(mask: torch.Tensor, fraction: float, start: float) -> torch.Tensor:
+    """The cells of `mask` whose angle about the mask's centroid lies in
+    [start, start + 2 pi fraction): an arc of a ring, a sector of any shape."""
+    _check_fraction(fraction)
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    if len(ys) == 0:
+        raise ValueError("arc_part: the mask is empty")
+    cy, cx = ys.double().mean(), xs.double().mean()
+    ang = (torch.atan2(ys.double() - cy, xs.double() - cx) - start) % (2 * np.pi)
+    inside = ang < 2 * np.pi * fraction
+    out = torch.zeros_like(mask, dtype=torch.bool)
+    out[ys[inside], xs[inside]] = True
+    return out
+
+
+def component_part(mask: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """A random subset of the connected components of `mask` (8-connected, chosen by
+    `seed`) whose area is as close to `fraction` of the total as a subset in random
+    order gets: components are added in a seeded random order while that brings the
+    area nearer the goal (at least one is always kept). For a single component it is
+    the whole mask; use sweep_part then."""
+    from scipy import ndimage
+
+    _check_fraction(fraction)
+    labels, n = ndimage.label(mask.numpy(), structure=np.ones((3, 3)))
+    if n == 0:
+        raise ValueError("component_part: the mask is empty")
+    areas = np.bincount(labels.ravel())[1:]
+    goal = fraction * areas.sum()
+    chosen, total = [], 0
+    for i in np.random.default_rng(seed).permutation(n):
+        if not chosen or abs(total + areas[i] - goal) < abs(total - goal):
+            chosen.append(i + 1)
+            total += areas[i]
+    return torch.as_tensor(np.isin(labels, chosen))
+
+
+def masked_cue(target: torch.Tensor, keep: torch.Tensor, strength: float, noise_std: float,
+               seeds) -> torch.Tensor:
+    """make_cue of target restricted to `keep` (H, W) or (len(seeds), H, W) bool: the
+    cue's signal lies only on the kept part; the noise covers the whole grid."""
+    return make_cue(target * keep.to(target.dtype), strength, noise_std, seeds)
+
+
+def uniform_cue(height: int, width: int, level: float, noise_std: float, seeds,
+                dtype=torch.float32) -> torch.Tensor:
+    """A featureless start: clamp(level + N(0, noise_std^2), 0, 1), one draw per seed
+    ((len(seeds), H, W)). level 0 and noise_std > 0 is pure noise."""
+    if not 0.0 <= level <= 1.0:
+        raise ValueError(f"uniform level={level} must be in [0, 1]")
+    return make_cue(torch.full((height, width), float(level), dtype=dtype), 1.0,
+                    noise_std, seeds)
+
+
+def overlap_fraction(mask: torch.Tensor, scarred: torch.Tensor) -> torch.Tensor:
+    """Fraction of the cells of `mask` that lie on `scarred` cells (both bool, same
+    shape, leading dims batched); 0 for an empty mask. For matching never-stored cues
+    on and off the scars."""
+    m = mask.flatten(-2)
+    area = m.sum(-1)
+    hit = (m & scarred.flatten(-2)).sum(-1)
+    return torch.where(area > 0, hit / area.clamp_min(1), torch.zeros_like(hit, dtype=torch.float32))
+
+
+def _check_fraction(fraction: float) -> None:
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction={fraction} must be in (0, 1]")

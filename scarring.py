@@ -1,14 +1,21 @@
-"""The match-map scar rule: nudge F up and K down where the medium shows the target.
+"""Storing patterns in a Gray-Scott medium's F and K, and recalling them.
 
-Reference rule (PROTOCOL.md "Scarring rule"), applied after a training step only when
-the member's current similarity to its target exceeds the gate:
+Storage rules (`StorageRule`; `RULES` by name) update F and K after each training step.
+The published one is the match-map rule (`ScarRule`, docs/protocol.md), applied only
+while the member's similarity to its target exceeds the gate:
 
     match = (V > 0.3) & (target > 0.3)
     F[match] += 0.003 ; K[match] -= 0.0015
     F, K = clamp(F, 0.01, 0.08), clamp(K, 0.03, 0.08)
 
-With the reference constants the scar saturates within a few dozen gated steps: matched
-cells end at the clamps (F = 0.08, K = 0.03), so the scar map is in effect binary.
+With the reference constants it saturates within a few dozen gated steps: matched cells
+end at the clamps (F = 0.08, K = 0.03), so the scar map is in effect binary.
+
+The path every study shares: `make_cues` (protocol starts and cues, one noise draw per
+seed, role and index), `store_patterns` (scar patterns in turn, scars accumulating: the
+protocol's training), `recall_matrix` (recall every cue on given F/K in one batch and
+compare with every pattern), both built on `evolve` (one run of the stepper with the
+rule's update fused into each step).
 """
 from __future__ import annotations
 
@@ -20,7 +27,11 @@ import torch
 
 from metrics import METRIC_NAMES, METRICS
 from patterns import make_cue
-from substrate import F0, K0, GrayScott
+from protocol import Protocol, noise_seeds
+from substrate import GrayScott
+
+REFERENCE = Protocol()   # the published constants: the defaults below come from here
+F0, K0 = REFERENCE.f0, REFERENCE.k0
 
 
 class StorageRule:
@@ -38,6 +49,12 @@ class StorageRule:
 
     def update(self, V, target, F, K, similarity):
         raise NotImplementedError
+
+    def background(self, F0: float, K0: float):
+        """The unscarred medium this rule stores into and recalls on: (F, K), scalars or
+        fields. The published rule scars the protocol's own medium (F0, K0); a rule that
+        switches regimes (models/rules.py) brings its own."""
+        return F0, K0
 
     def is_finite(self) -> bool:
         """Finite constants map finite F, K to finite F, K (spares a per-step check)."""
@@ -59,11 +76,18 @@ def register(cls):
     return cls
 
 
+def rule_class(name: str) -> type:
+    """The registered rule class called `name` (ValueError naming the choices if none)."""
+    import models.rules  # noqa: F401  (registers the rules beyond the published one)
+
+    if name not in RULES:
+        raise ValueError(f"--rule {name!r}: must be one of {', '.join(sorted(RULES))}")
+    return RULES[name]
+
+
 def make_rule(name: str, **constants) -> StorageRule:
     """The rule called `name`, with constants overriding its defaults."""
-    if name not in RULES:
-        raise ValueError(f"rule {name!r} is not one of {sorted(RULES)}")
-    return RULES[name](**constants)
+    return rule_class(name)(**constants)
 
 
 @register
@@ -71,27 +95,35 @@ def make_rule(name: str, **constants) -> StorageRule:
 class ScarRule(StorageRule):
     """The published match-map rule (module docstring)."""
     name: ClassVar[str] = "match_map"
-    strength: float = 0.003      # F increment per gated step, on matched cells
-    k_ratio: float = 0.5         # K decrement = k_ratio * strength (0 gives an F-only scar)
-    f_ratio: float = 1.0         # F increment = f_ratio * strength (0 gives a K-only scar)
-    match_threshold: float = 0.3  # a cell matches when V and target both exceed this
-    gate: float = 0.5            # scar only while similarity > gate
-    F_min: float = 0.01
-    F_max: float = 0.08
-    K_min: float = 0.03
-    K_max: float = 0.08
+    strength: float = REFERENCE.scar_strength   # F increment per gated step, matched cells
+    k_ratio: float = REFERENCE.k_ratio   # K decrement = k_ratio * strength (0: F-only scar)
+    f_ratio: float = 1.0                 # F increment = f_ratio * strength (0: K-only scar)
+    match_threshold: float = REFERENCE.match_threshold   # V and target both above: a match
+    gate: float = REFERENCE.gate         # scar only while similarity > gate
+    F_min: float = REFERENCE.f_min
+    F_max: float = REFERENCE.f_max
+    K_min: float = REFERENCE.k_min
+    K_max: float = REFERENCE.k_max
     scar_decay: float = 0.0      # per application, relax F, K toward (F0, K0) by this fraction
     F0: float = F0               # the unscarred medium that scar_decay relaxes toward
     K0: float = K0
 
     def __post_init__(self):
-        if not (self.F_min <= self.F_max and self.K_min <= self.K_max):
-            raise ValueError(f"clamp bounds reversed: F [{self.F_min}, {self.F_max}], "
-                             f"K [{self.K_min}, {self.K_max}]")
+        for name, value in asdict(self).items():
+            if not math.isfinite(value):
+                raise ValueError(f"{name}={value}: must be a finite number")
+        if not (0 <= self.F_min <= self.F_max <= 1 and 0 <= self.K_min <= self.K_max <= 1):
+            raise ValueError(f"clamps must satisfy 0 <= min <= max <= 1: F [{self.F_min}, "
+                             f"{self.F_max}], K [{self.K_min}, {self.K_max}]")
         if not 0.0 <= self.scar_decay <= 1.0:
             raise ValueError(f"scar_decay={self.scar_decay} must be in [0, 1]")
-        if self.strength < 0:
-            raise ValueError(f"scar strength={self.strength} must be >= 0")
+        if min(self.strength, self.k_ratio, self.f_ratio) < 0:
+            raise ValueError(f"strength={self.strength}, k_ratio={self.k_ratio}, f_ratio="
+                             f"{self.f_ratio}: must be >= 0")
+        if not -1.0 <= self.gate < 1.0:   # cosine similarity never exceeds 1
+            raise ValueError(f"gate={self.gate}: must be in [-1, 1) (a gate >= 1 never scars)")
+        if not 0.0 <= self.match_threshold < 1.0:   # V is clamped to [0, 1]
+            raise ValueError(f"match_threshold={self.match_threshold}: must be in [0, 1)")
 
     def update(self, V, target, F, K, similarity):
         """One scar update for a batch (see apply_scar). Pure: returns new (F, K)."""
@@ -128,8 +160,9 @@ def apply_scar(V, target, F, K, similarity, rule: ScarRule = ScarRule(), F0: flo
     return rule.update(V, target, F, K, similarity)
 
 
-def scar_strength(F: torch.Tensor, K: torch.Tensor, F0: float = F0, K0: float = K0):
-    """Total scar: sum |F - F0| + sum |K - K0| over the grid, per member (shape (B,))."""
+def scar_strength(F: torch.Tensor, K: torch.Tensor, F0=F0, K0=K0):
+    """Total scar: sum |F - F0| + sum |K - K0| over the grid, per member (shape (B,)).
+    F0, K0: the unscarred medium, numbers or fields."""
     if F.dim() == 2:
         F, K = F.unsqueeze(0), K.unsqueeze(0)
     return ((F - F0).abs() + (K - K0).abs()).flatten(1).sum(1)
@@ -166,8 +199,7 @@ def evolve(gs, target, steps: int, rule: StorageRule | None = None, scar_members
     hook (_scar_epilogue, fused into the step's kernel on the compiled path); without
     one, plain steps, and the similarity is computed only at the recorded steps.
     """
-    from tqdm import tqdm
-
+    from common.cli import progress as progress_bar
     from metrics import cosine_similarity
 
     spatial_dims = gs.V.dim() - 1  # 2 for (B, H, W), 3 for a 3D medium
@@ -180,7 +212,7 @@ def evolve(gs, target, steps: int, rule: StorageRule | None = None, scar_members
     record_steps = [0]
     records = [cosine_similarity(gs.V, target, spatial_dims)]
     frames = [gs.V[members].clone()] if frame_every else []
-    bar = tqdm(total=steps, desc=progress, disable=None if progress else True, leave=False)
+    bar = progress_bar(steps, progress)
 
     def on_record(step, U, V, similarity):
         if step % record_every == 0 or step == steps:
@@ -201,22 +233,9 @@ def evolve(gs, target, steps: int, rule: StorageRule | None = None, scar_members
 
 # ---- storing and recalling patterns: the path every study shares ------------------------
 
-# Protocol training start: V = clamp(0.2 * target + N(0, 0.1^2), 0, 1), U = 1.
-TRAIN_STRENGTH = 0.2
-TRAIN_NOISE = 0.1
-# Protocol recall start (the cue): V = clamp(s * target + N(0, 0.05^2), 0, 1), U = 1.
-CUE_NOISE = 0.05
-ROLES = {"train": 1, "cue": 2, "other": 3}
-
-
-def noise_seeds(seeds, role: str, index: int = 0) -> list[int]:
-    """Generator seeds for the noise of (run seed, role, index): distinct across roles
-    and indices (index < 10,000), repeatable, independent of the batch they sit in."""
-    if role not in ROLES:
-        raise ValueError(f"role={role!r} is not one of {sorted(ROLES)}")
-    if not 0 <= int(index) < 10_000:
-        raise ValueError(f"index={index} must be in [0, 10000)")
-    return [int(s) * 100_000 + ROLES[role] * 10_000 + int(index) for s in seeds]
+TRAIN_STRENGTH = REFERENCE.train_init_strength   # training start: clamp(0.2 * target + noise)
+TRAIN_NOISE = REFERENCE.train_noise              # its noise: N(0, 0.1^2)
+CUE_NOISE = REFERENCE.cue_noise                  # every cue's noise: N(0, 0.05^2)
 
 
 def _per_seed(x: torch.Tensor, S: int, name: str, dims: int) -> torch.Tensor:
@@ -247,7 +266,7 @@ def make_cues(targets: torch.Tensor, strength: float, noise_std: float = CUE_NOI
     """Protocol cues clamp(strength * target + N(0, noise_std^2), 0, 1), one per target.
 
     targets: (C, H, W) shared by the seeds or (S, C, H, W) per seed. Returns (S, C, H, W);
-    cue c of seed s uses noise seed noise_seeds([s], role, first_index + c).
+    cue c of seed s uses noise seed protocol.noise_seeds([s], role, first_index + c).
     """
     seeds = list(seeds)
     S = len(seeds)
@@ -255,34 +274,38 @@ def make_cues(targets: torch.Tensor, strength: float, noise_std: float = CUE_NOI
         raise ValueError(f"cue strength={strength} must be in [0, 1]")
     if not noise_std >= 0.0:
         raise ValueError(f"cue noise_std={noise_std} must be >= 0")
-    t = _per_seed(targets, S, "targets", 3)
+    t = _per_seed(torch.as_tensor(targets), S, "targets", 3)
     return torch.stack([make_cue(t[:, c], strength, noise_std,
                                  noise_seeds(seeds, role, first_index + c))
                         for c in range(t.shape[1])], dim=1)
 
 
 def store_patterns(targets: torch.Tensor, seeds, steps: int = 500,
-                   rule: ScarRule | None = ScarRule(), F=F0, K=K0, substrate: dict | None = None,
-                   device=None, dtype: torch.dtype = torch.float32, snapshots=(),
+                   rule: StorageRule | None = ScarRule(), F=F0, K=K0,
+                   substrate: dict | None = None, device=None,
+                   dtype: torch.dtype = torch.float32, snapshots=(),
                    train_strength: float = TRAIN_STRENGTH, train_noise: float = TRAIN_NOISE,
-                   baseline=(F0, K0), progress: str | None = None) -> dict:
-    """Scar targets into per-seed F/K fields one after the other (the protocol's phase 3).
+                   baseline=(F0, K0), first_index: int = 0, record_every: int | None = None,
+                   frame_members=None, progress: str | None = None) -> dict:
+    """Scar targets into per-seed F/K fields one after the other (the protocol's training).
 
     For each pattern p in order: reset U = 1, V = clamp(train_strength * target_p +
-    N(0, train_noise^2), 0, 1) (the protocol's training start, fresh noise per seed and
-    pattern), then run `steps` steps of scarring.evolve with `rule` (None: train without
-    scarring, a control); the scars accumulate in F and K across patterns.
+    N(0, train_noise^2), 0, 1) (the protocol's training start, noise role "train", index
+    first_index + p), then run `steps` steps of evolve with `rule` (None: no scarring, a
+    control); the scars accumulate in F and K across patterns.
 
     targets: (P, H, W) shared by all seeds, or (S, P, H, W) per seed.
     seeds: S run seeds (batch members). F, K: the starting fields (scalar, (H, W) or
-    (S, H, W)); default the reference F0, K0. substrate: extra GrayScott keyword arguments
-    (decay, clamp, stencil, Du, Dv, dt). snapshots: pattern counts k after which a copy of
-    (F, K) is kept (e.g. (1, 2, 4) for a capacity sweep). baseline: (F0, K0) from which
-    the scar strength is measured.
+    (S, H, W)). substrate: GrayScott keyword arguments (Protocol.substrate()). snapshots:
+    pattern counts k after which a copy of (F, K) is kept. baseline: (F0, K0) from which
+    the scar strength is measured. record_every: sample the similarity curve this often
+    (default: only the end); frame_members: seed indices whose V is filmed (~100 frames).
 
-    Returns {"F", "K": (S, H, W) final fields; "train_similarity": (P, S) cosine of V to
-    pattern p at the end of its training; "scar_strength": (P, S) total scar after each
-    pattern; "snapshots": {k: (F, K)}} (tensors on `device`, similarity on the CPU).
+    Returns {"F", "K": (S, H, W) final fields; "V": (S, H, W) final state;
+    "train_similarity": (P, S) cosine at the end of each pattern's training;
+    "scar_strength": (P, S) total scar after each pattern; "snapshots": {k: (F, K)};
+    "curves": [{"steps", "similarity": (T, S)}] per pattern; "frames": [(N, M, H, W) or
+    None] per pattern}.
     """
     seeds = list(seeds)
     S = len(seeds)
@@ -300,18 +323,26 @@ def store_patterns(targets: torch.Tensor, seeds, steps: int = 500,
     gs = GrayScott(H, W, batch=S, device=device, dtype=dtype, **(substrate or {}))
     gs.F = _fields(F, S, H, W, device, dtype, "F")
     gs.K = _fields(K, S, H, W, device, dtype, "K")
-    train_sim, strength, kept = [], [], {}
+    out = {"train_similarity": [], "scar_strength": [], "snapshots": {}, "curves": [],
+           "frames": []}
     for p in range(P):
         gs.reset(V=make_cue(t[:, p], train_strength, train_noise,
-                            noise_seeds(seeds, "train", p)))
-        run = evolve(gs, t[:, p], int(steps), rule=rule, record_every=int(steps),
-                     progress=f"{progress} {p + 1}/{P}" if progress else None)
-        train_sim.append(run["similarity"][-1])
-        strength.append(scar_strength(gs.F, gs.K, *baseline).cpu())
+                            noise_seeds(seeds, "train", first_index + p)))
+        run = evolve(gs, t[:, p], int(steps), rule=rule,
+                     record_every=int(record_every or steps),
+                     frame_every=max(1, steps // 100) if frame_members else None,
+                     frame_members=frame_members or (0,),
+                     progress=f"{progress} {p + 1}/{P}" if progress and P > 1 else progress)
+        out["train_similarity"].append(run["similarity"][-1])
+        out["scar_strength"].append(scar_strength(gs.F, gs.K, *baseline).cpu())
+        out["curves"].append({"steps": run["steps"], "similarity": run["similarity"]})
+        out["frames"].append(run["frames"])
         if p + 1 in snapshots:
-            kept[p + 1] = (gs.F.clone(), gs.K.clone())
-    return {"F": gs.F, "K": gs.K, "train_similarity": torch.stack(train_sim),
-            "scar_strength": torch.stack(strength), "snapshots": kept}
+            out["snapshots"][p + 1] = (gs.F.clone(), gs.K.clone())
+    out["train_similarity"] = torch.stack(out["train_similarity"])
+    out["scar_strength"] = torch.stack(out["scar_strength"])
+    out.update(F=gs.F, K=gs.K, V=gs.V)
+    return out
 
 
 def _similarity_matrix(V: torch.Tensor, patterns: torch.Tensor, names) -> dict:
@@ -327,27 +358,43 @@ def _similarity_matrix(V: torch.Tensor, patterns: torch.Tensor, names) -> dict:
     return {m: x.reshape(S, C, P) for m, x in out.items()}
 
 
+def _damage_mask(damage, S, C, H, W, device) -> torch.Tensor:
+    mask = torch.as_tensor(damage, dtype=torch.bool, device=device)
+    if mask.dim() == 2:
+        mask = mask.expand(C, H, W)
+    if mask.dim() == 3:
+        mask = mask.unsqueeze(0).expand(S, C, H, W)
+    if mask.shape != (S, C, H, W):
+        raise ValueError(f"damage mask has shape {tuple(mask.shape)}; expected (H, W), "
+                         f"(C, H, W) or (S, C, H, W) with {(S, C, H, W)}")
+    return mask.reshape(S * C, H, W)
+
+
 def recall_matrix(F, K, cues: torch.Tensor, patterns: torch.Tensor, steps: int = 300,
                   substrate: dict | None = None, metric_names=METRIC_NAMES, device=None,
                   dtype: torch.dtype = torch.float32, damage: torch.Tensor | None = None,
                   damage_step: int | None = None, return_fields: bool = False,
-                  progress: str | None = None) -> dict:
+                  record_every: int | None = None, curve_patterns=None,
+                  frame_members=None, progress: str | None = None) -> dict:
     """Recall every cue on the given F/K and compare the result with every pattern.
 
-    F, K: (S, H, W) per-seed fields (e.g. store_patterns' output), (H, W) or a scalar
-    (a control without scars). cues: (S, C, H, W) starting V fields (U = 1), e.g. from
-    make_cues, or (C, H, W) shared by the seeds. patterns: (P, H, W) or (S, P, H, W).
-    All S x C recalls run as one GrayScott batch for `steps` steps (substrate: extra
-    GrayScott keyword arguments).
+    F, K: (S, H, W) per-seed fields (e.g. store_patterns' output; the leading dim may
+    stack several arms, e.g. scarred and default fields), (H, W) or a scalar (a control
+    without scars). cues: (S, C, H, W) starting V fields (U = 1), e.g. from make_cues, or
+    (C, H, W) shared by the seeds. patterns: (P, H, W) or (S, P, H, W). All S x C recalls
+    run as one GrayScott batch for `steps` steps (substrate: GrayScott keyword arguments).
 
     damage: optional bool mask, (H, W), (C, H, W) or (S, C, H, W); at step `damage_step`
     the masked cells are reset to U = 1, V = 0 and the run goes on (a lesion test).
+    record_every: also record each recall's cosine similarity to pattern
+    curve_patterns[c] (default: pattern c) every this many steps; frame_members: (s, c)
+    recalls whose V is filmed (~100 frames).
 
     Returns {"initial": {metric: (S, C, P)} similarity of each cue to each pattern at
     step 0, "final": {metric: (S, C, P)} after `steps` steps, "before_damage" and
-    "after_damage": the same just before/after the lesion (when damage is given), and
-    "V": the final (S, C, H, W) V on the CPU when return_fields}. Metrics are the names
-    in metrics.METRICS ("cosine", "iou", "pearson").
+    "after_damage" (with damage), "V": the final (S, C, H, W) V on the CPU
+    (return_fields), "curves": {"steps", "similarity": (T, S, C)} (record_every),
+    "frames": (N, M, H, W) (frame_members)}. Metrics are names in metrics.METRICS.
     """
     if int(steps) != steps or steps < 0:
         raise ValueError(f"steps={steps} must be a non-negative integer")
@@ -365,38 +412,97 @@ def recall_matrix(F, K, cues: torch.Tensor, patterns: torch.Tensor, steps: int =
     pats = _per_seed(torch.as_tensor(patterns), S, "patterns", 3).to(device=device, dtype=dtype)
     if pats.shape[-2:] != (H, W):
         raise ValueError(f"patterns are {tuple(pats.shape[-2:])} but cues are ({H}, {W})")
-    Fs = _fields(F, S, H, W, device, dtype, "F")
-    Ks = _fields(K, S, H, W, device, dtype, "K")
     gs = GrayScott(H, W, batch=S * C, device=device, dtype=dtype, **(substrate or {}))
-    gs.F = Fs.repeat_interleave(C, dim=0)
-    gs.K = Ks.repeat_interleave(C, dim=0)
+    gs.F = _fields(F, S, H, W, device, dtype, "F").repeat_interleave(C, dim=0)
+    gs.K = _fields(K, S, H, W, device, dtype, "K").repeat_interleave(C, dim=0)
     gs.reset(V=cues.to(device=device, dtype=dtype).reshape(S * C, H, W))
     out = {"initial": _similarity_matrix(gs.V.view(S, C, H, W), pats, metric_names)}
+    if record_every:   # each recall's own curve pattern, as a per-member target
+        which = list(range(C)) if curve_patterns is None else list(curve_patterns)
+        curve_target = pats[:, which].reshape(S * C, H, W)
+    else:
+        curve_target = torch.zeros(H, W, device=device, dtype=dtype)
+    members = [s * C + c for s, c in frame_members] if frame_members else None
     segments = [int(steps)]
     if damage is not None:
         if damage_step is None or not 0 <= damage_step <= steps:
             raise ValueError(f"damage_step={damage_step} must be in [0, {steps}]")
-        mask = torch.as_tensor(damage, dtype=torch.bool, device=device)
-        if mask.dim() == 2:
-            mask = mask.expand(C, H, W)
-        if mask.dim() == 3:
-            mask = mask.unsqueeze(0).expand(S, C, H, W)
-        if mask.shape != (S, C, H, W):
-            raise ValueError(f"damage mask has shape {tuple(mask.shape)}; expected (H, W), "
-                             f"(C, H, W) or (S, C, H, W) with {(S, C, H, W)}")
+        flat_mask = _damage_mask(damage, S, C, H, W, device)
         segments = [int(damage_step), int(steps) - int(damage_step)]
+    runs = []
     for i, n in enumerate(segments):
         if n:
-            evolve(gs, torch.zeros(H, W, device=device, dtype=dtype), n, rule=None,
-                   record_every=n, progress=progress)
+            runs.append(evolve(gs, curve_target, n, rule=None,
+                               record_every=int(record_every or n),
+                               frame_every=max(1, steps // 100) if members else None,
+                               frame_members=members or (0,), progress=progress))
         if i == 0 and damage is not None:
             out["before_damage"] = _similarity_matrix(gs.V.view(S, C, H, W), pats, metric_names)
-            flat = mask.reshape(S * C, H, W)
-            gs.V = torch.where(flat, torch.zeros_like(gs.V), gs.V)
-            gs.U = torch.where(flat, torch.ones_like(gs.U), gs.U)
+            gs.V = torch.where(flat_mask, torch.zeros_like(gs.V), gs.V)
+            gs.U = torch.where(flat_mask, torch.ones_like(gs.U), gs.U)
             out["after_damage"] = _similarity_matrix(gs.V.view(S, C, H, W), pats, metric_names)
     out["final"] = _similarity_matrix(gs.V.view(S, C, H, W), pats, metric_names)
     if return_fields:
         out["V"] = gs.V.view(S, C, H, W).cpu()
+    if record_every and runs:
+        offset, steps_seen, sims = 0, [], []
+        for k, r in enumerate(runs):
+            skip = 1 if k else 0    # a later segment's step 0 repeats the previous end
+            steps_seen += [offset + t for t in r["steps"][skip:]]
+            sims.append(r["similarity"][skip:])
+            offset += r["steps"][-1]
+        out["curves"] = {"steps": steps_seen,
+                         "similarity": torch.cat(sims).view(-1, S, C)}
+    if members:
+        out["frames"] = torch.cat([r["frames"] for r in runs if r["frames"] is not None])
     return out
 
+
+class Study:
+    """A Protocol bound to a device: the study's store and recall with its constants.
+
+    Every study stores and recalls through this (or through store_patterns and
+    recall_matrix directly, with explicit settings), so that the substrate, the rule,
+    the training start and the cue noise are written once, in the Protocol.
+    """
+
+    def __init__(self, protocol: Protocol, device=None):
+        self.protocol = protocol
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.dtype = protocol.torch_dtype()
+        self.rule = protocol.storage_rule()
+
+    def default_fields(self, S: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(F, K) of the unscarred medium, (S, H, W): the protocol's (F0, K0), or the
+        background of the storage rule when it brings its own (StorageRule.background)."""
+        p = self.protocol
+        shape = (S, p.grid, p.grid)
+        return tuple(torch.as_tensor(x, dtype=self.dtype, device=self.device).expand(shape).clone()
+                     for x in self.rule.background(p.f0, p.k0))
+
+    def cues(self, targets, seeds, strength: float, role: str = "cue", first_index: int = 0):
+        """Protocol cues (S, C, H, W) from (C, H, W) or (S, C, H, W) targets."""
+        return make_cues(torch.as_tensor(targets).to(self.device, self.dtype), strength,
+                         self.protocol.cue_noise, seeds, role, first_index)
+
+    def store(self, targets, seeds, steps: int, scar: bool = True, rule=None,
+              substrate: dict | None = None, **kw) -> dict:
+        """store_patterns with this protocol's rule (or `rule`), medium and training start;
+        scar=False: the same training without scarring (the control). substrate: extra
+        GrayScott keyword arguments (e.g. clamp=False for an ablation)."""
+        p = self.protocol
+        F, K = (rule or self.rule).background(p.f0, p.k0)
+        return store_patterns(torch.as_tensor(targets).to(self.device, self.dtype), seeds, steps,
+                              rule=(rule or self.rule) if scar else None, F=F, K=K,
+                              substrate={**p.substrate(), **(substrate or {})},
+                              device=self.device, dtype=self.dtype,
+                              train_strength=p.train_init_strength, train_noise=p.train_noise,
+                              baseline=(F, K) if not isinstance(F, torch.Tensor) else (p.f0, p.k0),
+                              **kw)
+
+    def recall(self, F, K, cues, patterns, steps: int, substrate: dict | None = None,
+               **kw) -> dict:
+        """recall_matrix on this protocol's medium (substrate: extra GrayScott arguments)."""
+        return recall_matrix(F, K, cues, torch.as_tensor(patterns).to(self.device, self.dtype),
+                             steps, substrate={**self.protocol.substrate(), **(substrate or {})},
+                             device=self.device, dtype=self.dtype, **kw)

@@ -1,442 +1,324 @@
 """Parametric scarring: the reference study's phases 1-3, over several seeds at once.
 
-    python scarring_validation.py                 # 8 seeds, 256 x 256, writes scarring_results/
-    python scarring_validation.py --quick         # seconds: small grid, few steps
-    python scarring_validation.py --help          # every constant below is a flag
+    python scarring_validation.py                 # 8 seeds, 256 x 256 -> scarring_results/scarring_validation/
+    python scarring_validation.py --quick         # a smoke run: seconds, small grid
+    python scarring_validation.py --help          # every constant of the protocol is a flag
 
 Phase 1  train square_spots 1000 steps WITH scarring; the control trains the same start
          WITHOUT scarring. Final similarity of both, and the scar strength.
 Phase 2  recall from a weak cue (s = 0.15) for 500 steps on the scarred F/K and on the
-         default F/K (control); also on the scarred F/K with NO cue (noise only), which
-         tells whether the cue matters at all.
+         default F/K (control); also from noise alone (no cue) on both, which tells
+         whether the cue matters at all.
 Phase 3  scar A (spots offset by -64,-64), B (ring), C (line) in turn, 500 steps each,
          then recall each from a s = 0.20 cue for 300 steps (and the same cues on default
          F/K as the control).
 
-Every seed is one batch member: the seeds of an arm (and in phases 2-3 all arms) run in one
-tensor.
-Recall figures are reported beside the similarity of their own cue at step 0 (cosine
-ignores scale, so a cue already scores high) and beside IoU and Pearson.
-The constants and steps are those of ../shared/PROTOCOL.md.
+Every seed is one batch member, and the arms of a phase run in one batch. Recall figures
+are reported beside the similarity of their own cue at step 0 (cosine ignores scale, so
+a cue already scores high) and beside IoU and Pearson. The constants are those of the
+published study (docs/protocol.md), each a field of protocol.Protocol.
 """
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
+from typing import ClassVar, Optional
 
-import torch
+from common import cli
+from common.cli import RunArgs, arg
+from protocol import NOISE, PUBLISHED, Protocol, protocol_of
 
-import substrate
-from common.cli import (
-    add_common_args,
-    environment_info,
-    prepare_out_dir,
-    resolve_device,
-    run_cli,
-    seed_list,
-    write_json_atomic,
-)
-from metrics import (
-    cosine_similarity,
-    discrimination_index,
-    format_stat,
-    iou,
-    pearson,
-    summarize,
-)
-from patterns import check_target, load_image_pattern, make_cue, make_pattern
-from scarring import ScarRule, evolve, scar_strength
+torch, metrics, patterns, scarring = cli.lazy_modules("torch", "metrics", "patterns", "scarring")
 
-# ---- the protocol's constants (each one is a command-line flag of the same name) ----------
-GRID = 256                 # H = W
-F0 = substrate.F0          # 0.037 default feed
-K0 = substrate.K0          # 0.060 default kill
-DU, DV = substrate.DU, substrate.DV   # 0.16, 0.08
-DT = substrate.DT          # 1.0
-DECAY = substrate.DECAY    # 0.9995, V decay every step
-STENCIL = "nine_point"     # reference 3x3 stencil; "five_point" is the plain Laplacian
-SCAR_STRENGTH = 0.003      # F += strength on matched cells ...
-K_RATIO = 0.5              # ... K -= K_RATIO * strength
-MATCH_THRESHOLD = 0.3      # a cell matches when V > 0.3 and target > 0.3
-GATE = 0.5                 # scar only while the similarity to the target is above this
-F_MIN, F_MAX, K_MIN, K_MAX = 0.01, 0.08, 0.03, 0.08
-TRAIN_STEPS = 1000         # phase 1, each arm
-TRAIN_INIT_STRENGTH = 0.2  # training start V = clamp(0.2 * target + N(0, 0.1^2))
-TRAIN_NOISE = 0.1
-RECALL_STEPS = 500         # phase 2
-CUE_STRENGTH = 0.15        # phase 2 cue V = clamp(0.15 * target + N(0, 0.05^2))
-CUE_NOISE = 0.05
-MULTI_TRAIN_STEPS = 500    # phase 3, per pattern
-MULTI_RECALL_STEPS = 300
-MULTI_CUE_STRENGTH = 0.20
-SEEDS = 8
-RECORD_EVERY = 10          # similarity curves sampled every this many steps
 
-# --quick: a smoke-test run (the physics is the same; the grid and step counts shrink)
+@dataclass
+class Args(RunArgs, Protocol):
+    """The protocol's constants (protocol.Protocol) and the run's own flags."""
+    study: ClassVar[str] = "scarring_validation"
+    no_video: bool = arg(False, "skip the MP4s")
+    target_image: Optional[str] = arg(None, "grayscale PNG/JPG used as the phase 1-2 target "
+                                            "instead of square_spots (bright = pattern)")
+
+
+# --quick: a smoke run (the physics is the same; the grid and step counts shrink)
 QUICK = dict(grid=64, train_steps=200, recall_steps=100, multi_train_steps=100,
              multi_recall_steps=60, seeds=2)
-
-# The published single-run figures (PROTOCOL.md "Published figures"); None = not published.
-PUBLISHED = {
-    "phase1": {"scarred_final_similarity": 0.515, "control_final_similarity": 0.118,
-               "total_scar_strength": None},
-    "phase2": {"scarred_recall_quality": 0.933, "control_recall_quality": 0.326,
-               "improvement_ratio": 2.86},
-    "phase3": {"pattern_recall_qualities": "each > 0.80 (claimed)", "average_recall": None,
-               "min_recall": "> 0.80 (claimed)"},
-}
+REFERENCE_GRID = 256   # the published figures and success criteria apply at this size
 CRITERIA = [  # the study's printed success criteria, judged on our means
     ("phase2 scarred recall > 0.7", "phase2", "scarred_recall_quality", 0.7),
     ("improvement ratio > 1.5", "phase2", "improvement_ratio", 1.5),
     ("phase3 minimum recall > 0.5", "phase3", "min_recall", 0.5),
 ]
-PHASE3_PATTERNS = ("A_square_spots", "B_ring", "C_line")
-
-# Each random draw has its own noise stream per seed, so a seed gives the same run alone
-# or inside a batch: generator seed = seed + STREAM * stream_index.
-STREAM = 100_000
-
-
-def noise_seeds(seeds, stream: int):
-    return [s + STREAM * stream for s in seeds]
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_common_args(p, default_out="scarring_results", default_seeds=SEEDS)
-    p.set_defaults(seeds=None)
-    g = p.add_argument_group("substrate")
-    g.add_argument("--grid", type=int, default=GRID, help="grid size H = W")
-    g.add_argument("--f0", type=float, default=F0, help="default feed F")
-    g.add_argument("--k0", type=float, default=K0, help="default kill K")
-    g.add_argument("--du", type=float, default=DU, help="U diffusion")
-    g.add_argument("--dv", type=float, default=DV, help="V diffusion")
-    g.add_argument("--dt", type=float, default=DT, help="time step")
-    g.add_argument("--decay", type=float, default=DECAY, help="V decay per step (1 = off)")
-    g.add_argument("--stencil", default=STENCIL, choices=sorted(substrate.STENCILS))
-    g.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    g = p.add_argument_group("scar rule")
-    g.add_argument("--scar-strength", type=float, default=SCAR_STRENGTH, help="F increment")
-    g.add_argument("--k-ratio", type=float, default=K_RATIO, help="K decrement / F increment")
-    g.add_argument("--match-threshold", type=float, default=MATCH_THRESHOLD)
-    g.add_argument("--gate", type=float, default=GATE, help="similarity gate for scarring")
-    g = p.add_argument_group("protocol")
-    g.add_argument("--train-steps", type=int, default=TRAIN_STEPS)
-    g.add_argument("--train-init-strength", type=float, default=TRAIN_INIT_STRENGTH)
-    g.add_argument("--train-noise", type=float, default=TRAIN_NOISE)
-    g.add_argument("--recall-steps", type=int, default=RECALL_STEPS)
-    g.add_argument("--cue-strength", type=float, default=CUE_STRENGTH)
-    g.add_argument("--cue-noise", type=float, default=CUE_NOISE)
-    g.add_argument("--multi-train-steps", type=int, default=MULTI_TRAIN_STEPS)
-    g.add_argument("--multi-recall-steps", type=int, default=MULTI_RECALL_STEPS)
-    g.add_argument("--multi-cue-strength", type=float, default=MULTI_CUE_STRENGTH)
-    g.add_argument("--record-every", type=int, default=RECORD_EVERY)
-    g = p.add_argument_group("output")
-    g.add_argument("--no-video", action="store_true", help="skip the MP4s")
-    g.add_argument("--target-image", default=None,
-                   help="grayscale PNG/JPG used as the phase 1-2 target (bright = pattern)")
-    args = p.parse_args(argv)
-    if args.quick:  # shrink whatever the user did not set explicitly
-        for key, value in QUICK.items():
-            if getattr(args, key) == p.get_default(key):
-                setattr(args, key, value)
-    if args.seeds is None:
-        args.seeds = SEEDS
-    return args
-
-
-def validate(args) -> None:
-    """Clear errors for values the protocol cannot run with (before any output)."""
-    if args.grid < 16:
-        raise ValueError(f"--grid {args.grid}: must be >= 16")
-    substrate.check_stability(args.du, args.dv, args.dt, args.stencil)
-    if not 0.0 <= args.decay <= 1.0:
-        raise ValueError(f"--decay {args.decay}: must be in [0, 1] (1 = off)")
-    if not F_MIN <= args.f0 <= F_MAX:
-        raise ValueError(f"--f0 {args.f0}: must lie in the scar clamp range [{F_MIN}, {F_MAX}]")
-    if not K_MIN <= args.k0 <= K_MAX:
-        raise ValueError(f"--k0 {args.k0}: must lie in the scar clamp range [{K_MIN}, {K_MAX}]")
-    for name in ("train_steps", "recall_steps", "multi_train_steps", "multi_recall_steps",
-                 "record_every"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
-    for name in ("cue_strength", "multi_cue_strength", "train_init_strength"):
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be in [0, 1]")
-    for name in ("train_noise", "cue_noise", "scar_strength", "k_ratio"):
-        if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 0")
-    if not 0.0 <= args.match_threshold <= 1.0:
-        raise ValueError(f"--match-threshold {args.match_threshold}: must be in [0, 1]")
-
-
-# ---- the experiment -------------------------------------------------------------------
-
-
-class Study:
-    """The protocol's substrate and scar rule for one configuration."""
-
-    def __init__(self, args, device, dtype):
-        self.args, self.device, self.dtype = args, device, dtype
-        self.rule = ScarRule(strength=args.scar_strength, k_ratio=args.k_ratio,
-                             match_threshold=args.match_threshold, gate=args.gate,
-                             F_min=F_MIN, F_max=F_MAX, K_min=K_MIN, K_max=K_MAX)
-
-    def medium(self, batch, F=None, K=None):
-        a = self.args
-        shape = (batch, a.grid, a.grid)
-        F = torch.full(shape, a.f0, device=self.device, dtype=self.dtype) if F is None else F
-        K = torch.full(shape, a.k0, device=self.device, dtype=self.dtype) if K is None else K
-        return substrate.GrayScott(a.grid, a.grid, batch=batch, F=F, K=K, Du=a.du, Dv=a.dv,
-                                   dt=a.dt, decay=None if a.decay == 1.0 else a.decay,
-                                   stencil=a.stencil, device=self.device, dtype=self.dtype)
-
-    def evolve(self, gs, target, steps, scar_members=None, frames=None, label=None):
-        rule = self.rule if scar_members is not None else None
-        frame_every = max(1, steps // 100) if frames else None
-        return evolve(gs, target, steps, rule=rule, scar_members=scar_members,
-                      record_every=self.args.record_every, frame_every=frame_every,
-                      frame_members=frames or (0,), progress=label)
+METRICS = ("cosine", "iou", "pearson")
 
 
 def final_metrics(V, target) -> dict:
-    return {"cosine": cosine_similarity(V, target).cpu(), "iou": iou(V, target).cpu(),
-            "pearson": pearson(V, target).cpu()}
+    """{metric: (B,)} of V (B, H, W) against the target (H, W) or (B, H, W)."""
+    return {m: metrics.METRICS[m](V, target).cpu() for m in METRICS}
 
 
-def phase1(study: Study, target, seeds) -> dict:
-    """Train with scarring, and the control without, from the same starts.
-    Returned tensors stack the arms: members 0..S-1 scarred, S..2S-1 control."""
-    a, S = study.args, len(seeds)
-    start = make_cue(target, a.train_init_strength, a.train_noise, noise_seeds(seeds, 0))
-    runs, finals = [], []
-    # the two arms run as two batches: each fits the CPU cache better than one of 2S, and
-    # the control then runs the plain step instead of the scar kernel
-    for arm, scar in (("scarred", torch.ones(S, dtype=torch.bool)), ("control", None)):
-        gs = study.medium(S)
-        gs.reset(V=start)
-        runs.append(study.evolve(gs, target, a.train_steps, scar_members=scar, frames=(0,),
-                                 label=f"phase 1: training, {arm}"))
-        finals.append((gs.V, gs.F, gs.K))
-        if scar is not None:
-            F, K = gs.F.clone(), gs.K.clone()
-    V = torch.cat([v for v, _, _ in finals])
-    run = {"steps": runs[0]["steps"],
-           "similarity": torch.cat([r["similarity"] for r in runs], 1),
-           "frames": torch.cat([r["frames"] for r in runs], 1)}
-    return {"run": run, "final": final_metrics(V, target), "F": F, "K": K, "V": V.cpu(),
-            "scar_strength": scar_strength(F, K, a.f0, a.k0).cpu(),
-            "scarred_cells": ((F != a.f0) | (K != a.k0)).flatten(1).sum(1).cpu(),
-            "saturated_cells": ((F == F_MAX) & (K == K_MIN)).flatten(1).sum(1).cpu()}
+# ---- the phases -------------------------------------------------------------------------
 
 
-def phase2(study: Study, target, F, K, seeds) -> dict:
-    """Recall from the cue on scarred F/K, on default F/K, and with no cue on scarred F/K."""
-    a, S = study.args, len(seeds)
-    cue = make_cue(target, a.cue_strength, a.cue_noise, noise_seeds(seeds, 1))
-    no_cue = make_cue(target, 0.0, a.cue_noise, noise_seeds(seeds, 2))
-    default_F = torch.full_like(F, a.f0)
-    default_K = torch.full_like(K, a.k0)
-    gs = study.medium(3 * S, F=torch.cat([F, default_F, F]), K=torch.cat([K, default_K, K]))
-    gs.reset(V=torch.cat([cue, cue, no_cue]))
-    run = study.evolve(gs, target, a.recall_steps, frames=(0, S), label="phase 2: recall")
-    return {"run": run, "final": final_metrics(gs.V, target), "V": gs.V.cpu(),
-            "cue": cue.cpu(), "cue_metrics": final_metrics(cue, target)}
+def phase1(study, target, seeds) -> dict:
+    """Train with scarring, and the control without, from the same starts."""
+    p = study.protocol
+    index = NOISE["phase1_start"][1]   # training starts are always role "train"
+    arms = {}
+    for arm, scar in (("scarred", True), ("control", False)):
+        run = study.store(target[None], seeds, p.train_steps, scar=scar, first_index=index,
+                          record_every=p.record_every, frame_members=(0,),
+                          progress=f"phase 1: training, {arm}")
+        arms[arm] = {"final": final_metrics(run["V"], target), "V": run["V"].cpu(),
+                     "F": run["F"], "K": run["K"], "curve": run["curves"][0],
+                     "frames": run["frames"][0]}
+    F, K = arms["scarred"]["F"], arms["scarred"]["K"]
+    F0, K0 = arms["control"]["F"], arms["control"]["K"]   # the unscarred medium
+    return {"arms": arms, "F": F, "K": K,
+            "scar_strength": scarring.scar_strength(F, K, F0, K0).cpu(),
+            "scarred_cells": ((F != F0) | (K != K0)).flatten(1).sum(1).cpu(),
+            "saturated_cells": ((F == p.f_max) & (K == p.k_min)).flatten(1).sum(1).cpu()}
 
 
-def phase3(study: Study, targets, seeds) -> dict:
-    """Scar A, B, C in turn into the same F/K; recall each (scarred and default F/K)."""
-    a, S, P = study.args, len(seeds), len(targets)
-    gs = study.medium(S)
-    strength_after = []
-    for i, (name, target) in enumerate(targets.items()):
-        start = make_cue(target, a.train_init_strength, a.train_noise, noise_seeds(seeds, 3 + i))
-        gs.reset(V=start)
-        study.evolve(gs, target, a.multi_train_steps, scar_members=torch.ones(S, dtype=torch.bool),
-                     label=f"phase 3: training {name}")
-        strength_after.append(scar_strength(gs.F, gs.K, a.f0, a.k0).cpu())
-    F, K = gs.F.clone(), gs.K.clone()
-    # recall batch: [pattern 0 seeds..., pattern 1 seeds..., ...] scarred, then the same on
-    # default F/K (the control)
-    stacked = torch.stack(list(targets.values()))                       # (P, H, W)
-    per_member = stacked.repeat_interleave(S, 0)                        # (P*S, H, W)
-    cues = torch.cat([make_cue(t, a.multi_cue_strength, a.cue_noise, noise_seeds(seeds, 6 + i))
-                      for i, t in enumerate(stacked)])
-    recall = study.medium(2 * P * S, F=torch.cat([F.repeat(P, 1, 1), torch.full_like(F.repeat(P, 1, 1), a.f0)]),
-                          K=torch.cat([K.repeat(P, 1, 1), torch.full_like(K.repeat(P, 1, 1), a.k0)]))
-    recall.reset(V=torch.cat([cues, cues]))
-    both = torch.cat([per_member, per_member])
-    run = study.evolve(recall, both, a.multi_recall_steps, label="phase 3: recall")
-    final = final_metrics(recall.V, both)
-    # cross-similarity: recall from cue i (scarred) compared with every target j
-    scarred_V = recall.V[:P * S]
-    cross = torch.stack([cosine_similarity(scarred_V, t) for t in stacked], 1)   # (P*S, P)
-    cross = cross.view(P, S, P).permute(1, 0, 2).cpu()                             # (S, P, P)
-    return {"run": run, "final": final, "V": recall.V.cpu(), "cues": cues.cpu(), "F": F, "K": K,
-            "cue_metrics": final_metrics(cues, per_member), "cross": cross,
-            "strength_after": strength_after}
+def phase2(study, target, F, K, seeds) -> dict:
+    """Recall from the cue and from noise alone, on the scarred and on the default F/K."""
+    p, S = study.protocol, len(seeds)
+    cue = study.cues(target[None], seeds, p.cue_strength, *NOISE["phase2_cue"])
+    no_cue = study.cues(torch.zeros_like(target)[None], seeds, 0.0, *NOISE["phase2_no_cue"])
+    F0, K0 = study.default_fields(S)
+    # members: [scarred seeds, default seeds] x [cue, no cue]
+    res = study.recall(torch.cat([F, F0]), torch.cat([K, K0]),
+                       torch.cat([cue, no_cue], 1).repeat(2, 1, 1, 1), target[None],
+                       p.recall_steps, return_fields=True, record_every=p.record_every,
+                       curve_patterns=(0, 0), frame_members=((0, 0), (S, 0)),
+                       progress="phase 2: recall")
+    where = {"scarred": (slice(0, S), 0), "control": (slice(S, 2 * S), 0),
+             "uncued": (slice(0, S), 1), "control_uncued": (slice(S, 2 * S), 1)}
+    arms = {arm: {"final": {m: res["final"][m][rows, col, 0] for m in METRICS},
+                  "V": res["V"][rows, col],
+                  "curve": {"steps": res["curves"]["steps"],
+                            "similarity": res["curves"]["similarity"][:, rows, col]}}
+            for arm, (rows, col) in where.items()}
+    return {"arms": arms, "cue": cue[:, 0].cpu(),
+            "cue_metrics": final_metrics(cue[:, 0], target),
+            "frames": {"scarred": res["frames"][:, 0], "control": res["frames"][:, 1]}}
+
+
+def phase3(study, targets, seeds) -> dict:
+    """Scar A, B, C in turn into the same F/K; recall each on scarred and default F/K."""
+    p, S = study.protocol, len(seeds)
+    stacked = torch.stack(list(targets.values()))                        # (P, H, W)
+    stored = study.store(stacked, seeds, p.multi_train_steps,
+                         first_index=NOISE["phase3_starts"][1], progress="phase 3: training")
+    cues = study.cues(stacked, seeds, p.multi_cue_strength, *NOISE["phase3_cues"])  # (S, P, H, W)
+    F0, K0 = study.default_fields(S)
+    res = study.recall(torch.cat([stored["F"], F0]), torch.cat([stored["K"], K0]),
+                       cues.repeat(2, 1, 1, 1), stacked, p.multi_recall_steps,
+                       return_fields=True, progress="phase 3: recall")
+    arms = {arm: {"matrix": {m: res["final"][m][rows] for m in METRICS},   # (S, cue, pattern)
+                  "V": res["V"][rows]}
+            for arm, rows in (("scarred", slice(0, S)), ("control", slice(S, 2 * S)))}
+    return {"arms": arms, "cues": cues.cpu(), "F": stored["F"], "K": stored["K"],
+            "cue_matrix": {m: res["initial"][m][:S] for m in METRICS},
+            "strength_after": stored["scar_strength"]}
 
 
 # ---- results ----------------------------------------------------------------------------
 
 
-def stat(values, published=None) -> dict:
-    s = summarize(values)
-    s["published"] = published
+UNIT = (0.0, 1.0)   # cosine and IoU of non-negative fields, fractions
+
+
+def stat(values, published=None, reference_scale=True, bounds=UNIT, kind="mean") -> dict:
+    """A stat block; bounded metrics keep their interval inside their range, and outcomes
+    that are mostly exact zeros (recall from noise alone) get a bootstrap interval."""
+    s = metrics.summarize(values, kind=kind, bounds=bounds)
+    s["published"] = published if reference_scale else None
     return s
 
 
-def split(x, parts):
-    """(parts * S,) -> list of `parts` tensors of shape (S,)."""
-    return list(x.view(parts, -1))
+def phase1_results(p1, ref: bool) -> dict:
+    pub, arms = PUBLISHED["phase1"], p1["arms"]
+    return {
+        "scarred_final_similarity": stat(arms["scarred"]["final"]["cosine"],
+                                         pub["scarred_final_similarity"], ref),
+        "control_final_similarity": stat(arms["control"]["final"]["cosine"],
+                                         pub["control_final_similarity"], ref),
+        "total_scar_strength": stat(p1["scar_strength"], bounds=None),
+        "scarred_cells": stat(p1["scarred_cells"], bounds=None),
+        "saturated_fraction": stat(p1["saturated_cells"] / p1["scarred_cells"].clamp_min(1)),
+        "scarred_final_iou": stat(arms["scarred"]["final"]["iou"]),
+        "control_final_iou": stat(arms["control"]["final"]["iou"]),
+    }
+
+
+def phase2_results(p2, ref: bool) -> dict:
+    pub, arms, cue = PUBLISHED["phase2"], p2["arms"], p2["cue_metrics"]
+    sc, ct = arms["scarred"]["final"]["cosine"], arms["control"]["final"]["cosine"]
+    out = {
+        "scarred_recall_quality": stat(sc, pub["scarred_recall_quality"], ref),
+        "control_recall_quality": stat(ct, pub["control_recall_quality"], ref),
+        "improvement_ratio": stat(sc / ct.clamp_min(0.01), pub["improvement_ratio"], ref,
+                                  bounds=None),
+        "uncued_recall_quality": stat(arms["uncued"]["final"]["cosine"], kind="bootstrap"),
+        "control_uncued_recall_quality": stat(arms["control_uncued"]["final"]["cosine"],
+                                              kind="bootstrap"),
+        "cue_similarity": stat(cue["cosine"]),
+        "scarred_gain_over_cue": stat(sc - cue["cosine"], bounds=(-1.0, 1.0)),
+        "control_gain_over_cue": stat(ct - cue["cosine"], bounds=(-1.0, 1.0)),
+    }
+    for m in ("iou", "pearson"):
+        b = metrics.BOUNDS[m]
+        for arm in ("scarred", "control", "uncued"):
+            out[f"{arm}_recall_{m}"] = stat(arms[arm]["final"][m], bounds=b,
+                                            kind="bootstrap" if arm == "uncued" else "mean")
+        out[f"cue_{m}"] = stat(cue[m], bounds=b)
+    return out
+
+
+def phase3_results(p3, targets, ref: bool) -> dict:
+    names, pub = list(targets), PUBLISHED["phase3"]
+    sc, ct = p3["arms"]["scarred"]["matrix"], p3["arms"]["control"]["matrix"]
+    own = {m: sc[m].diagonal(dim1=1, dim2=2) for m in METRICS}          # (S, P)
+    own_ct = ct["cosine"].diagonal(dim1=1, dim2=2)
+    cue_own = p3["cue_matrix"]["cosine"].diagonal(dim1=1, dim2=2)
+    per = lambda x, i: x[:, i]   # noqa: E731  (one pattern's column over seeds)
+    return {
+        "pattern_recall_qualities": {n: stat(per(own["cosine"], i),
+                                             pub["pattern_recall_qualities"], ref)
+                                     for i, n in enumerate(names)},
+        "average_recall": stat(own["cosine"].mean(1)),
+        "min_recall": stat(own["cosine"].min(1).values, pub["min_recall"], ref),
+        "control_recall_qualities": {n: stat(per(own_ct, i)) for i, n in enumerate(names)},
+        "cue_similarities": {n: stat(per(cue_own, i)) for i, n in enumerate(names)},
+        "recall_iou": {n: stat(per(own["iou"], i)) for i, n in enumerate(names)},
+        "recall_pearson": {n: stat(per(own["pearson"], i), bounds=(-1.0, 1.0))
+                           for i, n in enumerate(names)},
+        "cross_similarity": {"cues": names, "patterns": names,
+                             "mean": sc["cosine"].mean(0)},
+        "discrimination": stat(metrics.discrimination_per_seed(sc["cosine"]), bounds=(-1.0, 1.0)),
+        "scar_strength_after_each": {n: stat(s, bounds=None)
+                                     for n, s in zip(names, p3["strength_after"])},
+        "target_overlap_iou": {f"{a}~{b}": float(metrics.iou(targets[a], targets[b]))
+                               for i, a in enumerate(names) for b in names[i + 1:]},
+    }
+
+
+def degenerate_warnings(p1, p2, p3, seeds) -> list[str]:
+    """Runs that silently did nothing or collapsed, said plainly."""
+    warnings = []
+    unscarred = [s for s, n in zip(seeds, p1["scarred_cells"].tolist()) if n == 0]
+    if unscarred:
+        warnings.append(f"phase 1: no cell was scarred in seeds {unscarred} (the similarity "
+                        f"never passed the gate, or no cell matched): nothing was stored")
+    fields = {f"phase 1 {a}": r["V"] for a, r in p1["arms"].items()}
+    fields.update({f"phase 2 {a}": r["V"] for a, r in p2["arms"].items()})
+    fields.update({f"phase 3 {a}": r["V"].flatten(0, 1) for a, r in p3["arms"].items()})
+    for label, V in fields.items():
+        flat = V.flatten(1)
+        for kind, bad in (("all zero", flat.amax(1) == 0), ("all one", flat.amin(1) == 1)):
+            if bad.any():
+                warnings.append(f"{label}: V is {kind} in {int(bad.sum())} of {len(bad)} "
+                                f"members at the end (the medium died out or saturated)")
+    return warnings
 
 
 def build_results(args, rule, seeds, device, targets, p1, p2, p3, wall) -> dict:
-    S, names = len(seeds), list(targets)
-    pub1, pub2, pub3 = PUBLISHED["phase1"], PUBLISHED["phase2"], PUBLISHED["phase3"]
-    sc1, ct1 = split(p1["final"]["cosine"], 2)
-    phase1_res = {
-        "scarred_final_similarity": stat(sc1, pub1["scarred_final_similarity"]),
-        "control_final_similarity": stat(ct1, pub1["control_final_similarity"]),
-        "total_scar_strength": stat(p1["scar_strength"], pub1["total_scar_strength"]),
-        "scarred_cells": stat(p1["scarred_cells"]),
-        "saturated_fraction": stat(p1["saturated_cells"] / p1["scarred_cells"].clamp_min(1)),
-        "scarred_final_iou": stat(split(p1["final"]["iou"], 2)[0]),
-        "control_final_iou": stat(split(p1["final"]["iou"], 2)[1]),
-    }
-    f2 = p2["final"]
-    sc2, ct2, nc2 = split(f2["cosine"], 3)
-    phase2_res = {
-        "scarred_recall_quality": stat(sc2, pub2["scarred_recall_quality"]),
-        "control_recall_quality": stat(ct2, pub2["control_recall_quality"]),
-        "improvement_ratio": stat(sc2 / ct2.clamp_min(0.01), pub2["improvement_ratio"]),
-        "uncued_recall_quality": stat(nc2),
-        "cue_similarity": stat(p2["cue_metrics"]["cosine"]),
-        "scarred_gain_over_cue": stat(sc2 - p2["cue_metrics"]["cosine"]),
-        "control_gain_over_cue": stat(ct2 - p2["cue_metrics"]["cosine"]),
-    }
-    for metric in ("iou", "pearson"):
-        sc, ct, nc = split(f2[metric], 3)
-        phase2_res[f"scarred_recall_{metric}"] = stat(sc)
-        phase2_res[f"control_recall_{metric}"] = stat(ct)
-        phase2_res[f"uncued_recall_{metric}"] = stat(nc)
-        phase2_res[f"cue_{metric}"] = stat(p2["cue_metrics"][metric])
-    P = len(names)
-    f3 = p3["final"]
-    sc3 = f3["cosine"][:P * S].view(P, S)
-    ct3 = f3["cosine"][P * S:].view(P, S)
-    cue3 = p3["cue_metrics"]["cosine"].view(P, S)
-    cross_mean = p3["cross"].mean(0)
-    phase3_res = {
-        "pattern_recall_qualities": {n: stat(sc3[i], pub3["pattern_recall_qualities"])
-                                     for i, n in enumerate(names)},
-        "average_recall": stat(sc3.mean(0), pub3["average_recall"]),
-        "min_recall": stat(sc3.min(0).values, pub3["min_recall"]),
-        "control_recall_qualities": {n: stat(ct3[i]) for i, n in enumerate(names)},
-        "cue_similarities": {n: stat(cue3[i]) for i, n in enumerate(names)},
-        "recall_iou": {n: stat(f3["iou"][:P * S].view(P, S)[i]) for i, n in enumerate(names)},
-        "recall_pearson": {n: stat(f3["pearson"][:P * S].view(P, S)[i])
-                           for i, n in enumerate(names)},
-        "cross_similarity": {"cues": names, "patterns": names, "mean": cross_mean},
-        "discrimination": stat([discrimination_index(m) for m in p3["cross"]]),
-        "scar_strength_after_each": {n: stat(s) for n, s in zip(names, p3["strength_after"])},
-        "target_overlap_iou": {f"{names[i]}~{names[j]}": float(iou(targets[names[i]], targets[names[j]]))
-                               for i in range(P) for j in range(i + 1, P)},
-    }
-    results = {"schema_version": 1, "phase1": phase1_res, "phase2": phase2_res,
-               "phase3": phase3_res}
-    criteria = []
-    for label, phase, key, threshold in CRITERIA:
-        s = results[phase][key]
-        criteria.append({"criterion": label, "threshold": threshold, "mean": s["mean"],
-                         "passed": s["mean"] > threshold,
-                         "passed_at_ci95_low": (s["ci95_low"] > threshold
-                                                if s["ci95_low"] is not None else None)})
-    results["success_criteria"] = criteria
+    ref = args.grid == REFERENCE_GRID and not args.quick
+    results = {**cli.envelope(args, seeds, device, wall),
+               "phase1": phase1_results(p1, ref), "phase2": phase2_results(p2, ref),
+               "phase3": phase3_results(p3, targets, ref), "reference_scale": ref}
+    results["success_criteria"] = [
+        {"criterion": label, "threshold": threshold, "mean": results[ph][key]["mean"],
+         "passed": results[ph][key]["mean"] > threshold,
+         "passed_at_ci95_low": (results[ph][key]["ci95_low"] > threshold
+                                if results[ph][key]["ci95_low"] is not None else None)}
+        for label, ph, key, threshold in CRITERIA] if ref else []
+    results["warnings"] = degenerate_warnings(p1, p2, p3, seeds)
     results["curves"] = {
-        "phase1_steps": p1["run"]["steps"], "phase1_scarred": p1["run"]["similarity"][:, :S],
-        "phase1_control": p1["run"]["similarity"][:, S:],
-        "phase2_steps": p2["run"]["steps"], "phase2_scarred": p2["run"]["similarity"][:, :S],
-        "phase2_control": p2["run"]["similarity"][:, S:2 * S],
-        "phase2_uncued": p2["run"]["similarity"][:, 2 * S:],
-    }
-    results["config"] = {k: v for k, v in vars(args).items()}
+        "phase1_steps": p1["arms"]["scarred"]["curve"]["steps"],
+        **{f"phase1_{a}": p1["arms"][a]["curve"]["similarity"] for a in ("scarred", "control")},
+        "phase2_steps": p2["arms"]["scarred"]["curve"]["steps"],
+        **{f"phase2_{a}": p2["arms"][a]["curve"]["similarity"]
+           for a in ("scarred", "control", "uncued", "control_uncued")}}
     results["config"]["scar_rule"] = rule.as_dict()
-    results["config"]["phase3_patterns"] = names
-    results["config"]["noise_streams"] = (
-        f"generator seed = seed + {STREAM} * stream; streams 0 phase-1 start, 1 phase-2 cue, "
-        "2 phase-2 no-cue noise, 3-5 phase-3 training starts, 6-8 phase-3 cues")
-    results["seeds"] = seeds
-    results["environment"] = environment_info(device)
-    results["wall_time_s"] = wall
+    results["config"]["phase3_patterns"] = list(targets)
+    results["config"]["noise_draws"] = {k: {"role": r, "first_index": i}
+                                        for k, (r, i) in NOISE.items()}
     return results
 
 
 def print_summary(results) -> None:
-    rows = [("phase 1", "scarred final similarity", results["phase1"]["scarred_final_similarity"]),
-            ("phase 1", "control final similarity", results["phase1"]["control_final_similarity"]),
-            ("phase 1", "total scar strength", results["phase1"]["total_scar_strength"]),
-            ("phase 2", "cue similarity at step 0", results["phase2"]["cue_similarity"]),
-            ("phase 2", "scarred recall quality", results["phase2"]["scarred_recall_quality"]),
-            ("phase 2", "control recall quality", results["phase2"]["control_recall_quality"]),
-            ("phase 2", "uncued recall (scarred, no cue)", results["phase2"]["uncued_recall_quality"]),
-            ("phase 2", "improvement ratio", results["phase2"]["improvement_ratio"])]
-    for name, s in results["phase3"]["pattern_recall_qualities"].items():
-        rows.append(("phase 3", f"recall {name}", s))
-    rows += [("phase 3", "average recall", results["phase3"]["average_recall"]),
-             ("phase 3", "min recall", results["phase3"]["min_recall"]),
-             ("phase 3", "discrimination index", results["phase3"]["discrimination"])]
-    n = results["phase1"]["scarred_final_similarity"]["n"]
-    print(f"\n{'':8}{'metric':34}{'ours: mean [95% CI], n=' + str(n):34}published")
+    p1, p2, p3 = results["phase1"], results["phase2"], results["phase3"]
+    rows = [("phase 1", "scarred final similarity", p1["scarred_final_similarity"]),
+            ("phase 1", "control final similarity", p1["control_final_similarity"]),
+            ("phase 1", "total scar strength", p1["total_scar_strength"]),
+            ("phase 2", "cue similarity at step 0", p2["cue_similarity"]),
+            ("phase 2", "scarred recall quality", p2["scarred_recall_quality"]),
+            ("phase 2", "control recall quality", p2["control_recall_quality"]),
+            ("phase 2", "uncued recall (scarred, no cue)", p2["uncued_recall_quality"]),
+            ("phase 2", "improvement ratio", p2["improvement_ratio"])]
+    rows += [("phase 3", f"recall {n}", s) for n, s in p3["pattern_recall_qualities"].items()]
+    rows += [("phase 3", "average recall", p3["average_recall"]),
+             ("phase 3", "min recall", p3["min_recall"]),
+             ("phase 3", "discrimination index", p3["discrimination"])]
+    n = p1["scarred_final_similarity"]["n"]
+    ref = results["reference_scale"]
+    print(f"\n{'':8}{'metric':34}{'ours: mean [95% CI], n=' + str(n):34}"
+          f"{'published' if ref else ''}")
     for phase, name, s in rows:
         pub = s.get("published")
-        pub = "-" if pub is None else (f"{pub:.3f}" if isinstance(pub, float) else str(pub))
-        print(f"{phase:8}{name:34}{format_stat(s):34}{pub}")
+        pub = "" if not ref else "-" if pub is None else (
+            f"{pub:.3f}" if isinstance(pub, float) else str(pub))
+        print(f"{phase:8}{name:34}{metrics.format_stat(s):34}{pub}")
     print()
+    if not ref:
+        grid = results["config"]["grid"]
+        print(f"  SMOKE RUN at {grid}x{grid}{' (--quick)' if results['smoke_run'] else ''}: "
+              f"the published figures and success criteria apply at "
+              f"{REFERENCE_GRID}x{REFERENCE_GRID} only")
     for c in results["success_criteria"]:
         print(f"  [{'PASS' if c['passed'] else 'FAIL'}] {c['criterion']}: mean {c['mean']:.3f}")
+    for w in results["warnings"]:
+        print(f"  WARNING: {w}")
+
+
+def load_targets(args, dtype):
+    """The phase 1-2 target and the phase-3 targets, on the CPU."""
+    if args.target_image:
+        target = patterns.load_image_pattern(args.target_image, args.grid, args.grid, dtype=dtype)
+    else:
+        target = patterns.make_pattern("square_spots", args.grid, args.grid, dtype=dtype)
+    target = patterns.check_target(target, args.grid, args.grid)
+    return target, patterns.phase3_targets(args.grid, dtype=dtype)
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    validate(args)
-    seeds = seed_list(args)
-    device = resolve_device(args.device)
-    dtype = torch.float64 if args.dtype == "float64" else torch.float32
-    if args.target_image:
-        target = load_image_pattern(args.target_image, args.grid, args.grid, dtype=dtype)
-    else:
-        target = make_pattern("square_spots", args.grid, args.grid, dtype=dtype)
-    target = check_target(target, args.grid, args.grid).to(device)
-    quarter = args.grid // 4   # the reference offset (-64, -64) on 256 x 256
-    targets = {name: make_pattern(shape, args.grid, args.grid, offset=off, dtype=dtype).to(device)
-               for name, shape, off in zip(PHASE3_PATTERNS, ("square_spots", "ring", "line"),
-                                           ((-quarter, -quarter), (0, 0), (0, 0)))}
-    out = prepare_out_dir(args.out)
-    print(f"{len(seeds)} seeds on {device}, grid {args.grid}x{args.grid}, output -> {out}/")
-
-    study = Study(args, device, dtype)
+    args = cli.parse(Args, argv, description=__doc__.split("\n\n")[0], quick=QUICK)
+    seeds, device = cli.start(args)
+    study = scarring.Study(protocol_of(args), device)
+    target, targets = load_targets(args, study.dtype)
+    cli.check_memory(members=4 * len(seeds) + 2 * len(targets) * len(seeds),
+                     cells=args.grid ** 2, dtype=study.dtype, device=device)
+    target, targets = target.to(device), {k: v.to(device) for k, v in targets.items()}
     t0 = time.perf_counter()
     print(f"phase 1: {args.train_steps} steps training, scarred and control")
     p1 = phase1(study, target, seeds)
     print(f"phase 2: {args.recall_steps} steps recall from a {args.cue_strength:.0%} cue")
     p2 = phase2(study, target, p1["F"], p1["K"], seeds)
-    print(f"phase 3: {args.multi_train_steps} steps training per pattern x 3, "
+    print(f"phase 3: {args.multi_train_steps} steps training per pattern x {len(targets)}, "
           f"{args.multi_recall_steps} steps recall")
     p3 = phase3(study, targets, seeds)
     wall = time.perf_counter() - t0
-
     results = build_results(args, study.rule, seeds, device, targets, p1, p2, p3, wall)
-    from common import (
-        figures,  # plotting and video live at the edge, imported only when needed
-    )
-    figures.write_all(out, results, target.cpu(), {k: v.cpu() for k, v in targets.items()},
-                      p1, p2, p3, video=not args.no_video)
-    write_json_atomic(out / "results.json", results)   # last: its presence = a complete run
+    from common import figures   # plotting and video at the edge, imported only when needed
+    with cli.staged_output(args.out_dir(), Args.study) as out:
+        figures.write_all(out, results, target.cpu(), {k: v.cpu() for k, v in targets.items()},
+                          p1, p2, p3, video=not args.no_video)
+        cli.write_json_atomic(out / "results.json", results)
     print_summary(results)
-    print(f"\nsimulation wall time {wall:.1f} s; results in {out}/results.json")
+    print(f"\nsimulation wall time {wall:.1f} s; results in {args.out_dir()}/results.json")
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    cli.run_cli(main)

@@ -35,14 +35,12 @@ import torch.nn.functional as tnf
 
 from common import compiling
 from common.compiling import compiler_available  # noqa: F401  (re-exported)
+from protocol import Protocol
 
-# Reference constants (docs/protocol.md "Substrate").
-F0 = 0.037
-K0 = 0.060
-DU = 0.16
-DV = 0.08
-DT = 1.0
-DECAY = 0.9995
+# Reference constants (docs/protocol.md, section 1): the defaults of a GrayScott medium.
+_REFERENCE = Protocol()
+F0, K0 = _REFERENCE.f0, _REFERENCE.k0
+DU, DV, DT, DECAY = _REFERENCE.du, _REFERENCE.dv, _REFERENCE.dt, _REFERENCE.decay
 
 # Stencils. The reference one has no 1/h^2 factor; its isotropic diffusion coefficient
 # is 0.3, so the *effective* diffusion constants are 0.3 * Du and 0.3 * Dv.

@@ -2,23 +2,27 @@
 
 `save_fields` and `write_video` are generic (any list of (H, W) fields); `write_all`
 draws the main study's figures from the results of scarring_validation.py.
+The matplotlib backend is left alone (importing this in a notebook keeps the notebook's
+backend); command-line entry points choose one before drawing.
 """
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no screen needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
 CMAP = "viridis"
+VIDEO_CRF = 18          # libx264 quality (0 lossless .. 51 worst; 18 looks lossless)
 
 
-def save_fields(path, fields, titles, ncols=None, suptitle=None, vmax=1.0, cmap=CMAP):
-    """A row (or grid) of 2D fields with titles, one shared colour scale."""
+def save_fields(path, fields, titles, ncols=None, suptitle=None, vmax=1.0, cmap=CMAP,
+                cbar_label="V (activator concentration)"):
+    """A row (or grid) of 2D fields with titles, one shared colour scale, its colour bar
+    labelled `cbar_label` (say what the colour is: "V", "F", "cosine similarity")."""
     n = len(fields)
     ncols = ncols or n
     nrows = (n + ncols - 1) // ncols
@@ -31,41 +35,119 @@ def save_fields(path, fields, titles, ncols=None, suptitle=None, vmax=1.0, cmap=
         ax.set_title(title, fontsize=9)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    fig.colorbar(im, ax=axes, shrink=0.8)
+    fig.colorbar(im, ax=axes, shrink=0.8, label=cbar_label)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
-def write_video(path, frames_by_panel, labels, fps=20, scale=2):
-    """MP4 (OpenCV, mp4v) of several V-field sequences side by side.
-
-    frames_by_panel: list of (T, H, W) tensors in [0, 1], one per panel.
-    """
+def _video_frame(frames_by_panel, labels, t, step_text, scale):
+    """One RGB uint8 frame: the panels side by side (viridis), each labelled, the step
+    counter in the first panel's lower left corner, padded to even height and width
+    (yuv420p needs even sizes)."""
     import cv2
 
-    T = min(len(f) for f in frames_by_panel)
-    H, W = frames_by_panel[0].shape[-2:]
-    size = (W * scale * len(frames_by_panel), H * scale)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    if not writer.isOpened():
-        raise OSError(f"OpenCV cannot write {path} (mp4v codec unavailable)")
+    panels = []
+    for i, (frames, label) in enumerate(zip(frames_by_panel, labels)):
+        f = frames[t]
+        f = f.detach().cpu().float().numpy() if isinstance(f, torch.Tensor) else np.asarray(f)
+        img = (np.clip(np.nan_to_num(f), 0, 1) * 255).astype(np.uint8)
+        img = cv2.resize(img, (img.shape[1] * scale, img.shape[0] * scale),
+                         interpolation=cv2.INTER_NEAREST)
+        img = cv2.applyColorMap(img, cv2.COLORMAP_VIRIDIS)[..., ::-1]   # BGR -> RGB
+        img = np.ascontiguousarray(img)
+        for text, org in ((label, (6, 18)), (step_text if i == 0 else "", (6, img.shape[0] - 8))):
+            if text:   # white on a black box: readable on any field colour
+                (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+                x, y = org
+                cv2.rectangle(img, (x - 3, y - th - 3), (x + tw + 3, y + base), (0, 0, 0), -1)
+                cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
+                            cv2.LINE_AA)
+        panels.append(img)
+    frame = np.concatenate(panels, axis=1)
+    h, w = frame.shape[:2]
+    return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)))
+
+
+def _encode_h264(path, frames, fps) -> None:
+    """Frames (iterable of equal (H, W, 3) uint8 RGB, H and W even) to an H.264 MP4 with
+    the ffmpeg binary imageio-ffmpeg ships (no system ffmpeg needed)."""
+    import imageio_ffmpeg
+
+    writer = None
     try:
-        for t in range(T):
-            panels = []
-            for frames, label in zip(frames_by_panel, labels):
-                img = (frames[t].clamp(0, 1).numpy() * 255).astype(np.uint8)
-                img = cv2.resize(img, (W * scale, H * scale), interpolation=cv2.INTER_NEAREST)
-                img = cv2.applyColorMap(img, cv2.COLORMAP_VIRIDIS)
-                cv2.putText(img, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
-                            (255, 255, 255), 1, cv2.LINE_AA)
-                panels.append(img)
-            writer.write(np.concatenate(panels, axis=1))
+        for frame in frames:
+            if writer is None:
+                h, w = frame.shape[:2]
+                writer = imageio_ffmpeg.write_frames(
+                    str(path), (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
+                    quality=None, macro_block_size=2, ffmpeg_log_level="error",
+                    output_params=["-crf", str(VIDEO_CRF), "-movflags", "+faststart"])
+                writer.send(None)
+            writer.send(frame)
     finally:
-        writer.release()
+        if writer is not None:
+            writer.close()
 
 
-def _band(ax, steps, curves, label, color):
-    """Mean curve over seeds with its 95% interval shaded. curves: (T, S)."""
+def _encode_mp4v(path, frames, fps) -> None:
+    """Fallback: OpenCV's MPEG-4 part 2 (mp4v) encoder; plays in VLC, not in browsers."""
+    import cv2
+
+    writer = None
+    try:
+        for frame in frames:
+            if writer is None:
+                h, w = frame.shape[:2]
+                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                if not writer.isOpened():
+                    raise OSError(f"OpenCV cannot write {path} (mp4v codec unavailable)")
+            writer.write(np.ascontiguousarray(frame[..., ::-1]))
+    finally:
+        if writer is not None:
+            writer.release()
+
+
+def write_video(path, frames_by_panel, labels, steps=None, fps=20, scale=2) -> str:
+    """MP4 of several V-field sequences side by side, the simulation step burned into
+    every frame.
+
+    frames_by_panel: list of (T, H, W) tensors or arrays in [0, 1], one per panel (T may
+    differ: the shortest wins). labels: one per panel. steps: the simulation step of each
+    frame (at least T values; default the frame index, shown as "frame t").
+    H.264 in yuv420p with even frame sizes and the index up front (+faststart), so
+    browsers and slide software play it, through imageio-ffmpeg's bundled encoder; if that
+    package is missing, a warning and OpenCV's mp4v instead. Written beside `path` and
+    renamed into place at the end: an interrupted write leaves any earlier file intact.
+    Returns the codec used, "h264" or "mp4v".
+    """
+    path = Path(path)
+    if len(labels) != len(frames_by_panel) or not frames_by_panel:
+        raise ValueError(f"{len(frames_by_panel)} panels but {len(labels)} labels")
+    T = min(len(f) for f in frames_by_panel)
+    if steps is not None and len(steps) < T:
+        raise ValueError(f"steps has {len(steps)} values for {T} frames")
+    texts = [f"step {steps[t]}" if steps is not None else f"frame {t}" for t in range(T)]
+    frames = (_video_frame(frames_by_panel, labels, t, texts[t], scale) for t in range(T))
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix or '.mp4'}")
+    try:
+        try:
+            import imageio_ffmpeg  # noqa: F401
+            encode, codec = _encode_h264, "h264"
+        except ImportError:
+            warnings.warn(f"{path.name}: imageio-ffmpeg is not installed, so the video is "
+                          f"MPEG-4 part 2 (mp4v), which browsers do not play; "
+                          f"pip install imageio-ffmpeg for H.264", stacklevel=2)
+            encode, codec = _encode_mp4v, "mp4v"
+        encode(tmp, frames, fps)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return codec
+
+
+def _band(ax, steps, curves, label, color, bounds=(0.0, 1.0)):
+    """Mean curve over seeds with its 95% interval shaded (a t interval clipped to the
+    metric's bounds, as metrics.summarize does). curves: (T, S)."""
     from metrics import t_quantile_975
 
     c = curves.double().numpy()
@@ -74,31 +156,27 @@ def _band(ax, steps, curves, label, color):
     ax.plot(steps, mean, label=label, color=color)
     if S > 1:
         half = t_quantile_975(S - 1) * c.std(1, ddof=1) / np.sqrt(S)
-        ax.fill_between(steps, mean - half, mean + half, color=color, alpha=0.25, lw=0)
-
-
-def _bar_err(stat):
-    if stat["ci95_low"] is None:
-        return 0.0
-    return stat["ci95_high"] - stat["mean"]
+        lo, hi = np.clip(mean - half, *bounds), np.clip(mean + half, *bounds)
+        ax.fill_between(steps, lo, hi, color=color, alpha=0.25, lw=0)
 
 
 def summary_figure(path, results):
-    c = results["curves"]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    c, cfg = results["curves"], results["config"]
+    n = results["phase1"]["scarred_final_similarity"]["n"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     ax = axes[0]
     _band(ax, c["phase1_steps"], c["phase1_scarred"], "scarred", "C0")
     _band(ax, c["phase1_steps"], c["phase1_control"], "control (no scarring)", "C3")
-    ax.axhline(results["config"]["gate"], color="gray", ls=":", lw=1, label="scar gate")
-    ax.set(title="Phase 1: training", xlabel="step", ylabel="cosine similarity to target",
-           ylim=(0, 1))
-    ax.legend(fontsize=8)
+    ax.axhline(cfg["gate"], color="gray", ls=":", lw=1, label="scar gate")
+    ax.set(title=f"Phase 1: training ({cfg['train_steps']} steps, {n} seeds)", xlabel="step",
+           ylabel="cosine similarity to target")
     ax = axes[1]
     _band(ax, c["phase2_steps"], c["phase2_scarred"], "scarred F/K, cue", "C0")
     _band(ax, c["phase2_steps"], c["phase2_control"], "default F/K, cue", "C3")
     _band(ax, c["phase2_steps"], c["phase2_uncued"], "scarred F/K, no cue", "C2")
-    ax.set(title="Phase 2: recall", xlabel="step", ylim=(0, 1))
-    ax.legend(fontsize=8)
+    _band(ax, c["phase2_steps"], c["phase2_control_uncued"], "default F/K, no cue", "C7")
+    ax.set(title=f"Phase 2: recall ({cfg['recall_steps']} steps, {n} seeds)", xlabel="step",
+           ylabel="cosine similarity to target")
     ax = axes[2]
     p3 = results["phase3"]
     names = list(p3["pattern_recall_qualities"])
@@ -106,67 +184,103 @@ def summary_figure(path, results):
     for offset, key, label, color in ((-0.27, "pattern_recall_qualities", "scarred", "C0"),
                                       (0.0, "control_recall_qualities", "default F/K", "C3"),
                                       (0.27, "cue_similarities", "cue at step 0", "0.6")):
-        stats = [p3[key][n] for n in names]
-        ax.bar(x + offset, [s["mean"] for s in stats], 0.25, yerr=[_bar_err(s) for s in stats],
+        stats = [p3[key][name] for name in names]
+        ax.bar(x + offset, [s["mean"] for s in stats], 0.25, yerr=_bar_errs(stats),
                capsize=3, label=label, color=color)
-    ax.axhline(0.8, color="k", ls="--", lw=1, label="published claim (> 0.80)")
+    if results["reference_scale"]:
+        ax.axhline(0.8, color="k", ls="--", lw=1, label="published claim (> 0.80)")
     ax.set_xticks(x, names, fontsize=8)
-    ax.set(title="Phase 3: recall after storing all three", ylim=(0, 1.05))
-    ax.legend(fontsize=8)
-    n = results["phase1"]["scarred_final_similarity"]["n"]
-    fig.suptitle(f"Parametric scarring, mean and 95% interval over {n} seeds", fontsize=11)
+    ax.set(title=f"Phase 3: recall of each of 3 stored ({cfg['multi_recall_steps']} steps, "
+                 f"{n} seeds)", ylabel="cosine similarity to its pattern")
+    for ax in axes:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    grid = cfg["grid"]
+    smoke = "" if results["reference_scale"] else f" - smoke run at {grid}x{grid}"
+    fig.suptitle(f"Parametric scarring, mean and 95% interval over {n} seeds{smoke}",
+                 fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
+def _bar_errs(stats):
+    """Asymmetric error bars [[below], [above]] from summarize dicts (0 where undefined)."""
+    lo = [s["mean"] - s["ci95_low"] if s["ci95_low"] is not None else 0.0 for s in stats]
+    hi = [s["ci95_high"] - s["mean"] if s["ci95_high"] is not None else 0.0 for s in stats]
+    return [lo, hi]
+
+
 def write_all(out, results, target, targets, p1, p2, p3, video=True):
-    """Every PNG (and MP4) of the main study into `out`."""
+    """Every PNG (and MP4) of the main study into `out`, and the final fields as .npz."""
     out = Path(out)
-    S = len(results["seeds"])
-    names = list(targets)
+    seed, names, cfg = results["seeds"][0], list(targets), results["config"]
+    a1, a2, a3 = p1["arms"], p2["arms"], p3["arms"]
     save_fields(out / "target.png", [target] + list(targets.values()),
                 ["phase 1-2 target"] + [f"phase 3 {n}" for n in names])
-    s1 = results["phase1"]
-    save_fields(out / "phase1_training.png", [target, p1["V"][0], p1["V"][S]],
-                ["target", f"scarred (sim {p1['final']['cosine'][0]:.2f})",
-                 f"control (sim {p1['final']['cosine'][S]:.2f})"],
-                suptitle=f"Phase 1, seed {results['seeds'][0]}: V after training")
-    f2 = p2["final"]["cosine"]
+    save_fields(out / "phase1_training.png", [target, a1["scarred"]["V"][0], a1["control"]["V"][0]],
+                ["target", f"scarred (sim {a1['scarred']['final']['cosine'][0]:.2f})",
+                 f"control (sim {a1['control']['final']['cosine'][0]:.2f})"],
+                suptitle=f"Phase 1, seed {seed}: V after {cfg['train_steps']} training steps")
+    sim = {arm: a2[arm]["final"]["cosine"][0] for arm in a2}
     save_fields(out / "phase2_recall.png",
-                [p2["cue"][0], p2["V"][0], p2["V"][S], p2["V"][2 * S]],
-                [f"cue (sim {p2['cue_metrics']['cosine'][0]:.2f})", f"scarred (sim {f2[0]:.2f})",
-                 f"control (sim {f2[S]:.2f})", f"scarred, no cue (sim {f2[2 * S]:.2f})"],
-                suptitle=f"Phase 2, seed {results['seeds'][0]}: V after recall")
-    P = len(names)
-    f3 = p3["final"]["cosine"]
+                [p2["cue"][0], a2["scarred"]["V"][0], a2["control"]["V"][0], a2["uncued"]["V"][0]],
+                [f"cue (sim {p2['cue_metrics']['cosine'][0]:.2f})",
+                 f"scarred (sim {sim['scarred']:.2f})", f"control (sim {sim['control']:.2f})",
+                 f"scarred, no cue (sim {sim['uncued']:.2f})"],
+                suptitle=f"Phase 2, seed {seed}: V after {cfg['recall_steps']} recall steps")
     fields, titles = [], []
     for i, n in enumerate(names):
-        fields += [targets[n], p3["cues"][i * S], p3["V"][i * S], p3["V"][P * S + i * S]]
-        titles += [f"{n}", "cue", f"scarred (sim {f3[i * S]:.2f})",
-                   f"control (sim {f3[P * S + i * S]:.2f})"]
+        sc, ct = a3["scarred"], a3["control"]
+        fields += [targets[n], p3["cues"][0, i], sc["V"][0, i], ct["V"][0, i]]
+        titles += [f"{n}", "cue", f"scarred (sim {sc['matrix']['cosine'][0, i, i]:.2f})",
+                   f"control (sim {ct['matrix']['cosine'][0, i, i]:.2f})"]
     save_fields(out / "phase3_recall.png", fields, titles, ncols=4,
-                suptitle=f"Phase 3, seed {results['seeds'][0]}: recall of each stored pattern")
-    cfg = results["config"]
+                suptitle=f"Phase 3, seed {seed}: recall of each stored pattern "
+                         f"({cfg['multi_recall_steps']} steps)")
+    strength = results["phase1"]["total_scar_strength"]["per_seed"][0]
     save_fields(out / "scar_maps.png",
                 [p1["F"][0].cpu(), p1["K"][0].cpu(), p3["F"][0].cpu(), p3["K"][0].cpu()],
                 [f"phase 1 F (F0={cfg['f0']})", f"phase 1 K (K0={cfg['k0']})",
-                 "phase 3 F (A+B+C)", "phase 3 K (A+B+C)"], ncols=4, vmax=0.08, cmap="magma",
-                suptitle=f"Scar maps, seed {results['seeds'][0]} (scar strength "
-                         f"{s1['total_scar_strength']['per_seed'][0]:.1f})")
+                 "phase 3 F (A+B+C)", "phase 3 K (A+B+C)"], ncols=4, vmax=cfg["f_max"],
+                cmap="magma", suptitle=f"Scar maps, seed {seed} (scar strength {strength:.1f})",
+                cbar_label="F and K")
     summary_figure(out / "summary.png", results)
+    save_final_fields(out, p1, p2, p3)
     if video:
-        fr1 = p1["run"]["frames"]   # (T, 2, H, W): seed 0 scarred, seed 0 control
-        write_video(out / "phase1_training.mp4", [fr1[:, 0], fr1[:, 1]], ["scarred", "control"])
-        fr2 = p2["run"]["frames"]
-        write_video(out / "phase2_recall.mp4", [fr2[:, 0], fr2[:, 1]],
-                    ["scarred recall", "control recall"])
+        fr1 = (a1["scarred"]["frames"][:, 0], a1["control"]["frames"][:, 0])
+        write_video(out / "phase1_training.mp4", list(fr1), ["scarred", "control"],
+                    steps=_frame_steps(cfg["train_steps"], len(fr1[0])))
+        fr2 = (p2["frames"]["scarred"], p2["frames"]["control"])
+        write_video(out / "phase2_recall.mp4", list(fr2), ["scarred recall", "control recall"],
+                    steps=_frame_steps(cfg["recall_steps"], len(fr2[0])))
+
+
+def _frame_steps(steps: int, frames: int) -> list[int]:
+    """The simulation step of each of `frames` frames filmed every max(1, steps // 100)
+    steps from step 0 (scarring.evolve's frame_every)."""
+    every = max(1, steps // 100)
+    return [i * every for i in range(frames)]
+
+
+def save_final_fields(out, p1, p2, p3) -> None:
+    """The final V of every arm and the scarred F, K, as arrays to re-plot without
+    re-running: fields.npz (keys phase1_scarred_V, ..., phase3_F; seeds first)."""
+    arrays = {f"phase1_{a}_V": r["V"] for a, r in p1["arms"].items()}
+    arrays.update({f"phase2_{a}_V": r["V"] for a, r in p2["arms"].items()})
+    arrays.update({f"phase3_{a}_V": r["V"] for a, r in p3["arms"].items()})
+    arrays.update(phase1_F=p1["F"], phase1_K=p1["K"], phase3_F=p3["F"], phase3_K=p3["K"],
+                  phase2_cue=p2["cue"], phase3_cues=p3["cues"])
+    np.savez_compressed(Path(out) / "fields.npz",
+                        **{k: v.detach().cpu().numpy() for k, v in arrays.items()})
 
 
 # ---- panels shared by the studies ---------------------------------------------------------
 
-def plot_matrix(ax, mean, rows, cols, title, vmin=0.0, vmax=1.0, cmap="viridis"):
-    """Heat map of a (C, P) matrix with its values written in the cells."""
+def plot_matrix(ax, mean, rows, cols, title, vmin=0.0, vmax=1.0, cmap="viridis", n=None,
+                cbar_label="cosine similarity", xlabel="stored pattern", ylabel="cue"):
+    """Heat map of a (C, P) matrix with its values written in the cells, a labelled
+    colour bar (cbar_label=None: none, e.g. when panels share one) and the number of
+    seeds behind each mean in the title (n)."""
     m = np.asarray(mean, dtype=float)
     im = ax.imshow(m, vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto")
     ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=7)
@@ -175,16 +289,41 @@ def plot_matrix(ax, mean, rows, cols, title, vmin=0.0, vmax=1.0, cmap="viridis")
         for j in range(m.shape[1]):
             ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
                     color="white" if m[i, j] < (vmin + vmax) / 2 else "black")
-    ax.set_title(title, fontsize=8)
+    ax.set_title(title if n is None else f"{title} (n = {n})", fontsize=8)
+    ax.set_xlabel(xlabel, fontsize=7)
+    ax.set_ylabel(ylabel, fontsize=7)
+    if cbar_label is not None:
+        ax.figure.colorbar(im, ax=ax, label=cbar_label, shrink=0.85)
     return im
 
 
-def plot_band(ax, x, stats, label, **kw):
-    """Mean line with its 95% interval as a band, from a list of summarize dicts."""
+def plot_band(ax, x, stats, label, ylabel=None, **kw):
+    """Mean line with its 95% interval as a band, from a list of summarize dicts.
+
+    The band is never cut by the axis: with autoscaling it is inside the data limits
+    anyway; if the caller fixed the y limits before, they are widened to hold it (set
+    limits after this call only from the band, e.g. via ax.get_ylim()). ylabel: the y
+    axis label (say what the metric is, "cosine similarity")."""
     mean = [s["mean"] for s in stats]
     lo = [s["ci95_low"] if s["ci95_low"] is not None else s["mean"] for s in stats]
     hi = [s["ci95_high"] if s["ci95_high"] is not None else s["mean"] for s in stats]
+    fixed = not ax.get_autoscaley_on()
     line, = ax.plot(x, mean, marker="o", ms=3, label=label, **kw)
-    ax.fill_between(x, lo, hi, alpha=0.2, color=line.get_color())
+    ax.fill_between(x, lo, hi, alpha=0.2, color=line.get_color(), lw=0)
+    finite = [v for v in lo + hi if v is not None and np.isfinite(v)]
+    if fixed and finite:
+        y0, y1 = ax.get_ylim()
+        pad = 0.02 * (max(finite) - min(finite) or 1.0)
+        ax.set_ylim(min(y0, min(finite) - pad), max(y1, max(finite) + pad))
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
     return line
+
+
+def save_figure(fig, path, dpi: int = 90) -> None:
+    """Lay out, write and close a figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
 

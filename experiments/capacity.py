@@ -12,8 +12,9 @@ grid, 5.3% of the grid). Two families, drawn per seed:
   "overlapping": each pattern picks its slots independently (pairs share 1 slot on average)
   "disjoint":    no slot is used twice (so at most 8 patterns)
 The grid is 128 x 128 (not the reference 256) and training is 200 steps per pattern (not
-500) to keep the default run within minutes on 2 CPU cores; the scar saturates within a few
-dozen gated steps, so longer training changes little (stated in the findings).
+500; --grid, --multi-train-steps) to keep the default run within minutes on 2 CPU cores;
+the scar saturates within a few dozen gated steps, so longer training changes little
+(stated in the findings).
 
 Control: N_NOVEL never-stored patterns of the same lattice are "recalled" from their cues
 on the same scarred medium; if they come back as well as the stored ones, the medium
@@ -26,109 +27,134 @@ discrimination index, what grows without a cue; capacity = largest k with mean r
 pattern 1 right after it was stored minus after all k were stored.
 
     python -m experiments.capacity            # default: 8 seeds
-    python -m experiments.capacity --quick    # seconds
+    python -m experiments.capacity --quick    # a smoke run
 """
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
+from typing import ClassVar
 
-import torch
+from common import cli
+from common.cli import RunArgs, arg
+from protocol import NOISE, Protocol, protocol_of
 
-import metrics
-import patterns
-import scarring
-from common import cli as experiment
-from common import figures
-from metrics import format_stat, summarize
-from scarring import ScarRule
-from substrate import F0, K0
+torch, metrics, patterns, scarring = cli.lazy_modules("torch", "metrics", "patterns", "scarring")
 
-NAME = "capacity"
-GRID = 128
 SLOTS_PER_SIDE = 8
 SPOTS = 8                   # slots lit per pattern
-KS = (1, 2, 4, 8, 16, 32)   # overlapping family; the disjoint family stops at 64 / SPOTS
-TRAIN_STEPS = 200           # per pattern
-RECALL_STEPS = 300          # protocol phase 3
-CUE_STRENGTH = 0.2          # protocol phase 3
 RECALL_THRESHOLD = 0.7
 N_NOVEL = 4                 # never-stored patterns of the same lattice, recalled as a control
-QUICK = dict(grid=32, ks=(1, 2, 4), train_steps=20, recall_steps=20)
+NOVEL_CUE_INDEX = 200       # their cues' noise draws (protocol.noise_seeds index)
+UNIFORM_OF_CUE = 0.8        # the uniform V sits at the cue's in-shape level: strength x PEAK
+
+
+@dataclass
+class Args(RunArgs, Protocol):
+    study: ClassVar[str] = "capacity"
+    grid: int = arg(128, "grid size H = W", lo=16, hi=16_384)
+    multi_train_steps: int = arg(200, "training steps per pattern", lo=1)
+    ks: tuple[int, ...] = arg((1, 2, 4, 8, 16, 32), "pattern counts k, increasing (the "
+                              "disjoint family stops at 64 / 8 = 8)", lo=1, hi=1000)
+
+    def check(self) -> None:
+        if list(self.ks) != sorted(set(self.ks)):
+            raise ValueError(f"--ks {' '.join(map(str, self.ks))}: must increase strictly")
+
+
+QUICK = dict(grid=32, ks=(1, 2, 4), multi_train_steps=20, multi_recall_steps=20)
 
 
 def family_patterns(family, n, grid, seeds):
     """(S, n, H, W): one family draw per seed (seed-dependent slot choice)."""
     return torch.stack([patterns.slot_patterns(n, grid, grid, SLOTS_PER_SIDE, SPOTS, seed=s,
-                                             disjoint=(family == "disjoint")) for s in seeds])
+                                               disjoint=(family == "disjoint")) for s in seeds])
 
 
-def run_family(family, ks, grid, seeds, train_steps, recall_steps, device, rule):
-    S = len(seeds)
-    kmax = ks[-1]
-    pats = family_patterns(family, kmax, grid, seeds)
+def run_family(study, family, ks, seeds):
+    """Store k_max patterns (F, K kept after each k), recall every k's cues; raw results."""
+    p, S = study.protocol, len(seeds)
+    grid = p.grid
+    pats = family_patterns(family, ks[-1], grid, seeds)
     # never-stored patterns drawn the same way (independent slots): if they are "recalled"
     # as well as stored ones, the medium amplifies any cue on its scarred lattice
     novel = torch.stack([patterns.slot_patterns(N_NOVEL, grid, grid, SLOTS_PER_SIDE, SPOTS,
-                                              seed=10_000 + s) for s in seeds])
-    novel_cues = scarring.make_cues(novel, CUE_STRENGTH, scarring.CUE_NOISE, seeds, first_index=200)
-    stored = scarring.store_patterns(pats, seeds, train_steps, rule, device=device,
-                                   snapshots=ks, progress=f"store {family}")
-    cues = scarring.make_cues(pats, CUE_STRENGTH, scarring.CUE_NOISE, seeds)
-    no_cue = torch.cat([scarring.make_cues(torch.zeros(1, grid, grid), 0.0, scarring.CUE_NOISE,
-                                         seeds, first_index=100),
-                        torch.full((S, 1, grid, grid), CUE_STRENGTH * 0.8)], dim=1)
-    by_k = {}
+                                                seed=10_000 + s) for s in seeds])
+    novel_cues = study.cues(novel, seeds, p.multi_cue_strength, "cue", NOVEL_CUE_INDEX)
+    stored = study.store(pats, seeds, p.multi_train_steps, snapshots=ks,
+                         first_index=NOISE["phase3_starts"][1], progress=f"store {family}")
+    cues = study.cues(pats, seeds, p.multi_cue_strength, *NOISE["phase3_cues"])
+    uniform = torch.full((S, 1, grid, grid), p.multi_cue_strength * UNIFORM_OF_CUE,
+                         device=cues.device, dtype=cues.dtype)
+    no_cue = torch.cat([study.cues(torch.zeros(1, grid, grid), seeds, 0.0,
+                                   *NOISE["phase2_no_cue"]), uniform], dim=1)
+    recalls = {}
     for k in ks:
         F, K = stored["snapshots"][k]
-        res = scarring.recall_matrix(F, K, torch.cat([cues[:, :k], novel_cues, no_cue], dim=1),
-                                   torch.cat([pats[:, :k], novel], dim=1), recall_steps,
-                                   device=device, progress=f"recall {family} k={k}")
-        entry = {"k": k}
-        n = N_NOVEL
-        for m in metrics.METRIC_NAMES:
-            fin, ini = res["final"][m], res["initial"][m]
-            diag = fin[:, :k, :k].diagonal(dim1=1, dim2=2)          # (S, k)
-            diag0 = ini[:, :k, :k].diagonal(dim1=1, dim2=2)
-            novel_diag = fin[:, k:k + n, k:k + n].diagonal(dim1=1, dim2=2)
-            entry[m] = {
-                "mean_recall": summarize(diag.mean(1)),
-                "first_recall": summarize(diag[:, 0]),
-                "cue_at_step0": summarize(diag0.mean(1)),
-                "gain": summarize((diag - diag0).mean(1)),
-                "discrimination": (summarize(metrics.discrimination_per_seed(fin[:, :k, :k]))
-                                   if k >= 2 else None),
-                "novel_recall": summarize(novel_diag.mean(1)),
-                "novel_cue_at_step0": summarize(
-                    ini[:, k:k + n, k:k + n].diagonal(dim1=1, dim2=2).mean(1)),
-                "noise_cue_recall": summarize(fin[:, k + n, :k].mean(1)),
-                "uniform_cue_recall": summarize(fin[:, k + n + 1, :k].mean(1)),
-                "per_pattern_recall": metrics.summarize_tensor(diag),
-            }
-        entry["scar_strength"] = summarize(stored["scar_strength"][k - 1])
-        entry["train_similarity_last"] = summarize(stored["train_similarity"][k - 1])
-        entry["scarred_fraction"] = summarize(((F - F0).abs() + (K - K0).abs() > 1e-9)
-                                              .flatten(1).float().mean(1).cpu())
-        by_k[str(k)] = entry
+        recalls[k] = study.recall(F, K, torch.cat([cues[:, :k], novel_cues, no_cue], dim=1),
+                                  torch.cat([pats[:, :k], novel.to(pats)], dim=1),
+                                  p.multi_recall_steps, progress=f"recall {family} k={k}")
     # control: the same cues on an unscarred medium, for the patterns of the largest k
-    ctrl = scarring.recall_matrix(F0, K0, cues[:, :kmax], pats[:, :kmax], recall_steps,
-                                device=device, progress=f"control {family}")
-    control = {m: summarize(ctrl["final"][m][:, :kmax].diagonal(dim1=1, dim2=2).mean(1))
-               for m in metrics.METRIC_NAMES}
-    out = {"ks": list(ks), "by_k": by_k, "control_recall_no_scar": control,
+    control = study.recall(p.f0, p.k0, cues[:, :ks[-1]], pats[:, :ks[-1]],
+                           p.multi_recall_steps, progress=f"control {family}")
+    return pats, stored, recalls, control
+
+
+def k_entry(res, stored, k, f0, k0):
+    """The read-outs at k stored patterns, per metric."""
+    n, stat = N_NOVEL, metrics.summarize
+    entry = {"k": k}
+    for m in metrics.METRIC_NAMES:
+        b, signed = metrics.BOUNDS[m], (-1.0, 1.0)
+        fin, ini = res["final"][m], res["initial"][m]
+        diag = fin[:, :k, :k].diagonal(dim1=1, dim2=2)          # (S, k)
+        diag0 = ini[:, :k, :k].diagonal(dim1=1, dim2=2)
+        novel = fin[:, k:k + n, k:k + n].diagonal(dim1=1, dim2=2)
+        entry[m] = {
+            "mean_recall": stat(diag.mean(1), bounds=b),
+            "first_recall": stat(diag[:, 0], bounds=b),
+            "cue_at_step0": stat(diag0.mean(1), bounds=b),
+            "gain": stat((diag - diag0).mean(1), bounds=signed),
+            "discrimination": (stat(metrics.discrimination_per_seed(fin[:, :k, :k]),
+                                    bounds=signed) if k >= 2 else None),
+            "novel_recall": stat(novel.mean(1), bounds=b),
+            "novel_cue_at_step0": stat(
+                ini[:, k:k + n, k:k + n].diagonal(dim1=1, dim2=2).mean(1), bounds=b),
+            # mostly exact zeros: a bootstrap interval
+            "noise_cue_recall": stat(fin[:, k + n, :k].mean(1), kind="bootstrap"),
+            "uniform_cue_recall": stat(fin[:, k + n + 1, :k].mean(1), bounds=b),
+            "per_pattern_recall": metrics.summarize_tensor(diag, bounds=b),
+        }
+    F, K = stored["snapshots"][k]
+    entry["scar_strength"] = metrics.summarize(stored["scar_strength"][k - 1])
+    entry["train_similarity_last"] = metrics.summarize(stored["train_similarity"][k - 1],
+                                                       bounds=(0.0, 1.0))
+    entry["scarred_fraction"] = metrics.summarize(((F - f0).abs() + (K - k0).abs() > 1e-9)
+                                          .flatten(1).float().mean(1).cpu())
+    return entry
+
+
+def family_summary(ks, pats, stored, recalls, control, f0, k0):
+    """by_k entries, capacity and forgetting of pattern 1, per metric."""
+    by_k = {str(k): k_entry(recalls[k], stored, k, f0, k0) for k in ks}
+    kmax = ks[-1]
+    out = {"ks": list(ks), "by_k": by_k,
+           "control_recall_no_scar": {m: metrics.summarize(
+               control["final"][m][:, :kmax].diagonal(dim1=1, dim2=2).mean(1))
+               for m in metrics.METRIC_NAMES},
            "train_similarity": metrics.summarize_tensor(stored["train_similarity"].T),
-           "pair_overlap_iou": _pair_overlap(pats)}
+           "pair_overlap_iou": _pair_overlap(pats), "capacity": {},
+           "forgetting_first_pattern": {}}
     for m in metrics.METRIC_NAMES:
         rec = [by_k[str(k)][m]["mean_recall"]["mean"] for k in ks]
-        dlow = [by_k[str(k)][m]["discrimination"]["ci95_low"]
-                if by_k[str(k)][m]["discrimination"] is not None else None for k in ks]
-        dlow = [d if d is not None or k == 1 else float("-inf") for d, k in zip(dlow, ks)]
-        out.setdefault("capacity", {})[m] = metrics.capacity_readout(
-            ks, rec, dlow, RECALL_THRESHOLD, 0.0)
+        disc = [by_k[str(k)][m]["discrimination"] for k in ks]
+        dlow = [float("-inf") if d is not None and d["ci95_low"] is None else
+                (d["ci95_low"] if d is not None else None) for d in disc]
+        out["capacity"][m] = metrics.capacity_readout(ks, rec, dlow, RECALL_THRESHOLD, 0.0)
         first_1 = torch.tensor(by_k[str(ks[0])][m]["first_recall"]["per_seed"])
-        out.setdefault("forgetting_first_pattern", {})[m] = {
-            str(k): summarize(first_1 - torch.tensor(by_k[str(k)][m]["first_recall"]["per_seed"]))
-            for k in ks}
+        out["forgetting_first_pattern"][m] = {
+            str(k): metrics.summarize(first_1 - torch.tensor(by_k[str(k)][m]["first_recall"]
+                                                              ["per_seed"])) for k in ks}
     return out
 
 
@@ -142,80 +168,55 @@ def _pair_overlap(pats):
     union = (m.unsqueeze(1) | m.unsqueeze(2)).flatten(3).sum(3).float()
     iou = inter / union
     off = ~torch.eye(P, dtype=torch.bool)
-    return summarize(iou[:, off].mean(1))
+    return metrics.summarize(iou[:, off].mean(1))
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    experiment.add_common_args(parser, f"scarring_results/{NAME}/")
-    parser.add_argument("--ks", type=int, nargs="+", default=list(KS),
-                        help=f"pattern counts, increasing (default {' '.join(map(str, KS))})")
-    parser.add_argument("--train-steps", type=int, default=TRAIN_STEPS)
-    parser.add_argument("--recall-steps", type=int, default=RECALL_STEPS)
-    parser.add_argument("--gate", type=float, default=ScarRule().gate,
-                        help="similarity gate of the scar rule (reference 0.5)")
-    args = parser.parse_args(argv)
-    seeds = experiment.seed_list(args)
-    device = experiment.resolve_device(args.device)
-    grid, ks, train_steps, recall_steps = GRID, sorted(set(args.ks)), args.train_steps, args.recall_steps
-    if args.quick:
-        grid, ks, train_steps, recall_steps = (QUICK["grid"], list(QUICK["ks"]),
-                                               QUICK["train_steps"], QUICK["recall_steps"])
-    if ks[0] < 1:
-        raise ValueError(f"--ks {ks}: pattern counts must be >= 1")
-    if train_steps < 1 or recall_steps < 1:
-        raise ValueError("--train-steps and --recall-steps must be >= 1")
-    n_slots = SLOTS_PER_SIDE ** 2
-    if ks[-1] > 1000:
-        raise ValueError(f"--ks up to {ks[-1]}: keep k <= 1000")
-    rule = ScarRule(gate=args.gate)
-    out = experiment.prepare_out_dir(args.out)
-    t0 = time.time()
-    families = {}
-    for family in ("overlapping", "disjoint"):
-        fks = [k for k in ks if family == "overlapping" or k * SPOTS <= n_slots]
-        if not fks:
-            continue
-        families[family] = run_family(family, fks, grid, seeds, train_steps, recall_steps,
-                                      device, rule)
-    main_family = families["overlapping"]
-    result = {
-        "name": NAME,
-        "config": {"grid": grid, "slots_per_side": SLOTS_PER_SIDE, "spots_per_pattern": SPOTS,
-                   "ks": ks, "train_steps_per_pattern": train_steps,
-                   "recall_steps": recall_steps, "cue_strength": CUE_STRENGTH,
-                   "cue_noise": scarring.CUE_NOISE, "recall_threshold": RECALL_THRESHOLD,
-                   "discrimination_chance": 0.0, "rule": rule.as_dict(), "quick": args.quick,
-                   "capacity_definition": "largest k such that at every k' <= k the mean "
-                   "recall (own cue) > recall_threshold and the 95% interval of the "
-                   "discrimination index lies above 0 (k = 1: recall only)"},
-        "seeds": seeds,
-        "by_k": main_family["by_k"],
-        "capacity": {f: fam["capacity"] for f, fam in families.items()},
-        "families": families,
-        "environment": experiment.environment_info(device),
-        "runtime_s": None,
-    }
-    plot(families, out)
-    result["runtime_s"] = time.time() - t0
-    experiment.write_json_atomic(out / f"{NAME}.json", result)
-    print(f"{NAME}: {len(seeds)} seeds, grid {grid}, {time.time() - t0:.0f} s -> {out}")
+
+def print_report(families):
+    fmt = metrics.format_stat
     for f, fam in families.items():
         print(f"  {f}: capacity {fam['capacity']}")
         for k in fam["ks"]:
             e = fam["by_k"][str(k)]["cosine"]
             d = e["discrimination"]
-            print(f"    k={k:3d} recall {format_stat(e['mean_recall'])} (cue "
-                  f"{format_stat(e['cue_at_step0'])}) first {format_stat(e['first_recall'])} "
-                  f"disc {format_stat(d) if d else '-'} never-stored "
-                  f"{format_stat(e['novel_recall'])} no-cue(uniform) "
-                  f"{format_stat(e['uniform_cue_recall'])}")
+            print(f"    k={k:3d} recall {fmt(e['mean_recall'])} (cue {fmt(e['cue_at_step0'])}) "
+                  f"first {fmt(e['first_recall'])} disc {fmt(d) if d else '-'} never-stored "
+                  f"{fmt(e['novel_recall'])} no-cue(uniform) {fmt(e['uniform_cue_recall'])}")
 
 
-def plot(families, out):
-    import matplotlib
-    matplotlib.use("Agg")
+def main(argv=None):
+    args = cli.parse(Args, argv, description=__doc__.split("\n")[0], quick=QUICK)
+    seeds, device = cli.start(args)
+    study = scarring.Study(protocol_of(args), device)
+    t0 = time.perf_counter()
+    families = {}
+    for family in ("overlapping", "disjoint"):
+        fks = [k for k in args.ks if family == "overlapping" or k * SPOTS <= SLOTS_PER_SIDE ** 2]
+        if fks:
+            raw = run_family(study, family, fks, seeds)
+            families[family] = family_summary(fks, *raw, args.f0, args.k0)
+    wall = time.perf_counter() - t0
+    result = {**cli.envelope(args, seeds, device, wall),
+              "by_k": families["overlapping"]["by_k"],
+              "capacity": {f: fam["capacity"] for f, fam in families.items()},
+              "families": families}
+    result["config"].update(
+        slots_per_side=SLOTS_PER_SIDE, spots_per_pattern=SPOTS, rule=study.rule.as_dict(),
+        recall_threshold=RECALL_THRESHOLD, discrimination_chance=0.0,
+        capacity_definition="largest k such that at every k' <= k the mean recall (own cue) "
+        "> recall_threshold and the 95% interval of the discrimination index lies above 0 "
+        "(k = 1: recall only)")
+    with cli.staged_output(args.out_dir(), Args.study) as out:
+        plot(families, out, len(seeds))
+        cli.write_json_atomic(out / f"{Args.study}.json", result)
+    print(f"{Args.study}: {len(seeds)} seeds, grid {args.grid}, {wall:.0f} s -> {args.out_dir()}")
+    print_report(families)
+
+
+def plot(families, out, n):
     import matplotlib.pyplot as plt
+
+    from common import figures
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for ax, m in zip(axes, metrics.METRIC_NAMES):
@@ -238,14 +239,11 @@ def plot(families, out):
         ax.axhline(RECALL_THRESHOLD, color="k", lw=0.5)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("k stored patterns")
-        ax.set_title(m)
-        ax.set_ylim(-0.1, 1.05)
-    axes[0].set_ylabel("similarity (mean, 95% interval)")
-    axes[-1].legend(fontsize=6, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(out / f"{NAME}.png", dpi=90)
-    plt.close(fig)
+        ax.set(title=f"{m}, mean and 95% interval, n={n}", ylabel=f"{m} after recall")
+    axes[-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figures.save_figure(fig, out / f"{Args.study}.png")
+
 
 
 if __name__ == "__main__":
-    experiment.run_cli(main)
+    cli.run_cli(main)

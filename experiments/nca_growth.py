@@ -1,5 +1,5 @@
-"""Seed 002 as a study of its own: grow an emoji-like RGBA image from one seed cell with the
-Growing Neural Cellular Automaton (nca.py), then measure it.
+"""The Growing NCA (Mordvintsev et al. 2020, docs/references.md) as a study of its own:
+grow an emoji-like RGBA image from one seed cell (models/nca.py), then measure it.
 
 Diagnostics, each over --seeds independent stochastic roll-outs (the update mask is random):
   * SSIM / PSNR against the target at every growth step (and of an empty canvas, the floor)
@@ -11,48 +11,75 @@ Diagnostics, each over --seeds independent stochastic roll-outs (the update mask
 
 The target is drawn by us (draw_target, below) and shipped as assets/nca_target.png;
 nothing is downloaded. Trained weights ship in weights/nca_emoji.pt and are loaded when
-present; --retrain trains anew (and overwrites them). On 2 shared CPU cores training is
-cut by --time-budget; the JSON records how many steps it got.
+present; --retrain trains anew and replaces them (a full run only, written atomically;
+--quick trains a tiny model and keeps it in the output folder). Training is cut by
+--time-budget; the JSON records how many steps it got.
 
     python -m experiments.nca_growth                  # diagnostics with shipped weights
     python -m experiments.nca_growth --retrain        # retrain first (minutes, CPU)
-    python -m experiments.nca_growth --quick --out /tmp/q   # smoke test, tiny model
+    python -m experiments.nca_growth --quick          # a smoke run, tiny model
 """
 from __future__ import annotations
 
-import argparse
 import math
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-import numpy as np
-import torch
+from common import cli
+from common.cli import RunArgs, arg
 
-import metrics
-from common import cli as experiment
-from models import nca
+torch = cli.lazy("torch")
+np = cli.lazy("numpy")
+metrics = cli.lazy("metrics")
+nca = cli.lazy("models.nca")
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_PATH = ROOT / "assets" / "nca_target.png"
 WEIGHTS_PATH = ROOT / "weights" / "nca_emoji.pt"
 
-GRID = 32               # training/diagnostic canvas (CPU budget; the original used 72)
-TARGET_SIZE = 22        # the target is resized to this and centred (the original: 40 in 72)
-TRAIN_STEPS = 2000      # optimiser steps requested (the original: 8000)
-TIME_BUDGET_S = 600.0   # ...but stop after this many seconds
-POOL = 256
-BATCH = 4
-ROLLOUT = (24, 36)      # steps per roll-out, uniform (the original: 64-96 on 72 x 72)
 LR = 2e-3
-THREADS = 1
 DAMAGE_BEST = 1         # regenerating variant: damage the best member of each batch
-GROW_STEPS = 64         # diagnostic growth length
-REGEN_STEPS = 64        # steps allowed to recover after damage
 DAMAGE_FRACTIONS = (0.125, 0.25, 0.375, 0.5)  # damage radius as a fraction of the half-width
 RECOVER_FRACTION = 0.95  # "recovered" = SSIM back to this fraction of its pre-damage value
+SSIM_WINDOW = 11         # nca.ssim's window: the smallest grid it can score
 
-QUICK = dict(GRID=16, TARGET_SIZE=10, TRAIN_STEPS=3, ROLLOUT=(4, 8), POOL=8, BATCH=2,
-             GROW_STEPS=12, REGEN_STEPS=8, TIME_BUDGET_S=60.0)
+
+@dataclass
+class Args(RunArgs):
+    study: ClassVar[str] = "nca_growth"
+    retrain: bool = arg(False, "train anew even if weights exist, and replace --weights (a "
+                               "full run only)")
+    weights: str = arg(str(WEIGHTS_PATH), "weights file to load (or to write when training)")
+    target: str = arg(str(TARGET_PATH), "RGBA target image")
+    draw_target: bool = arg(False, "(re)draw the shipped target image into --target first")
+    train_steps: int = arg(2000, "optimiser steps requested (the original: 8000)", lo=1)
+    time_budget: float = arg(600.0, "training seconds cap", lo=0.0, lo_open=True)
+    grid: int = arg(32, "training and diagnostic canvas side (the original: 72)",
+                    lo=SSIM_WINDOW, hi=1024)
+    target_size: int = arg(22, "the target is resized to this side and centred (the "
+                               "original: 40 in 72)", lo=3)
+
+    def check(self) -> None:
+        if self.target_size > self.grid:
+            raise ValueError(f"--target-size {self.target_size}: must be <= --grid "
+                             f"{self.grid}")
+
+
+QUICK = dict(grid=16, target_size=10, train_steps=3, time_budget=60.0)
+
+# The study's fixed settings (not flags); --quick shrinks them too.
+SETTINGS = dict(rollout=(24, 36),   # steps per roll-out, uniform (the original: 64-96 on 72^2)
+                pool=256, batch=4,
+                grow_steps=64,      # diagnostic growth length
+                regen_steps=64)     # steps allowed to recover after damage
+QUICK_SETTINGS = dict(rollout=(4, 8), pool=8, batch=2, grow_steps=12, regen_steps=8)
+
+
+def settings_of(args) -> dict:
+    return {**SETTINGS, **(QUICK_SETTINGS if args.quick else {})}
 
 
 def draw_target(path=TARGET_PATH, size: int = 128) -> Path:
@@ -102,26 +129,16 @@ def load_target(path, grid: int, size: int) -> torch.Tensor:
     return out
 
 
-def plain(obj):
-    """numpy arrays to lists (experiment.write_json_atomic treats any object with .item as
-    a scalar, which fails for arrays)."""
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
-
-
-def train_model(target, cfg, seed, progress=True):
+def train_model(target, args, settings, progress=True):
+    torch.manual_seed(args.seed)   # the initial weights: the same for the same --seed
     model = nca.NCA()
     grid = target.shape[-1]
     start = lambda idx, g: nca.seed_state(len(idx), grid, grid)
-    hist = nca.train(model, target.unsqueeze(0), start, cfg["TRAIN_STEPS"], pool_size=cfg["POOL"],
-                     batch=cfg["BATCH"], rollout=cfg["ROLLOUT"], lr=LR,
-                     damage_best=DAMAGE_BEST if cfg["POOL"] > 8 else 0, seed=seed,
-                     time_budget_s=cfg["TIME_BUDGET_S"],
+    hist = nca.train(model, target.unsqueeze(0), start, args.train_steps,
+                     pool_size=settings["pool"], batch=settings["batch"],
+                     rollout=settings["rollout"], lr=LR,
+                     damage_best=DAMAGE_BEST if settings["pool"] > 8 else 0, seed=args.seed,
+                     time_budget_s=args.time_budget,
                      progress="train NCA" if progress else None)
     return model, hist
 
@@ -136,14 +153,14 @@ def pca(X: np.ndarray, n: int):
     return var[:n] / max(var.sum(), 1e-30), U[:, :n] * S[:n]
 
 
-@torch.no_grad()
-def diagnostics(model, target, seeds, cfg) -> dict:
-    grid = target.shape[-1]
-    B = len(seeds)
-    g = torch.Generator().manual_seed(int(seeds[0]) * 7919 + 1)
-    x = nca.seed_state(B, grid, grid)
+# ---- diagnostics ------------------------------------------------------------------------
+
+def growth(model, target, B, steps, g):
+    """Grow B members from the seed cell for `steps` steps: ({"growth": read-outs},
+    states by step, mean hidden state of member 0 by step)."""
+    x = nca.seed_state(B, target.shape[-1], target.shape[-1])
     ssim_t, psnr_t, alive_t, hidden_mean, states = [], [], [], [], {}
-    for t in range(cfg["GROW_STEPS"] + 1):
+    for t in range(steps + 1):
         if t > 0:
             x = model.step(x, g)
         img = nca.rgba(x)
@@ -153,25 +170,29 @@ def diagnostics(model, target, seeds, cfg) -> dict:
         hidden_mean.append(x[0, 4:].flatten(1).mean(1))
         states[t] = x.clone()
     ssim_t, psnr_t, alive_t = torch.stack(ssim_t), torch.stack(psnr_t), torch.stack(alive_t)
-    grown = x.clone()
     empty = torch.zeros_like(target).unsqueeze(0)
-    floor = {"ssim_empty": float(nca.ssim(empty, target)[0]),
-             "psnr_empty": float(nca.psnr(empty, target)[0])}
-    checkpoints = sorted({0, *[int(round(f * cfg["GROW_STEPS"])) for f in (0.25, 0.5, 0.75, 1.0)]})
-    growth = {"steps": list(range(cfg["GROW_STEPS"] + 1)),
-              "ssim_mean": ssim_t.mean(1), "psnr_mean": psnr_t.mean(1), "alive_mean": alive_t.mean(1),
-              "at": {str(t): {"ssim": metrics.summarize(ssim_t[t]), "psnr": metrics.summarize(psnr_t[t]),
-                              "alive_cells": metrics.summarize(alive_t[t])} for t in checkpoints},
-              **floor}
+    checkpoints = sorted({0, *[int(round(f * steps)) for f in (0.25, 0.5, 0.75, 1.0)]})
+    summary = {"steps": list(range(steps + 1)), "ssim_mean": ssim_t.mean(1),
+               "psnr_mean": psnr_t.mean(1), "alive_mean": alive_t.mean(1),
+               "at": {str(t): {"ssim": metrics.summarize(ssim_t[t]),
+                               "psnr": metrics.summarize(psnr_t[t]),
+                               "alive_cells": metrics.summarize(alive_t[t])}
+                      for t in checkpoints},
+               "ssim_empty": float(nca.ssim(empty, target)[0]),
+               "psnr_empty": float(nca.psnr(empty, target)[0])}
+    return summary, states, hidden_mean
 
-    # regeneration after central damage
+
+def regeneration(model, grown, target, steps, g) -> dict:
+    """Zero a central disc of each DAMAGE_FRACTIONS radius, regrow `steps` steps."""
+    grid, B = grown.shape[-1], grown.shape[0]
     pre = nca.ssim(nca.rgba(grown), target)
     regen = {}
     for frac in DAMAGE_FRACTIONS:
         r = frac * grid / 2
         y = nca.damage_disc(grown, r)
         curve = [nca.ssim(nca.rgba(y), target)]
-        for _ in range(cfg["REGEN_STEPS"]):
+        for _ in range(steps):
             y = model.step(y, g)
             curve.append(nca.ssim(nca.rgba(y), target))
         curve = torch.stack(curve)                               # (T+1, B)
@@ -185,17 +206,26 @@ def diagnostics(model, target, seeds, cfg) -> dict:
             "recovered_fraction": float((~torch.isnan(first)).float().mean()),
             "steps_to_recover": metrics.summarize(rec) if len(rec) else None,
             "steps_to_recover_per_seed": first, "ssim_curve_mean": curve.mean(1)}
+    return regen
 
-    # radially averaged power spectra (RGB, mean over seeds)
-    spec_steps = sorted({int(round(f * cfg["GROW_STEPS"])) for f in (0.25, 0.5, 1.0)})
-    spectra = {"target": nca.radial_power_spectrum(target[:3].numpy())}
+
+def spectra(target, states, steps) -> dict:
+    """Radially averaged power spectra (RGB, mean over seeds) of the target and of the
+    grown images at 1/4, 1/2 and all of the growth."""
+    spec_steps = sorted({int(round(f * steps)) for f in (0.25, 0.5, 1.0)})
+    curves = {"target": nca.radial_power_spectrum(target[:3].numpy())}
     for t in spec_steps:
         img = nca.rgba(states[t])[:, :3].numpy()
-        spectra[f"step_{t}"] = np.mean([nca.radial_power_spectrum(im) for im in img], axis=0)
-    tgt, fin = spectra["target"], spectra[f"step_{spec_steps[-1]}"]
-    spec_err = float(np.mean(np.abs(np.log10(fin[1:] + 1e-12) - np.log10(tgt[1:] + 1e-12))))
+        curves[f"step_{t}"] = np.mean([nca.radial_power_spectrum(im) for im in img], axis=0)
+    tgt, fin = curves["target"], curves[f"step_{spec_steps[-1]}"]
+    err = float(np.mean(np.abs(np.log10(fin[1:] + 1e-12) - np.log10(tgt[1:] + 1e-12))))
+    return {"steps": spec_steps, "curves": curves, "mean_abs_log10_error_final_vs_target": err}
 
-    # hidden-state PCA
+
+def hidden_pca(grown, hidden_mean) -> dict:
+    """PCA of the hidden channels over the living cells of member 0, and of the mean
+    hidden state's trajectory over growth."""
+    grid = grown.shape[-1]
     alive = grown[0, 3] > nca.ALIVE_THRESHOLD
     cells = grown[0, 4:][:, alive].T.numpy().astype(np.float64)     # (n_alive, 12)
     pca_cells = None
@@ -207,140 +237,185 @@ def diagnostics(model, target, seeds, cfg) -> dict:
     traj = torch.stack(hidden_mean).numpy().astype(np.float64)
     traj = (traj - traj.mean(0)) / (traj.std(0) + 1e-6)
     ratio, scores = pca(traj, 2)
-    pca_traj = {"explained_variance_ratio": ratio, "trajectory": scores}
-    return {"growth": growth, "regeneration": regen,
-            "spectra": {"steps": spec_steps, "curves": spectra,
-                        "mean_abs_log10_error_final_vs_target": spec_err},
-            "pca": {"hidden_cells": pca_cells, "mean_hidden_trajectory": pca_traj},
-            "_frames": {t: nca.rgba(states[t][:1])[0] for t in
-                        sorted({0, *[int(round(f * cfg["GROW_STEPS"])) for f in (0.125, 0.25, 0.5, 0.75, 1.0)]})}}
+    return {"hidden_cells": pca_cells,
+            "mean_hidden_trajectory": {"explained_variance_ratio": ratio, "trajectory": scores}}
 
 
-def plot(res, target, loss, path):
-    import matplotlib
-    matplotlib.use("Agg")
+def diagnostics(model, target, seeds, settings) -> tuple[dict, dict]:
+    """Every diagnostic over the seeds' roll-outs: (results, RGBA frames of member 0)."""
+    steps = settings["grow_steps"]
+    g = torch.Generator().manual_seed(int(seeds[0]) * 7919 + 1)
+    with torch.no_grad():
+        grown_summary, states, hidden_mean = growth(model, target, len(seeds), steps, g)
+        grown = states[steps].clone()
+        res = {"growth": grown_summary,
+               "regeneration": regeneration(model, grown, target, settings["regen_steps"], g),
+               "spectra": spectra(target, states, steps),
+               "pca": hidden_pca(grown, hidden_mean)}
+    shown = sorted({0, *[int(round(f * steps)) for f in (0.125, 0.25, 0.5, 0.75, 1.0)]})
+    return res, {t: nca.rgba(states[t][:1])[0] for t in shown}
+
+
+# ---- figure -------------------------------------------------------------------------------
+
+def _show_rgba(ax, im, title):
+    """An RGBA image on white."""
+    ax.imshow(np.clip(im.permute(1, 2, 0).numpy()[..., :3]
+                      + (1 - im[3:4].permute(1, 2, 0).numpy()), 0, 1))
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
+def _plot_growth(ax, g, n):
+    ax.plot(g["steps"], np.asarray(g["ssim_mean"]), label="SSIM")
+    ax.axhline(g["ssim_empty"], ls=":", c="gray", label="SSIM of an empty canvas")
+    ax.set_xlabel("growth step")
+    ax.set_ylabel("SSIM (mean over seeds)")
+    ax.set_title(f"growth from one cell, n={n}, {g['steps'][-1]} steps", fontsize=9)
+    ax2 = ax.twinx()
+    ax2.plot(g["steps"], np.asarray(g["psnr_mean"]), c="C1", label="PSNR")
+    ax2.set_ylabel("PSNR (dB, mean over seeds)", color="C1")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.22, 1))
+
+
+def _plot_hidden(fig, ax_map, ax_traj, pca_res):
+    pc = pca_res["hidden_cells"]
+    if pc is not None:
+        im = ax_map.imshow(pc["pc1_map"], cmap="coolwarm")
+        fig.colorbar(im, ax=ax_map, label="PC1 score")
+        ax_map.set_title(f"hidden PC1 over living cells ({pc['explained_variance_ratio'][0]:.0%}"
+                         f" var), seed 0", fontsize=9)
+    ax_map.axis("off")
+    tr = np.asarray(pca_res["mean_hidden_trajectory"]["trajectory"])
+    ax_traj.plot(tr[:, 0], tr[:, 1], "-o", ms=2, label="over growth")
+    ax_traj.plot(*tr[0], "go", label="first step")
+    ax_traj.plot(*tr[-1], "ro", label="last step")
+    ax_traj.set_xlabel("PC1 of the mean hidden state")
+    ax_traj.set_ylabel("PC2")
+    ax_traj.set_title("mean hidden state over growth (PCA), seed 0", fontsize=9)
+    ax_traj.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+
+
+def plot(res, frames, target, loss, n, path):
     import matplotlib.pyplot as plt
 
-    frames = res["_frames"]
-    fig = plt.figure(figsize=(15, 8))
-    n = len(frames) + 1
-    show = lambda ax, im, title: (ax.imshow(np.clip(im.permute(1, 2, 0).numpy()[..., :3]
-                                                    + (1 - im[3:4].permute(1, 2, 0).numpy()), 0, 1)),
-                                  ax.set_title(title, fontsize=9), ax.axis("off"))
-    ax = fig.add_subplot(3, n, 1)
-    show(ax, target.clamp(0, 1), "target")
+    fig = plt.figure(figsize=(20, 9))
+    cols = len(frames) + 1
+    _show_rgba(fig.add_subplot(3, cols, 1), target.clamp(0, 1), "target")
     for i, (t, im) in enumerate(frames.items()):
-        show(fig.add_subplot(3, n, i + 2), im.clamp(0, 1), f"step {t}")
-    g = res["growth"]
-    ax = fig.add_subplot(3, 3, 4)
-    ax.plot(g["steps"], g["ssim_mean"].numpy() if hasattr(g["ssim_mean"], "numpy") else g["ssim_mean"], label="SSIM")
-    ax.axhline(g["ssim_empty"], ls=":", c="gray", label="empty canvas")
-    ax.set_xlabel("growth step"); ax.set_ylabel("SSIM (mean over seeds)"); ax.legend(fontsize=8)
-    ax2 = ax.twinx()
-    ax2.plot(g["steps"], g["psnr_mean"], c="C1"); ax2.set_ylabel("PSNR dB", color="C1")
+        _show_rgba(fig.add_subplot(3, cols, i + 2), im.clamp(0, 1), f"step {t} (seed 0)")
+    _plot_growth(fig.add_subplot(3, 3, 4), res["growth"], n)
     ax = fig.add_subplot(3, 3, 5)
     for k, v in res["regeneration"].items():
-        ax.plot(v["ssim_curve_mean"], label=f"r={k}")
-    ax.set_xlabel("steps after damage"); ax.set_ylabel("SSIM"); ax.legend(fontsize=8)
-    ax.set_title("regeneration", fontsize=9)
+        ax.plot(np.asarray(v["ssim_curve_mean"]), label=f"disc radius {k}")
+    ax.set_xlabel("steps after damage")
+    ax.set_ylabel("SSIM (mean over seeds)")
+    ax.set_title(f"regeneration, n={n}, {len(v['ssim_curve_mean']) - 1} steps", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     ax = fig.add_subplot(3, 3, 6)
-    ax.semilogy(loss); ax.set_xlabel("training step"); ax.set_ylabel("loss (MSE)")
+    ax.semilogy(loss)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss (MSE)")
     ax.set_title("training loss", fontsize=9)
     ax = fig.add_subplot(3, 3, 7)
     for k, v in res["spectra"]["curves"].items():
+        v = np.asarray(v)
         ax.semilogy(np.arange(1, len(v)), v[1:], label=k, lw=2 if k == "target" else 1)
-    ax.set_xlabel("radial frequency bin"); ax.set_ylabel("power"); ax.legend(fontsize=8)
-    ax = fig.add_subplot(3, 3, 8)
-    pc = res["pca"]["hidden_cells"]
-    if pc is not None:
-        im = ax.imshow(pc["pc1_map"], cmap="coolwarm"); plt.colorbar(im, ax=ax)
-        ax.set_title(f"hidden PC1 over living cells ({pc['explained_variance_ratio'][0]:.0%} var)", fontsize=9)
-    ax.axis("off")
-    ax = fig.add_subplot(3, 3, 9)
-    tr = res["pca"]["mean_hidden_trajectory"]["trajectory"]
-    ax.plot(tr[:, 0], tr[:, 1], "-o", ms=2); ax.plot(*tr[0], "go"); ax.plot(*tr[-1], "ro")
-    ax.set_title("mean hidden state over growth (PCA)", fontsize=9)
-    fig.subplots_adjust(hspace=0.35, wspace=0.3)
+    ax.set_xlabel("radial frequency bin")
+    ax.set_ylabel("power (RGB, mean over seeds)")
+    ax.set_title(f"power spectra, n={n}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+    _plot_hidden(fig, fig.add_subplot(3, 3, 8), fig.add_subplot(3, 3, 9), res["pca"])
+    fig.subplots_adjust(hspace=0.45, wspace=0.95, left=0.05, right=0.92)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    experiment.add_common_args(p, "nca_results")
-    p.add_argument("--retrain", action="store_true", help="train anew even if weights exist")
-    p.add_argument("--weights", default=str(WEIGHTS_PATH), help="weights file to load / write")
-    p.add_argument("--target", default=str(TARGET_PATH), help="RGBA target image")
-    p.add_argument("--draw-target", action="store_true", help="(re)draw the shipped target image")
-    p.add_argument("--train-steps", type=int, default=TRAIN_STEPS)
-    p.add_argument("--time-budget", type=float, default=TIME_BUDGET_S, help="training seconds cap")
-    p.add_argument("--grid", type=int, default=GRID)
-    p.add_argument("--target-size", type=int, default=TARGET_SIZE)
-    experiment.add_threads_arg(p, THREADS)
-    args = p.parse_args(argv)
-    experiment.apply_threads(args)
-    seeds = experiment.seed_list(args)
-    device = experiment.resolve_device(args.device)  # the CPU path is what was measured
-    out = experiment.prepare_out_dir(args.out)
-    cfg = dict(GRID=args.grid, TARGET_SIZE=args.target_size, TRAIN_STEPS=args.train_steps,
-               ROLLOUT=ROLLOUT, POOL=POOL, BATCH=BATCH, GROW_STEPS=GROW_STEPS,
-               REGEN_STEPS=REGEN_STEPS, TIME_BUDGET_S=args.time_budget)
-    if args.quick:
-        cfg.update(QUICK)
-    if args.train_steps < 1 or args.time_budget <= 0:
-        raise ValueError("--train-steps must be >= 1 and --time-budget > 0")
-    if args.draw_target:
-        draw_target(args.target)
-    target = load_target(args.target, cfg["GRID"], cfg["TARGET_SIZE"])
+# ---- the run ------------------------------------------------------------------------------
 
+def get_model(args, target, settings):
+    """(model, training record, loss curve, weights to keep in the output folder or None):
+    a tiny model trained now (--quick), a model trained now and written to --weights
+    (--retrain or missing weights), or the shipped one."""
     weights = Path(args.weights)
-    meta, loss = {}, []
-    if args.quick:  # never touch the shipped weights in a smoke test
-        model, hist = train_model(target, cfg, args.seed, progress=False)
-        nca.save_weights(model, out / "nca_emoji_quick.pt", {"history": hist})
-        meta, loss = {"trained_now": True, **hist}, hist["loss"]
-    elif args.retrain or not weights.is_file():
-        model, hist = train_model(target, cfg, args.seed)
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        m = {"grid": cfg["GRID"], "target_size": cfg["TARGET_SIZE"], "target": str(args.target),
-             "command": experiment.environment_info(device)["command"], "history": hist}
-        nca.save_weights(model, weights, m)
-        meta, loss = {"trained_now": True, **m}, hist["loss"]
-    else:
-        model, m = nca.load_weights(weights)
-        if m.get("grid") != cfg["GRID"] or m.get("target_size") != cfg["TARGET_SIZE"]:
-            raise ValueError(f"{weights} was trained at grid {m.get('grid')} / target "
-                             f"{m.get('target_size')}; pass matching --grid/--target-size or --retrain")
-        meta, loss = {"trained_now": False, "weights": str(weights), **m}, m["history"]["loss"]
-    model.eval()
-    t0 = time.perf_counter()
-    res = diagnostics(model, target, seeds, cfg)
-    diag_s = time.perf_counter() - t0
-    plot(res, target, loss, out / "nca_growth.png")
-    res.pop("_frames")
+    command = " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
+    if args.quick:  # never touch the weights file in a smoke run
+        if args.retrain:
+            print(f"note: --quick trains a tiny model; {weights} is not written")
+        model, hist = train_model(target, args, settings, progress=False)
+        return model, {"trained_now": True, **hist}, hist["loss"], {"history": hist}
+    if args.retrain or not weights.is_file():
+        model, hist = train_model(target, args, settings)
+        meta = {"grid": args.grid, "target_size": args.target_size, "target": str(args.target),
+                "command": command, "history": hist}
+        nca.write_weights(model, weights, meta)
+        return model, {"trained_now": True, **meta}, hist["loss"], None
+    model, meta = nca.load_weights(weights)
+    if meta.get("grid") != args.grid or meta.get("target_size") != args.target_size:
+        raise ValueError(f"{weights} was trained at grid {meta.get('grid')} / target "
+                         f"{meta.get('target_size')}; pass matching --grid/--target-size or "
+                         f"--retrain")
+    return model, {"trained_now": False, "weights": str(weights), **meta}, \
+        meta["history"]["loss"], None
+
+
+def training_record(meta, loss) -> dict:
     hist = meta.get("history", meta)
-    result = {"study": "nca_growth", "seeds": seeds, "config": cfg,
-              "constants": {"LR": LR, "DAMAGE_BEST": DAMAGE_BEST, "DAMAGE_FRACTIONS": DAMAGE_FRACTIONS,
-                            "RECOVER_FRACTION": RECOVER_FRACTION},
-              "model": {"params": model.n_params(), "channels": model.channels, "hidden": model.hidden,
-                        "fire_rate": model.fire_rate},
-              "training": {"trained_now": meta["trained_now"], "steps_done": hist.get("steps_done"),
-                           "seconds": hist.get("seconds"), "loss_first": loss[0] if loss else None,
-                           "loss_last_10_mean": float(np.mean(loss[-10:])) if loss else None,
-                           "config": hist.get("config"), "command": meta.get("command")},
-              "diagnostics_seconds": diag_s, **res,
-              "environment": experiment.environment_info(device)}
-    experiment.write_json_atomic(out / "nca_growth.json", plain(result))
-    g = res["growth"]["at"][str(cfg["GROW_STEPS"])]
-    print(f"trained {hist.get('steps_done')} steps; loss {loss[0]:.4f} -> {np.mean(loss[-10:]):.4f}")
-    print(f"grown at step {cfg['GROW_STEPS']}: SSIM {metrics.format_stat(g['ssim'])} "
-          f"(empty canvas {res['growth']['ssim_empty']:.3f}), PSNR {metrics.format_stat(g['psnr'], 1)} dB")
+    return {"trained_now": meta["trained_now"], "steps_done": hist.get("steps_done"),
+            "seconds": hist.get("seconds"), "loss_first": loss[0] if loss else None,
+            "loss_last_10_mean": float(np.mean(loss[-10:])) if loss else None,
+            "config": hist.get("config"), "command": meta.get("command")}
+
+
+def report(res, training, grow_steps):
+    g = res["growth"]["at"][str(grow_steps)]
+    print(f"trained {training['steps_done']} steps; loss {training['loss_first']:.4f} -> "
+          f"{training['loss_last_10_mean']:.4f}")
+    print(f"grown at step {grow_steps}: SSIM {metrics.format_stat(g['ssim'])} "
+          f"(empty canvas {res['growth']['ssim_empty']:.3f}), PSNR "
+          f"{metrics.format_stat(g['psnr'], 1)} dB")
     for k, v in res["regeneration"].items():
         s = metrics.format_stat(v["steps_to_recover"], 1) if v["steps_to_recover"] else "never"
-        print(f"damage r={k}: SSIM {v['ssim_before']['mean']:.3f} -> {v['ssim_just_after_damage']['mean']:.3f}"
-              f" -> {v['ssim_after_regen']['mean']:.3f}; recovered {v['recovered_fraction']:.0%}, steps {s}")
-    print(f"wrote {out / 'nca_growth.json'} and {out / 'nca_growth.png'}")
+        print(f"damage r={k}: SSIM {v['ssim_before']['mean']:.3f} -> "
+              f"{v['ssim_just_after_damage']['mean']:.3f} -> {v['ssim_after_regen']['mean']:.3f};"
+              f" recovered {v['recovered_fraction']:.0%}, steps {s}")
+
+
+def main(argv=None):
+    args = cli.parse(Args, argv, description=__doc__.split("\n")[0], quick=QUICK)
+    seeds, device = cli.start(args)
+    if device.type != "cpu":
+        print(f"note: {device} requested; this study runs on the CPU")
+    settings = settings_of(args)
+    if args.draw_target:
+        draw_target(args.target)
+    target = load_target(args.target, args.grid, args.target_size)
+    t0 = time.perf_counter()
+    model, meta, loss, quick_weights = get_model(args, target, settings)
+    model.eval()
+    t1 = time.perf_counter()
+    res, frames = diagnostics(model, target, seeds, settings)
+    t2 = time.perf_counter()
+    result = {**cli.envelope(args, seeds, "cpu", t2 - t0),
+              "constants": {"LR": LR, "DAMAGE_BEST": DAMAGE_BEST,
+                            "DAMAGE_FRACTIONS": DAMAGE_FRACTIONS,
+                            "RECOVER_FRACTION": RECOVER_FRACTION},
+              "model": {"params": model.n_params(), "channels": model.channels,
+                        "hidden": model.hidden, "fire_rate": model.fire_rate},
+              "training": training_record(meta, loss), "diagnostics_seconds": t2 - t1, **res}
+    result["config"].update(settings)
+    with cli.staged_output(args.out_dir(), Args.study) as out:
+        if quick_weights is not None:
+            nca.save_weights(model, out / "nca_emoji_quick.pt", quick_weights)
+        cli.write_json_atomic(out / f"{Args.study}.json", result)
+        plot(res, frames, target, loss, len(seeds), out / f"{Args.study}.png")
+    report(res, result["training"], settings["grow_steps"])
+    print(f"wrote {args.out_dir() / (Args.study + '.json')} and "
+          f"{args.out_dir() / (Args.study + '.png')}")
 
 
 if __name__ == "__main__":
-    experiment.run_cli(main)
+    cli.run_cli(main)

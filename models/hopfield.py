@@ -192,3 +192,133 @@ class ModernHopfield:
                 return new, it
             xi = new
         return xi, max_iter
+
+
+# ---- sequence memories -------------------------------------------------------------------
+# A sequence xi^1 -> xi^2 -> ... -> xi^k is stored as transitions: successor(mu) = mu + 1,
+# and for the last item either the first (cyclic) or itself (the replay stops there).
+# Patterns are (k, N) shared by every seed or (S, k, N) one sequence per seed; states are
+# (S, B, N) (B cues per seed), or (B, N) with shared patterns. Everything is batched.
+#
+# Asymmetric Hebbian (Sompolinsky & Kanter 1986): J2 = (1/N) sum_mu xi^{succ(mu)} xi^mu^T.
+#   delay = 0: s(t+1) = sign(J2 s(t)); the state moves one item per update.
+#   delay = tau > 0: s(t+1) = sign(J1 s(t) + lam J2 s(t - tau)), J1 the symmetric Hopfield
+#   matrix (zero diagonal). J1 holds the current item; the delayed term, lam > 1, pushes
+#   it on once it has been held tau updates, so each item lasts about tau updates. The
+#   history before the cue is zero, so the first item is held too.
+# Modern (exponential) sequence variant: x(t+1) = sum_mu xi^{succ(mu)} softmax(beta xi^mu.x(t))
+#   (the modern network's update with the successor patterns as its values).
+# centred=True uses each pattern minus its mean as the key (covariance rule, for sparse
+# images, as ClassicalHopfield).
+
+
+def _sequence_patterns(patterns) -> torch.Tensor:
+    P = torch.as_tensor(patterns, dtype=torch.float32)
+    if P.dim() == 2:
+        P = P.unsqueeze(0)
+    if P.dim() != 3 or P.shape[1] < 2 or P.shape[2] < 2:
+        raise ValueError(f"sequence patterns have shape {tuple(torch.as_tensor(patterns).shape)}"
+                         f"; expected (k >= 2, N) or (S, k >= 2, N)")
+    if not torch.isfinite(P).all():
+        raise ValueError("sequence patterns hold NaN or Inf values")
+    return P
+
+
+def successors(k: int, cyclic: bool = False) -> torch.Tensor:
+    """Index of the item that follows each of k items; the last is followed by the first
+    (cyclic) or by itself."""
+    nxt = torch.arange(1, k + 1)
+    nxt[-1] = 0 if cyclic else k - 1
+    return nxt
+
+
+class _SequenceMemory:
+    def __init__(self, patterns, cyclic: bool, centred: bool):
+        self.P = _sequence_patterns(patterns)                       # (S, k, N)
+        self.S, self.k, self.N = self.P.shape
+        self.keys = self.P - self.P.mean(2, keepdim=True) if centred else self.P
+        self.values = self.P[:, successors(self.k, cyclic)]         # xi^{succ(mu)} rows
+
+    def _state(self, s) -> tuple[torch.Tensor, bool]:
+        """(S, B, N) from (S, B, N), (B, N) or (N,); also whether a seed dim was added."""
+        s = torch.as_tensor(s, dtype=torch.float32)
+        squeeze = s.dim() < 3
+        if s.dim() == 1:
+            s = s.unsqueeze(0)
+        if s.dim() == 2:
+            s = s.unsqueeze(0).expand(self.S, *s.shape)
+        if s.dim() != 3 or s.shape[0] != self.S or s.shape[2] != self.N:
+            raise ValueError(f"state has shape {tuple(s.shape)}; expected (B, {self.N}) or "
+                             f"({self.S}, B, {self.N})")
+        return s, squeeze and self.S == 1
+
+    def overlaps(self, s) -> torch.Tensor:
+        """(1/N) xi^mu . s for every item: (..., S, B, N) -> (..., S, B, k)."""
+        return torch.einsum("...sbn,skn->...sbk", s, self.P) / self.N
+
+    def replay(self, s0, steps: int) -> torch.Tensor:
+        """The trajectory from s0: (steps + 1, S, B, N) (or (steps + 1, B, N) for shared
+        patterns and a state without a seed dim), s0 first."""
+        if int(steps) != steps or steps < 0:
+            raise ValueError(f"steps={steps} must be a non-negative integer")
+        s, squeeze = self._state(s0)
+        out = [s]
+        for t in range(int(steps)):
+            s = self._next(out, t)
+            out.append(s)
+        traj = torch.stack(out)
+        return traj[:, 0] if squeeze else traj
+
+
+class SequenceHopfield(_SequenceMemory):
+    """Asymmetric Hebbian sequence memory over bipolar patterns (see the section notes)."""
+
+    def __init__(self, patterns, delay: int = 0, lam: float = 2.0, cyclic: bool = False,
+                 centred: bool = False):
+        super().__init__(patterns, cyclic, centred)
+        if not torch.all(self.P.abs() == 1):
+            raise ValueError("sequence Hopfield patterns must be bipolar (+1/-1); use to_bipolar")
+        if int(delay) != delay or delay < 0:
+            raise ValueError(f"delay={delay} must be a non-negative integer")
+        if delay > 0 and not lam > 1:
+            raise ValueError(f"lam={lam} must be > 1 for the delayed term to move the state on")
+        self.delay, self.lam = int(delay), float(lam)
+        self.self_coupling = (self.keys ** 2).sum(1, keepdim=True)     # (S, 1, N)
+        if centred:
+            self.values = self.values - self.values.mean(2, keepdim=True)
+
+    def transition_field(self, s) -> torch.Tensor:
+        """J2 s = (1/N) sum_mu xi^{succ(mu)} (xi^mu . s): (S, B, N) -> (S, B, N)."""
+        return torch.einsum("sbk,skn->sbn", torch.einsum("sbn,skn->sbk", s, self.keys),
+                            self.values) / self.N
+
+    def hold_field(self, s) -> torch.Tensor:
+        """J1 s, the symmetric Hopfield field with zero diagonal."""
+        m = torch.einsum("sbn,skn->sbk", s, self.keys)
+        return (torch.einsum("sbk,skn->sbn", m, self.keys) - self.self_coupling * s) / self.N
+
+    def _next(self, history, t):
+        s = history[-1]
+        if self.delay == 0:
+            h = self.transition_field(s)
+        else:
+            past = history[t + 1 - self.delay] if t + 1 >= self.delay else torch.zeros_like(s)
+            h = self.hold_field(s) + self.lam * self.transition_field(past)
+        return torch.where(h > 0, 1.0, torch.where(h < 0, -1.0, s))
+
+
+class ModernSequenceHopfield(_SequenceMemory):
+    """x <- sum_mu xi^{succ(mu)} softmax(beta xi^mu . x): one item per update."""
+
+    def __init__(self, patterns, beta: float, cyclic: bool = False, centred: bool = False):
+        super().__init__(patterns, cyclic, centred)
+        if not beta > 0:
+            raise ValueError(f"beta={beta} must be > 0")
+        self.beta = float(beta)
+
+    def attention(self, x) -> torch.Tensor:
+        """softmax(beta xi^mu . x) over the items: (S, B, N) -> (S, B, k)."""
+        return torch.softmax(self.beta * torch.einsum("sbn,skn->sbk", x, self.keys), dim=-1)
+
+    def _next(self, history, t):
+        return torch.einsum("sbk,skn->sbn", self.attention(history[-1]), self.values)

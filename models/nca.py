@@ -1,7 +1,7 @@
-"""The Growing Neural Cellular Automaton of seed 002 (Mordvintsev et al., Distill 2020).
+"""The Growing Neural Cellular Automaton of Mordvintsev et al. (Distill 2020; docs/references.md).
 
 A cell holds 16 channels: RGBA (0-3; alpha > 0.1 means alive) and 12 hidden ones. One
-step (REFERENCES.md, seed 002):
+step (as in the original notebook, docs/references.md):
 
     perception = [x, sobel_x * x, sobel_y * x]            (depthwise, 48 channels)
     dx = W2 relu(W1 perception + b1) + b2                  (1x1 convs, 128 hidden, W2 = 0 at init)
@@ -22,6 +22,7 @@ here too (pure tensor/array functions).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ ALIVE_THRESHOLD = 0.1
 
 
 class NCA(nn.Module):
-    """The seed-002 update rule. forward(x, steps) runs `steps` stochastic updates."""
+    """The original update rule. forward(x, steps) runs `steps` stochastic updates."""
 
     def __init__(self, channels: int = CHANNELS, hidden: int = HIDDEN,
                  fire_rate: float = FIRE_RATE):
@@ -123,11 +124,44 @@ def rgba(x: torch.Tensor) -> torch.Tensor:
     return x[:, :4].clamp(0.0, 1.0)
 
 
+def _check_training(targets, batch, pool_size, rollout) -> tuple[int, int]:
+    if targets.dim() != 4:
+        raise ValueError(f"targets has shape {tuple(targets.shape)}; expected (T, V, H, W)")
+    if batch > pool_size:
+        raise ValueError(f"batch={batch} larger than pool_size={pool_size}")
+    lo, hi = int(rollout[0]), int(rollout[1])
+    if not 1 <= lo <= hi:
+        raise ValueError(f"rollout={rollout} must satisfy 1 <= low <= high")
+    return lo, hi
+
+
+@torch.no_grad()
+def _damage_best(x, targets, tidx, damage_best, damage_radius, g) -> None:
+    """Zero a random disc in the `damage_best` members of x closest to their targets
+    (the regeneration curriculum), in place."""
+    H, W = x.shape[-2:]
+    prev = ((x[:, :targets.shape[1]] - targets[tidx]) ** 2).mean((1, 2, 3))
+    for b in prev.argsort()[:damage_best].tolist():
+        r = float(torch.empty(1).uniform_(*damage_radius, generator=g)) * H / 2
+        c = (int(torch.randint(W // 4, 3 * W // 4, (1,), generator=g)),
+             int(torch.randint(H // 4, 3 * H // 4, (1,), generator=g)))
+        x[b:b + 1] = damage_disc(x[b:b + 1], r, c)
+
+
+def _normalised_adam_step(params, adam, t: int, lr: float) -> None:
+    """Adam on per-variable normalised gradients g / (|g| + 1e-8)."""
+    with torch.no_grad():
+        for p in params:
+            if p.grad is not None:
+                p.grad /= p.grad.norm() + 1e-8
+        adam_step(params, [p.grad for p in params], adam, t, lr)
+
+
 def train(model: NCA, targets: torch.Tensor, start_fn, steps: int, pool_size: int = 256,
           batch: int = 8, rollout=(64, 96), lr: float = 2e-3, lr_drop_step: int = 2000,
           damage_best: int = 0, damage_radius=(0.1, 0.4), seed: int = 0,
           time_budget_s: float | None = None, progress: str | None = None) -> dict:
-    """Sample-pool training (seed 002). Trains `model` in place.
+    """Sample-pool training, as in the original notebook. Trains `model` in place.
 
     targets: (T, V, H, W), V visible channels scored by MSE against x[:, :V].
     start_fn(idx, generator) -> (len(idx), C, H, W) fresh start states for target indices idx.
@@ -137,84 +171,109 @@ def train(model: NCA, targets: torch.Tensor, start_fn, steps: int, pool_size: in
     Stops after `steps` optimiser steps or `time_budget_s` seconds, whichever is first.
     Returns {"loss": [...], "steps_done", "seconds", "config"}.
     """
-    from tqdm import tqdm
+    from common.cli import progress as progress_bar
 
-    if targets.dim() != 4:
-        raise ValueError(f"targets has shape {tuple(targets.shape)}; expected (T, V, H, W)")
-    if batch > pool_size:
-        raise ValueError(f"batch={batch} larger than pool_size={pool_size}")
-    lo, hi = int(rollout[0]), int(rollout[1])
-    if not 1 <= lo <= hi:
-        raise ValueError(f"rollout={rollout} must satisfy 1 <= low <= high")
+    lo, hi = _check_training(targets, batch, pool_size, rollout)
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    T, V, H, W = targets.shape
-    pool_idx = torch.arange(pool_size) % T
+    V = targets.shape[1]
+    pool_idx = torch.arange(pool_size) % targets.shape[0]
     pool = start_fn(pool_idx, g)
     params = [p for p in model.parameters() if p.requires_grad]
     adam = adam_state(params)
     losses, t0 = [], time.perf_counter()
-    bar = tqdm(total=steps, desc=progress, disable=None if progress else True, leave=False)
-    done = 0
-    for it in range(steps):
-        if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
-            break
-        sel = torch.randperm(pool_size, generator=g)[:batch]
-        x, tidx = pool[sel].clone(), pool_idx[sel]
-        with torch.no_grad():  # damage the best members (regeneration curriculum)
+    with progress_bar(steps, progress) as bar:
+        for it in range(steps):
+            if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
+                break
+            sel = torch.randperm(pool_size, generator=g)[:batch]
+            x, tidx = pool[sel].clone(), pool_idx[sel]
             if damage_best > 0:
-                prev = ((x[:, :V] - targets[tidx]) ** 2).mean((1, 2, 3))
-                for b in prev.argsort()[:damage_best].tolist():
-                    r = float(torch.empty(1).uniform_(*damage_radius, generator=g)) * H / 2
-                    c = (int(torch.randint(W // 4, 3 * W // 4, (1,), generator=g)),
-                         int(torch.randint(H // 4, 3 * H // 4, (1,), generator=g)))
-                    x[b:b + 1] = damage_disc(x[b:b + 1], r, c)
-        n = int(torch.randint(lo, hi + 1, (1,), generator=g))
-        x = model(x, n, generator=g)
-        per = ((x[:, :V] - targets[tidx]) ** 2).mean((1, 2, 3))
-        loss = per.mean()
-        if not torch.isfinite(loss):
-            raise ValueError(f"NCA training diverged (loss {loss.item()}) at step {it}; "
-                             f"lower --lr")
-        for p in params:
-            p.grad = None
-        loss.backward()
-        with torch.no_grad():
-            for p in params:  # per-variable gradient normalisation
-                if p.grad is not None:
-                    p.grad /= p.grad.norm() + 1e-8
-            adam_step(params, [p.grad for p in params], adam, it + 1,
-                      lr * (0.1 if it >= lr_drop_step else 1.0))
-        with torch.no_grad():
-            x = x.detach()
-            worst = int(per.argmax())
-            x[worst:worst + 1] = start_fn(tidx[worst:worst + 1], g)
-            pool[sel] = x
-        losses.append(float(loss.detach()))
-        done += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    bar.close()
-    return {"loss": losses, "steps_done": done, "seconds": time.perf_counter() - t0,
+                _damage_best(x, targets, tidx, damage_best, damage_radius, g)
+            x = model(x, int(torch.randint(lo, hi + 1, (1,), generator=g)), generator=g)
+            per = ((x[:, :V] - targets[tidx]) ** 2).mean((1, 2, 3))
+            loss = per.mean()
+            if not torch.isfinite(loss):
+                raise ValueError(f"NCA training diverged (loss {loss.item()}) at step {it}; "
+                                 f"lower --lr")
+            for p in params:
+                p.grad = None
+            loss.backward()
+            _normalised_adam_step(params, adam, it + 1, lr * (0.1 if it >= lr_drop_step else 1.0))
+            with torch.no_grad():   # back into the pool; the worst member starts afresh
+                x = x.detach()
+                worst = int(per.argmax())
+                x[worst:worst + 1] = start_fn(tidx[worst:worst + 1], g)
+                pool[sel] = x
+            losses.append(float(loss.detach()))
+            bar.update(1)
+    return {"loss": losses, "steps_done": len(losses), "seconds": time.perf_counter() - t0,
             "config": {"pool_size": pool_size, "batch": batch, "rollout": [lo, hi], "lr": lr,
                        "lr_drop_step": lr_drop_step, "damage_best": damage_best,
                        "damage_radius": list(damage_radius), "seed": seed,
                        "steps_requested": steps, "time_budget_s": time_budget_s}}
 
 
+def write_weights(model: NCA, path, meta: dict) -> None:
+    """save_weights into a temporary file beside `path`, then renamed into place: an
+    interrupted write leaves the previous weights whole."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_weights(model, tmp, meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def save_weights(model: NCA, path, meta: dict) -> None:
+    """Tensors, numbers, strings, lists and dicts only, so `load_weights` can read the
+    file without unpickling arbitrary objects."""
     torch.save({"state_dict": model.state_dict(), "channels": model.channels,
                 "hidden": model.hidden, "fire_rate": model.fire_rate, "meta": meta}, path)
 
 
 def load_weights(path, device=None) -> tuple[NCA, dict]:
+    """Model and meta from a `save_weights` file. Only tensors and plain containers are
+    unpickled (torch.load(weights_only=True)): a file holding any other object, which could
+    run code on loading, is refused with a one-line ValueError."""
+    import pickle
+    import warnings
+
+    def refuse(why):
+        return ValueError(f"cannot load NCA weights from {path}: {why}")
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"NCA weights not found: {path}")
     try:
-        blob = torch.load(path, map_location=device or "cpu", weights_only=False)
-        model = NCA(blob["channels"], blob["hidden"], blob["fire_rate"])
+        with warnings.catch_warnings():   # torch warns about pickle protocols before refusing
+            warnings.simplefilter("ignore")
+            blob = torch.load(path, map_location=device or "cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "Unsupported" in ln), "")
+        detail = detail.split(" was not")[0].replace("WeightsUnpickler error: ", "")
+        raise refuse(f"refused, not a file of tensors and plain data only (loading other "
+                     f"objects could run code){'; ' + detail if detail else ''}") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        raise refuse(f"not a readable torch file ({exc.__class__.__name__})") from None
+    keys = ("state_dict", "channels", "hidden", "fire_rate")
+    if not isinstance(blob, dict) or any(k not in blob for k in keys):
+        raise refuse(f"expected a dict with keys {', '.join(keys)}")
+    try:
+        model = NCA(int(blob["channels"]), int(blob["hidden"]), float(blob["fire_rate"]))
         model.load_state_dict(blob["state_dict"])
-    except (KeyError, RuntimeError, OSError) as exc:
-        raise ValueError(f"cannot load NCA weights from {path} ({exc.__class__.__name__})") from None
-    return model.to(device or "cpu"), blob.get("meta", {})
+    except (TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise refuse(f"weights do not fit the NCA ({exc.__class__.__name__})") from None
+    meta = blob.get("meta", {})
+    return model.to(device or "cpu"), meta if isinstance(meta, dict) else {}
 
 
 # ---- diagnostics (pure functions) ------------------------------------------------------

@@ -1,10 +1,12 @@
-"""Tests for differentiable.py and the two backprop experiment scripts (issue 6)."""
+"""Tests for differentiable.py and the two backprop experiment scripts."""
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 import torch
 
@@ -43,7 +45,7 @@ def _short_rollout(physics, steps=15, grad_steps=None, checkpoint_every=0, size=
     return f
 
 
-@pytest.mark.parametrize("physics", [Physics(),  # seed 001: 5-point, no decay, no clamp
+@pytest.mark.parametrize("physics", [Physics(),  # Yang's: 5-point, no decay, no clamp
                                      Physics("nine_point", DECAY, True)])  # reference
 def test_gradient_matches_finite_differences(physics):
     """d/d(Du, Dv, F, K) of a random projection of V after 12 steps, float64."""
@@ -177,30 +179,56 @@ def test_cosine_is_differentiable_and_matches_metrics():
     assert torch.isfinite(V.grad).all()
 
 
+def test_restarts_keep_the_best_point_ever():
+    U0, V0 = initial_state([1, 2], 12, 12, squares=2, size=3)
+    target = initial_state([9], 12, 12, squares=2, size=3)[1][0]
+    obj = RecoveryObjective(target, U0, V0, steps=30, loss="stats", grad_steps=10)
+    g = torch.Generator().manual_seed(0)
+    restart = lambda i: torch.randn(4, generator=g, dtype=torch.float64)
+    p0 = torch.tensor([[0.14, 0.09, 0.03, 0.06], [0.05, 0.05, 0.02, 0.05]],
+                      dtype=torch.float64)
+    logs = []
+    res = fit_gradient(obj, to_raw(p0, obj.bounds), FitConfig(max_iters=12, patience=2),
+                       log=logs.append, restart=restart)
+    assert sum(res["restarts"]) > 0 and any(m.startswith("restart:") for m in logs)
+    for i in range(2):   # the result is the best accepted point over every restart
+        accepted = [li for _, li, ok in res["history"][i] if ok]
+        assert res["loss"][i] == pytest.approx(min(accepted))
+    assert res["stop_reason"] == ["max_iters", "max_iters"]
+
+
+SCHEMA = json.loads((ROOT / "docs" / "results.schema.json").read_text())
+
+
 @pytest.fixture(scope="module")
 def quick_runs(tmp_path_factory):
     """Both scripts' --quick runs, launched together (two cores) as subprocesses."""
     tmp = tmp_path_factory.mktemp("quick")
     jobs = {
-        "learn_parameters.py": ["--targets", "seed001", "--seeds", "2"],
-        "learned_scars.py": ["--capacity", "2"],
+        "learn_parameters": ["--targets", "seed001", "--seeds", "2"],
+        "learned_scars": ["--capacity", "2"],
     }
     procs = {}
     for script, extra in jobs.items():
         procs[script] = subprocess.Popen(
-            [sys.executable, "-m", f"experiments.{Path(script).stem}", "--quick", "--out",
+            [sys.executable, "-m", f"experiments.{script}", "--quick", "--out",
              str(tmp / script), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, cwd=ROOT)
     out = {}
     for script, p in procs.items():
-        _, err = p.communicate(timeout=180)
+        stdout, err = p.communicate(timeout=180)
         assert p.returncode == 0, err[-2000:]
-        out[script] = (tmp / script, json.loads((tmp / script / "results.json").read_text()))
+        assert "SMOKE RUN" in stdout
+        res = json.loads((tmp / script / "results.json").read_text())
+        jsonschema.validate(res, SCHEMA)
+        assert res["study"] == script and res["smoke_run"] is True
+        out[script] = (tmp / script, res)
+    assert not [p for p in tmp.iterdir() if p.name.startswith(".")], "staging left over"
     return out
 
 
 def test_learn_parameters_quick(quick_runs):
-    out, res = quick_runs["learn_parameters.py"]
+    out, res = quick_runs["learn_parameters"]
     r = res["results"][0]
     assert r["true"] == dict(zip(("Du", "Dv", "F", "K"), SEED_TARGET))
     for method in ("gradient", "evolution"):
@@ -218,25 +246,78 @@ def test_learn_parameters_quick(quick_runs):
     assert "combined/gradient" in res["summary"]
     M = res["pairwise_loss"]["radial"]
     assert len(M) == 1 and M[0][0] >= 0
+    assert res["config"]["targets"] == ["seed001"] and res["config"]["seeds"] == 2
+    assert res["seeds"] == [0, 1] and res["config"]["grid"] == 16   # the quick grid
 
 
-def test_learn_parameters_bad_input_is_one_line(capsys):
-    import importlib.util
-
+def _one_line_error(main, argv, capsys):
     from common.cli import run_cli
-    spec = importlib.util.spec_from_file_location(
-        "learn_parameters", ROOT / "experiments" / "learn_parameters.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
-        run_cli(lambda: mod.main(["--quick", "--losses", "pixels"]))
+        run_cli(lambda: main(argv))
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: unknown loss") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error:"), err
+    return err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--losses", "pixels"], "unknown loss 'pixels'"),
+    (["--losses", "combined,pixels"], "unknown loss 'pixels'"),
+    (["--targets", "zebra"], "unknown target 'zebra'"), (["--grid", "4"], "--grid 4"),
+    (["--start-spread", "1"], "--start-spread 1.0"), (["--lr", "0"], "--lr 0.0"),
+    (["--checkpoint-every", "-1"], "--checkpoint-every -1"), (["--iters", "0"], "--iters 0")])
+def test_learn_parameters_bad_input_is_one_line(tmp_path, capsys, argv, needle):
+    from experiments import learn_parameters
+
+    err = _one_line_error(learn_parameters.main,
+                          ["--quick", *argv, "--out", str(tmp_path / "o")], capsys)
+    assert needle in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--capacity", "0"], "--capacity 0"), (["--capacity", "2,5"], "--capacity 5"),
+    (["--cue-strength", "0"], "--cue-strength 0.0"), (["--lam", "-1"], "--lam -1.0"),
+    (["--test-cues", "0"], "--test-cues 0"), (["--gate", "nan"], "--gate nan")])
+def test_learned_scars_bad_input_is_one_line(tmp_path, capsys, argv, needle):
+    from experiments import learned_scars
+
+    err = _one_line_error(learned_scars.main, ["--quick", *argv, "--out", str(tmp_path / "o")],
+                          capsys)
+    assert needle in err
+
+
+def test_quick_keeps_explicit_flags_and_reads_comma_lists():
+    from common import cli
+    from experiments import learn_parameters as lp
+    from experiments import learned_scars as ls
+
+    args = cli.parse(ls.Args, cli.split_commas(["--quick", "--seeds", "3", "--capacity",
+                                                "3,1"], "--capacity"), quick=ls.QUICK)
+    assert args.seeds == 3 and args.capacity == (1, 3)              # explicit flags win
+    assert args.grid == ls.QUICK["grid"] and args.iters == ls.QUICK["iters"]
+    args = cli.parse(lp.Args, cli.split_commas(["--quick", "--losses", "log2d,radial",
+                                                "--grid", "24"], "--losses"), quick=lp.QUICK)
+    assert args.losses == ("log2d", "radial") and args.grid == 24
+    assert args.targets == lp.QUICK["targets"] and args.steps == lp.QUICK["steps"]
+    from models.differentiable import LOSSES
+    assert set(lp.LOSS_NAMES) == set(LOSSES)      # the names --help lists
+
+
+@pytest.mark.parametrize("script", ["learn_parameters", "learned_scars"])
+def test_help_imports_no_torch(script):
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    r = subprocess.run([sys.executable, "-m", f"experiments.{script}", "--help"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0 and "--quick" in r.stdout and "--threads" in r.stdout
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines()}
+    assert "torch" not in imported and "matplotlib" not in imported
 
 
 def test_learned_scars_quick(quick_runs):
-    out, res = quick_runs["learned_scars.py"]
+    out, res = quick_runs["learned_scars"]
     methods = {r["method"] for r in res["results"]}
     assert methods == {"learned", "match_map", "no_scar"}
     for r in res["results"]:
@@ -244,26 +325,19 @@ def test_learned_scars_quick(quick_runs):
         assert "discrimination" in r
     learned = next(r for r in res["results"] if r["method"] == "learned")
     grid = res["config"]["grid"]
-    # F, K stay inside the ScarRule bounds, so the scar size is bounded by the box
+    # F, K stay inside the storage rule's bounds, so the scar size is bounded by the box
     bound = 2 * grid * grid * (max(0.08 - 0.037, 0.037 - 0.01) + max(0.08 - 0.06, 0.06 - 0.03))
     assert 0 <= learned["scar_size"]["mean"] <= bound
     assert learned["history"] and all(math.isfinite(v) for v in learned["history"][-1]["loss"])
     no_scar = next(r for r in res["results"] if r["method"] == "no_scar")
     assert no_scar["scar_size"]["mean"] == 0
+    assert res["config"]["capacity"] == [2] and res["config"]["scar_rule"]["rule"] == "match_map"
     assert (out / "backprop_scars.png").stat().st_size > 0
     assert (out / "backprop_scar_capacity.png").stat().st_size > 0
 
 
-def _load_script(name):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_pattern_class_on_hand_made_fields():
-    lp = _load_script("learn_parameters")
+    from experiments import learn_parameters as lp
     y, x = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     spots = torch.zeros(32, 32)
     for cy, cx in ((5, 5), (5, 20), (20, 5), (20, 20), (0, 12)):  # (0, 12) wraps the edge

@@ -1,9 +1,11 @@
 """Tests for hopfield.py, nca.py, experiments/baselines.py and experiments/nca_growth.py."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 import torch
 
@@ -196,59 +198,190 @@ def test_ssim_psnr_and_spectrum():
 
 
 def test_shipped_weights_and_target_load():
-    emoji, cue = ROOT / "weights" / "nca_emoji.pt", ROOT / "weights" / "nca_cue.pt"
-    for path in (emoji, cue):
-        if not path.is_file():
-            pytest.skip(f"{path} not shipped")
+    """The shipped weights must be there (a missing file fails, it does not skip)."""
+    for name in ("nca_emoji.pt", "nca_cue.pt"):
+        path = ROOT / "weights" / name
+        assert path.is_file(), f"{path} is not shipped"
         model, meta = nca.load_weights(path)
         assert model.n_params() == 8336 and meta["history"]["steps_done"] >= 1
     assert (ROOT / "assets" / "nca_target.png").is_file()
 
 
+class _Payload:
+    """Unpickling this calls open(path, "w"): stands in for any code a crafted file runs."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+@pytest.mark.parametrize("writer", ["torch", "raw_pickle"])
+def test_crafted_weights_file_runs_nothing(tmp_path, writer):
+    import pickle
+
+    marker = tmp_path / "payload_ran"
+    crafted = tmp_path / "evil.pt"
+    blob = {"state_dict": {}, "channels": 16, "hidden": 128, "fire_rate": 0.5,
+            "meta": _Payload(marker)}
+    if writer == "torch":
+        torch.save(blob, crafted)
+    else:
+        crafted.write_bytes(pickle.dumps(blob))
+    with pytest.raises(ValueError, match="refused") as err:
+        nca.load_weights(crafted)
+    assert not marker.exists()
+    assert str(crafted) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_weights_not_torch_or_wrong_layout(tmp_path):
+    (tmp_path / "junk.pt").write_text("not a torch file")
+    with pytest.raises(ValueError, match="refused"):
+        nca.load_weights(tmp_path / "junk.pt")
+    torch.save({"state_dict": {"w1.weight": torch.zeros(2, 2)}, "channels": 16, "hidden": 128,
+                "fire_rate": 0.5}, tmp_path / "shape.pt")
+    with pytest.raises(ValueError, match="do not fit"):
+        nca.load_weights(tmp_path / "shape.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="expected a dict"):
+        nca.load_weights(tmp_path / "list.pt")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        nca.load_weights(tmp_path / "missing.pt")
+
+
 # ---------------------------------------------------------------- scripts end to end
 
-def _run(args, tmp_path):
+SCHEMA = json.loads((ROOT / "docs" / "results.schema.json").read_text())
+
+
+def _run(args, tmp_path, env=None):
     return subprocess.run([sys.executable, *args, "--out", str(tmp_path)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=300)
+                          text=True, cwd=ROOT, timeout=300, env=env)
 
 
 def test_baselines_quick(tmp_path):
-    r = _run(["-m", "experiments.baselines", "--quick", "--seeds", "2"], tmp_path)
+    out, weights = tmp_path / "out", tmp_path / "cue.pt"
+    r = _run(["-m", "experiments.baselines", "--quick", "--seeds", "2", "--retrain-nca",
+              "--nca-weights", str(weights)], out)
     assert r.returncode == 0, r.stderr
-    res = json.loads((tmp_path / "baselines.json").read_text())
+    assert "SMOKE RUN" in r.stdout
+    assert not weights.exists()          # a smoke run never writes weights
+    res = json.loads((out / "baselines.json").read_text())
+    jsonschema.validate(res, SCHEMA)
+    assert res["study"] == "baselines" and res["smoke_run"] is True and res["seeds"] == [0, 1]
+    assert res["config"]["grid"] == 32 and res["config"]["ks"] == [1, 2]
     ref = res["reference"]["methods"]
     for m in ("scarring", "hopfield_sync", "hopfield_async", "modern_hopfield", "nca", "cue"):
         for met in ("cosine", "iou", "pearson"):
             assert 0 <= ref[m]["cue15"][met]["recall"]["mean"] <= 1 + 1e-6 or met == "pearson"
         assert len(ref[m]["cue15"]["cosine"]["matrix_mean"]) == 3
     assert ref["modern_hopfield"]["cue15"]["cosine"]["recall"]["mean"] > 0.99
-    assert (tmp_path / "baselines.png").is_file()
+    assert res["nca"]["trained_now"] is True and res["nca"]["weights"] is None
+    assert (out / "baselines.png").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "staging left over"
 
 
-def _script(name):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f"_{name}", ROOT / "experiments" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def _one_line_error(main, argv, capsys):
+    from common import cli
+
+    capsys.readouterr()   # drop what earlier runs printed
+    with pytest.raises(SystemExit) as exc:
+        cli.run_cli(lambda: main(argv))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error:"), err
+    return err
 
 
-def test_bad_flags_raise_clear_errors(tmp_path):
-    """In-process (no second torch import): the errors run_cli turns into one line, exit 2."""
-    baselines = _script("baselines")
-    for argv, text in ((["--ks", "0,x"], "--ks"), (["--grid", "8"], "--grid"),
-                       (["--cue-strength", "0"], "--cue-strength"), (["--seeds", "0"], "seed")):
-        with pytest.raises(ValueError, match=text):
-            baselines.main(argv + ["--out", str(tmp_path)])
-    growth = _script("nca_growth")
-    with pytest.raises(FileNotFoundError):
-        growth.main(["--target", str(tmp_path / "missing.png"), "--out", str(tmp_path)])
+@pytest.mark.parametrize("argv, needle", [
+    (["--ks", "0", "2"], "--ks 0"), (["--ks", "1,0"], "--ks 0"), (["--grid", "8"], "--grid 8"),
+    (["--cue-strength", "0"], "--cue-strength 0"), (["--seeds", "0"], "--seeds 0"),
+    (["--nca-time-budget", "0"], "--nca-time-budget 0"),
+    (["--beta-per-sqrt-n", "nan"], "--beta-per-sqrt-n nan")])
+def test_baselines_bad_flags_are_one_line_errors(tmp_path, capsys, argv, needle):
+    """In-process (no second torch import): one 'error:' line, exit code 2, before work."""
+    from experiments import baselines
+
+    assert needle in _one_line_error(baselines.main, argv + ["--out", str(tmp_path / "o")],
+                                     capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_quick_keeps_explicit_flags():
+    from common import cli
+    from experiments import baselines, nca_growth
+
+    args = cli.parse(baselines.Args, cli.split_commas(["--quick", "--ks", "1,3", "--grid",
+                                                       "48"], "--ks"), quick=baselines.QUICK)
+    assert args.ks == (1, 3) and args.grid == 48                     # explicit flags win
+    assert args.train_steps == baselines.QUICK["train_steps"]        # quick shrinks the rest
+    assert args.recall_steps == baselines.QUICK["recall_steps"]
+    assert cli.parse(baselines.Args, ["--ks", "4", "1", "4"]).ks == (1, 4)   # sorted, once
+    args = cli.parse(nca_growth.Args, ["--quick", "--train-steps", "5"], quick=nca_growth.QUICK)
+    assert args.train_steps == 5 and args.grid == nca_growth.QUICK["grid"]
+
+
+@pytest.mark.parametrize("script", ["baselines", "nca_growth"])
+def test_help_imports_no_torch(script):
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    r = subprocess.run([sys.executable, "-m", f"experiments.{script}", "--help"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0 and "--quick" in r.stdout and "--threads" in r.stdout
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines()}
+    assert "torch" not in imported and "matplotlib" not in imported
 
 
 def test_nca_growth_quick(tmp_path):
-    r = _run(["-m", "experiments.nca_growth", "--quick", "--seeds", "2"], tmp_path)
+    out, weights = tmp_path / "out", tmp_path / "emoji.pt"
+    r = _run(["-m", "experiments.nca_growth", "--quick", "--seeds", "2", "--retrain",
+              "--weights", str(weights)], out)
     assert r.returncode == 0, r.stderr
-    res = json.loads((tmp_path / "nca_growth.json").read_text())
-    assert res["training"]["steps_done"] >= 1
+    assert not weights.exists()          # a smoke run never writes the weights file
+    res = json.loads((out / "nca_growth.json").read_text())
+    jsonschema.validate(res, SCHEMA)
+    assert res["study"] == "nca_growth" and res["smoke_run"] is True
+    assert res["training"]["steps_done"] >= 1 and res["training"]["trained_now"] is True
     assert len(res["regeneration"]) == 4
-    assert (tmp_path / "nca_growth.png").is_file()
+    assert res["config"]["grid"] == 16 and res["config"]["grow_steps"] == 12
+    assert (out / "nca_growth.png").is_file()
+    model, _ = nca.load_weights(out / "nca_emoji_quick.pt")   # the smoke run's tiny model
+    assert model.n_params() == 8336
+
+
+def test_nca_growth_retrain_writes_weights_that_load(tmp_path, capsys):
+    """A full run (tiny by flags) writes --weights whole; the next run loads them."""
+    from experiments import nca_growth
+
+    weights = tmp_path / "w" / "emoji.pt"
+    small = ["--grid", "16", "--target-size", "10", "--seeds", "1", "--weights", str(weights)]
+    nca_growth.main(small + ["--retrain", "--train-steps", "1", "--out", str(tmp_path / "a")])
+    assert weights.is_file() and [p.name for p in weights.parent.iterdir()] == ["emoji.pt"]
+    model, meta = nca.load_weights(weights)
+    assert meta["grid"] == 16 and meta["history"]["steps_done"] == 1
+    nca_growth.main(small + ["--out", str(tmp_path / "b")])
+    res = json.loads((tmp_path / "b" / "nca_growth.json").read_text())
+    assert res["training"]["trained_now"] is False and res["training"]["steps_done"] == 1
+    err = _one_line_error(nca_growth.main, ["--grid", "20", "--target-size", "10", "--weights",
+                                            str(weights), "--out", str(tmp_path / "c")], capsys)
+    assert "trained at grid 16" in err
+
+
+def test_nca_growth_bad_input(tmp_path, capsys):
+    from experiments import nca_growth
+
+    err = _one_line_error(nca_growth.main, ["--target", str(tmp_path / "missing.png"),
+                                            "--out", str(tmp_path / "o")], capsys)
+    assert "missing.png" in err
+    err = _one_line_error(nca_growth.main, ["--grid", "16", "--target-size", "20", "--out",
+                                            str(tmp_path / "o")], capsys)
+    assert "--target-size 20" in err
+
+
+def test_baselines_nca_recall_takes_float64_cues():
+    """--dtype float64 makes float64 cues; the NCA (float32 weights) must still run."""
+    from experiments import baselines
+
+    methods = baselines.Methods(None, None, {"nca_recall_steps": 2}, [0], nca.NCA())
+    V, _ = methods.recall("nca", None, torch.rand(1, 2, 8, 8, dtype=torch.float64))
+    assert V.shape == (1, 2, 8, 8) and torch.isfinite(V).all()

@@ -1,4 +1,4 @@
-"""Tests for memory.py and the four memory studies (issue 4).
+"""Tests for the store/recall path (scarring.py) and the four memory studies.
 
 Hand-made cases with known answers for the read-outs, invariants of storage and recall
 on tiny grids, and every study's --quick run end to end (run concurrently, once).
@@ -16,6 +16,7 @@ import torch
 import metrics
 import patterns
 import scarring
+from protocol import noise_seeds
 from scarring import ScarRule
 from substrate import F0, K0
 
@@ -77,7 +78,7 @@ def test_slot_patterns_equal_area_and_disjoint():
 
 
 def test_noise_seeds_distinct_and_cues_batch_independent():
-    a = scarring.noise_seeds([0, 1], "train", 0) + scarring.noise_seeds([0, 1], "cue", 0)
+    a = noise_seeds([0, 1], "train", 0) + noise_seeds([0, 1], "cue", 0)
     assert len(set(a)) == 4
     t = torch.zeros(2, 16, 16)
     t[0, 4:8, 4:8] = 0.8
@@ -150,6 +151,7 @@ def quick_runs(tmp_path_factory):
         assert p.returncode == 0, f"{name} failed: {err[-2000:]}"
         results[name] = json.loads((base / name / f"{name}.json").read_text())
         assert (base / name / f"{name}.png").is_file()
+        assert "SMOKE RUN" in out
     return results
 
 
@@ -210,19 +212,27 @@ def test_ablations_quick(quick_runs):
     assert _all_finite(r["conditions"])
 
 
-@pytest.mark.parametrize("argv", [["--seeds", "0"], ["--ks", "0", "2"]])
-def test_bad_input_gives_one_line_error(tmp_path, capsys, argv):
+@pytest.mark.parametrize("argv, needle", [
+    (["--seeds", "0"], "--seeds 0"), (["--ks", "0", "2"], "--ks 0"),
+    (["--quick", "--ks", "0"], "--ks 0"),          # --quick never overrides an explicit flag
+    (["--ks", "4", "2"], "must increase"), (["--gate", "5"], "--gate 5.0")])
+def test_bad_input_gives_one_line_error(tmp_path, capsys, argv, needle):
     """Bad flags end in one 'error:' line and exit code 2 (in-process: no extra start-up)."""
-    import importlib.util
+    from common import cli
+    from experiments import capacity
 
-    from common import cli as experiment
-
-    spec = importlib.util.spec_from_file_location("capacity_script",
-                                                  ROOT / "experiments" / "capacity.py")
-    capacity = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(capacity)
     with pytest.raises(SystemExit) as exc:
-        experiment.run_cli(lambda: capacity.main(argv + ["--out", str(tmp_path)]))
+        cli.run_cli(lambda: capacity.main(argv + ["--out", str(tmp_path / "o")]))
     assert exc.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and len(err.splitlines()) == 1
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_quick_keeps_explicit_flags():
+    from common import cli
+    from experiments import capacity
+
+    args = cli.parse(capacity.Args, ["--quick", "--ks", "1", "3", "--grid", "48"],
+                     quick=capacity.QUICK)
+    assert args.ks == (1, 3) and args.grid == 48            # explicit flags win
+    assert args.multi_train_steps == capacity.QUICK["multi_train_steps"]   # quick shrinks the rest

@@ -89,23 +89,104 @@ def test_cue_is_scaled_target_plus_seeded_noise_clamped():
     assert abs((strong - 0.5 * t)[inside].mean().item()) < 0.01
 
 
-def test_image_loading(tmp_path):
+def _drawn(height, width, rows, cols):
+    """Boolean (H, W) mask of the block rows x cols (two slices)."""
+    m = np.zeros((height, width), bool)
+    m[rows, cols] = True
+    return m
+
+
+def _assert_target_is(t, mask):
+    """The loaded target is above PEAK / 2 exactly on the drawn cells (bilinear resizing
+    blurs the edge by a cell), PEAK inside and 0 two cells away from the shape."""
+    assert t.shape == mask.shape
+    assert t.max() == pytest.approx(PEAK)
+    assert np.array_equal(t.numpy() > PEAK / 2, mask)
+    m = torch.as_tensor(mask, dtype=torch.float32)[None, None]
+    near = torch.nn.functional.max_pool2d(m, 5, stride=1, padding=2)[0, 0].bool().numpy()
+    inner = -torch.nn.functional.max_pool2d(-m, 3, stride=1, padding=1)[0, 0]
+    assert np.allclose(t.numpy()[~near], 0.0) and np.allclose(t.numpy()[inner.bool().numpy()], PEAK)
+
+
+def test_image_loading_puts_the_shape_where_it_was_drawn(tmp_path):
     from PIL import Image
 
     img = np.full((40, 60), 255, np.uint8)
-    img[10:30, 20:40] = 0                        # dark square on white paper
+    img[10:30, 36:52] = 0                        # dark off-centre block on white paper
     Image.fromarray(img).save(tmp_path / "sq.png")
     t = load_image_pattern(tmp_path / "sq.png", 20, 30)
-    assert t.shape == (20, 30)
-    assert t.max() == pytest.approx(PEAK) and t[10, 15] == pytest.approx(PEAK) and t[0, 0] == 0
+    _assert_target_is(t, _drawn(20, 30, slice(5, 15), slice(18, 26)))
+    bright = np.zeros((40, 60), np.uint8)
+    bright[10:30, 36:52] = 255                   # bright block on black: not inverted
+    Image.fromarray(bright).save(tmp_path / "bright.png")
+    _assert_target_is(load_image_pattern(tmp_path / "bright.png", 20, 30),
+                      _drawn(20, 30, slice(5, 15), slice(18, 26)))
+
+
+def test_sixteen_bit_png_is_scaled_by_its_range(tmp_path):
+    from PIL import Image
+
+    img = np.full((32, 32), 30000, np.uint16)
+    img[4:12, 20:28] = 60000                     # both levels above 255: "L" clips them
+    Image.fromarray(img).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    _assert_target_is(load_image_pattern(tmp_path / "deep.png", 16, 16),
+                      _drawn(16, 16, slice(2, 6), slice(10, 14)))
+
+
+@pytest.mark.parametrize("mode, colour", [("RGBA", (0, 0, 0)), ("RGBA", (255, 255, 255)),
+                                          ("RGBA", (200, 30, 30)), ("LA", (255,))])
+def test_shape_drawn_only_in_alpha(tmp_path, mode, colour):
+    from PIL import Image
+
+    img = np.zeros((32, 32, len(colour) + 1), np.uint8)
+    img[..., :-1] = colour                       # one flat colour everywhere
+    img[8:16, 2:12, -1] = 255                    # the shape: opaque pixels
+    Image.fromarray(img, mode=mode).save(tmp_path / "alpha.png")
+    _assert_target_is(load_image_pattern(tmp_path / "alpha.png", 16, 16),
+                      _drawn(16, 16, slice(4, 8), slice(1, 6)))
+
+
+def _png_header_only(path, width, height):
+    """A PNG whose header claims width x height 8-bit gray pixels, with one tiny IDAT:
+    a decompression bomb's header, without the gigabytes behind it."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side", [20000, 6000])
+def test_huge_image_refused_before_decoding(tmp_path, side):
+    _png_header_only(tmp_path / "bomb.png", side, side)
+    with pytest.raises(ValueError, match="limit of 25,000,000") as err:
+        load_image_pattern(tmp_path / "bomb.png")
+    assert "\n" not in str(err.value)
 
 
 def test_image_errors(tmp_path):
+    from PIL import Image
+
     with pytest.raises(FileNotFoundError, match="not found"):
         load_image_pattern(tmp_path / "missing.png")
     (tmp_path / "junk.png").write_text("not an image")
     with pytest.raises(ValueError, match="cannot read"):
         load_image_pattern(tmp_path / "junk.png")
+    Image.fromarray(np.full((8, 8), 7, np.uint8)).save(tmp_path / "flat.png")
+    with pytest.raises(ValueError, match="blank"):
+        load_image_pattern(tmp_path / "flat.png")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(tmp_path / "full.png")
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match="cut.png"):
+        load_image_pattern(tmp_path / "cut.png")
 
 
 def test_check_target_shape():

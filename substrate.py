@@ -596,7 +596,9 @@ class GrayScott:
                 on_record(i, Uo[inner], Vo[inner], out)
         compiling.mark_ran(key, self._shapes())
         U, V = (t[inner].contiguous() for t in buffers[steps % 2][:2])
-        if bool(torch.isfinite(U.sum() + V.sum() + F.sum() + K.sum())):
+        # with clamp on and no hook every value stays in [0, 1]; otherwise one check
+        # (a NaN, once there, stays: it spreads through the stencil and survives clamp)
+        if (self.clamp and hook is None) or bool(torch.isfinite(U.sum() + V.sum())):
             return U, V, F, K, -1, "compiled"
         # cannot happen with clamp on and a finite hook: replay eagerly to name the step
         first_bad = self._run_eager(steps, hook, _merge(tensors, constants), steps, None)[-1]

@@ -8,31 +8,20 @@ The physics, exactly as the reference study runs it (docs/protocol.md):
     V'  = V + dt * (Dv * lapV + uvv - (K + F) * V)
     V' *= decay                                      # 0.9995 every step
     U', V' = clamp(U', 0, 1), clamp(V', 0, 1)
-    U', V' = 0 where |U'|, |V'| < FLUSH_BELOW        # see FLUSH_BELOW
+    U', V' = 0 where below FLUSH_BELOW               # no subnormal floats (see there)
 
-State tensors have a leading batch dimension, shape (B, H, W), or (B, D, H, W) for a 3D
-medium (`depth=`), so several seeds or several patterns advance in one call. F and K are
-either one grid-shaped field shared by the whole batch or a (B, *grid) field per member.
+States are (B, H, W), or (B, D, H, W) for a 3D medium: B seeds or patterns advance in
+one call. F and K are one grid-shaped field shared by the batch or one per member.
 
-`gray_scott_step` is the pure function (tensors in, tensors out) and the reference.
-`GrayScott` holds a state (plain tensors U, V, F, K) and owns the stepping loop,
-`GrayScott.run`, which takes one of two paths that give the same numbers:
-
-* eager: `gray_scott_step` itself, with a finiteness flag kept on the device per step;
-* compiled: U and V each live, for the length of the run, in a circularly padded tensor
-  (a one-cell halo), and one `torch.compile`d kernel (common/compiling.py) reads them
-  with plain slices (vectorisable: no index arithmetic for the wrap), does the whole
-  update in one pass, writes the new state into the other padded buffer of a pair
-  (ping-pong: no step allocates memory) and refreshes its halo. A per-step hook (the
-  scar update, a similarity) is fused into the same kernel. With clamp on and finite
-  inputs every value stays in [0, 1] and nothing divides, so this path checks
-  finiteness once at the end of a run instead of every step (and replays the run on
-  the eager path to name the step in the rare case it failed).
-
-compile="auto" (default) takes the compiled path only when a C++ compiler (CPU) or
-Triton (CUDA) is present and the run is big enough to repay the compile time
-(AUTO_COMPILE_*); compile=True forces it, compile=False never uses it. Nothing inside
-the loop synchronises with the host.
+`gray_scott_step` is the pure reference step (tensors in, tensors out). `GrayScott` holds
+the state as plain tensors and owns the loop, `GrayScott.run`, on one of two paths that
+give the same numbers to float rounding: eager (gray_scott_step, a finiteness flag kept
+on the device) or compiled (common/compiling.py: one torch.compile'd kernel per step,
+reading circularly padded ping-pong buffers with plain slices, a per-step hook fused in).
+With clamp on and finite inputs every value stays in [0, 1], so the compiled path checks
+finiteness once per run (and replays the run eagerly to name the step if it failed).
+compile="auto" compiles only runs big enough to repay it (AUTO_COMPILE_*) when a C++
+compiler (CPU) or Triton (CUDA) is present. Nothing in the loop waits for the host.
 """
 from __future__ import annotations
 
@@ -271,40 +260,9 @@ def gray_scott_step(U, V, F, K, Du=DU, Dv=DV, dt=DT, decay=DECAY,
 
 
 # ---- the compiled kernel ------------------------------------------------------------------
-# The state lives in circularly padded buffers (a one-cell halo), so the kernel reads every
-# neighbour with a plain slice. Two buffers per field alternate ("ping-pong"): each step
-# reads one and writes the other in place, so no step allocates memory (returning fresh
-# multi-megabyte tensors instead made a step 1.8-2.2x slower on CPU: docs/findings.md).
 
 def _inner(nd):
     return (Ellipsis, *((slice(1, -1),) * nd))
-
-
-def pad(X: torch.Tensor, nd: int) -> torch.Tensor:
-    """X (B, *grid) circularly padded by one cell on its last nd dims (a new tensor)."""
-    P = X.new_empty((*X.shape[:-nd], *(n + 2 for n in X.shape[-nd:])))
-    P[_inner(nd)].copy_(X)
-    fill_halo(halo_copies(P, nd))
-    return P
-
-
-def halo_copies(P: torch.Tensor, nd: int) -> list:
-    """The (destination, source) views whose copies make the one-cell halo of P (padded
-    on its last nd dims) periodic; axis by axis, so edges and corners come out right.
-    (Writing the halo inside the compiled kernel instead made inductor rewrite the whole
-    buffer with masked loads: 2-5x slower per step at 256^2, batch 32.)"""
-    pairs = []
-    for axis in range(P.dim() - nd, P.dim()):
-        n = P.shape[axis] - 2
-        pairs += [(P.select(axis, 0), P.select(axis, n)),
-                  (P.select(axis, n + 1), P.select(axis, 1))]
-    return pairs
-
-
-def fill_halo(pairs) -> None:
-    """Copy every (destination, source) pair of halo_copies, in order."""
-    for dst, src in pairs:
-        dst.copy_(src)
 
 
 def padded_step(Up, Vp, F, K, Du, Dv, dt, decay, stencil, clamp, nd):
@@ -365,6 +323,20 @@ def _available_memory(device: torch.device):
         return None
 
 
+def _device(device) -> torch.device:
+    """device (default: cuda if present, else cpu) as a torch.device that holds data."""
+    if device is None:
+        return default_device()
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r} is not a torch device (e.g. cpu, cuda)") from exc
+    if device.type == "meta" or (device.type == "cuda" and not torch.cuda.is_available()):
+        raise ValueError(f"device={device} cannot run the medium here (no data on meta; "
+                         f"CUDA available: {torch.cuda.is_available()})")
+    return device
+
+
 def _count(name, n, least=0) -> int:
     """n as an int >= least (an integral float is accepted), else a clear ValueError."""
     ok = isinstance(n, numbers.Real) and not isinstance(n, bool) and math.isfinite(n) \
@@ -414,11 +386,10 @@ class GrayScott:
         self.Du, self.Dv, self.dt, self.decay = Du, Dv, dt, decay
         self.stencil = DEFAULT_STENCIL[self.ndim] if stencil is None else stencil
         self.clamp, self.compile, self.dtype = clamp, compile, dtype
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = _device(device)
         self._check_physics()
         self._check_memory()
-        self.F = self._field(F, "F")
-        self.K = self._field(K, "K")
+        self.F, self.K = self._coerce(F, "F"), self._coerce(K, "K")
         self.reset()
         self._check_state()
         self.steps_taken = 0      # steps run since construction
@@ -462,16 +433,12 @@ class GrayScott:
         in FIELD_RANGE, and the stability bound with their largest values (one host
         sync)."""
         full = (self.batch, *self.grid)
-        for name in ("U", "V"):
+        for name in "UVFK":
             t = getattr(self, name)
-            if not (isinstance(t, torch.Tensor) and t.shape == full and t.dtype == self.dtype
-                    and t.device == self.device):
-                setattr(self, name, self._state_tensor(t, name))
-        for name in ("F", "K"):
-            t = getattr(self, name)
-            if not (isinstance(t, torch.Tensor) and t.shape in (self.grid, full)
-                    and t.dtype == self.dtype and t.device == self.device):
-                setattr(self, name, self._field(t, name))
+            if not (isinstance(t, torch.Tensor) and t.dtype == self.dtype
+                    and t.device == self.device
+                    and t.shape in ((full, self.grid) if name in "FK" else (full,))):
+                setattr(self, name, self._coerce(t, name))
         tensors = (self.U, self.V, self.F, self.K)
         lo, hi = torch.stack([torch.stack(torch.aminmax(t.detach())) for t in tensors]).T \
             .double().tolist()
@@ -486,35 +453,29 @@ class GrayScott:
         check_stability(self.Du, self.Dv, self.dt, self.stencil, F_max=hi[2], K_max=hi[3],
                         V_max=min(max(abs(lo[1]), abs(hi[1])), 1.0))
 
-    def _field(self, value, name) -> torch.Tensor:
-        """A scalar, grid-shaped or (B, *grid) F or K as a tensor of this medium."""
-        if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            _number(name, value, *FIELD_RANGE)
-            return torch.full(self.grid, float(value), device=self.device, dtype=self.dtype)
+    def _coerce(self, value, name) -> torch.Tensor:
+        """value as a tensor of this medium (a copy): U, V (B, *grid), a grid-shaped one
+        repeated per member; F, K a scalar, grid-shaped (shared) or (B, *grid)."""
+        full, field = (self.batch, *self.grid), name in ("F", "K")
+        if field and isinstance(value, numbers.Real) and not isinstance(value, bool):
+            value = torch.full(self.grid, _number(name, value, *FIELD_RANGE))
         t = torch.as_tensor(value, device=self.device, dtype=self.dtype)
-        if t.shape not in (self.grid, (self.batch, *self.grid)):
-            g = ", ".join(str(s) for s in self.grid)
-            raise ValueError(f"{name} has shape {tuple(t.shape)}; expected a scalar, ({g}) "
-                             f"shared by the batch, or ({self.batch}, {g}) per member")
-        return t.clone()
-
-    def _state_tensor(self, value, name) -> torch.Tensor:
-        t = torch.as_tensor(value, device=self.device, dtype=self.dtype)
-        if t.shape == self.grid:
-            t = t.expand(self.batch, *self.grid)
-        if t.shape != (self.batch, *self.grid):
-            g = ", ".join(str(s) for s in self.grid)
-            raise ValueError(f"{name} has shape {tuple(t.shape)}; expected "
-                             f"({self.batch}, {g}) or ({g})")
+        if not field and t.shape == self.grid:
+            t = t.expand(full)
+        if t.shape not in ((self.grid, full) if field else (full,)):
+            g = ", ".join(map(str, self.grid))
+            want = (f"a scalar, ({g}) shared by the batch, or ({self.batch}, {g}) per member"
+                    if field else f"({self.batch}, {g}) or ({g})")
+            raise ValueError(f"{name} has shape {tuple(t.shape)}; expected {want}")
         return t.clone()
 
     def reset(self, V=None, U=None) -> None:
         """U = 1 (or U), V = 0 (or V); F, K unchanged."""
         shape = (self.batch, *self.grid)
         self.U = (torch.ones(shape, device=self.device, dtype=self.dtype) if U is None
-                  else self._state_tensor(U, "U"))
+                  else self._coerce(U, "U"))
         self.V = (torch.zeros(shape, device=self.device, dtype=self.dtype) if V is None
-                  else self._state_tensor(V, "V"))
+                  else self._coerce(V, "V"))
 
     # -- running -------------------------------------------------------------------------------
     def step(self, n: int = 1) -> "GrayScott":
@@ -612,16 +573,14 @@ class GrayScott:
         physics = (self.Du, self.Dv, self.dt, self.decay, self.stencil, self.clamp)
         kernel = compiling.compiled(_make_kernel(physics, self.ndim, hook, constants), key)
         nd, inner = self.ndim, _inner(self.ndim)
-        # ping-pong: (U, V, their halo views) x 2; step i reads pair (i - 1) % 2 and
-        # writes pair i % 2. The halo views are built once (that costs more than copying).
-        pairs = []
-        for U, V in ((pad(self.U, nd), pad(self.V, nd)), (None, None)):
-            U = torch.empty_like(pairs[0][0]) if U is None else U
-            V = torch.empty_like(pairs[0][1]) if V is None else V
-            pairs.append((U, V, halo_copies(U, nd) + halo_copies(V, nd)))
+        Up, Vp = compiling.pad(self.U, nd), compiling.pad(self.V, nd)
+        # ping-pong: step i reads buffers[(i - 1) % 2] and writes buffers[i % 2]; the halo
+        # views are built once (building them costs more than the copies)
+        buffers = [(U, V, compiling.halo_copies(U, nd) + compiling.halo_copies(V, nd))
+                   for U, V in ((Up, Vp), (torch.empty_like(Up), torch.empty_like(Vp)))]
         F, K = self._fields_for(hook)
         for i in range(1, steps + 1):
-            (Up, Vp, _), (Uo, Vo, halo) = pairs[(i - 1) % 2], pairs[i % 2]
+            (Up, Vp, _), (Uo, Vo, halo) = buffers[(i - 1) % 2], buffers[i % 2]
             try:
                 out = kernel(Up, Vp, F, K, Uo, Vo, *tensors)
             except Exception as exc:  # no working compiler after all: fall back, once
@@ -629,15 +588,17 @@ class GrayScott:
                     raise
                 first = str(exc).splitlines()[0] if str(exc) else ""
                 warnings.warn(f"torch.compile failed ({exc.__class__.__name__}: {first}); "
-                              f"using the eager stepper", RuntimeWarning)
+                              f"using the eager stepper", RuntimeWarning, stacklevel=3)
                 compiling.mark_failed(key)
                 return None
-            fill_halo(halo)
+            compiling.fill_halo(halo)
             if on_record is not None and (i % record_every == 0 or i == steps):
                 on_record(i, Uo[inner], Vo[inner], out)
         compiling.mark_ran(key, self._shapes())
-        U, V = (t[inner].contiguous() for t in pairs[steps % 2][:2])
-        if bool(torch.isfinite(U.sum() + V.sum() + F.sum() + K.sum())):
+        U, V = (t[inner].contiguous() for t in buffers[steps % 2][:2])
+        # with clamp on and no hook every value stays in [0, 1]; otherwise one check
+        # (a NaN, once there, stays: it spreads through the stencil and survives clamp)
+        if (self.clamp and hook is None) or bool(torch.isfinite(U.sum() + V.sum())):
             return U, V, F, K, -1, "compiled"
         # cannot happen with clamp on and a finite hook: replay eagerly to name the step
         first_bad = self._run_eager(steps, hook, _merge(tensors, constants), steps, None)[-1]

@@ -20,8 +20,8 @@ Paths:
   eager              GrayScott(compile=False).
   compiled           GrayScott(compile=True).
 Timing: ROUNDS interleaved rounds (every path sees the same load), each at least
-MIN_ROUND_S seconds and, for our paths, at least MIN_RUN_STEPS steps (one GrayScott.run:
-its fixed cost, packing and checks, is included). Ratios are the geometric mean of the
+MIN_ROUND_S seconds (at most MAX_ROUND_S) and, on the compiled path, at least
+MIN_RUN_STEPS steps (one GrayScott.run: its fixed cost, packing and checks, is included). Ratios are the geometric mean of the
 paired per-round ratios with a 95% t-interval on their logarithm. The last line printed
 is `speedup_vs_published_step=<x>`: compiled at 256^2, batch 32, float32, on the scarred
 state, against the published step at batch 1 on the same state. Nothing is asserted.
@@ -52,15 +52,16 @@ TRAIN_STEPS = 1000          # phase-1 training steps
 MAX_BATCHED_CELLS = 1 << 22  # published_batched above this (batch x grid) is skipped: minutes
 ROUNDS = 5
 MIN_ROUND_S = 0.3
-MIN_RUN_STEPS = 100
+MAX_ROUND_S = 4.0           # ... and at most this long (at least one step)
+MIN_RUN_STEPS = 100         # compiled: a run's fixed cost (packing, checks) is ~3 steps
 MAX_ROUND_STEPS = 400
 HEADLINE = ("256x256", 32, "float32", "scarred")
 E2E_REPEATS = 2
 E2E_TIMEOUT_S = 1800
 QUICK = dict(grids=["32x32", "8x8x8"], batches=[1, 4], dtypes=["float32"],
              paths=["published", "published_batched", "eager"], rounds=2)
-QUICK_TIMING = dict(MIN_ROUND_S=0.01, MIN_RUN_STEPS=5, MAX_ROUND_STEPS=10, TRAIN_STEPS=30,
-                    RECALL_STEPS=20)
+QUICK_TIMING = dict(MIN_ROUND_S=0.01, MAX_ROUND_S=0.2, MIN_RUN_STEPS=5, MAX_ROUND_STEPS=10,
+                    TRAIN_STEPS=30, RECALL_STEPS=20)
 
 
 # ---- states ------------------------------------------------------------------------------
@@ -88,8 +89,6 @@ def noise_state(grid, batch, dtype):
 def scarred_state(grid, batch, dtype, device):
     """(U, V, F, K, target) of a scarred arm during phase-2 recall (module docstring),
     built with the library's own store/recall path on `device`."""
-    import torch
-
     import scarring
     from patterns import make_pattern
     target = make_pattern("square_spots", *grid).to(dtype)
@@ -156,12 +155,12 @@ class Runner:
                                            device=device, dtype=V.dtype,
                                            compile=(path == "compiled"))
             self.sim.reset(U=U, V=V)
-            self.min_steps = MIN_RUN_STEPS
+            self.min_steps = MIN_RUN_STEPS if path == "compiled" else 1
         self.cells = V[:1].numel() if path == "published" else V.numel()
         self.first_call_s = self.run(1)     # compiles on the compiled path
-        per_step = self.run(2) / 2
-        self.steps = int(min(MAX_ROUND_STEPS, max(self.min_steps,
-                                                  math.ceil(MIN_ROUND_S / max(per_step, 1e-7)))))
+        per_step = max(self.run(2) / 2, 1e-7)
+        steps = min(MAX_ROUND_STEPS, max(self.min_steps, math.ceil(MIN_ROUND_S / per_step)))
+        self.steps = int(max(1, min(steps, MAX_ROUND_S // per_step)))
 
     def run(self, n):
         synchronize(self.device)
@@ -272,6 +271,10 @@ def threads_section(args, states, device):
     import torch
     grid, batch, dt, name = parse_grid(HEADLINE[0]), HEADLINE[1], HEADLINE[2], HEADLINE[3]
     md = [f"### Threads ({HEADLINE[0]}, batch {batch}, {dt}, {name} state)", "",
+          "With 2 OpenMP threads every parallel region waits until both cores are free; on "
+          "a shared 2-core machine under load (see the load average) that wait, a scheduler "
+          "time slice, dominates a step, and most of all the published step's, which syncs "
+          "with the host every step. Read the 2-thread rows against the load.", "",
           "| threads | path | Mcells/s (best round) | vs published, batch 1 |",
           "|---|---|---|---|"]
     saved = torch.get_num_threads()
@@ -316,14 +319,14 @@ def startup_section(threads):
     return md + [""]
 
 
-def time_script(argv, sim_pattern, threads):
-    """(wall s, simulation s or None, status) of `python <argv>` from the repository root:
-    start-up, compilation, figures and videos included."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+def time_script(argv, sim_pattern):
+    """(wall s, simulation s or None, status) of `python <argv>` from the repository root
+    in this environment (threads as a user gets them): start-up, compilation, figures and
+    videos included."""
     t = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True,
-                              timeout=E2E_TIMEOUT_S, cwd=ROOT, env=env)
+                              timeout=E2E_TIMEOUT_S, cwd=ROOT)
     except subprocess.TimeoutExpired:
         return None, None, f"timed out after {E2E_TIMEOUT_S} s"
     wall = time.perf_counter() - t
@@ -333,12 +336,14 @@ def time_script(argv, sim_pattern, threads):
     return wall, float(found.group(1)) if found else None, "ok"
 
 
-def e2e_section(args, threads):
+def e2e_section(args):
     """The default study (8 seeds, figures and videos) and the published single-seed
     protocol, one after the other, alternating, E2E_REPEATS times each."""
     import tempfile
     md = ["## End to end: the default study against the published protocol", "",
-          f"Fresh processes, one after the other, alternating, OMP_NUM_THREADS={threads}, "
+          "Fresh processes, one after the other, alternating, with the threads a user gets "
+          f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+          f"{os.cpu_count()} CPUs), "
           "inductor's disk cache warm after the first run. Ours is the default "
           "`python scarring_validation.py` (8 seeds, 256^2, phases 1-3, figures and videos). "
           "The published side is `python -m benchmarks.published`: the published protocol "
@@ -354,7 +359,7 @@ def e2e_section(args, threads):
         for _ in range(args.e2e_repeats):
             for name, argv, pattern in runs:
                 print(f"end to end: {name} ...", flush=True)
-                wall, sim, status = time_script(argv, pattern, threads)
+                wall, sim, status = time_script(argv, pattern)
                 if wall is not None:
                     walls[name].append(wall)
                 rest = f"{wall - sim:.1f}" if wall is not None and sim is not None else "-"
@@ -411,7 +416,19 @@ def preamble(args, command):
             "`GrayScott(compile=False)`; **compiled** = `GrayScott(compile=True)`. Each "
             f"ratio is the geometric mean of {args.rounds} paired, interleaved rounds with "
             "its 95% interval; Mcells/s is the best round. 'first call' includes "
-            "compilation.", ""]
+            "compilation. The scarred state is built by our stepper, which flushes "
+            "subnormals (below), so the published step timed on it meets fewer subnormals "
+            "than on its own trajectory: the ratios on that state are conservative.", "",
+            "Subnormal floats: outside a pattern V decays geometrically and would pass "
+            "through subnormal floats (and V * V through them earlier), which x86 handles in "
+            "slow microcode. Every path of ours sets |U|, |V| below "
+            "`substrate.FLUSH_BELOW` (1e-18) to 0 after each step, inside the compiled "
+            "kernel, so it holds on every worker thread, in float32 and float64; the "
+            "published step does not (as published). On CUDA, float32 add, multiply and "
+            "FMA handle subnormals in hardware at full speed (NVIDIA, 'CUDA Pro Tip: Flush "
+            "Denormals with Confidence', developer.nvidia.com/blog/cuda-pro-tip-flush-"
+            "denormals-confidence), so there the flush changes nothing but the numbers "
+            "below 1e-18.", ""]
 
 
 def write_docs(md):
@@ -434,7 +451,8 @@ def build_parser():
                    help=f"end-to-end pairs (0 to skip; default {E2E_REPEATS})")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (default: torch's default)")
+                   help="CPU threads of the tables (default: torch's default); the threads "
+                        "section measures 1 and 2, the end-to-end runs use the environment's")
     p.add_argument("--quick", action="store_true",
                    help="tiny grids, no compilation, no end-to-end runs (seconds); never "
                         "writes docs")
@@ -495,7 +513,7 @@ def main(argv=None):
                "device-agnostic (the compiled path uses Triton on CUDA), but it has not been "
                "run on a GPU.", ""]
     if args.e2e_repeats:
-        md += e2e_section(args, torch.get_num_threads())
+        md += e2e_section(args)
     if headline is None:
         raise ValueError(f"the headline configuration {HEADLINE} was not measured: include "
                          f"grid {HEADLINE[0]}, batch {HEADLINE[1]} and {HEADLINE[2]}")

@@ -1,8 +1,13 @@
-"""torch.compile, once per kernel, for the substrate's fast path.
+"""torch.compile, once per kernel, and the padded buffers of the substrate's fast path.
 
 Nothing here is physics: it decides whether this machine can compile (a C++ compiler for
-CPU kernels, Triton for CUDA ones), compiles a function once per process and key, and
-compiles for static shapes (one kernel per batch size and grid).
+CPU kernels, Triton for CUDA ones), compiles a function once per process and key, for
+static shapes (one kernel per batch size and grid), and lays out the state the compiled
+kernel reads: circularly padded buffers (a one-cell halo), so that every neighbour is a
+plain slice (no index arithmetic for the wrap, so the kernel vectorises). Two buffers per
+field alternate ("ping-pong"): each step reads one and writes the other in place, so no
+step allocates memory (returning fresh multi-megabyte tensors instead made a step
+1.8-2.2x slower on CPU: docs/findings.md).
 substrate.GrayScott is the only caller; it falls back to its eager path when compiling
 is unavailable or fails.
 
@@ -76,7 +81,7 @@ def compiled(fn, key):
 
     Shapes are static: each batch size (and grid) gets its own kernel, built the first
     time it is seen. Static kernels trace in ~0.2-0.5 s with inductor's disk cache warm,
-    against 1-3 s for one with a dynamic batch dimension (docs/performance.md), and a
+    against 1-3 s for one with a dynamic batch dimension (measured here), and a
     study uses only a handful of batch sizes. Past the recompile limit (64 shapes) dynamo
     runs the function uncompiled: the same numbers, more slowly.
     """
@@ -85,3 +90,32 @@ def compiled(fn, key):
         _raise_recompile_limit()
         fn_c = _COMPILED[key] = torch.compile(fn, dynamic=False)
     return fn_c
+
+
+# ---- padded buffers ------------------------------------------------------------------------
+
+def pad(X: torch.Tensor, nd: int) -> torch.Tensor:
+    """X (B, *grid) circularly padded by one cell on its last nd dims (a new tensor)."""
+    P = X.new_empty((*X.shape[:-nd], *(n + 2 for n in X.shape[-nd:])))
+    P[(Ellipsis, *((slice(1, -1),) * nd))].copy_(X)
+    fill_halo(halo_copies(P, nd))
+    return P
+
+
+def halo_copies(P: torch.Tensor, nd: int) -> list:
+    """The (destination, source) views whose copies make the one-cell halo of P (padded
+    on its last nd dims) periodic; axis by axis, so edges and corners come out right.
+    (Writing the halo inside the compiled kernel instead made inductor rewrite the whole
+    buffer with masked loads: 2-5x slower per step at 256^2, batch 32.)"""
+    pairs = []
+    for axis in range(P.dim() - nd, P.dim()):
+        n = P.shape[axis] - 2
+        pairs += [(P.select(axis, 0), P.select(axis, n)),
+                  (P.select(axis, n + 1), P.select(axis, 1))]
+    return pairs
+
+
+def fill_halo(pairs) -> None:
+    """Copy every (destination, source) pair of halo_copies, in order."""
+    for dst, src in pairs:
+        dst.copy_(src)

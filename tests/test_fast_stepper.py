@@ -22,7 +22,6 @@ from substrate import (
     STENCIL_BOUND_3D,
     STENCILS_3D,
     GrayScott,
-    SimulationError,
     gray_scott_step,
     laplacian,
 )
@@ -294,7 +293,7 @@ def test_run_fuses_a_hook_like_the_eager_path():
         gs.reset(U=U, V=V)
         outs = {}
         gs.run(12, hook=_hook_feed_from_v, hook_args=(1e-3,), record_every=4,
-               on_record=lambda i, U_, V_, out: outs.update({i: (out, V_.sum((-2, -1)))}))
+               on_record=lambda i, U_, V_, out, o=outs: o.update({i: (out, V_.sum((-2, -1)))}))
         runs.append((outs, gs.V, gs.F, gs.K, gs.last_path))
     assert runs[0][4] == "eager" and runs[1][4] == "compiled"
     assert sorted(runs[0][0]) == sorted(runs[1][0]) == [4, 8, 12]

@@ -223,6 +223,8 @@ def test_step_is_deterministic_on_cpu():
     (dict(F=torch.full((16, 16), 2.0)), r"F spans \[2, 2\]"),
     (dict(clamp="yes"), "clamp='yes' must be True or False"),
     (dict(dtype=torch.int32), "dtype"),
+    (dict(device="foo"), "device='foo' is not a torch device"),
+    (dict(device="meta"), "device=meta cannot run"),
 ])
 def test_constructor_checks_every_argument(kwargs, needle):
     args = dict(height=16, width=16, device="cpu") | kwargs

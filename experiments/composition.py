@@ -98,6 +98,8 @@ FAMILIES = {
 }
 METRIC_NAMES = ("cosine", "iou")
 SCAR_TOLERANCE = 1e-6     # a cell whose F or K moved more than this from the background is scarred
+SCAR_MARGIN = 2           # cells (at 64 x 64) V spreads past a lit shape: the fringe counted as
+                          # on the scars, and the reach of a cue into scars next to it
 
 
 @dataclass
@@ -127,17 +129,21 @@ def scores(V, target):
     return {"cosine": metrics.cosine_similarity(V, target), "iou": metrics.iou(V, target)}
 
 
-def imprint_mask(F, K, background, cue_shape):
+def imprint_mask(F, K, background, cue_shape, reach: int = 0):
     """The imprint's prediction per seed, (S, H, W) bool: the scarred connected regions
-    (8-neighbour, the stencil's reach) that the cue's shape touches."""
+    (8-neighbour, the stencil's reach) that the cue's shape, grown by `reach` cells (what
+    the cue's V diffuses into), touches."""
     import numpy as np
     from scipy import ndimage
 
     scar = ((F - background[0]).abs() > SCAR_TOLERANCE) | ((K - background[1]).abs() > SCAR_TOLERANCE)
+    shape = cue_shape.cpu().numpy() > 0.3
+    if reach:
+        shape = ndimage.binary_dilation(shape, structure=np.ones((3, 3)), iterations=reach)
     out = []
     for s in scar.cpu().numpy():
         labels, _ = ndimage.label(s, structure=np.ones((3, 3)))
-        hit = np.unique(labels[(cue_shape.cpu().numpy() > 0.3) & (labels > 0)])
+        hit = np.unique(labels[shape & (labels > 0)])
         out.append(np.isin(labels, hit) & (labels > 0))
     return torch.as_tensor(np.stack(out))
 
@@ -190,6 +196,7 @@ def report_family(study, spec, raw, settle):
     index = {key: i for i, (key, _, _, _) in enumerate(runs)}
     times = {"cue_step0": 0, "recall": p.multi_recall_steps, "settled": settle}
     background = study.rule.background(p.f0, p.k0)
+    margin = max(1, round(SCAR_MARGIN * p.grid / 64))
     cases, per_seed = {}, {}
     for key, what, medium, cue, target, predicts in spec["cases"]:
         i, u = index[key], index[f"unscarred {key}"]
@@ -204,7 +211,7 @@ def report_family(study, spec, raw, settle):
             row[f"unscarred_{name}"] = {m: bounded(v) for m, v in
                                         scores(frames[times[name]][:, u], tgt).items()}
         F, K = raw["media"][medium]
-        mask = imprint_mask(F, K, background, raw["cue_imgs"][i]).to(tgt) * patterns.PEAK
+        mask = imprint_mask(F, K, background, raw["cue_imgs"][i], margin).to(tgt) * patterns.PEAK
         for name in ("recall", "settled"):   # lit scars, and off them what the cue does alone
             pred = scores(torch.maximum(mask, frames[times[name]][:, u]), tgt)
             per_seed[(key, f"imprint_{name}")] = pred
@@ -222,49 +229,66 @@ def report_family(study, spec, raw, settle):
                          for m in METRIC_NAMES}
     return {"cases": cases, "train_similarity": raw["train"],
             "compare": {"cases": [comp, ctrl], **compare},
-            "additivity": additivity(spec, raw, index, times)}
+            "additivity": additivity(spec, raw, index, times, background, margin)}
 
 
-def additivity(spec, raw, index, times):
+def scar_cells(F, K, background, margin: int):
+    """(S, H, W) bool: scarred cells (F or K moved from the background) grown by
+    `margin` cells (the lit fringe V spreads into)."""
+    scar = ((F - background[0]).abs() > SCAR_TOLERANCE) | ((K - background[1]).abs() > SCAR_TOLERANCE)
+    k = 2 * margin + 1
+    return torch.nn.functional.max_pool2d(scar.float().unsqueeze(1), k, 1, margin).squeeze(1) > 0
+
+
+def additivity(spec, raw, index, times, background, margin):
     """Recall of each additivity whole against the union (cell-wise max) of its parts'
     recalls, on the same medium: cosine 1 and no gain = the parts light independently
-    (the imprint). gain: the whole's recall minus the union's, scored against the whole."""
+    (the imprint). gain: the whole's recall minus the union's, scored against the whole.
+    Over the whole field, and on the scars only ("on_scars": off the scars each run
+    grows its own noise-born labyrinth from the unscarred medium, so a union of k runs
+    holds k runs' worth of it)."""
     out = {}
     for medium, parts in spec["additive"]:
         whole = next(key for key, _, m, cue, _, _ in spec["cases"]
                      if m == medium and tuple(cue) == tuple(parts))
         i = index[whole]
         tgt = raw["targets"][i]
+        on = scar_cells(*raw["media"][medium], background, margin).to(tgt)
         block = {"whole_case": whole, "parts": list(parts)}
         for name in ("recall", "settled"):
             V = raw["frames"][times[name]]
             union = torch.stack([V[:, index[f"{medium} part {q}"]] for q in parts]).amax(0)
-            w, u = scores(V[:, i], tgt), scores(union, tgt)
-            block[name] = {
-                "whole_vs_union_cosine": bounded(metrics.cosine_similarity(V[:, i], union)),
-                "whole_to_target": {m: bounded(v) for m, v in w.items()},
-                "union_to_target": {m: bounded(v) for m, v in u.items()},
-                "gain": {m: sq.bounded_stat(w[m] - u[m], -1, 1) for m in METRIC_NAMES}}
+            block[name] = {}
+            for where, m in (("field", torch.ones_like(on)), ("on_scars", on)):
+                w, u = scores(V[:, i] * m, tgt), scores(union * m, tgt)
+                block[name][where] = {
+                    "whole_vs_union_cosine": bounded(metrics.cosine_similarity(V[:, i] * m,
+                                                                               union * m)),
+                    "whole_to_target": {k: bounded(v) for k, v in w.items()},
+                    "union_to_target": {k: bounded(v) for k, v in u.items()},
+                    "gain": {k: sq.bounded_stat(w[k] - u[k], -1, 1) for k in METRIC_NAMES}}
         out[f"{medium}: {'+'.join(parts)}"] = block
     return out
 
 
 def verdict(fam):
-    """'composes' or 'imprint' (module docstring): a whole is more than its parts when
-    its recall beats the union of its parts' recalls (gain > 0.05, interval above 0) or
-    departs from it (cosine < 0.95, interval below), or when a - b exceeds the imprint's
-    a - b by > 0.05 (interval above 0)."""
+    """'composes' or 'imprint' (module docstring): a whole is more than its parts when,
+    on the scars, its recall beats the union of its parts' recalls (gain > 0.05,
+    interval above 0) or departs from it (cosine < 0.95, interval below), at the recall
+    length or settled; or when a - b exceeds the imprint's a - b by > 0.05 (interval
+    above 0) at either time."""
     def above(stat, level):
         return stat["ci95_low"] is not None and stat["ci95_low"] > 0 and stat["mean"] > level
 
-    settled = [b["settled"] for b in fam["additivity"].values()]
-    gain = any(above(b["gain"]["cosine"], 0.05) for b in settled)
+    blocks = [b[t]["on_scars"] for b in fam["additivity"].values() for t in ("recall", "settled")]
+    gain = any(above(b["gain"]["cosine"], 0.05) for b in blocks)
     departs = any(b["whole_vs_union_cosine"]["ci95_high"] is not None
-                  and b["whole_vs_union_cosine"]["ci95_high"] < 0.95 for b in settled)
-    beyond = above(fam["compare"]["settled"]["cosine"]["measured_minus_imprint"], 0.05)
+                  and b["whole_vs_union_cosine"]["ci95_high"] < 0.95 for b in blocks)
+    beyond = any(above(fam["compare"][t]["cosine"]["measured_minus_imprint"], 0.05)
+                 for t in ("recall", "settled"))
     return {"composes": bool(gain or departs or beyond), "whole_beats_parts": gain,
             "whole_departs_from_parts": departs, "a_minus_b_beyond_imprint": beyond,
-            "criterion": verdict.__doc__.split(":", 1)[1].strip()}
+            "criterion": " ".join(verdict.__doc__.split(":", 1)[1].split())}
 
 
 def print_family(family, fam):
@@ -280,18 +304,27 @@ def print_family(family, fam):
     print(f"  a - b (settled cosine): measured {f(c['measured'])}, imprint {f(c['imprint'])}, "
           f"beyond {f(c['measured_minus_imprint'])}")
     for name, b in fam["additivity"].items():
-        s = b["settled"]
-        print(f"  additivity {name}: whole vs union of parts {f(s['whole_vs_union_cosine'])}, "
-              f"gain {f(s['gain']['cosine'])} (settled)")
+        for t in ("recall", "settled"):
+            s, o = b[t]["field"], b[t]["on_scars"]
+            print(f"  additivity {name}, {t}: whole vs union of parts {f(s['whole_vs_union_cosine'])}"
+                  f" (on scars {f(o['whole_vs_union_cosine'])}), gain {f(s['gain']['cosine'])} "
+                  f"(on scars {f(o['gain']['cosine'])})")
     print(f"  verdict: {'COMPOSES' if fam['verdict']['composes'] else 'imprint'}")
+
+
+def save(fig, path) -> None:
+    """Lay out below the suptitle, write and close a figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def figure_table(body, out, n):
     """The composition table: every case's read-outs as text cells, coloured by mean."""
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from common import figures
 
     cols = [("cue_step0", "cosine"), ("cue_step0", "iou"), ("recall", "cosine"),
             ("recall", "iou"), ("settled", "cosine"), ("settled", "iou"),
@@ -314,13 +347,11 @@ def figure_table(body, out, n):
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
     ax.set_title(f"Parts and wholes: mean [95% interval] over {n} seeds (recall at "
                  f"{body['recall_steps']} steps, settled at {body['settle_steps']})", fontsize=9)
-    figures.save_figure(fig, out / "composition_table.png")
+    save(fig, out / "composition_table.png")
 
 
 def figure_frames(raws, body, out):
     import matplotlib.pyplot as plt
-
-    from common import figures
 
     rows = [(family, i, key) for family, raw in raws.items()
             for i, (key, _, _, _) in enumerate(raw["runs"]) if not key.startswith(("unscarred", "parts part", "whole part"))]
@@ -341,7 +372,7 @@ def figure_frames(raws, body, out):
                 axes[r, c].set_title(titles[c], fontsize=7)
         axes[r, 0].set_ylabel(f"{family} {key}", fontsize=7)
     fig.suptitle("Parts and wholes, seed 0 (colour: V in [0, 1])", fontsize=8)
-    figures.save_figure(fig, out / "composition_frames.png")
+    save(fig, out / "composition_frames.png")
 
 
 def main(argv=None):

@@ -156,17 +156,19 @@ def curve_band(curves):
     the mean over seeds clipped to [0, 1] (cosine of non-negative fields)."""
     c = torch.as_tensor(curves, dtype=torch.float64)
     mean = c.mean(1)
-    if c.shape[1] < 2:
-        return {"mean": mean.tolist(), "ci95_low": mean.tolist(), "ci95_high": mean.tolist()}
-    half = metrics.t_quantile_975(c.shape[1] - 1) * c.std(1) / math.sqrt(c.shape[1])
-    return {"mean": mean.tolist(), "ci95_low": (mean - half).clamp(0, 1).tolist(),
-            "ci95_high": (mean + half).clamp(0, 1).tolist()}
+    half = (metrics.t_quantile_975(c.shape[1] - 1) * c.std(1) / math.sqrt(c.shape[1])
+            if c.shape[1] > 1 else torch.zeros_like(mean))
+    keep = lambda x: (x.clamp(0, 1) * 1e4).round().div(1e4).tolist()   # 4 decimals: a figure
+    return {"mean": keep(mean), "ci95_low": keep(mean - half), "ci95_high": keep(mean + half)}
 
 
-def summarize_replay(curves, steps, args, total, order=None) -> dict:
-    """Every read-out of (T, S, P) curves with its interval (module docstring)."""
+def summarize_replay(curves, steps, args, order=None) -> dict:
+    """Every read-out of (T, S, P) curves with its interval (module docstring). steps:
+    the T record steps, evenly spaced (None: 0 .. T - 1)."""
     ro = metrics.sequence_readout(curves, order, steps, args.min_peak, args.peak_target)
-    P = curves.shape[-1]
+    T, P = curves.shape[0], curves.shape[-1]
+    every = 1.0 if steps is None or T < 2 else float(steps[1] - steps[0])
+    total = T * every      # hold times count records: at most every record
     hit = ro["exact_order"] & (ro["peak_height"] >= args.peak_target).all(1)
     return {"exact_order": sq.rate_stat(ro["exact_order"]),
             "exact_order_and_peaks": sq.rate_stat(hit),
@@ -322,7 +324,7 @@ def run_reference(media):
                      "train_similarity": None if train is None else metrics.summarize_tensor(train.T),
                      "cues": {}}
             for c, cue in enumerate(REFERENCE_CUES):
-                entry["cues"][cue] = summarize_replay(r["curves"][:, :, c], r["steps"], args, steps)
+                entry["cues"][cue] = summarize_replay(r["curves"][:, :, c], r["steps"], args)
                 entry["cues"][cue]["lit_outside_max"] = sq.bounded_stat(
                     r["lit_outside"][:, :, c].amax(0), 0.0, 1.0)
             frames[key] = peak_frames(r, entry["cues"]["cue A"])
@@ -360,17 +362,22 @@ def run_random(media):
             cues = media.cues(items[:, :2], NOISE["phase3_cues"][1])
             outside = ~(masks.any(1) | channels.any(1))
             st = media.stored_depth(items, sp, channels, NOISE["phase3_starts"][1])
+            arms = {"depth_schedule_stored": (st["F"], st["K"], RANDOM_CUES, sched)}
             dead_sp = [(f, k - args.dead_offset) for f, k in sp]
-            dead = media.stored_depth(items, dead_sp, channels, NOISE["phase3_starts"][1])
-            dead_sched = sq.death_schedule([k for _, k in dead_sp], media.fill, media.hold,
-                                           offset=args.dead_offset)
-            arms = {"depth_schedule_stored": (st["F"], st["K"], RANDOM_CUES, sched),
-                    "depth_schedule_stored_dead": (dead["F"], dead["K"], RANDOM_CUES, dead_sched),
-                    "depth_schedule_painted": (*media.painted(masks, sp, channels), RANDOM_CUES,
-                                               sched),
-                    "unscarred_schedule": (*media.unscarred(), RANDOM_CUES[:1], sched)}
+            dead_sched = None
+            if dead_sp[-1][1] >= 0:     # the deepest item must stay at K >= 0
+                dead = media.stored_depth(items, dead_sp, channels, NOISE["phase3_starts"][1])
+                dead_sched = sq.death_schedule([k for _, k in dead_sp], media.fill, media.hold,
+                                               offset=args.dead_offset)
+                arms["depth_schedule_stored_dead"] = (dead["F"], dead["K"], RANDOM_CUES,
+                                                      dead_sched)
+            arms["depth_schedule_painted"] = (*media.painted(masks, sp, channels), RANDOM_CUES,
+                                              sched)
+            arms["unscarred_schedule"] = (*media.unscarred(), RANDOM_CUES[:1], sched)
             entry = {"setpoints": sp, "steps": steps, "schedule": vars(sched),
-                     "dead_setpoints": dead_sp, "dead_schedule": vars(dead_sched),
+                     "dead_setpoints": dead_sp if dead_sched else
+                     f"not run: the deepest item would need K = {dead_sp[-1][1]:.4f} < 0",
+                     "dead_schedule": vars(dead_sched) if dead_sched else None,
                      "train_similarity": metrics.summarize_tensor(st["train_similarity"].T),
                      "overlap_fraction": float(((masks.sum(1) > 1).sum((1, 2)).float()
                                                 / masks.any(1).sum((1, 2))).mean()),
@@ -379,7 +386,7 @@ def run_random(media):
                 r = media.replay(F, K, cues[:, :len(names)], items, steps, schedule, outside,
                                  film=False)
                 entry["conditions"][key] = {
-                    cue: {**summarize_replay(r["curves"][:, :, i], r["steps"], args, steps),
+                    cue: {**summarize_replay(r["curves"][:, :, i], r["steps"], args),
                           "lit_outside_max": sq.bounded_stat(r["lit_outside"][:, :, i].amax(0),
                                                              0.0, 1.0)}
                     for i, cue in enumerate(names)}
@@ -424,7 +431,7 @@ def run_hopfield(args, seeds, cue_noise, strength):
                 curves = metrics.similarity_curves(imgs.view(steps + 1, S * 3, grid, grid),
                                                    items.repeat_interleave(3, 0))
                 curves = curves.view(steps + 1, S, 3, P)
-                res[net_name] = {cue: summarize_replay(curves[:, :, c], None, args, steps)
+                res[net_name] = {cue: summarize_replay(curves[:, :, c], None, args)
                                  for c, cue in enumerate(RANDOM_CUES)}
             out[str(grid)][name] = res
     return out
@@ -442,12 +449,13 @@ def targets(body):
             out[f"reference A->B->C, {key}: exact order with every peak >= target in >= 90%"] = {
                 **{k: s[k] for k in ("k", "n", "mean", "ci95_low", "ci95_high")},
                 "met": s["mean"] >= 0.9}
-    five = body.get("random", {}).get("lengths", {}).get("5")
-    if five:
-        s = five["conditions"]["depth_schedule_stored"]["cue first"]["exact_order"]
-        out["random length 5, stored: exact order in >= 50%"] = {
-            **{k: s[k] for k in ("k", "n", "mean", "ci95_low", "ci95_high")},
-            "met": s["mean"] >= 0.5}
+    five = body.get("random", {}).get("lengths", {}).get("5", {}).get("conditions", {})
+    for key in ("depth_schedule_stored", "depth_schedule_stored_dead"):
+        if key in five:
+            s = five[key]["cue first"]["exact_order"]
+            out[f"random length 5, {key}: exact order in >= 50%"] = {
+                **{k: s[k] for k in ("k", "n", "mean", "ci95_low", "ci95_high")},
+                "met": s["mean"] >= 0.5}
     return out
 
 
@@ -479,6 +487,15 @@ def print_report(body):
               f" -> {'met' if t['met'] else 'NOT met'}")
 
 
+def save(fig, path) -> None:
+    """Lay out below the suptitle, write and close a figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def plot_curves(ax, steps, band, names, title, colors=None):
     import matplotlib.pyplot as plt
 
@@ -496,8 +513,6 @@ def plot_curves(ax, steps, band, names, title, colors=None):
 
 def figure_reference(ref, out, n):
     import matplotlib.pyplot as plt
-
-    from common import figures
 
     keys = list(ref["conditions"])
     fig, axes = plt.subplots(len(keys), 4, figsize=(13, 1.9 * len(keys) + 0.6), squeeze=False)
@@ -518,13 +533,11 @@ def figure_reference(ref, out, n):
     axes[0, -1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(f"Replay of A, B, C: similarity of V to each item, mean and 95% band over "
                  f"{n} seeds (dotted: schedule breakpoints)", fontsize=9)
-    figures.save_figure(fig, out / "sequences_reference.png")
+    save(fig, out / "sequences_reference.png")
 
 
 def figure_frames(ref, frames, items, out):
     import matplotlib.pyplot as plt
-
-    from common import figures
 
     keys = list(frames)
     fig, axes = plt.subplots(len(keys) + 1, 3, figsize=(6.4, 2.1 * (len(keys) + 1)),
@@ -545,13 +558,11 @@ def figure_frames(ref, frames, items, out):
         ax.set_yticks([])
     fig.suptitle("V at each item's peak after a cue of A (seed 0; colour: V in [0, 1])",
                  fontsize=8)
-    figures.save_figure(fig, out / "sequences_frames.png")
+    save(fig, out / "sequences_frames.png")
 
 
 def figure_random(rnd, out, n):
     import matplotlib.pyplot as plt
-
-    from common import figures
 
     Ls = list(rnd["lengths"])
     panels = [("depth_schedule_stored", "cue first"), ("depth_schedule_stored", "cue second"),
@@ -570,14 +581,12 @@ def figure_random(rnd, out, n):
         axes[row, -1].legend(fontsize=5, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(f"Random blob sequences: similarity to each item, mean and 95% band over {n} "
                  f"seeds", fontsize=9)
-    figures.save_figure(fig, out / "sequences_random.png")
+    save(fig, out / "sequences_random.png")
 
 
 def figure_summary(body, out):
     """Exact-order rates (Clopper-Pearson) and Kendall tau (bootstrap) of every arm."""
     import matplotlib.pyplot as plt
-
-    from common import figures
 
     rows = []
     for key, e in body.get("reference", {}).get("conditions", {}).items():
@@ -608,7 +617,7 @@ def figure_summary(body, out):
     axes[0].legend(fontsize=6, loc="lower right")
     axes[0].set_yticks(list(y), [r[0] for r in rows], fontsize=6)
     axes[0].invert_yaxis()
-    figures.save_figure(fig, out / "sequences_summary.png")
+    save(fig, out / "sequences_summary.png")
 
 
 # ---- main ---------------------------------------------------------------------------------

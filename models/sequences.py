@@ -34,6 +34,7 @@ All functions are pure (tensors in, tensors out) except `replay`, which runs Gra
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -362,7 +363,8 @@ def rate_stat(outcomes) -> dict:
         raise ValueError("rate_stat needs at least one outcome")
     k, n = sum(vals), len(vals)
     ci = binomtest(k, n).proportion_ci(0.95, method="exact")
-    return {"mean": k / n, "k": k, "n": n, "ci95_low": float(ci.low),
+    std = math.sqrt(k * (n - k) / (n * (n - 1))) if n > 1 else None
+    return {"mean": k / n, "std": std, "k": k, "n": n, "ci95_low": float(ci.low),
             "ci95_high": float(ci.high), "per_seed": vals, "method": "Clopper-Pearson"}
 
 
@@ -373,7 +375,8 @@ def bootstrap_stat(values, resamples: int = 9999, seed: int = 0) -> dict:
     from scipy.stats import bootstrap
 
     x = np.asarray([float(v) for v in (values.tolist() if hasattr(values, "tolist") else values)])
-    out = {"mean": float(x.mean()), "n": len(x), "per_seed": x.tolist(),
+    out = {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else None,
+           "n": len(x), "per_seed": x.tolist(),
            "ci95_low": None, "ci95_high": None, "method": "bootstrap BCa"}
     if len(x) < 2:
         return out
@@ -392,12 +395,19 @@ def bootstrap_stat(values, resamples: int = 9999, seed: int = 0) -> dict:
     return {**out, "ci95_low": lo, "ci95_high": hi}
 
 
+BOUND_SLACK = 1e-5   # rounding past a bound (float32 cosines) is clipped, not an error
+
+
 def bounded_stat(values, low: float, high: float) -> dict:
     """metrics.summarize (mean, t interval) with the interval clipped to [low, high]
     (the true mean of a bounded metric lies inside them, so coverage is kept)."""
     from metrics import summarize
 
-    s = summarize(values)
+    vals = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if (vals < low - BOUND_SLACK).any() or (vals > high + BOUND_SLACK).any():
+        raise ValueError(f"values {vals.tolist()} lie outside the metric's bounds "
+                         f"[{low}, {high}]")
+    s = summarize(vals.clamp(low, high))    # float32 rounding: a cosine of 1 + 6e-8
     s["method"] = "t"
     if s["ci95_low"] is not None and (s["ci95_low"] < low or s["ci95_high"] > high):
         s.update(ci95_low=max(s["ci95_low"], low), ci95_high=min(s["ci95_high"], high),

@@ -57,7 +57,8 @@ FAMILIES = {
             ("a_L", "never-stored whole L of stored parts", "parts", ("left", "bottom"),
              ("left", "bottom"), "recalled like a stored whole"),
             ("b", "whole -| of never-stored parts", "parts", ("middle", "right"),
-             ("middle", "right"), "not recalled: no scar under the cue (as unscarred)"),
+             ("middle", "right"), "not recalled: no scar under the cue; the stored "
+             "strokes it touches light instead"),
             ("whole", "stored whole U, its own cue", "whole", ("left", "right", "bottom"),
              ("left", "right", "bottom"), "recalled (reference)"),
             ("c", "stored whole U cued by its part (left)", "whole", ("left",),

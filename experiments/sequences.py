@@ -36,6 +36,7 @@ item. Times (--fill, --hold, --channel-width) are given at 64 x 64 and scale wit
 from __future__ import annotations
 
 import math
+import textwrap
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -114,6 +115,9 @@ class Args(RunArgs, Protocol):
                                  lo=0.0, hi=0.052)
     random_spacing: float = arg(0.007, "K step between successive items of a random sequence",
                                 lo=0.0, lo_open=True, hi=0.05)
+    cue_threshold: float = arg(0.0, "zero every cue cell at or below this before the replay "
+                               "(0: off); 0.1 strips the cue's noise, which otherwise "
+                               "ignites the deepest scars", lo=0.0, hi=1.0, hi_open=True)
     dead_offset: float = arg(0.005, "K raise of the whole medium from step 0 in the "
                              "dead-background condition (K0 + offset: spots die)", lo=0.0,
                              hi=0.02)
@@ -236,7 +240,9 @@ class Media:
         p, H = self.study.protocol, items.shape[-1]
         cued = self.study.cues(items, self.seeds, p.multi_cue_strength, "cue", first_index)
         noise = self.study.cues(torch.zeros(1, H, H), self.seeds, 0.0, *NOISE["phase2_no_cue"])
-        return torch.cat([cued, noise], 1)
+        cues = torch.cat([cued, noise], 1)
+        theta = self.args.cue_threshold
+        return torch.where(cues > theta, cues, torch.zeros_like(cues)) if theta > 0 else cues
 
     def replay(self, F, K, cues, items, steps, schedule, outside, film=True):
         p = self.study.protocol
@@ -522,7 +528,7 @@ def figure_reference(ref, out, n):
         for col, cue in enumerate(REFERENCE_CUES):
             s = e["cues"][cue]
             plot_curves(axes[row, col], steps, s["curve"], ref["items"],
-                        f"{e['name']}\n{cue}: exact order {s['exact_order']['k']}/"
+                        f"{textwrap.shorten(e['name'], 46)}\n{cue}: exact order {s['exact_order']['k']}/"
                         f"{s['exact_order']['n']}")
             if e["schedule"]:
                 for t in e["schedule"]["steps"][1:]:
@@ -550,7 +556,7 @@ def figure_frames(ref, frames, items, out):
         for i, (V, when) in enumerate(zip(*frames[key])):
             axes[row, i].imshow(V.cpu(), cmap="magma", vmin=0, vmax=1)
             h = s["peak_height"][i]["per_seed"][0]
-            axes[row, i].set_title(f"{ref['conditions'][key]['name'][:38]}\n"
+            axes[row, i].set_title(f"{textwrap.shorten(ref['conditions'][key]['name'], 40)}\n"
                                    f"{ref['items'][i][0]} peak {h:.2f} at "
                                    f"{'-' if when is None else when}", fontsize=6)
     for ax in axes.flat:

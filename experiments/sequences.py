@@ -607,17 +607,21 @@ def figure_summary(body, out):
     if not rows:
         return
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.22 * len(rows) + 1.4), sharey=True)
-    y = range(len(rows))
-    for ax, key, title in ((axes[0], "exact_order", "exact-order rate (Clopper-Pearson 95%)"),
-                           (axes[1], "kendall_tau", "Kendall tau (bootstrap BCa 95%)")):
+    panels = ((axes[0], "exact_order", 0.0, "exact order", "C0"),
+              (axes[0], "exact_order_and_peaks", 0.3, "exact order, every peak >= target", "C1"),
+              (axes[1], "kendall_tau", 0.0, "Kendall tau", "C0"))
+    for ax, key, shift, label, color in panels:
         st = [r[1][key] for r in rows]
         m = [s["mean"] for s in st]
         err = [[s["mean"] - (s["ci95_low"] if s["ci95_low"] is not None else s["mean"]) for s in st],
                [(s["ci95_high"] if s["ci95_high"] is not None else s["mean"]) - s["mean"] for s in st]]
-        ax.errorbar(m, list(y), xerr=err, fmt="o", ms=3, capsize=2)
-        ax.set_title(f"{title}, first item cued", fontsize=8)
+        ax.errorbar(m, [i + shift for i in range(len(rows))], xerr=err, fmt="o", ms=3,
+                    capsize=2, color=color, label=label)
         ax.axvline(0, color="0.7", lw=0.5)
         ax.tick_params(labelsize=6)
+    axes[0].set_title("rates, first item cued (Clopper-Pearson 95%)", fontsize=8)
+    axes[1].set_title("Kendall tau, first item cued (bootstrap BCa 95%)", fontsize=8)
+    y = range(len(rows))
     axes[0].axvline(0.9, color="C3", lw=0.8, ls="--", label="A->B->C target 0.9")
     axes[0].axvline(0.5, color="C2", lw=0.8, ls="--", label="length-5 target 0.5")
     axes[0].legend(fontsize=6, loc="lower right")

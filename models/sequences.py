@@ -34,6 +34,7 @@ All functions are pure (tensors in, tensors out) except `replay`, which runs Gra
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -186,19 +187,23 @@ class Schedule:
 
 
 def death_schedule(item_K, fill: int, hold: int, k_die: float = K_DIE,
-                   margin: float = 0.002) -> Schedule:
-    """A rising global K that kills the items one after the other: dK = 0 for `fill`
-    steps (fronts carry the cue's ignition into every item), then it rises linearly
-    through item i's death (k_die - K_i + margin) at fill + (i + 1) * hold. With K
-    falling along the sequence, item i is the shallowest item alive in
-    [fill + i hold, fill + (i + 1) hold]."""
+                   margin: float = 0.002, offset: float = 0.0) -> Schedule:
+    """A rising global K that kills the items one after the other: dK = offset for
+    `fill` steps (fronts carry the cue's ignition into every item), then it rises
+    linearly through item i's death (k_die - K_i + margin) at fill + (i + 1) * hold.
+    With K falling along the sequence, item i is the shallowest item alive in
+    [fill + i hold, fill + (i + 1) hold]. offset > 0 raises the whole medium from the
+    start (store every set-point offset deeper to keep the items where they were): the
+    unscarred medium then sits at K0 + offset."""
     if fill < 1 or hold < 1:
         raise ValueError(f"fill={fill} and hold={hold} must be >= 1")
-    kills = [max(0.0, k_die - float(k) + margin) for k in item_K]
+    if not offset >= 0:
+        raise ValueError(f"offset={offset} must be >= 0")
+    kills = [max(float(offset), k_die - float(k) + margin) for k in item_K]
     if any(b < a for a, b in zip(kills, kills[1:])):
         raise ValueError(f"item K {list(item_K)} must not rise along the sequence")
     steps = (0, fill, *(fill + (i + 1) * hold for i in range(len(kills))))
-    return Schedule(steps, (0.0,) * len(steps), (0.0, 0.0, *kills))
+    return Schedule(steps, (0.0,) * len(steps), (float(offset), float(offset), *kills))
 
 
 def ramp(start: int, stop: int, dK_stop: float, dK_start: float = 0.0) -> Schedule:
@@ -210,15 +215,22 @@ def ramp(start: int, stop: int, dK_stop: float, dK_start: float = 0.0) -> Schedu
 def replay(F, K, cues, items, steps: int, record_every: int = 10,
            schedule: Schedule | None = None, frame_every: int | None = None,
            metric: str = "cosine", substrate: dict | None = None, device=None,
-           dtype=torch.float32) -> dict:
+           dtype=torch.float32, frame_steps=(), frame_members=None, outside=None,
+           lit_level: float = 0.2) -> dict:
     """Run the medium from each cue and record the similarity of V to every item.
 
     F, K: (S, H, W) per-seed fields (or (H, W) shared); cues: (S, C, H, W) starting V
     (U = 1), or (C, H, W) shared; items: (P, H, W) or (S, P, H, W). All S x C runs are
     one GrayScott batch. schedule: global offsets added to F and K, updated every
     record_every steps (piecewise constant between updates).
+    Frames of V are kept every frame_every steps (a multiple of record_every, with step
+    0) and at each step in frame_steps, for every run or only the (s, c) pairs in
+    frame_members. outside: a bool (H, W) or (S, H, W) mask (e.g. every cell away from
+    the items): the fraction of its cells with V > lit_level is recorded too.
     Returns {"steps": (T,) record steps, "curves": (T, S, C, P) similarity of V to each
-    item, "frames": (T', S, C, H, W) V every frame_every steps (with step 0) or None}.
+    item, "frames": (T', S', C', H, W) V (S' x C' = all runs, or (T', M, H, W) for M
+    frame_members) or None, "frame_steps": the T' steps filmed, "lit_outside": (T, S, C)
+    or None}.
     """
     if int(steps) != steps or steps < 1 or int(record_every) != record_every or record_every < 1:
         raise ValueError(f"steps={steps} and record_every={record_every} must be positive "
@@ -226,6 +238,11 @@ def replay(F, K, cues, items, steps: int, record_every: int = 10,
     if frame_every is not None and (frame_every < 1 or frame_every % record_every):
         raise ValueError(f"frame_every={frame_every} must be a multiple of record_every="
                          f"{record_every}")
+    film = {int(t) for t in frame_steps}
+    if any(t != int(t) or not 0 <= t <= steps for t in frame_steps):
+        raise ValueError(f"frame_steps {sorted(frame_steps)} must be integers in [0, {steps}]")
+    if frame_every:
+        film |= set(range(0, int(steps) + 1, int(frame_every)))
     device = torch.device(device) if device is not None else torch.device("cpu")
     cues = torch.as_tensor(cues)
     S = F.shape[0] if isinstance(F, torch.Tensor) and F.dim() == 3 else (
@@ -235,42 +252,74 @@ def replay(F, K, cues, items, steps: int, record_every: int = 10,
     pats = _per_seed(items, S, "items", 3).to(device=device, dtype=dtype)
     if pats.shape[-2:] != (H, W):
         raise ValueError(f"items are {tuple(pats.shape[-2:])} but cues are ({H}, {W})")
+    members = None if frame_members is None else [int(s) * C + int(c) for s, c in frame_members]
+    if members is not None and any(not 0 <= m < S * C for m in members):
+        raise ValueError(f"frame_members {list(frame_members)} outside {S} seeds x {C} cues")
     base_F = _per_seed(F, S, "F", 2).to(device=device, dtype=dtype).repeat_interleave(C, 0)
     base_K = _per_seed(K, S, "K", 2).to(device=device, dtype=dtype).repeat_interleave(C, 0)
     targets = pats.repeat_interleave(C, 0)                       # (S * C, P, H, W)
+    if outside is not None:
+        outside = _per_seed(torch.as_tensor(outside).bool(), S, "outside", 2).to(device)
+        outside = outside.repeat_interleave(C, 0)
+        outside_cells = outside.flatten(1).sum(1).clamp_min(1)
     gs = GrayScott(H, W, batch=S * C, device=device, dtype=dtype, **(substrate or {}))
     gs.reset(V=cues.reshape(S * C, H, W))
-    record, curves, frames = [0], [], []
+    records = set(range(int(record_every), int(steps) + 1, int(record_every))) | {int(steps)}
+    record, curves, frames, filmed, lit = [], [], [], [], []
 
     def observe(step):
         V = gs.V
-        curves.append(similarity_curves(V.unsqueeze(0), targets, metric)[0].cpu())
-        if frame_every and step % frame_every == 0:
-            frames.append(V.view(S, C, H, W).cpu().clone())
+        if step in records or step == 0:
+            record.append(step)
+            curves.append(similarity_curves(V.unsqueeze(0), targets, metric)[0].cpu())
+            if outside is not None:
+                lit.append(((V > lit_level) & outside).flatten(1).sum(1).cpu() / outside_cells.cpu())
+        if step in film:
+            filmed.append(step)
+            frames.append((V.view(S, C, H, W) if members is None else V[members]).cpu().clone())
 
     observe(0)
-    for start in range(0, int(steps), int(record_every)):
-        dF, dK = schedule.at(start) if schedule is not None else (0.0, 0.0)
-        gs.F, gs.K = base_F + dF, base_K + dK
-        n = min(int(record_every), int(steps) - start)
-        gs.step(n)
-        record.append(start + n)
-        observe(start + n)
+    now, update = 0, 0
+    for stop in sorted(records | {t for t in film if t > 0}):
+        if now == update:   # the schedule moves on at every record step
+            dF, dK = schedule.at(now) if schedule is not None else (0.0, 0.0)
+            gs.F, gs.K = base_F + dF, base_K + dK
+        gs.step(stop - now)
+        now = stop
+        if stop in records:
+            update = stop
+        observe(stop)
     curves = torch.stack(curves).view(-1, S, C, pats.shape[1])
     return {"steps": torch.tensor(record), "curves": curves,
-            "frames": torch.stack(frames) if frames else None}
+            "frames": torch.stack(frames) if frames else None, "frame_steps": filmed,
+            "lit_outside": torch.stack(lit).view(-1, S, C) if lit else None}
+
+
+def depth_rule(rule, F: float, K: float):
+    """`rule` with its saturation point moved to (F, K), so that its scar ends at that
+    depth: the match-map rule's clamps (F_max, K_min), or a regime rule's target regime
+    (F_on, K_on). ValueError for a rule with neither (it cannot code depth)."""
+    from dataclasses import fields, replace
+
+    names = {f.name for f in fields(rule)}
+    for f_name, k_name in (("F_max", "K_min"), ("F_on", "K_on")):
+        if {f_name, k_name} <= names:
+            return replace(rule, **{f_name: float(F), k_name: float(K)})
+    raise ValueError(f"--rule {rule.name}: depth-coded storage needs a rule with a "
+                     f"saturation point to move (F_max/K_min or F_on/K_on)")
 
 
 def store_sequence(items, seeds, setpoints, steps: int = 500, channels=None,
-                   channel_setpoints=None, **store_kwargs) -> dict:
+                   channel_setpoints=None, rule=None, **store_kwargs) -> dict:
     """Depth-coded storage through the project's store path: items stored in order by
-    scarring.store_patterns with the match-map rule, item i with its own clamps
-    (ScarRule(F_max=F_i, K_min=K_i): its scar saturates at its set-point), scars
-    accumulating; then channels (a layout, not learned) painted at their set-points.
-    Set-points must not get shallower along the sequence: each rule's clamp applies to
-    the whole field, and a K_min above an earlier item's K would raise that item.
+    scarring.store_patterns, item i with `rule` (default the match-map rule) saturating
+    at its own set-point (`depth_rule`), scars accumulating; then channels (a layout,
+    not learned) painted at their set-points. For the match-map rule the set-points must
+    not get shallower along the sequence: its clamps apply to the whole field, and a
+    K_min above an earlier item's K would raise that item.
 
     items: (P, H, W) or (S, P, H, W). channels: (P - 1, H, W) or (S, P - 1, H, W) bool.
+    store_kwargs go to store_patterns (F, K: the starting medium; substrate, device, ...).
     Returns store_patterns' last output with "F", "K" (S, H, W) including the channels
     and "train_similarity" (P, S) of every item."""
     from scarring import ScarRule, store_patterns
@@ -281,20 +330,89 @@ def store_sequence(items, seeds, setpoints, steps: int = 500, channels=None,
     ks = [float(k) for _, k in setpoints]
     if len(setpoints) != t.shape[1] or any(b > a for a, b in zip(ks, ks[1:])):
         raise ValueError(f"need {t.shape[1]} set-points with K not rising; got {setpoints}")
-    F, K, sims = F0, K0, []
+    rule = ScarRule() if rule is None else rule
+    F, K = store_kwargs.pop("F", F0), store_kwargs.pop("K", K0)
+    first = store_kwargs.pop("first_index", 0)
+    sims = []
     for i, (f, k) in enumerate(setpoints):
-        out = store_patterns(t[:, i:i + 1], seeds, steps,
-                             rule=ScarRule(F_max=float(f), K_min=float(k)), F=F, K=K,
-                             **store_kwargs)
+        out = store_patterns(t[:, i:i + 1], seeds, steps, rule=depth_rule(rule, f, k), F=F,
+                             K=K, first_index=first + i, **store_kwargs)
         F, K = out["F"], out["K"]
         sims.append(out["train_similarity"][0])
     if channels is not None and len(channel_setpoints or ()):
         ch = _per_seed(torch.as_tensor(channels).bool(), S, "channels", 3).to(F.device)
         for c, (f, k) in enumerate(channel_setpoints):
-            F = torch.where(ch[:, c], torch.tensor(float(f), dtype=F.dtype), F)
-            K = torch.where(ch[:, c], torch.tensor(float(k), dtype=K.dtype), K)
+            F = torch.where(ch[:, c], torch.tensor(float(f), dtype=F.dtype, device=F.device), F)
+            K = torch.where(ch[:, c], torch.tensor(float(k), dtype=K.dtype, device=K.device), K)
     out.update(F=F, K=K, train_similarity=torch.stack(sims))
     return out
+
+
+# ---- interval summaries for the read-outs ------------------------------------------------
+# Each returns a metrics.summarize-style dict ("mean", "ci95_low", "ci95_high", "n",
+# "per_seed") with "method" naming its interval: Clopper-Pearson for rates (k of n seeds),
+# a seeded BCa bootstrap for far-from-normal values (Kendall tau: a few distinct values),
+# a t interval clipped to the metric's bounds for bounded means (cosine, IoU, hold time).
+
+def rate_stat(outcomes) -> dict:
+    """Success rate of 0/1 outcomes with its Clopper-Pearson ("exact") 95% interval."""
+    from scipy.stats import binomtest
+
+    vals = [int(bool(v)) for v in (outcomes.tolist() if hasattr(outcomes, "tolist") else outcomes)]
+    if not vals:
+        raise ValueError("rate_stat needs at least one outcome")
+    k, n = sum(vals), len(vals)
+    ci = binomtest(k, n).proportion_ci(0.95, method="exact")
+    std = math.sqrt(k * (n - k) / (n * (n - 1))) if n > 1 else None
+    return {"mean": k / n, "std": std, "k": k, "n": n, "ci95_low": float(ci.low),
+            "ci95_high": float(ci.high), "per_seed": vals, "method": "Clopper-Pearson"}
+
+
+def bootstrap_stat(values, resamples: int = 9999, seed: int = 0) -> dict:
+    """Mean with a seeded BCa bootstrap 95% interval (inside [min, max] of the values);
+    equal values give a zero-width interval, a single value none."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    x = np.asarray([float(v) for v in (values.tolist() if hasattr(values, "tolist") else values)])
+    out = {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else None,
+           "n": len(x), "per_seed": x.tolist(),
+           "ci95_low": None, "ci95_high": None, "method": "bootstrap BCa"}
+    if len(x) < 2:
+        return out
+    if np.ptp(x) == 0:
+        return {**out, "ci95_low": float(x[0]), "ci95_high": float(x[0])}
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # BCa on a few distinct values warns; checked below
+        ci = bootstrap((x,), np.mean, n_resamples=resamples, method="BCa",
+                       rng=np.random.default_rng(seed)).confidence_interval
+    lo, hi = float(ci.low), float(ci.high)
+    if not (np.isfinite(lo) and np.isfinite(hi)):   # degenerate BCa: percentile instead
+        ci = bootstrap((x,), np.mean, n_resamples=resamples, method="percentile",
+                       rng=np.random.default_rng(seed)).confidence_interval
+        lo, hi, out["method"] = float(ci.low), float(ci.high), "bootstrap percentile"
+    return {**out, "ci95_low": lo, "ci95_high": hi}
+
+
+BOUND_SLACK = 1e-5   # rounding past a bound (float32 cosines) is clipped, not an error
+
+
+def bounded_stat(values, low: float, high: float) -> dict:
+    """metrics.summarize (mean, t interval) with the interval clipped to [low, high]
+    (the true mean of a bounded metric lies inside them, so coverage is kept)."""
+    from metrics import summarize
+
+    vals = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if (vals < low - BOUND_SLACK).any() or (vals > high + BOUND_SLACK).any():
+        raise ValueError(f"values {vals.tolist()} lie outside the metric's bounds "
+                         f"[{low}, {high}]")
+    s = summarize(vals.clamp(low, high))    # float32 rounding: a cosine of 1 + 6e-8
+    s["method"] = "t"
+    if s["ci95_low"] is not None and (s["ci95_low"] < low or s["ci95_high"] > high):
+        s.update(ci95_low=max(s["ci95_low"], low), ci95_high=min(s["ci95_high"], high),
+                 method="t, clipped to bounds")
+    return s
 
 
 # ---- learned fields: backprop through the replay ------------------------------------------

@@ -68,7 +68,7 @@ FOREIGN_ON = (0.25, 0.5)                # never-stored "on": this fraction on st
 FOREIGN_MOAT = 4                        # never-stored "off": no cell within this (ref. cells)
 BLOB_COUNT, BLOB_RADIUS = 4, 18         # held-out family: discs per pattern, reference radius
 LEARN_UNIFORM = 0.12                    # learned scars: the uniform V they learn to refuse
-LEARN_LATE, LEARN_LATE_GRAD = 1000, 100  # and the late read-out: step, gradient steps
+LEARN_LATE, LEARN_LATE_GRAD = 1000, 50   # and the late read-out: step, gradient steps
 TARGETS = {"completion": (">=", 0.8), "selectivity": (">=", 0.5), "uniform": ("<=", 0.3),
            "rejection": ("<=", 0.3), "stored": (">=", 0.9), "capacity": (">=", 8)}
 
@@ -102,13 +102,13 @@ class Args(RunArgs, Protocol):
     beta_per_sqrt_n: float = arg(1.0, "modern Hopfield beta * sqrt(N)", lo=0.0, lo_open=True)
     learn_grid: int = arg(64, "learned scars: grid (backprop through 256^2 does not fit the "
                               "budget)", lo=16, hi=512)
-    learn_iters: int = arg(30, "learned scars: gradient iterations", lo=1)
-    learn_steps: int = arg(200, "learned scars: recall steps trained through (full BPTT)",
+    learn_iters: int = arg(25, "learned scars: gradient iterations", lo=1)
+    learn_steps: int = arg(150, "learned scars: recall steps trained through (full BPTT)",
                            lo=1)
-    learn_lams: tuple[float, ...] = arg((1e-3, 2e-3, 4e-3, 8e-3), "learned scars: size "
+    learn_lams: tuple[float, ...] = arg((2e-3, 4e-3, 8e-3, 1.6e-2), "learned scars: size "
                                         "penalties swept to match the match-map scar size",
                                         lo=0.0)
-    learn_sweep_seeds: int = arg(2, "learned scars: seeds of the penalty sweep", lo=1)
+    learn_sweep_seeds: int = arg(1, "learned scars: seeds of the penalty sweep", lo=1)
     learn_lr: float = arg(0.3, "learned scars: Adam learning rate on the logits", lo=0.0,
                           lo_open=True)
     cache: Optional[str] = arg(None, "folder of finished conditions: each condition is saved "
@@ -182,7 +182,7 @@ def store(study, cond, targets, seeds, snapshots=(), progress=None) -> dict:
                        first_index=first, progress=progress)
 
 
-def scar_map(F, K, background) -> "torch.Tensor":
+def scar_map(F, K, background) -> torch.Tensor:
     """Bool (S, H, W): cells whose F or K differ from the unscarred medium."""
     F0, K0 = background
     return ((F - F0).abs() + (K - K0).abs()) > 1e-6
@@ -251,7 +251,7 @@ def score(V, pats) -> dict:
     return out
 
 
-def masked_iou(V, target, region) -> "torch.Tensor":
+def masked_iou(V, target, region) -> torch.Tensor:
     """IoU of V > 0.3 and target > 0.3 on the cells of `region` only (leading dims
     batched); 0 where the union is empty there."""
     v, t, r = V > THRESHOLD, target > THRESHOLD, region.to(torch.bool)
@@ -278,7 +278,7 @@ def stat(values) -> dict:
     seed gave the same value (a deterministic condition); NaN seeds are dropped, counted."""
     x = np.asarray(torch.as_tensor(values, dtype=torch.float64).flatten().tolist(), float)
     ok = x[np.isfinite(x)]
-    out = {"mean": None, "ci95_low": None, "ci95_high": None, "n": int(len(ok)),
+    out = {"mean": None, "ci95_low": None, "ci95_high": None, "n": len(ok),
            "per_seed": [None if not np.isfinite(v) else float(v) for v in x],
            "nan_seeds": int(len(x) - len(ok))}
     if len(ok) == 0:
@@ -316,7 +316,7 @@ def fmt(s: dict) -> str:
 
 # ---- the imprint battery's cues -----------------------------------------------------------------
 
-def part_masks(mask, kind: str, fraction: float, seeds, salt: int) -> "torch.Tensor":
+def part_masks(mask, kind: str, fraction: float, seeds, salt: int) -> torch.Tensor:
     """(S, H, W) bool: per seed, the kept part of `mask` (H, W bool). components: a random
     subset of its connected parts (a straight cut if it has one); arc: an arc about its
     centroid from a random start; segment: a segment along the line's axis from a random
@@ -338,7 +338,7 @@ def part_masks(mask, kind: str, fraction: float, seeds, salt: int) -> "torch.Ten
     return torch.stack(out)
 
 
-def foreign_patterns(union, grid: int, seeds, on: bool) -> "torch.Tensor":
+def foreign_patterns(union, grid: int, seeds, on: bool) -> torch.Tensor:
     """(S, H, W) never-stored patterns of A's family (four discs of radius 15 reference
     cells), placed per seed: on: 25-50% of the area on `union` (the stored masks);
     off: no cell within FOREIGN_MOAT reference cells of it."""
@@ -452,7 +452,7 @@ def abc_readouts(b: Battery, V, pats, scarred) -> dict:
     out["parts"] = parts
     for label, key in (("full", "full {}"), ("half", "part {} 0.5"), ("quarter", "part {} 0.25")):
         rows = [b.index(key.format(n)) for n in NAMES]
-        sel = _both(lambda m: metrics.selectivity(sims[m][:, rows, :]))
+        sel = _both(lambda m, rows=rows: metrics.selectivity(sims[m][:, rows, :]))
         out[f"selectivity_{label}"] = {n: {m: sel[m][:, i] for m in sel}
                                        for i, n in enumerate(NAMES)}
     for group in ("uniform", "noise"):
@@ -604,11 +604,11 @@ def hopfield_abc(study, pats, seeds, args) -> dict:
     return {**tree, "verdict": judge(tree["settled"])}
 
 
-def hopfield_recall(pats, cues, beta_per_sqrt_n) -> "torch.Tensor":
+def hopfield_recall(pats, cues, beta_per_sqrt_n) -> torch.Tensor:
     """Modern Hopfield recall (experiments/baselines.py's settings): patterns (S, P, H, W)
     stored per seed, cues (S, C, H, W) binarised at their two-means threshold, output
     read back as PEAK * (s + 1) / 2. Returns (S, C, H, W)."""
-    S, C, H, W = cues.shape
+    S, _, H, W = cues.shape
     out = []
     for s in range(S):
         net = hopfield.ModernHopfield(hopfield.to_bipolar(pats[s].cpu()),
@@ -620,7 +620,7 @@ def hopfield_recall(pats, cues, beta_per_sqrt_n) -> "torch.Tensor":
 
 # ---- capacity on a held-out family ---------------------------------------------------------------
 
-def held_out(n: int, grid: int, seeds) -> "torch.Tensor":
+def held_out(n: int, grid: int, seeds) -> torch.Tensor:
     """(S, n, H, W): n random-blob patterns per seed (BLOB_COUNT discs of BLOB_RADIUS
     reference cells, placed independently: patterns overlap by chance)."""
     return torch.stack([torch.stack([
@@ -726,10 +726,11 @@ def learn_fields(study, pats, seeds, lam: float, args, tag="") -> tuple:
     read after --learn-steps steps (full BPTT) and at step LEARN_LATE (gradient through
     its last LEARN_LATE_GRAD steps); plus lam * scar size. Adam on the logits."""
     p = study.protocol
-    S, P, H = len(seeds), pats.shape[0], pats.shape[-1]
+    S, H = len(seeds), pats.shape[-1]
     rule = dataclasses.replace(p, rule="match_map").storage_rule()
     lo_hi = ((rule.F_min, rule.F_max), (rule.K_min, rule.K_max))
-    logits = [torch.full((S, H, H), float(np.log((x - lo) / (hi - x))), requires_grad=True) for x, (lo, hi) in zip((p.f0, p.k0), lo_hi)]
+    logits = [torch.full((S, H, H), float(np.log((x - lo) / (hi - x))), requires_grad=True)
+              for x, (lo, hi) in zip((p.f0, p.k0), lo_hi)]
     moments, history = adam.adam_state(logits), []
     physics = differentiable.Physics(stencil=p.stencil, decay=p.substrate()["decay"],
                                      clamp=True, dt=p.dt)
@@ -774,7 +775,7 @@ def _late(study, U, V, F, K, steps: int):
     return gs.U, gs.V
 
 
-def learning_cues(study, pats, seeds, it: int) -> "torch.Tensor":
+def learning_cues(study, pats, seeds, it: int) -> torch.Tensor:
     """(S, P + 2, H, W): half cues of each stored pattern (part drawn per seed and
     iteration), a uniform V of LEARN_UNIFORM, a never-stored pattern's cue."""
     p, H = study.protocol, pats.shape[-1]
@@ -792,7 +793,7 @@ def learning_cues(study, pats, seeds, it: int) -> "torch.Tensor":
     return torch.stack(cues, 1)
 
 
-def learning_loss(V, targets) -> "torch.Tensor":
+def learning_loss(V, targets) -> torch.Tensor:
     """(S,) loss of learn_fields for V (S, P + 2, H, W) and targets (P, H, W)."""
     S, M = V.shape[:2]
     P = targets.shape[0]
@@ -826,6 +827,43 @@ def learned_condition(study, pats, seeds, args) -> tuple:
         (stored["F"], stored["K"])
 
 
+# ---- a connected shape stored alone --------------------------------------------------------------
+
+def connected_alone(study, seeds, args) -> dict:
+    """The issue's planning measurement, recomputed: the ring, and separately the line,
+    stored alone with the match-map rule (--train-steps scarred steps, the phase-1
+    training start), cued with the whole shape, half of it and a quarter of it at the
+    phase-2 cue strength, recalled to --settle-steps on the scar and on the unscarred
+    medium. Cosine to the whole shape at every record, and completion at the end."""
+    p, grid = study.protocol, study.protocol.grid
+    pats = torch.stack(list(patterns.phase3_targets(grid).values())).to(study.device, study.dtype)
+    S, out = len(seeds), {}
+    for name, i in (("ring", 1), ("line", 2)):
+        pat = pats[i:i + 1]
+        stored = study.store(pat, seeds, p.train_steps, first_index=NOISE["phase1_start"][1],
+                             progress=f"{name} alone: store")
+        keeps = [torch.ones(S, grid, grid, dtype=torch.bool)] + [
+            part_masks(pat[0].cpu() > THRESHOLD, PART_KIND[i], f, seeds, salt=i) for f in (0.5, 0.25)]
+        cues = torch.stack([patterns.masked_cue(pat[0], k.to(pat.device), p.cue_strength, p.cue_noise,
+                                                scarring.noise_seeds(seeds, *NOISE["phase2_cue"]))
+                            for k in keeps], 1)
+        F0, K0 = study.default_fields(S)
+        res = recall(study, torch.cat([stored["F"], F0]), torch.cat([stored["K"], K0]),
+                     cues.repeat(2, 1, 1, 1), pat, args.settle_steps,
+                     min(p.recall_steps, args.settle_steps), args.settle_steps, args.settle_tol,
+                     progress=f"{name} alone: recall")
+        V, cos = res["final"], res["curves"]["cosine"][..., 0]          # (T, 2S, 3)
+        entry = {"steps": res["curves"]["steps"]}
+        for arm, rows in (("scarred", slice(0, S)), ("unscarred", slice(S, 2 * S))):
+            entry[arm] = {cue: {"cosine": [stat(c) for c in cos[:, rows, j]],
+                                "completion": summarize_tree(completion_pair(
+                                    V[rows, j], V[rows, 0], pat[0].cpu(), keeps[j]))
+                                if j else None}
+                          for j, cue in enumerate(("full", "half", "quarter"))}
+        out[name] = entry
+    return out
+
+
 # ---- the study ------------------------------------------------------------------------------------
 
 def run(args, seeds, device) -> tuple:
@@ -848,7 +886,8 @@ def run(args, seeds, device) -> tuple:
         if cached is None:
             save_cached(args, name, seeds, conditions[name], figures[name])
         print_condition(name, conditions[name], flush=True)
-    references = {"modern_hopfield": {"abc": hopfield_abc(study, pats, seeds, args),
+    references = {"connected_shape_alone": connected_alone(study, seeds, args),
+                  "modern_hopfield": {"abc": hopfield_abc(study, pats, seeds, args),
                                       "capacity": hopfield_capacity(study, seeds, args),
                                       "beta_per_sqrt_n": args.beta_per_sqrt_n}}
     return {"conditions": conditions, "references": references,
@@ -856,6 +895,9 @@ def run(args, seeds, device) -> tuple:
 
 
 NOT_SETTINGS = ("rule", "rules", "out", "quiet", "threads", "device", "cache")
+LEARN_ONLY = ("learn_grid", "learn_iters", "learn_steps", "learn_lams", "learn_sweep_seeds",
+              "learn_lr")
+CAPACITY_ONLY = ("ks", "capacity_steps", "capacity_cued", "beta_per_sqrt_n")
 
 
 def _cache_path(args, name, seeds):
@@ -866,7 +908,8 @@ def _cache_path(args, name, seeds):
     import json
     from pathlib import Path
 
-    settings = {k: v for k, v in cli.config_of(args).items() if k not in NOT_SETTINGS}
+    skip = NOT_SETTINGS + (CAPACITY_ONLY if name == "learned" else LEARN_ONLY)
+    settings = {k: v for k, v in cli.config_of(args).items() if k not in skip}
     key = json.dumps([name, list(seeds), settings], sort_keys=True, default=str)
     return Path(args.cache) / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
 
@@ -987,14 +1030,15 @@ def plot_rows(figures, conditions, path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(figures)
-    fig, axes = plt.subplots(len(names), 5, figsize=(10, 2.1 * len(names) + 0.4), squeeze=False)
+    fig, axes = plt.subplots(len(names), 5, figsize=(8, 1.7 * len(names) + 0.4), squeeze=False)
     for row, name in zip(axes, names):
         f, e = figures[name], conditions[name]
         comp = e["settled"]["parts"]["B 0.5"]["completion"]["cosine"]["mean"]
+        settled = (f"settled (step {e['settle']['steps_run']}), completion "
+                   f"{'nan' if comp is None else f'{comp:.2f}'}")
         panels = (("half cue of B (cyan: kept part)", f["cue"], "magma", (0, 0.6)),
                   ("recall at the protocol's length", f["read"], "magma", (0, 0.6)),
-                  (f"settled (step {e['settle']['steps_run']}), completion "
-                   f"{'nan' if comp is None else f'{comp:.2f}'}", f["settled"], "magma", (0, 0.6)),
+                  (settled, f["settled"], "magma", (0, 0.6)),
                   ("uniform V start, settled", f["uniform"], "magma", (0, 0.6)),
                   ("scar map: F - F background", f["F"] - f["F_bg"], "coolwarm", (-0.05, 0.05)))
         for ax, (title, img, cmap, (lo, hi)) in zip(row, panels):
@@ -1007,7 +1051,7 @@ def plot_rows(figures, conditions, path) -> None:
         row[0].set_ylabel(f"{name}\n({e['grid']}^2)", fontsize=7)
     fig.suptitle("V in [0, 0.6]; seed 0", fontsize=7)
     from common import figures as figs
-    figs.save_figure(fig, path, dpi=70)
+    figs.save_figure(fig, path, dpi=60)
 
 
 def plot_capacity(body, path, n) -> None:

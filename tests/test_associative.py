@@ -52,6 +52,10 @@ def test_quick_run_writes_every_output_and_the_read_outs(quick_run):
     learned = res["conditions"]["learned"]
     assert learned["learning"]["lambda"] in (1e-3, 1e-2)
     assert "match_map_same_grid" in learned and "capacity" not in learned
+    ring = res["references"]["connected_shape_alone"]["ring"]
+    assert ring["steps"][0] == 0 and ring["steps"][-1] == 60
+    assert ring["scarred"]["half"]["completion"]["cosine"]["n"] >= 1
+    assert len(ring["unscarred"]["quarter"]["cosine"]) == len(ring["steps"])
     hop = res["references"]["modern_hopfield"]
     assert set(hop["capacity"]["by_k"]) == {"1", "3"}
     assert res["verdict"]["closest"] in res["conditions"]

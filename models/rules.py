@@ -12,6 +12,10 @@ extend the interface:
   the medium sits in one where activity dies), so the background is part of the rule.
 * `finalize(F, K) -> (F, K)`: a step applied once after all patterns are stored (none of
   the rules here need one; the interface reserves the name).
+* `prepare(F, K, target) -> (F, K)`: a step applied once before each pattern is stored,
+  on the fields the earlier patterns left (`JunctionScar` needs it). scarring.store_patterns
+  does not call it yet; `store_in_turn` below does, so the rule that needs it is not
+  registered as a `--rule` choice (a script that skipped the step would run another rule).
 
 Regimes, measured on this repository's medium (9-point stencil, decay 0.9995): a disc
 of V = 0.25, U = 0.5 and, separately, a uniform V = 0.12 kick in a uniform 64 x 64
@@ -27,6 +31,10 @@ medium, lit fraction (V > 0.2) after 3,000 steps, F in 0.010..0.090, K in 0.030.
 
 `GlobalInhibition` (end of the module) is a medium option, not a rule: the feed drops
 with each member's mean V, so that a featureless kick starves itself.
+
+Measured verdicts (experiments/associative.py, docs/findings.md "Can a scar rule make the
+medium an associative memory?"): none of these rules makes the medium an associative
+memory of the protocol's overlapping patterns; see the findings for the numbers.
 """
 from __future__ import annotations
 
@@ -171,6 +179,76 @@ class SurroundScar(RegimeScar):
         ring = (_dilate(on_target, int(self.moat)) & ~on_target).to(V.dtype)
         step = (self.rate * gated) * ring
         return F + step * (self.F_moat - F), K + step * (self.K_moat - K)
+
+
+@dataclass(frozen=True)
+class JunctionScar(SurroundScar):
+    """Junction cells belong to neither pattern. As `surround`, and before a pattern is
+    stored (`prepare`), the cells of its target that an earlier pattern already holds as
+    a channel are moved to a junction regime (F_junction, K_junction) where activity
+    dies, which the update never scars again. Why it might work: the measured failure of
+    `surround` is that a lit pattern spreads into another through the cells they share
+    (the later pattern owns them); with no shared channel cell, activity cannot cross.
+    The price, by construction: a pattern crossed by an earlier one is cut there, so it
+    can complete only within each piece. Not registered (see `prepare` above)."""
+    name: ClassVar[str] = "junction"
+    F_junction: float = 0.030
+    K_junction: float = 0.080    # above K_moat: marks the cell; dead at F_junction
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.K_junction > max(self.K_moat, self.K_on, self.K_bg):
+            raise ValueError(f"K_junction={self.K_junction} must exceed K_moat, K_on and K_bg"
+                             f" (it marks junction cells)")
+
+    def junctions(self, F, K, target):
+        """Bool (B, *grid): target cells an earlier pattern scarred more than half way
+        toward the channel regime (F_on, K_on)."""
+        on = target > self.match_threshold
+        return on & ((F - self.F_bg) / (self.F_on - self.F_bg) > 0.5)
+
+    def prepare(self, F, K, target):
+        """Before storing `target`: its cells that are already channel become junctions."""
+        j = self.junctions(F, K, target)
+        return (torch.where(j, torch.full_like(F, self.F_junction), F),
+                torch.where(j, torch.full_like(K, self.K_junction), K))
+
+    def update(self, V, target, F, K, similarity):
+        F_new, K_new = super().update(V, target, F, K, similarity)
+        kept = K >= self.K_junction - 1e-6        # junction cells stay as they are
+        return torch.where(kept, F, F_new), torch.where(kept, K, K_new)
+
+
+def store_in_turn(study, rule, targets, seeds, steps: int, snapshots=(), first_index: int = 0,
+                  progress: str | None = None) -> dict:
+    """scarring.Study.store for a rule with a `prepare` step: one pattern at a time, the
+    fields carried from one to the next and prepared before each; the same training
+    starts (noise index first_index + p) and protocol as Study.store. Returns F, K (final),
+    snapshots {k: (F, K)} and scar_strength (P, S) against the rule's background."""
+    from scarring import scar_strength, store_patterns
+
+    p = study.protocol
+    F, K = rule.background(p.f0, p.k0)
+    out = {"snapshots": {}, "scar_strength": [], "train_similarity": []}
+    targets = torch.as_tensor(targets).to(study.device, study.dtype)
+    for i in range(targets.shape[-3]):
+        target = targets[..., i, :, :]
+        if isinstance(F, torch.Tensor):
+            F, K = rule.prepare(F, K, target)
+        stored = store_patterns(target.unsqueeze(-3), seeds, steps, rule=rule, F=F, K=K,
+                                substrate=p.substrate(), device=study.device, dtype=study.dtype,
+                                train_strength=p.train_init_strength, train_noise=p.train_noise,
+                                first_index=first_index + i,
+                                progress=f"{progress} {i + 1}" if progress else None)
+        F, K = stored["F"], stored["K"]
+        out["train_similarity"].append(stored["train_similarity"][0])
+        out["scar_strength"].append(scar_strength(F, K, *rule.background(p.f0, p.k0)).cpu())
+        if i + 1 in set(snapshots):
+            out["snapshots"][i + 1] = (F.clone(), K.clone())
+    out["train_similarity"] = torch.stack(out["train_similarity"])
+    out["scar_strength"] = torch.stack(out["scar_strength"])
+    out.update(F=F, K=K)
+    return out
 
 
 # ---- a medium option: global inhibition of the feed ------------------------------------

@@ -252,3 +252,63 @@ def test_global_inhibition_runs_as_the_steppers_hook():
     F_base = torch.full((2, 16, 16), 0.08)
     gs.run(3, hook=inh.epilogue, hook_args=(F_base,))
     assert torch.all(gs.F[0] < 0.08) and torch.equal(gs.F[1], F_base[1])
+
+
+# ---- junction cells (idea 5) -------------------------------------------------------------
+
+def _junction_grid():
+    """A 1-member 6 x 6 dead medium where an earlier pattern holds column 2 as a channel."""
+    rule = rules.JunctionScar(rate=1.0, moat=1)
+    F = torch.full((1, 6, 6), rule.F_bg)
+    K = torch.full((1, 6, 6), rule.K_bg)
+    F[0, :, 2], K[0, :, 2] = rule.F_on, rule.K_on
+    target = torch.zeros(6, 6)
+    target[3, :] = 0.8                               # the new pattern: row 3 crosses column 2
+    return rule, F, K, target
+
+
+def test_junction_prepare_marks_only_shared_channel_cells():
+    rule, F, K, target = _junction_grid()
+    F2, K2 = rule.prepare(F, K, target)
+    junction = torch.zeros(1, 6, 6, dtype=torch.bool)
+    junction[0, 3, 2] = True
+    assert torch.equal(K2[junction], torch.tensor([rule.K_junction]))
+    assert torch.equal(F2[junction], torch.tensor([rule.F_junction]))
+    assert torch.equal(K2[~junction], K[~junction]) and torch.equal(F2[~junction], F[~junction])
+
+
+def test_junction_update_never_scars_a_junction_and_scars_the_rest_as_surround():
+    rule, F, K, target = _junction_grid()
+    F, K = rule.prepare(F, K, target)
+    V = torch.zeros(1, 6, 6)
+    V[0, 3, :] = 0.6                                  # the medium shows the whole row
+    F2, K2 = rule.update(V, target, F, K, torch.tensor([0.9]))
+    assert F2[0, 3, 2] == rule.F_junction and K2[0, 3, 2] == rule.K_junction
+    others = torch.ones(6, dtype=torch.bool)
+    others[2] = False
+    assert torch.allclose(F2[0, 3, others], torch.tensor(rule.F_on))   # rate 1: reached
+    surround = rules.SurroundScar(rate=1.0, moat=1).update(V, target, F, K, torch.tensor([0.9]))
+    keep = torch.ones(1, 6, 6, dtype=torch.bool)
+    keep[0, 3, 2] = False
+    assert torch.equal(F2[keep], surround[0][keep]) and torch.equal(K2[keep], surround[1][keep])
+
+
+def test_store_in_turn_prepares_before_each_pattern():
+    from protocol import Protocol
+
+    study = scarring.Study(Protocol(grid=24, multi_train_steps=5), "cpu")
+    column = torch.zeros(24, 24)
+    column[:, 10:14] = 0.8
+    row = column.t().clone()
+    out = rules.store_in_turn(study, rules.JunctionScar(rate=1.0, moat=1, gate=-1.0,
+                                                        v_threshold=-1.0),
+                              torch.stack([column, row]), [0], 5, snapshots=(1, 2))
+    K = out["K"][0]
+    assert (K[10:14, 10:14] == rules.JunctionScar().K_junction).all()   # the crossing
+    assert (out["snapshots"][1][1][0][10:14, 10:14] < rules.JunctionScar().K_junction).all()
+    assert out["scar_strength"].shape == (2, 1)
+
+
+def test_junction_constants_are_checked():
+    with pytest.raises(ValueError, match="K_junction"):
+        rules.JunctionScar(K_junction=0.07)

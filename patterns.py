@@ -2,7 +2,7 @@
 
 Every pattern is an (H, W) float tensor with value PEAK (0.8) inside the shape and 0
 elsewhere; x is the column and y the row. The three reference targets follow
-PROTOCOL.md exactly on the reference 256 x 256 grid; on another grid their geometry
+docs/protocol.md exactly on the reference 256 x 256 grid; on another grid their geometry
 (centres, radii) scales with the grid, while `offset` is always in cells.
 
 Adding a pattern: write a function `(height, width, offset, **kw) -> bool mask` and put it

@@ -1,4 +1,4 @@
-"""Continual learning: the task data and the strategies (issue #7).
+"""Continual learning: the task data and the strategies.
 
 Data (nothing downloads):
 * `load_digits_data(side)`: scikit-learn's bundled handwritten digits (1,797 8x8

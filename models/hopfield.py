@@ -1,4 +1,4 @@
-"""Hopfield networks: the associative memories scarring is compared with (issue 5).
+"""Hopfield networks: the associative memories scarring is compared with.
 
 Patterns are stored as the rows of P (k, N), N = H * W cells. No N x N weight matrix is
 ever formed: the classical field W s = (1/N) (P^T P - k I) s is computed as

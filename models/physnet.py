@@ -1,5 +1,5 @@
 """Physics as a network layer: a 2D field evolved by differentiable physics, and the
-classifiers built from it (issue #7, seed 003 "PhysNet").
+classifiers built from it (PhysNet: docs/references.md).
 
 `FieldLayer` projects its input into a 2D field, evolves it for `steps` differentiable
 steps and reads features out. Two physics:
@@ -44,7 +44,7 @@ GPE_G0 = 1.0           # initial nonlinearity
 GS_STEPS = 10
 GS_F_RANGE = 0.02      # "fk" mode: F = F_base + GS_F_RANGE * tanh(input)
 GS_K_RANGE = 0.01
-# Seed 003 physics (REFERENCES.md "Seed 003")
+# the original PhysNet's physics (docs/references.md, "PhysNet")
 SEED_DT = 0.01
 SEED_STEPS = 5
 SEED_A = 0.15
@@ -114,7 +114,7 @@ def gpe_evolve(re: torch.Tensor, im: torch.Tensor, V: torch.Tensor, g, dt: float
 
 def seed_gpe_euler(re: torch.Tensor, im: torch.Tensor, steps: int = SEED_STEPS,
                    dt: float = SEED_DT, a: float = SEED_A, b: float = SEED_B):
-    """Seed 003's physics: explicit Euler on i dpsi/dt = H psi,
+    """The original PhysNet's physics: explicit Euler on i dpsi/dt = H psi,
     H psi = -1/2 lap psi + (-a + 2 b |psi|^2) psi, 5-point periodic Laplacian.
     Not norm-conserving (explicit Euler on a unitary flow grows the norm slowly)."""
     for _ in range(steps):
@@ -294,7 +294,7 @@ def mlp_hidden_for(budget: int, in_features: int, classes: int = 10) -> int:
 
 
 class SeedPhysNet(nn.Module):
-    """Seed 003's PhysNet (REFERENCES.md): 28x28 input; encoder conv 1->16 ReLU pool,
+    """The original PhysNet (docs/references.md): 28x28 input; encoder conv 1->16 ReLU pool,
     conv 16->32 ReLU pool, linear 1568->128 ReLU, linear 128->64; projection 64 ->
     2 x 32 x 32; `steps` explicit-Euler steps of dt (seed: 5 x 0.01); read-out conv 2->16
     ReLU pool, conv 16->32 ReLU pool, linear 2048->256 ReLU, linear 256->classes.

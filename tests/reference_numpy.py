@@ -1,6 +1,6 @@
 """An independent, plainly written Gray-Scott step in numpy float64 (for the tests only).
 
-Written from the equations in PROTOCOL.md with np.roll, not from substrate.py.
+Written from the equations in docs/protocol.md with np.roll, not from substrate.py.
 """
 import numpy as np
 

@@ -231,15 +231,25 @@ REFERENCE = {"scarred_recall_quality": 0.931, "control_recall_quality": 0.311,
              "total_scar_strength": 203.52}
 
 
-def test_reference_scale_numbers(tmp_path):
-    out = tmp_path / "ref"
-    run("--seeds", "2", "--no-video", "--quiet", "--device", "cpu", "--out", str(out))
-    r = json.loads((out / "results.json").read_text())
-    assert r["reference_scale"] is True
-    assert r["phase2"]["scarred_recall_quality"]["mean"] == pytest.approx(
+def test_reference_scale_numbers():
+    """Phases 1 and 2 of the study itself (not a smaller stand-in), in this process: phase 3
+    and the figures add minutes and no number this test checks."""
+    import scarring
+    import scarring_validation as sv
+    from protocol import Protocol
+
+    study = scarring.Study(Protocol(), "cpu")
+    assert study.protocol.grid == 256
+    target, _ = sv.load_targets(sv.Args(), study.dtype)
+    seeds = [0, 1]
+    p1 = sv.phase1(study, target, seeds)
+    p2 = sv.phase2(study, target, p1["F"], p1["K"], seeds)
+    r1, r2 = sv.phase1_results(p1, True), sv.phase2_results(p2, True)
+    assert r2["scarred_recall_quality"]["mean"] == pytest.approx(
         REFERENCE["scarred_recall_quality"], abs=0.015)
-    assert r["phase2"]["control_recall_quality"]["mean"] == pytest.approx(
+    assert r2["control_recall_quality"]["mean"] == pytest.approx(
         REFERENCE["control_recall_quality"], abs=0.03)
-    assert r["phase1"]["total_scar_strength"]["mean"] == pytest.approx(
+    assert r1["total_scar_strength"]["mean"] == pytest.approx(
         REFERENCE["total_scar_strength"], abs=0.05)
-    assert all(c["passed"] for c in r["success_criteria"])
+    assert r2["scarred_recall_quality"]["ci95_low"] > 0.7        # the study's criteria
+    assert r2["improvement_ratio"]["ci95_low"] > 1.5

@@ -94,13 +94,15 @@ AUTO_COMPILE_WORK = 2e8
 # working set (both padded buffers of U and V, and F, K per member: 1.6 MB per 256^2
 # float32 member) stays in cache between steps instead of the whole batch streaming
 # through memory every step. A chunk is the largest divisor of the batch (one kernel per
-# run) whose working set fits CHUNK_BYTES, a share of the 48 MB L3 here that also left
-# room for two other processes: 8 members at 256^2 float32, 4 in float64, no blocking
-# once one member alone exceeds it. Measured (scarred state, 256^2, batch 32, float32,
-# 1 thread): chunks of 8 ran 1.4x [1.3, 1.5] faster than the whole batch, chunks of 4
-# 1.3x. Not with more threads: each kernel call is a parallel region whose threads wait
-# for one another, and chunks multiply the calls (2 threads on the loaded 2-core machine:
-# chunks of 16 ran 0.6x, of 8 0.3x).
+# run) whose working set fits CHUNK_BYTES, a third of the 48 MB L3 here: 8 members at
+# 256^2 float32, 4 in float64; none once one member alone exceeds it. Measured on the
+# scarred state, 256^2, batch 32, float32, 1 thread, 25 interleaved rounds (machine
+# shared, load 5 on 2 cores): 1.19x [1.16, 1.23] faster than the whole batch per call on
+# plain runs, 1.06x [1.03, 1.09] with a cosine record every 10 steps (the recall's shape;
+# the records' own cost dilutes it). Chunks of 8 beat 4, 2 and 16. Smaller chunks lose
+# to the ~60 us fixed cost of a compiled call. Not with more threads: each call is a
+# parallel region whose threads wait for one another, and chunks multiply the calls
+# (2 threads, loaded machine: chunks of 16 ran 0.6x, of 8 0.3x).
 CHUNK_BYTES = 16 << 20
 # Peak memory of a run, in state-sized tensors (B x grid): U, V, two padded buffers
 # each, F, K per member with their hook copies, and the eager path's temporaries.

@@ -442,3 +442,27 @@ def test_cache_blocked_run_equals_the_unblocked_one(monkeypatch, dtype):
             assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] is b[2] is None
     # and the state moved: the comparison is not between two untouched copies
     assert not torch.equal(runs[0][1], V.to(dtype))
+
+
+@needs_compiler
+def test_cache_blocked_blow_up_names_the_same_step_and_member(monkeypatch):
+    """clamp off, one cell of member 1 at V = 2 (it overflows within a few steps): the
+    blocked run raises the same SimulationError (step, member) as the unblocked one."""
+    V = torch.zeros(2, 8, 8)
+    V[1, 3, 3] = 2.0
+    messages = []
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for chunk_bytes, chunk in ((0, 2), (4 * 10 * 10 * 4, 1)):  # 4 padded 10x10 float32
+            monkeypatch.setattr(substrate, "CHUNK_BYTES", chunk_bytes)
+            gs = GrayScott(8, 8, batch=2, clamp=False, device="cpu", compile=True)
+            assert gs._chunk_members(None, 40) == chunk
+            gs.reset(V=V)
+            with pytest.raises(substrate.SimulationError, match=r"member\(s\) \[1\]") as err:
+                gs.run(40, record_every=7)
+            messages.append(str(err.value))
+            assert torch.equal(gs.V, V) and gs.steps_taken == 0
+    finally:
+        torch.set_num_threads(saved)
+    assert messages[0] == messages[1] and "first at step" in messages[0]

@@ -18,7 +18,10 @@ Paths:
                      per-cell throughput against it, on the same state and grid.
   published_batched  the same code at the configuration's batch in one conv2d call.
   eager              GrayScott(compile=False).
-  compiled           GrayScott(compile=True).
+  compiled           GrayScott(compile=True): with one thread the batch is stepped in
+                     cache-sized chunks of members (substrate.CHUNK_BYTES).
+  compiled_unblocked the same with the whole batch in every kernel call (CHUNK_BYTES = 0):
+                     the gain of the chunks. With more threads both are the same path.
 Timing: ROUNDS interleaved rounds (every path sees the same load), each at least
 MIN_ROUND_S seconds (at most MAX_ROUND_S) and, on the compiled path, at least
 MIN_RUN_STEPS steps (one GrayScott.run: its fixed cost, packing and checks, is included). Ratios are the geometric mean of the
@@ -45,7 +48,7 @@ OUT_MD = ROOT / "docs" / "performance.md"
 GRIDS = ["256x256", "1024x1024", "64x64x64"]
 BATCHES = [1, 32]
 DTYPES = ["float32", "float64"]
-PATHS = ["published", "published_batched", "eager", "compiled"]
+PATHS = ["published", "published_batched", "eager", "compiled", "compiled_unblocked"]
 STATE_GRID = "256x256"      # the protocol's grid: the scarred state exists only there
 RECALL_STEPS = 300          # recall steps from the cue before the scarred state is taken
 TRAIN_STEPS = 1000          # phase-1 training steps
@@ -153,9 +156,9 @@ class Runner:
             self.sim = substrate.GrayScott(grid[-2], grid[-1], batch=V.shape[0], F=F, K=K,
                                            depth=grid[0] if len(grid) == 3 else None,
                                            device=device, dtype=V.dtype,
-                                           compile=(path == "compiled"))
+                                           compile=path.startswith("compiled"))
             self.sim.reset(U=U, V=V)
-            self.min_steps = MIN_RUN_STEPS if path == "compiled" else 1
+            self.min_steps = MIN_RUN_STEPS if path.startswith("compiled") else 1
         self.cells = V[:1].numel() if path == "published" else V.numel()
         self.first_call_s = self.run(1)     # compiles on the compiled path
         per_step = max(self.run(2) / 2, 1e-7)
@@ -163,11 +166,18 @@ class Runner:
         self.steps = int(max(1, min(steps, MAX_ROUND_S // per_step)))
 
     def run(self, n):
-        synchronize(self.device)
-        t = time.perf_counter()
-        self.sim.step(n)
-        synchronize(self.device)
-        return time.perf_counter() - t
+        import substrate
+        chunk_bytes = substrate.CHUNK_BYTES
+        if self.path == "compiled_unblocked":
+            substrate.CHUNK_BYTES = 0      # no chunk fits: the whole batch per call
+        try:
+            synchronize(self.device)
+            t = time.perf_counter()
+            self.sim.step(n)
+            synchronize(self.device)
+            return time.perf_counter() - t
+        finally:
+            substrate.CHUNK_BYTES = chunk_bytes
 
     def seconds_per_cell(self):
         """One timing round: seconds per cell-update."""
@@ -175,7 +185,7 @@ class Runner:
 
     @property
     def fell_back(self):
-        return self.path == "compiled" and self.sim.last_path != "compiled"
+        return self.path.startswith("compiled") and self.sim.last_path != "compiled"
 
 
 def measure(setups, device, rounds):
@@ -287,6 +297,11 @@ def threads_section(args, states, device):
         for p in paths:
             md.append(f"| {threads} | {p} | {1e-6 / min(times[p]):.3g} | "
                       f"{fmt_ratio(ratio_stat(times['published'], times[p]))} |")
+        if {"compiled", "compiled_unblocked"} <= set(times):
+            gain = fmt_ratio(ratio_stat(times["compiled_unblocked"], times["compiled"]))
+            md.append(f"| {threads} | compiled vs compiled_unblocked (chunks' gain) | - | "
+                      f"{gain} |")
+            print(f"    threads={threads}: compiled vs compiled_unblocked {gain}", flush=True)
     torch.set_num_threads(saved)
     return md + [""]
 
@@ -413,7 +428,10 @@ def preamble(args, command):
             "`benchmarks/published.py` as published, one grid per call with a host sync "
             "every step: the baseline, at batch 1, on the same state; **published_batched** "
             "= the same at the row's batch in one conv2d call; **eager** = "
-            "`GrayScott(compile=False)`; **compiled** = `GrayScott(compile=True)`. Each "
+            "`GrayScott(compile=False)`; **compiled** = `GrayScott(compile=True)`, which with "
+            "one thread steps the batch in cache-sized chunks of members "
+            "(`substrate.CHUNK_BYTES`); **compiled_unblocked** = the same with the whole batch "
+            "in every kernel call (with more threads the two are one path). Each "
             f"ratio is the geometric mean of {args.rounds} paired, interleaved rounds with "
             "its 95% interval; Mcells/s is the best round. 'first call' includes "
             "compilation. The scarred state is built by our stepper, which flushes "

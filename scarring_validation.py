@@ -270,7 +270,9 @@ def print_summary(results) -> None:
         pub = s.get("published")
         pub = "" if not ref else "-" if pub is None else (
             f"{pub:.3f}" if isinstance(pub, float) else str(pub))
-        print(f"{phase:8}{name:34}{metrics.format_stat(s):34}{pub}")
+        shown = (f"{s['mean']:.3f} (every seed: n = 1)" if s.get("std") == 0
+                 else metrics.format_stat(s))   # a deterministic figure has no spread
+        print(f"{phase:8}{name:34}{shown:34}{pub}")
     print()
     if not ref:
         grid = results["config"]["grid"]

@@ -75,15 +75,6 @@ def test_bad_flags_give_one_error_line(flags, says):
     assert r.returncode == 2 and len(lines) == 1 and says in lines[0], r.stderr
 
 
-def test_help_imports_no_torch():
-    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
-    r = subprocess.run([sys.executable, "-m", "experiments.associative", "--help"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60, env=env)
-    assert r.returncode == 0 and "--rules" in r.stdout and "--settle-steps" in r.stdout
-    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines()}
-    assert "torch" not in imported and "matplotlib" not in imported
-
-
 def test_rule_flag_runs_one_condition():
     args = assoc.cli.parse(assoc.Args, ["--rule", "channel"], quick=assoc.QUICK)
     assert args.rules == ("channel",)

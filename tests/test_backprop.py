@@ -1,7 +1,6 @@
 """Tests for differentiable.py and the two backprop experiment scripts."""
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -304,16 +303,6 @@ def test_quick_keeps_explicit_flags_and_reads_comma_lists():
     assert args.targets == lp.QUICK["targets"] and args.steps == lp.QUICK["steps"]
     from models.differentiable import LOSSES
     assert set(lp.LOSS_NAMES) == set(LOSSES)      # the names --help lists
-
-
-@pytest.mark.parametrize("script", ["learn_parameters", "learned_scars"])
-def test_help_imports_no_torch(script):
-    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
-    r = subprocess.run([sys.executable, "-m", f"experiments.{script}", "--help"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60, env=env)
-    assert r.returncode == 0 and "--quick" in r.stdout and "--threads" in r.stdout
-    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines()}
-    assert "torch" not in imported and "matplotlib" not in imported
 
 
 def test_learned_scars_quick(quick_runs):

@@ -1,6 +1,9 @@
 """The shared command line (common/cli.py) and the protocol's constants (protocol.py)."""
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Optional
 
 import pytest
@@ -135,3 +138,23 @@ def test_lazy_module_imports_on_first_use():
     import sys
     mod = cli.lazy("json")
     assert mod.dumps([1]) == "[1]" and mod.loads is sys.modules["json"].loads
+
+
+SCRIPTS = ["scarring_validation", "benchmarks.bench_substrate"] + sorted(
+    f"experiments.{p.stem}" for p in (Path(__file__).parents[1] / "experiments").glob("*.py")
+    if p.stem != "__init__")
+HEAVY = {"torch", "matplotlib", "librosa", "soundfile", "scipy"}
+
+
+@pytest.mark.parametrize("module", SCRIPTS)
+def test_every_script_answers_help_without_its_heavy_imports(module):
+    """--help is instant: it must not import torch, plotting or audio libraries."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", module, "--help"],
+                          cwd=Path(__file__).parents[1], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--quick" in proc.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "common.cli" in imported   # the import log was read
+    assert not HEAVY & imported, sorted(HEAVY & imported)

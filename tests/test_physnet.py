@@ -424,10 +424,3 @@ def test_flag_defaults_are_the_library_defaults():
     assert set(script.METHOD_NAMES) == set(cl.STRATEGIES)
 
 
-def test_help_imports_no_torch():
-    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
-    r = subprocess.run([sys.executable, "-m", "experiments.continual", "--help"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60, env=env)
-    assert r.returncode == 0 and "--all-methods" in r.stdout and "--threads" in r.stdout
-    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines()}
-    assert "torch" not in imported and "matplotlib" not in imported

@@ -220,11 +220,3 @@ def test_bad_input_gives_one_line_error(tmp_path, capsys, script, argv, needle):
     assert needle in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("script", ["sequences", "composition"])
-def test_help_imports_no_torch(script):
-    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
-    r = subprocess.run([sys.executable, "-m", f"experiments.{script}", "--help"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60, env=env)
-    assert r.returncode == 0 and "--quick" in r.stdout and "--rule" in r.stdout
-    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines()}
-    assert "torch" not in imported and "matplotlib" not in imported

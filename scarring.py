@@ -402,20 +402,9 @@ def recall_matrix(F, K, cues: torch.Tensor, patterns: torch.Tensor, steps: int =
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; choose from {sorted(METRICS)}")
     device = torch.device(device) if device is not None else torch.device("cpu")
-    cues = torch.as_tensor(cues)
-    if cues.dim() == 3:
-        S = F.shape[0] if isinstance(F, torch.Tensor) and F.dim() == 3 else 1
-        cues = cues.unsqueeze(0).expand(S, *cues.shape)
-    if cues.dim() != 4:
-        raise ValueError(f"cues have shape {tuple(cues.shape)}; expected (S, C, H, W)")
-    S, C, H, W = cues.shape
-    pats = _per_seed(torch.as_tensor(patterns), S, "patterns", 3).to(device=device, dtype=dtype)
-    if pats.shape[-2:] != (H, W):
-        raise ValueError(f"patterns are {tuple(pats.shape[-2:])} but cues are ({H}, {W})")
-    gs = GrayScott(H, W, batch=S * C, device=device, dtype=dtype, **(substrate or {}))
-    gs.F = _fields(F, S, H, W, device, dtype, "F").repeat_interleave(C, dim=0)
-    gs.K = _fields(K, S, H, W, device, dtype, "K").repeat_interleave(C, dim=0)
-    gs.reset(V=cues.to(device=device, dtype=dtype).reshape(S * C, H, W))
+    gs, pats = _recall_medium(F, K, cues, patterns, substrate, device, dtype)
+    S, C = pats.shape[0], gs.batch // pats.shape[0]
+    H, W = pats.shape[-2:]
     out = {"initial": _similarity_matrix(gs.V.view(S, C, H, W), pats, metric_names)}
     if record_every:   # each recall's own curve pattern, as a per-member target
         which = list(range(C)) if curve_patterns is None else list(curve_patterns)
@@ -445,17 +434,41 @@ def recall_matrix(F, K, cues: torch.Tensor, patterns: torch.Tensor, steps: int =
     if return_fields:
         out["V"] = gs.V.view(S, C, H, W).cpu()
     if record_every and runs:
-        offset, steps_seen, sims = 0, [], []
-        for k, r in enumerate(runs):
-            skip = 1 if k else 0    # a later segment's step 0 repeats the previous end
-            steps_seen += [offset + t for t in r["steps"][skip:]]
-            sims.append(r["similarity"][skip:])
-            offset += r["steps"][-1]
-        out["curves"] = {"steps": steps_seen,
-                         "similarity": torch.cat(sims).view(-1, S, C)}
+        out["curves"] = _joined_curves(runs, S, C)
     if members:
         out["frames"] = torch.cat([r["frames"] for r in runs if r["frames"] is not None])
     return out
+
+
+def _recall_medium(F, K, cues, patterns, substrate, device, dtype) -> tuple:
+    """The (S x C)-member GrayScott batch of recall_matrix, started from the cues, and
+    the patterns as (S, P, H, W) on the device."""
+    cues = torch.as_tensor(cues)
+    if cues.dim() == 3:
+        S = F.shape[0] if isinstance(F, torch.Tensor) and F.dim() == 3 else 1
+        cues = cues.unsqueeze(0).expand(S, *cues.shape)
+    if cues.dim() != 4:
+        raise ValueError(f"cues have shape {tuple(cues.shape)}; expected (S, C, H, W)")
+    S, C, H, W = cues.shape
+    pats = _per_seed(torch.as_tensor(patterns), S, "patterns", 3).to(device=device, dtype=dtype)
+    if pats.shape[-2:] != (H, W):
+        raise ValueError(f"patterns are {tuple(pats.shape[-2:])} but cues are ({H}, {W})")
+    gs = GrayScott(H, W, batch=S * C, device=device, dtype=dtype, **(substrate or {}))
+    gs.F = _fields(F, S, H, W, device, dtype, "F").repeat_interleave(C, dim=0)
+    gs.K = _fields(K, S, H, W, device, dtype, "K").repeat_interleave(C, dim=0)
+    gs.reset(V=cues.to(device=device, dtype=dtype).reshape(S * C, H, W))
+    return gs, pats
+
+
+def _joined_curves(runs, S: int, C: int) -> dict:
+    """The similarity curves of consecutive evolve runs as one curve over the recall."""
+    offset, steps_seen, sims = 0, [], []
+    for k, r in enumerate(runs):
+        skip = 1 if k else 0    # a later segment's step 0 repeats the previous end
+        steps_seen += [offset + t for t in r["steps"][skip:]]
+        sims.append(r["similarity"][skip:])
+        offset += r["steps"][-1]
+    return {"steps": steps_seen, "similarity": torch.cat(sims).view(-1, S, C)}
 
 
 class Study:

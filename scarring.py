@@ -56,6 +56,12 @@ class StorageRule:
         switches regimes (models/rules.py) brings its own."""
         return F0, K0
 
+    def recall_inhibition(self):
+        """A medium option that every recall on this rule's media (scarred and control)
+        runs with: an object with `epilogue(V, F, K, F_base) -> (F, K, None)`, applied
+        every step (e.g. models.rules.GlobalInhibition); None for a plain medium."""
+        return None
+
     def is_finite(self) -> bool:
         """Finite constants map finite F, K to finite F, K (spares a per-step check)."""
         return all(math.isfinite(v) for v in asdict(self).values()
@@ -184,11 +190,13 @@ def _scar_epilogue(V, F, K, target, members, rule: StorageRule, spatial_dims: in
 
 def evolve(gs, target, steps: int, rule: StorageRule | None = None, scar_members=None,
            record_every: int = 10, frame_every: int | None = None, frame_members=(0,),
-           progress: str | None = None) -> dict:
+           progress: str | None = None, inhibition=None) -> dict:
     """Run `steps` steps of gs, optionally scarring, recording similarity on the device.
 
     target: (H, W) or (B, H, W) ((D, H, W) or (B, D, H, W) for a 3D medium).
     rule=None: no scarring (a recall or a control run).
+    inhibition: a recall's medium option (StorageRule.recall_inhibition), its hook every
+    step; gs.F is left as it was (the inhibited feed is not kept).
     scar_members: (B,) bool tensor of the members that may be scarred (default all).
     With a rule, gs.F and gs.K become per-member (B, *grid) tensors (the caller's tensors
     are never modified). Similarity to the target is recorded at step 0 and every
@@ -208,6 +216,11 @@ def evolve(gs, target, steps: int, rule: StorageRule | None = None, scar_members
         if scar_members is not None:
             scar_members = torch.as_tensor(scar_members, device=gs.device, dtype=torch.bool)
         hook, hook_args = _scar_epilogue, (target, scar_members, rule, spatial_dims)
+    F_base = gs.F
+    if inhibition is not None:
+        if rule is not None:
+            raise ValueError("evolve: a recall's inhibition cannot run while scarring")
+        hook, hook_args = inhibition.epilogue, (F_base.expand_as(gs.V).contiguous(),)
     members = list(frame_members)
     record_steps = [0]
     records = [cosine_similarity(gs.V, target, spatial_dims)]
@@ -227,6 +240,8 @@ def evolve(gs, target, steps: int, rule: StorageRule | None = None, scar_members
     every = math.gcd(record_every, frame_every or record_every, 50 if progress else 0)
     gs.run(int(steps), hook=hook, hook_args=hook_args, record_every=every,
            on_record=on_record)
+    if inhibition is not None:
+        gs.F = F_base
     bar.close()
     return {"steps": record_steps, "similarity": torch.stack(records).cpu(),
             "frames": torch.stack(frames).cpu() if frames else None}
@@ -375,7 +390,8 @@ def recall_matrix(F, K, cues: torch.Tensor, patterns: torch.Tensor, steps: int =
                   dtype: torch.dtype = torch.float32, damage: torch.Tensor | None = None,
                   damage_step: int | None = None, return_fields: bool = False,
                   record_every: int | None = None, curve_patterns=None,
-                  frame_members=None, progress: str | None = None) -> dict:
+                  frame_members=None, progress: str | None = None,
+                  inhibition=None) -> dict:
     """Recall every cue on the given F/K and compare the result with every pattern.
 
     F, K: (S, H, W) per-seed fields (e.g. store_patterns' output; the leading dim may
@@ -388,7 +404,8 @@ def recall_matrix(F, K, cues: torch.Tensor, patterns: torch.Tensor, steps: int =
     the masked cells are reset to U = 1, V = 0 and the run goes on (a lesion test).
     record_every: also record each recall's cosine similarity to pattern
     curve_patterns[c] (default: pattern c) every this many steps; frame_members: (s, c)
-    recalls whose V is filmed (~100 frames).
+    recalls whose V is filmed (~100 frames). inhibition: a medium option run every step
+    (StorageRule.recall_inhibition).
 
     Returns {"initial": {metric: (S, C, P)} similarity of each cue to each pattern at
     step 0, "final": {metric: (S, C, P)} after `steps` steps, "before_damage" and
@@ -424,7 +441,8 @@ def recall_matrix(F, K, cues: torch.Tensor, patterns: torch.Tensor, steps: int =
             runs.append(evolve(gs, curve_target, n, rule=None,
                                record_every=int(record_every or n),
                                frame_every=max(1, steps // 100) if members else None,
-                               frame_members=members or (0,), progress=progress))
+                               frame_members=members or (0,), progress=progress,
+                               inhibition=inhibition))
         if i == 0 and damage is not None:
             out["before_damage"] = _similarity_matrix(gs.V.view(S, C, H, W), pats, metric_names)
             gs.V = torch.where(flat_mask, torch.zeros_like(gs.V), gs.V)
@@ -516,6 +534,7 @@ class Study:
     def recall(self, F, K, cues, patterns, steps: int, substrate: dict | None = None,
                **kw) -> dict:
         """recall_matrix on this protocol's medium (substrate: extra GrayScott arguments)."""
+        kw.setdefault("inhibition", self.rule.recall_inhibition())
         return recall_matrix(F, K, cues, torch.as_tensor(patterns).to(self.device, self.dtype),
                              steps, substrate={**self.protocol.substrate(), **(substrate or {})},
                              device=self.device, dtype=self.dtype, **kw)

@@ -278,3 +278,18 @@ class GlobalInhibition:
     def epilogue(self, V, F, K, F_base):
         """GrayScott.run hook: (the inhibited feed, K unchanged, nothing returned)."""
         return self.feed(V, F_base), K, None
+
+
+@register
+@dataclass(frozen=True)
+class SurroundInhibitedScar(SurroundScar):
+    """`surround` scars whose media are recalled under global inhibition of the feed: the
+    closest condition of the associative-memory study as one `--rule`. Training is the
+    surround rule's; every recall on this rule's media, scarred and control, runs with
+    GlobalInhibition(inhibition_gain, inhibition_set_point) as its per-step hook."""
+    name: ClassVar[str] = "surround_inhibited"
+    inhibition_gain: float = GlobalInhibition.gain
+    inhibition_set_point: float = GlobalInhibition.set_point
+
+    def recall_inhibition(self) -> GlobalInhibition:
+        return GlobalInhibition(self.inhibition_gain, self.inhibition_set_point)

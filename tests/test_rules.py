@@ -312,3 +312,28 @@ def test_store_in_turn_prepares_before_each_pattern():
 def test_junction_constants_are_checked():
     with pytest.raises(ValueError, match="K_junction"):
         rules.JunctionScar(K_junction=0.07)
+
+
+def test_surround_inhibited_rule_recalls_under_global_inhibition():
+    """The --rule form of the closest associative condition: Study.recall runs its media
+    with the inhibition hook, so a uniform kick on a medium that is all channel (F_on,
+    K_on) starves, where the plain surround rule's recall of the same start lights the
+    whole medium; F is left as it was."""
+    from protocol import Protocol
+
+    cues = torch.full((1, 1, 24, 24), 0.24)
+    target = torch.zeros(1, 24, 24)
+    target[0, 8:16, 8:16] = 0.8
+    means = {}
+    for name in ("surround", "surround_inhibited"):
+        study = scarring.Study(Protocol(grid=24, rule=name), "cpu")
+        F = torch.full((1, 24, 24), study.rule.F_on)
+        K = torch.full((1, 24, 24), study.rule.K_on)
+        F_before = F.clone()
+        res = study.recall(F, K, cues, target, 150, return_fields=True)
+        means[name] = float(res["V"].mean())
+        assert torch.equal(F, F_before)
+    rule = scarring.make_rule("surround_inhibited")
+    assert rule.recall_inhibition() == rules.GlobalInhibition()
+    assert scarring.make_rule("surround").recall_inhibition() is None
+    assert means["surround"] > 0.4 and means["surround_inhibited"] < 0.01, means  # 0.55, 2e-5

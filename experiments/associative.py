@@ -99,6 +99,8 @@ class Args(RunArgs, Protocol):
                               "patterns, increasing", lo=1, hi=64)
     capacity_steps: int = arg(3000, "capacity: recall steps (settled read-out)", lo=1)
     capacity_cued: int = arg(4, "capacity: stored patterns cued at each k, at most", lo=1)
+    blob_count: int = arg(BLOB_COUNT, "capacity: discs per held-out pattern (1: every "
+                          "pattern is one connected disc)", lo=1, hi=16)
     beta_per_sqrt_n: float = arg(1.0, "modern Hopfield beta * sqrt(N)", lo=0.0, lo_open=True)
     learn_grid: int = arg(64, "learned scars: grid (backprop through 256^2 does not fit the "
                               "budget)", lo=16, hi=512)
@@ -620,12 +622,12 @@ def hopfield_recall(pats, cues, beta_per_sqrt_n) -> torch.Tensor:
 
 # ---- capacity on a held-out family ---------------------------------------------------------------
 
-def held_out(n: int, grid: int, seeds) -> torch.Tensor:
-    """(S, n, H, W): n random-blob patterns per seed (BLOB_COUNT discs of BLOB_RADIUS
+def held_out(n: int, grid: int, seeds, count: int = BLOB_COUNT) -> torch.Tensor:
+    """(S, n, H, W): n random-blob patterns per seed (`count` discs of BLOB_RADIUS
     reference cells, placed independently: patterns overlap by chance)."""
     return torch.stack([torch.stack([
         patterns.make_pattern("blobs", grid, grid, seed=int(s) * 1009 + j + 50_000,
-                              count=BLOB_COUNT, radius=BLOB_RADIUS) for j in range(n)])
+                              count=count, radius=BLOB_RADIUS) for j in range(n)])
         for s in seeds])
 
 
@@ -664,7 +666,7 @@ def run_capacity(study, cond: Condition, seeds, args, tag="") -> dict:
     """Store the held-out family in turn (fields kept after each k), recall full and half
     cues of up to --capacity-cued stored patterns and a uniform V at every k."""
     p = study.protocol
-    fam = held_out(args.ks[-1], p.grid, seeds).to(study.device, study.dtype)
+    fam = held_out(args.ks[-1], p.grid, seeds, args.blob_count).to(study.device, study.dtype)
     stored = store(study, cond, fam, seeds, snapshots=args.ks, progress=f"{tag}store family")
     background = cond.background(p)
     by_k = {}
@@ -694,7 +696,7 @@ def capacity_patterns(fam, k: int, n_cued: int):
 
 def hopfield_capacity(study, seeds, args) -> dict:
     """The modern Hopfield network on the capacity study's patterns and cues."""
-    fam = held_out(args.ks[-1], study.protocol.grid, seeds)
+    fam = held_out(args.ks[-1], study.protocol.grid, seeds, args.blob_count)
     by_k = {}
     for k in args.ks:
         pats, cued = capacity_patterns(fam, k, args.capacity_cued)
@@ -897,7 +899,7 @@ def run(args, seeds, device) -> tuple:
 NOT_SETTINGS = ("rule", "rules", "out", "quiet", "threads", "device", "cache")
 LEARN_ONLY = ("learn_grid", "learn_iters", "learn_steps", "learn_lams", "learn_sweep_seeds",
               "learn_lr")
-CAPACITY_ONLY = ("ks", "capacity_steps", "capacity_cued", "beta_per_sqrt_n")
+CAPACITY_ONLY = ("ks", "capacity_steps", "capacity_cued", "beta_per_sqrt_n", "blob_count")
 
 
 def _cache_path(args, name, seeds):
@@ -910,6 +912,8 @@ def _cache_path(args, name, seeds):
 
     skip = NOT_SETTINGS + (CAPACITY_ONLY if name == "learned" else LEARN_ONLY)
     settings = {k: v for k, v in cli.config_of(args).items() if k not in skip}
+    if settings.get("blob_count") == BLOB_COUNT:   # the default is left out of the key, so
+        del settings["blob_count"]                 # caches made without the flag stay valid
     key = json.dumps([name, list(seeds), settings], sort_keys=True, default=str)
     return Path(args.cache) / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
 
@@ -986,7 +990,7 @@ def main(argv=None):
               **body}
     result["config"].update(rules=list(args.rules), chunk=CHUNK, threshold=THRESHOLD,
                             foreign_on_fraction=list(FOREIGN_ON), foreign_moat=FOREIGN_MOAT,
-                            held_out_family={"pattern": "blobs", "count": BLOB_COUNT,
+                            held_out_family={"pattern": "blobs", "count": args.blob_count,
                                              "radius": BLOB_RADIUS},
                             learned={"uniform": LEARN_UNIFORM, "late_step": LEARN_LATE,
                                      "late_gradient_steps": LEARN_LATE_GRAD})

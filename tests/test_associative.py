@@ -1,5 +1,5 @@
 """experiments/associative.py: the script end to end at a tiny size, one-line errors for
-bad flags, --help without torch, and its read-out helpers on made-up arrays."""
+bad flags, and its read-out helpers on made-up arrays."""
 import json
 import math
 import os
@@ -148,3 +148,16 @@ def test_part_masks_nest_and_keep_their_fraction():
     assert (a & ~b).sum() == 0                          # nested: same start per seed
     assert abs(b[0].sum().item() / ring.sum().item() - 0.5) < 0.05
     assert not torch.equal(b[0], b[1])                 # drawn per seed
+
+
+def test_held_out_family_has_the_asked_number_of_discs():
+    """--blob-count 1 makes every held-out pattern one connected disc; the default, four
+    separate discs (patterns drawn per seed, the same for the same seed)."""
+    from scipy.ndimage import label
+
+    one = assoc.held_out(3, 64, [0, 1], count=1)
+    four = assoc.held_out(3, 64, [0, 1])
+    assert one.shape == four.shape == (2, 3, 64, 64)
+    assert all(label(p.numpy() > 0)[1] == 1 for p in one.flatten(0, 1))
+    assert max(label(p.numpy() > 0)[1] for p in four.flatten(0, 1)) > 1
+    assert torch.equal(assoc.held_out(3, 64, [1], count=1)[0], one[1])

@@ -253,8 +253,10 @@ TRAIN_NOISE = REFERENCE.train_noise              # its noise: N(0, 0.1^2)
 CUE_NOISE = REFERENCE.cue_noise                  # every cue's noise: N(0, 0.05^2)
 
 
-def _per_seed(x: torch.Tensor, S: int, name: str, dims: int) -> torch.Tensor:
-    """x with `dims` trailing dims, shared (no seed dim) or per seed: returns (S, ...)."""
+def per_seed(x, S: int, name: str, dims: int) -> torch.Tensor:
+    """x (array-like) with `dims` trailing dims, shared (no seed dim) or per seed: returns
+    (S, ...), a view where x is shared."""
+    x = torch.as_tensor(x)
     if x.dim() == dims:
         return x.unsqueeze(0).expand(S, *x.shape)
     if x.dim() == dims + 1 and x.shape[0] == S:
@@ -289,7 +291,7 @@ def make_cues(targets: torch.Tensor, strength: float, noise_std: float = CUE_NOI
         raise ValueError(f"cue strength={strength} must be in [0, 1]")
     if not noise_std >= 0.0:
         raise ValueError(f"cue noise_std={noise_std} must be >= 0")
-    t = _per_seed(torch.as_tensor(targets), S, "targets", 3)
+    t = per_seed(targets, S, "targets", 3)
     return torch.stack([make_cue(t[:, c], strength, noise_std,
                                  noise_seeds(seeds, role, first_index + c))
                         for c in range(t.shape[1])], dim=1)
@@ -329,7 +331,7 @@ def store_patterns(targets: torch.Tensor, seeds, steps: int = 500,
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps={steps} must be a positive integer")
     device = torch.device(device) if device is not None else torch.device("cpu")
-    t = _per_seed(torch.as_tensor(targets), S, "targets", 3).to(device=device, dtype=dtype)
+    t = per_seed(targets, S, "targets", 3).to(device=device, dtype=dtype)
     P, H, W = t.shape[1:]
     snapshots = set(int(k) for k in snapshots)
     bad = [k for k in snapshots if not 1 <= k <= P]
@@ -468,7 +470,7 @@ def _recall_medium(F, K, cues, patterns, substrate, device, dtype) -> tuple:
     if cues.dim() != 4:
         raise ValueError(f"cues have shape {tuple(cues.shape)}; expected (S, C, H, W)")
     S, C, H, W = cues.shape
-    pats = _per_seed(torch.as_tensor(patterns), S, "patterns", 3).to(device=device, dtype=dtype)
+    pats = per_seed(patterns, S, "patterns", 3).to(device=device, dtype=dtype)
     if pats.shape[-2:] != (H, W):
         raise ValueError(f"patterns are {tuple(pats.shape[-2:])} but cues are ({H}, {W})")
     gs = GrayScott(H, W, batch=S * C, device=device, dtype=dtype, **(substrate or {}))

@@ -40,22 +40,13 @@ from dataclasses import dataclass
 import torch
 
 from metrics import similarity_curves
+from scarring import per_seed
 from substrate import F0, K0, GrayScott
 
 # The match-map rule's clamps, where its scar saturates (scarring.ScarRule).
 F_SCAR, K_SCAR = 0.08, 0.03
 # Thresholds on K at F = F_SCAR (module docstring): invasion below, death above.
 K_INVADE, K_HOLD, K_DIE = 0.052, 0.057, 0.065
-
-
-def _per_seed(x, S, name, dims):
-    x = torch.as_tensor(x)
-    if x.dim() == dims:
-        return x.unsqueeze(0).expand(S, *x.shape)
-    if x.dim() == dims + 1 and x.shape[0] == S:
-        return x
-    raise ValueError(f"{name} has shape {tuple(x.shape)}; expected {dims} dims shared "
-                     f"by the seeds or {dims + 1} with {S} seeds first")
 
 
 def _masks(items) -> torch.Tensor:
@@ -247,19 +238,19 @@ def replay(F, K, cues, items, steps: int, record_every: int = 10,
     cues = torch.as_tensor(cues)
     S = F.shape[0] if isinstance(F, torch.Tensor) and F.dim() == 3 else (
         cues.shape[0] if cues.dim() == 4 else 1)
-    cues = _per_seed(cues, S, "cues", 3).to(device=device, dtype=dtype)
+    cues = per_seed(cues, S, "cues", 3).to(device=device, dtype=dtype)
     _, C, H, W = cues.shape
-    pats = _per_seed(items, S, "items", 3).to(device=device, dtype=dtype)
+    pats = per_seed(items, S, "items", 3).to(device=device, dtype=dtype)
     if pats.shape[-2:] != (H, W):
         raise ValueError(f"items are {tuple(pats.shape[-2:])} but cues are ({H}, {W})")
     members = None if frame_members is None else [int(s) * C + int(c) for s, c in frame_members]
     if members is not None and any(not 0 <= m < S * C for m in members):
         raise ValueError(f"frame_members {list(frame_members)} outside {S} seeds x {C} cues")
-    base_F = _per_seed(F, S, "F", 2).to(device=device, dtype=dtype).repeat_interleave(C, 0)
-    base_K = _per_seed(K, S, "K", 2).to(device=device, dtype=dtype).repeat_interleave(C, 0)
+    base_F = per_seed(F, S, "F", 2).to(device=device, dtype=dtype).repeat_interleave(C, 0)
+    base_K = per_seed(K, S, "K", 2).to(device=device, dtype=dtype).repeat_interleave(C, 0)
     targets = pats.repeat_interleave(C, 0)                       # (S * C, P, H, W)
     if outside is not None:
-        outside = _per_seed(torch.as_tensor(outside).bool(), S, "outside", 2).to(device)
+        outside = per_seed(torch.as_tensor(outside).bool(), S, "outside", 2).to(device)
         outside = outside.repeat_interleave(C, 0)
         outside_cells = outside.flatten(1).sum(1).clamp_min(1)
     gs = GrayScott(H, W, batch=S * C, device=device, dtype=dtype, **(substrate or {}))
@@ -326,7 +317,7 @@ def store_sequence(items, seeds, setpoints, steps: int = 500, channels=None,
 
     seeds = list(seeds)
     S = len(seeds)
-    t = _per_seed(items, S, "items", 3)
+    t = per_seed(items, S, "items", 3)
     ks = [float(k) for _, k in setpoints]
     if len(setpoints) != t.shape[1] or any(b > a for a, b in zip(ks, ks[1:])):
         raise ValueError(f"need {t.shape[1]} set-points with K not rising; got {setpoints}")
@@ -340,7 +331,7 @@ def store_sequence(items, seeds, setpoints, steps: int = 500, channels=None,
         F, K = out["F"], out["K"]
         sims.append(out["train_similarity"][0])
     if channels is not None and len(channel_setpoints or ()):
-        ch = _per_seed(torch.as_tensor(channels).bool(), S, "channels", 3).to(F.device)
+        ch = per_seed(torch.as_tensor(channels).bool(), S, "channels", 3).to(F.device)
         for c, (f, k) in enumerate(channel_setpoints):
             F = torch.where(ch[:, c], torch.tensor(float(f), dtype=F.dtype, device=F.device), F)
             K = torch.where(ch[:, c], torch.tensor(float(k), dtype=K.dtype, device=K.device), K)

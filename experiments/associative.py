@@ -6,7 +6,7 @@ Conditions (--rules; --rule NAME runs one):
   channel             excitable channels in a dead background (family 2)
   surround            channels with an inhibitory moat (family 3)
   surround_inhibited  surround, recalled with global inhibition of the feed
-                      (rules.GlobalInhibition: a medium option, not a rule)
+                      (rules.SurroundInhibitedScar with its rules.GlobalInhibition)
   junction            surround, and cells an earlier pattern holds become junctions that
                       belong to neither pattern (rules.JunctionScar; idea 5)
   learned             per-cell F, K learned by gradient through the substrate (family 4),
@@ -163,14 +163,9 @@ def make_condition(name: str, protocol, grid: int) -> Condition:
     base = dataclasses.replace(protocol, rule="match_map").storage_rule()
     if name == "learned":
         return Condition(name, None, grid=grid)
-    if name == "match_map":
-        return Condition(name, base, grid=grid)
-    if name == "junction":
-        return Condition(name, rules.JunctionScar(), grid=grid)
-    if name == "surround_inhibited":
-        return Condition(name, scarring.make_rule("surround"), rules.GlobalInhibition(),
-                         grid=grid)
-    return Condition(name, scarring.make_rule(name), grid=grid)
+    rule = (base if name == "match_map" else rules.JunctionScar() if name == "junction"
+            else scarring.make_rule(name))
+    return Condition(name, rule, rule.recall_inhibition(), grid=grid)
 
 
 def store(study, cond, targets, seeds, snapshots=(), progress=None) -> dict:
@@ -912,8 +907,6 @@ def _cache_path(args, name, seeds):
 
     skip = NOT_SETTINGS + (CAPACITY_ONLY if name == "learned" else LEARN_ONLY)
     settings = {k: v for k, v in cli.config_of(args).items() if k not in skip}
-    if settings.get("blob_count") == BLOB_COUNT:   # the default is left out of the key, so
-        del settings["blob_count"]                 # caches made without the flag stay valid
     key = json.dumps([name, list(seeds), settings], sort_keys=True, default=str)
     return Path(args.cache) / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
 

@@ -29,8 +29,9 @@ medium, lit fraction (V > 0.2) after 3,000 steps, F in 0.010..0.090, K in 0.030.
       0.015 (0.060, 0.0525) and 0.03 (0.080, 0.035) cells per step;
   F = 0.080, K = 0.030 (the match-map clamps): the disc and the uniform kick both light.
 
-`GlobalInhibition` (end of the module) is a medium option, not a rule: the feed drops
-with each member's mean V, so that a featureless kick starves itself.
+`GlobalInhibition` is a medium option, not a rule: the feed drops with each member's mean
+V, so that a featureless kick starves itself. `SurroundInhibitedScar` recalls under it
+(`StorageRule.recall_inhibition`).
 
 Measured verdicts (experiments/associative.py, docs/findings.md "Can a scar rule make the
 medium an associative memory?"): none of these rules makes the medium an associative

@@ -1,0 +1,247 @@
+"""The Gray-Scott step as a hand-written CPU kernel (numba), with quiet ground skipped.
+
+Nothing here decides physics: the per-cell arithmetic is gray_scott_step's (substrate.py),
+operation for operation in the same order and the same dtype (no fused multiply-add, no
+reassociation), so a step here is bit-identical to the eager torch step. What it adds:
+
+* one pass per step: the stencil, the reaction, decay, clamp and the subnormal flush per
+  cell, with per-cell (shared or per-member) F and K, float32 or float64, any batch;
+* blocking in time by member: with enough members, each thread takes whole members
+  through every step up to the next record (a 256^2 float32 member's U, V, F, K and
+  second buffers are 1.25 MB: they stay in the core's cache instead of the whole batch
+  streaming through memory every step); with fewer members than that, the bands of each
+  step are shared among the threads;
+* exact skipping of quiet ground: each member is cut into bands of BAND_ROWS rows. A band
+  that did not change in the previous step, with both neighbouring bands unchanged too,
+  reads exactly the inputs it read then, so it would produce exactly the values it
+  produced then: it is not stepped. The buffer it would write already holds them (it
+  was written two steps ago and nothing has changed since), so a skip writes nothing.
+  This covers the fixed point U = 1, V = 0 (where the step is the identity in floating
+  point too: every term is an exact 0) and equally the dead ground a pattern leaves,
+  where U sits a few ulps below 1 and rounding has stopped moving it. The first step of
+  a run computes every band (the second buffer is fresh); F and K are fixed during a
+  run except through the fused feed factor (below), whose change re-steps the member.
+* a fused feed factor: F = F_base * clamp(1 - gain * (mean V - set_point), 0, 1) per
+  member after every step (models.rules.GlobalInhibition's hook).
+
+Threads: numba's, set to torch's count for each run (the project's --threads). The
+functions are cached on disk by numba (cache=True, next to this file in __pycache__), so a
+fresh process only loads them (docs/performance.md measures it).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# Rows per skip band. A band is skipped only when it and both neighbours were unchanged:
+# smaller bands skip closer to a pattern's edge, at the cost of one flag per band.
+BAND_ROWS = 4
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _finish(x, zero, one, flush, clamp):
+    """substrate._finish for one value: clamp to [0, 1], then flush below FLUSH_BELOW."""
+    if clamp:
+        x = max(x, zero)
+        x = min(x, one)
+        return zero if x < flush else x
+    return zero if abs(x) < flush else x
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _cell(uu, uc, ud, vu, vc, vd, f, k, j, jm, jp, nine, w, c):
+    """New (u, v) of cell j of a row, its rows above (uu, vu) and below (ud, vd); jm, jp
+    its column neighbours. The stencils are substrate._stencil_of_padded's, the
+    reaction gray_scott_step's, in their order."""
+    wx, wd, wc = w
+    Du, Dv, dt, decay, zero, one, flush, use_decay, clamp = c
+    u, v = uc[j], vc[j]
+    cu = uu[j] + ud[j] + uc[jm] + uc[jp]
+    cv = vu[j] + vd[j] + vc[jm] + vc[jp]
+    if nine:
+        su = wx * cu + wd * (uu[jm] + uu[jp] + ud[jm] + ud[jp]) - u
+        sv = wx * cv + wd * (vu[jm] + vu[jp] + vd[jm] + vd[jp]) - v
+    else:
+        su = cu - wc * u
+        sv = cv - wc * v
+    uvv = u * v * v
+    un = u + dt * (Du * su - uvv + f * (one - u))
+    vn = v + dt * (Dv * sv + uvv - (k + f) * v)
+    if use_decay:
+        vn = vn * decay
+    return _finish(un, zero, one, flush, clamp), _finish(vn, zero, one, flush, clamp)
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _rows(Ui, Vi, Uo, Vo, F, K, scale, r0, r1, nine, w, c):
+    """Step rows r0..r1-1 of one member (2D Ui, Vi -> Uo, Vo; F, K 2D; scale its feed
+    factor). Returns True when any value changed."""
+    H, W = Ui.shape
+    changed = 0
+    for i in range(r0, r1):
+        im = i - 1 if i > 0 else H - 1
+        ip = i + 1 if i < H - 1 else 0
+        uu, uc, ud = Ui[im], Ui[i], Ui[ip]
+        vu, vc, vd = Vi[im], Vi[i], Vi[ip]
+        fr, kr, uo, vo = F[i], K[i], Uo[i], Vo[i]
+        # the two edge columns wrap; the interior loop has plain neighbours (vectorises)
+        for j, jm, jp in ((0, W - 1, 1), (W - 1, W - 2, 0)):
+            un, vn = _cell(uu, uc, ud, vu, vc, vd, fr[j] * scale, kr[j], j, jm, jp,
+                           nine, w, c)
+            changed |= (un != uc[j]) | (vn != vc[j])
+            uo[j] = un
+            vo[j] = vn
+        for j in range(1, W - 1):
+            un, vn = _cell(uu, uc, ud, vu, vc, vd, fr[j] * scale, kr[j], j, j - 1, j + 1,
+                           nine, w, c)
+            changed |= (un != uc[j]) | (vn != vc[j])
+            uo[j] = un
+            vo[j] = vn
+    return changed != 0
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _band_sum(X, r0, r1):
+    s = 0.0
+    for i in range(r0, r1):
+        for j in range(X.shape[1]):
+            s += X[i, j]
+    return s
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _new_factor(scale, total, cells, fp):
+    """GlobalInhibition.feed's factor clamp(1 - gain * (mean V - set_point), 0, 1) into
+    scale[1], each operation rounded to the state's dtype like the torch hook (the mean
+    itself is summed in float64, so its last bit may differ from torch's)."""
+    gain, set_point = fp
+    scale[1] = total / cells
+    scale[1] = scale[1] - scale.dtype.type(set_point)
+    scale[1] = scale.dtype.type(gain) * scale[1]
+    scale[1] = scale.dtype.type(1.0) - scale[1]
+    scale[1] = min(max(scale[1], scale.dtype.type(0.0)), scale.dtype.type(1.0))
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _band(A_U, A_V, B_U, B_V, F, K, member, t, s, chg, vsum, scale, nine, w, c, feed):
+    """Band t of member b at step s (run-relative, from 1): step it, or skip it when it
+    and its neighbours did not change at step s - 1 (module docstring). Step s reads
+    buffer A when s is odd, B when even. chg (2, bands) of member b: previous and
+    current flags by parity; vsum (bands,): each band's sum of V (feed only)."""
+    nb = chg.shape[1]
+    prev, cur = (s - 1) % 2, s % 2
+    need = (s == 1 or scale[0] != scale[1] or chg[prev, t]
+            or chg[prev, t - 1 if t > 0 else nb - 1] or chg[prev, t + 1 if t < nb - 1 else 0])
+    if not need:
+        chg[cur, t] = False
+        return
+    b = np.intp(member)  # a prange index may be unsigned: mixed with int it types as float
+    H = A_U.shape[1]
+    r0 = t * BAND_ROWS
+    r1 = min(H, r0 + BAND_ROWS)
+    fb = b if F.shape[0] > 1 else np.intp(0)
+    if s % 2 == 1:
+        changed = _rows(A_U[b], A_V[b], B_U[b], B_V[b], F[fb], K[fb], scale[1], r0, r1,
+                        nine, w, c)
+    else:
+        changed = _rows(B_U[b], B_V[b], A_U[b], A_V[b], F[fb], K[fb], scale[1], r0, r1,
+                        nine, w, c)
+    chg[cur, t] = changed
+    if feed and (changed or s == 1):
+        vsum[t] = _band_sum(B_V[b] if s % 2 == 1 else A_V[b], r0, r1)
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def run_members(A_U, A_V, B_U, B_V, F, K, first, last, chg, vsum, scale, nine, w, c,
+                feed, fp):
+    """Steps first..last of every member, one member per thread at a time: the member
+    goes through all of them while it sits in the core's cache."""
+    B, H, W = A_U.shape
+    nb = chg.shape[2]
+    for b in prange(B):
+        for s in range(first, last + 1):
+            for t in range(nb):
+                _band(A_U, A_V, B_U, B_V, F, K, b, t, s, chg[b], vsum[b], scale[b], nine,
+                      w, c, feed)
+            scale[b, 0] = scale[b, 1]
+            if feed:
+                _new_factor(scale[b], vsum[b].sum(), H * W, fp)
+    return 0
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def run_bands(A_U, A_V, B_U, B_V, F, K, first, last, chg, vsum, scale, nine, w, c,
+              feed, fp):
+    """The same steps with the bands of each step shared among the threads (for fewer
+    members than threads): one parallel region per step."""
+    B, H, W = A_U.shape
+    nb = chg.shape[2]
+    for s in range(first, last + 1):
+        for bt in prange(B * nb):
+            i = np.intp(bt)
+            b = i // nb
+            _band(A_U, A_V, B_U, B_V, F, K, b, i - b * nb, s, chg[b], vsum[b], scale[b],
+                  nine, w, c, feed)
+        for m in range(B):
+            scale[m, 0] = scale[m, 1]
+            if feed:
+                _new_factor(scale[m], vsum[m].sum(), H * W, fp)
+    return 0
+
+
+# ---- the host side: arguments, flags, threads ------------------------------------------------
+
+class State:
+    """What the kernel carries between calls of one run: per member the changed flags of
+    the last two steps (by parity) per band, each band's sum of V, and the feed factor
+    used by the last step (scale[:, 0]) and for the next (scale[:, 1])."""
+
+    def __init__(self, batch, height, dtype):
+        bands = -(-height // BAND_ROWS)
+        self.changed = np.ones((batch, 2, bands), dtype=np.bool_)
+        self.vsum = np.zeros((batch, bands), dtype=np.float64)
+        self.scale = np.ones((batch, 2), dtype=_np_dtype(dtype))
+
+    def step_everything(self):
+        """The next step computes every band (its inputs may have changed anywhere)."""
+        self.changed[:] = True
+
+    def step_everything_next(self):
+        """As step_everything, through the feed factor (the flags are rewritten by the
+        step before the next one reads them)."""
+        self.scale[:, 0] = np.nan
+
+
+def _np_dtype(dtype):
+    return np.dtype(str(dtype).replace("torch.", ""))
+
+
+def arguments(dtype, Du, Dv, dt, decay, stencil, clamp, flush, feed):
+    """(nine, w, c, feed, fp): the kernel's constant arguments in the state's dtype."""
+    t = _np_dtype(dtype).type
+    use_decay = decay is not None and decay != 1.0
+    c = (t(Du), t(Dv), t(dt), t(decay if use_decay else 1.0), t(0.0), t(1.0), t(flush),
+         use_decay, bool(clamp))
+    nine = stencil == "nine_point"
+    w = (t(0.2), t(0.05), t(1.0)) if nine else (t(1.0), t(0.0), t(4.0))
+    fp = (0.0, 0.0) if feed is None else (float(feed[0]), float(feed[1]))
+    return nine, w, c, feed is not None, fp
+
+
+def use_threads(n):
+    """numba's thread count for the next runs: n (the project's torch threads), capped at
+    the pool numba started with."""
+    import numba
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+
+
+def run(A_U, A_V, B_U, B_V, F, K, first, last, state, args):
+    """Steps first..last (run-relative, from 1) of every member. F, K (1 or B, H, W)."""
+    import numba
+    nine, w, c, feed, fp = args
+    threads = numba.get_num_threads()
+    batch = A_U.shape[0]
+    driver = run_members if batch >= threads and (batch % threads == 0
+                                                  or batch >= 4 * threads) else run_bands
+    driver(A_U, A_V, B_U, B_V, F, K, first, last, state.changed, state.vsum, state.scale,
+           nine, w, c, feed, fp)

@@ -109,6 +109,9 @@ CHUNK_BYTES = 16 << 20
 MEMORY_TENSORS = 14
 
 
+_KERNEL_DECLINED: set = set()   # hooks the kernel did not fuse (warned once each)
+
+
 def kernel_available() -> bool:
     """True when the hand-written CPU kernel (numba) can run here; the environment
     variable SUBSTRATE_NO_KERNEL switches it off (the compiled or eager path then)."""
@@ -570,7 +573,7 @@ class GrayScott:
         constants = {i: a for i, a in enumerate(hook_args) if not isinstance(a, torch.Tensor)}
         key = self._key(hook, constants)
         result = None
-        if self._use_kernel():
+        if self._use_kernel(hook):
             result = self._run_kernel(hook_args=tuple(hook_args), **loop)
         elif self._use_compiled(steps, key):
             result = self._run_compiled(key, tensors, constants, **loop)
@@ -583,63 +586,63 @@ class GrayScott:
         return ("gray_scott", physics, self.ndim, self.device.type, hook,
                 tuple(sorted(constants.items())))
 
-    def _use_kernel(self) -> bool:
-        """The hand-written CPU kernel serves compile="auto" runs of 2D CPU media."""
-        return (self.compile == "auto" and self.device.type == "cpu" and self.ndim == 2
-                and kernel_available())
+    def _use_kernel(self, hook) -> bool:
+        """The hand-written CPU kernel serves compile="auto" runs of 2D CPU media with no
+        hook or one it fuses (fused_feed); any other hook runs on the compiled path (or
+        eagerly), which fuses arbitrary tensor code: said once per hook."""
+        if not (self.compile == "auto" and self.device.type == "cpu" and self.ndim == 2
+                and kernel_available()):
+            return False
+        if hook is None or fused_feed(hook) is not None:
+            return True
+        name = getattr(hook, "__qualname__", repr(hook))
+        if name not in _KERNEL_DECLINED:
+            _KERNEL_DECLINED.add(name)
+            warnings.warn(f"the CPU kernel does not fuse the hook {name}: its runs take the "
+                          f"compiled path (or the eager one)", RuntimeWarning, stacklevel=4)
+        return False
 
     def _run_kernel(self, steps, hook, hook_args, record_every, on_record):
         """The run on the CPU kernel (common/cpu_kernel.py): (U, V, F, K, first bad step
-        or -1, "kernel"). A hook the kernel fuses (fused_feed) runs inside it; any other
-        runs eagerly after each kernel step, with quiet skipping off (it may change F, K
-        anywhere)."""
+        or -1, "kernel"). A fused hook (fused_feed) runs inside the kernel's step."""
         from common import cpu_kernel as ck
         ck.use_threads(torch.get_num_threads())
         feed = fused_feed(hook)
-        generic = hook is not None and feed is None
         # two buffers per field: step s reads A (s odd) or B (s even) and writes the other
         A_U, A_V = self.U.contiguous().clone(), self.V.contiguous().clone()
         B_U, B_V = torch.empty_like(A_U), torch.empty_like(A_V)
         F, K = self._fields_for(hook)
         F, K = (X.reshape(-1, *self.grid).contiguous() for X in (F, K))
         F_run, refresh = F, False
-        state = ck.State(self.batch, self.height, self.dtype)
-        if feed is not None:
+        state = ck.State(self.batch, self.height, self.width, self.dtype)
+        if feed is not None:   # hook_args = (F_base,): F = F_base * factor after each step
             F_run = hook_args[0].to(self.dtype).expand(self.batch, *self.grid).contiguous()
             refresh = not torch.equal(F_run, F.expand_as(F_run))
         args = ck.arguments(self.dtype, self.Du, self.Dv, self.dt, self.decay, self.stencil,
                             self.clamp, FLUSH_BELOW, feed)
         arrays = [t.numpy() for t in (A_U, A_V, B_U, B_V)]
-        done, out = 0, None
+        done = 0
         while done < steps:
             end = min(steps, (done // record_every + 1) * record_every)
-            if generic:
-                for s in range(done + 1, end + 1):
-                    state.step_everything()   # F, K may change anywhere
-                    ck.run(*arrays, F.numpy(), K.numpy(), s, s, state, args)
-                    F, K, out = hook(B_V if s % 2 else A_V, F, K, *hook_args)
-                    F, K = (X.to(self.dtype).reshape(-1, *self.grid).contiguous()
-                            for X in (F, K))
-            else:
-                start = done + 1
-                if refresh and done == 0:     # step 1 reads F; the rest F_base * factor
-                    ck.run(*arrays, F.numpy(), K.numpy(), 1, 1, state, args)
-                    state.step_everything_next()
-                    start = 2
-                if start <= end:
-                    ck.run(*arrays, F_run.numpy(), K.numpy(), start, end, state, args)
+            start = done + 1
+            if refresh and done == 0:     # step 1 reads F; the rest F_base * factor
+                ck.run(*arrays, F.numpy(), K.numpy(), 1, 1, state, args)
+                state.step_everything_next()
+                start = 2
+            if start <= end:
+                ck.run(*arrays, F_run.numpy(), K.numpy(), start, end, state, args)
             done = end
             if on_record is not None:
                 U_now, V_now = (B_U, B_V) if done % 2 else (A_U, A_V)
-                on_record(done, U_now, V_now, out)
+                on_record(done, U_now, V_now, None)
         U, V = (B_U, B_V) if steps % 2 else (A_U, A_V)
         if feed is not None:
             F = F_run * torch.from_numpy(state.scale[:, 1]).view(-1, *[1] * self.ndim)
-        elif not generic:
+        else:
             F, K = self.F, self.K
-        if self.clamp and not generic or bool(torch.isfinite(U.sum() + V.sum())):
+        if self.clamp or bool(torch.isfinite(U.sum() + V.sum())):
             return U, V, F, K, -1, "kernel"
-        # cannot happen with clamp on and a finite hook: replay eagerly to name the step
+        # a blow-up (clamp off): replay eagerly to name the step
         first_bad = self._run_eager(steps, hook, hook_args, steps, None)[-1]
         return U, V, F, K, first_bad if first_bad >= 0 else None, "kernel"
 

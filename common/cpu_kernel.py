@@ -30,12 +30,24 @@ fresh process only loads them (docs/performance.md measures it).
 """
 from __future__ import annotations
 
+import os
+
+import numba
 import numpy as np
 from numba import njit, prange
 
-# Rows per skip band. A band is skipped only when it and both neighbours were unchanged:
-# smaller bands skip closer to a pattern's edge, at the cost of one flag per band.
-BAND_ROWS = 4
+# numba's own thread pool, not its OpenMP one: the OpenMP threads of a second runtime
+# (torch has its own) spin after each parallel region and slowed the torch operations
+# run between kernel calls 6x here (a scar hook: 31 ms before the first kernel call,
+# 189 ms after). An explicit NUMBA_THREADING_LAYER wins.
+if not os.environ.get("NUMBA_THREADING_LAYER"):
+    numba.config.THREADING_LAYER = "workqueue"
+
+# The skip tiles: TILE_ROWS x TILE_COLS cells. A tile is skipped only when it and its 8
+# neighbours were unchanged: smaller tiles skip closer to a pattern's edge, at the cost
+# of a flag and a shorter vector loop per tile (measured: docs/performance.md).
+TILE_ROWS = 4
+TILE_COLS = 32
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -73,38 +85,44 @@ def _cell(uu, uc, ud, vu, vc, vd, f, k, j, jm, jp, nine, w, c):
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def _rows(Ui, Vi, Uo, Vo, F, K, scale, r0, r1, nine, w, c):
-    """Step rows r0..r1-1 of one member (2D Ui, Vi -> Uo, Vo; F, K 2D; scale its feed
-    factor). Returns True when any value changed."""
+def _tile_step(Ui, Vi, Uo, Vo, F, K, scale, r0, r1, c0, c1, nine, w, c):
+    """Step the cells [r0, r1) x [c0, c1) of one member (2D Ui, Vi -> Uo, Vo; F, K 2D;
+    scale its feed factor). Returns True when any value changed."""
     H, W = Ui.shape
-    changed = 0
+    changed = False
+    lo, hi = max(c0, 1), min(c1, W - 1)
     for i in range(r0, r1):
         im = i - 1 if i > 0 else H - 1
         ip = i + 1 if i < H - 1 else 0
         uu, uc, ud = Ui[im], Ui[i], Ui[ip]
         vu, vc, vd = Vi[im], Vi[i], Vi[ip]
         fr, kr, uo, vo = F[i], K[i], Uo[i], Vo[i]
-        # the two edge columns wrap; the interior loop has plain neighbours (vectorises)
-        for j, jm, jp in ((0, W - 1, 1), (W - 1, W - 2, 0)):
-            un, vn = _cell(uu, uc, ud, vu, vc, vd, fr[j] * scale, kr[j], j, jm, jp,
-                           nine, w, c)
-            changed |= (un != uc[j]) | (vn != vc[j])
-            uo[j] = un
-            vo[j] = vn
-        for j in range(1, W - 1):
+        # the edge columns wrap; the interior loop has plain neighbours and no reduction,
+        # so it vectorises (a changed flag kept inside it did not: 1.7x slower)
+        if c0 == 0:
+            uo[0], vo[0] = _cell(uu, uc, ud, vu, vc, vd, fr[0] * scale, kr[0], 0, W - 1, 1,
+                                 nine, w, c)
+        if c1 == W:
+            uo[W - 1], vo[W - 1] = _cell(uu, uc, ud, vu, vc, vd, fr[W - 1] * scale,
+                                         kr[W - 1], W - 1, W - 2, 0, nine, w, c)
+        for j in range(lo, hi):
             un, vn = _cell(uu, uc, ud, vu, vc, vd, fr[j] * scale, kr[j], j, j - 1, j + 1,
                            nine, w, c)
-            changed |= (un != uc[j]) | (vn != vc[j])
             uo[j] = un
             vo[j] = vn
-    return changed != 0
+        if not changed:   # stops at the first changed cell: costs little in live ground
+            for j in range(c0, c1):
+                if uo[j] != uc[j] or vo[j] != vc[j]:
+                    changed = True
+                    break
+    return changed
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def _band_sum(X, r0, r1):
+def _tile_sum(X, r0, r1, c0, c1):
     s = 0.0
     for i in range(r0, r1):
-        for j in range(X.shape[1]):
+        for j in range(c0, c1):
             s += X[i, j]
     return s
 
@@ -123,46 +141,55 @@ def _new_factor(scale, total, cells, fp):
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def _band(A_U, A_V, B_U, B_V, F, K, member, t, s, chg, vsum, scale, nine, w, c, feed):
-    """Band t of member b at step s (run-relative, from 1): step it, or skip it when it
-    and its neighbours did not change at step s - 1 (module docstring). Step s reads
-    buffer A when s is odd, B when even. chg (2, bands) of member b: previous and
-    current flags by parity; vsum (bands,): each band's sum of V (feed only)."""
-    nb = chg.shape[1]
-    prev, cur = (s - 1) % 2, s % 2
-    need = (s == 1 or scale[0] != scale[1] or chg[prev, t]
-            or chg[prev, t - 1 if t > 0 else nb - 1] or chg[prev, t + 1 if t < nb - 1 else 0])
-    if not need:
-        chg[cur, t] = False
-        return
+def _tile(A_U, A_V, B_U, B_V, F, K, member, tile, s, chg, vsum, scale, shape, nine, w, c,
+          feed):
+    """Tile `tile` (row-major over the tile grid) of member b at step s (run-relative,
+    from 1): step it, or skip it when it and its 8 neighbours did not change at step
+    s - 1 (module docstring). Step s reads buffer A when s is odd, B when even.
+    chg (2, tiles) of member b: the flags of the previous and current step, by parity;
+    vsum (tiles,): each tile's sum of V (feed only)."""
     b = np.intp(member)  # a prange index may be unsigned: mixed with int it types as float
-    H = A_U.shape[1]
-    r0 = t * BAND_ROWS
-    r1 = min(H, r0 + BAND_ROWS)
+    H, W = A_U.shape[1], A_U.shape[2]
+    tr, tc = shape
+    ny, nx = -(-H // tr), -(-W // tc)
+    ty, tx = tile // nx, tile % nx
+    prev, cur = (s - 1) % 2, s % 2
+    need = s == 1 or scale[0] != scale[1]
+    if not need:
+        for dy in (-1, 0, 1):
+            y = (ty + dy) % ny
+            for dx in (-1, 0, 1):
+                if chg[prev, y * nx + (tx + dx) % nx]:
+                    need = True
+    if not need:
+        chg[cur, tile] = False
+        return
+    r0, c0 = ty * tr, tx * tc
+    r1, c1 = min(H, r0 + tr), min(W, c0 + tc)
     fb = b if F.shape[0] > 1 else np.intp(0)
     if s % 2 == 1:
-        changed = _rows(A_U[b], A_V[b], B_U[b], B_V[b], F[fb], K[fb], scale[1], r0, r1,
-                        nine, w, c)
+        changed = _tile_step(A_U[b], A_V[b], B_U[b], B_V[b], F[fb], K[fb], scale[1],
+                             r0, r1, c0, c1, nine, w, c)
     else:
-        changed = _rows(B_U[b], B_V[b], A_U[b], A_V[b], F[fb], K[fb], scale[1], r0, r1,
-                        nine, w, c)
-    chg[cur, t] = changed
+        changed = _tile_step(B_U[b], B_V[b], A_U[b], A_V[b], F[fb], K[fb], scale[1],
+                             r0, r1, c0, c1, nine, w, c)
+    chg[cur, tile] = changed
     if feed and (changed or s == 1):
-        vsum[t] = _band_sum(B_V[b] if s % 2 == 1 else A_V[b], r0, r1)
+        vsum[tile] = _tile_sum(B_V[b] if s % 2 == 1 else A_V[b], r0, r1, c0, c1)
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def run_members(A_U, A_V, B_U, B_V, F, K, first, last, chg, vsum, scale, nine, w, c,
-                feed, fp):
+def run_members(A_U, A_V, B_U, B_V, F, K, first, last, chg, vsum, scale, shape, nine, w,
+                c, feed, fp):
     """Steps first..last of every member, one member per thread at a time: the member
     goes through all of them while it sits in the core's cache."""
     B, H, W = A_U.shape
-    nb = chg.shape[2]
+    nt = chg.shape[2]
     for b in prange(B):
         for s in range(first, last + 1):
-            for t in range(nb):
-                _band(A_U, A_V, B_U, B_V, F, K, b, t, s, chg[b], vsum[b], scale[b], nine,
-                      w, c, feed)
+            for t in range(nt):
+                _tile(A_U, A_V, B_U, B_V, F, K, b, t, s, chg[b], vsum[b], scale[b], shape,
+                      nine, w, c, feed)
             scale[b, 0] = scale[b, 1]
             if feed:
                 _new_factor(scale[b], vsum[b].sum(), H * W, fp)
@@ -170,18 +197,18 @@ def run_members(A_U, A_V, B_U, B_V, F, K, first, last, chg, vsum, scale, nine, w
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def run_bands(A_U, A_V, B_U, B_V, F, K, first, last, chg, vsum, scale, nine, w, c,
+def run_tiles(A_U, A_V, B_U, B_V, F, K, first, last, chg, vsum, scale, shape, nine, w, c,
               feed, fp):
     """The same steps with the bands of each step shared among the threads (for fewer
     members than threads): one parallel region per step."""
     B, H, W = A_U.shape
-    nb = chg.shape[2]
+    nt = chg.shape[2]
     for s in range(first, last + 1):
-        for bt in prange(B * nb):
+        for bt in prange(B * nt):
             i = np.intp(bt)
-            b = i // nb
-            _band(A_U, A_V, B_U, B_V, F, K, b, i - b * nb, s, chg[b], vsum[b], scale[b],
-                  nine, w, c, feed)
+            b = i // nt
+            _tile(A_U, A_V, B_U, B_V, F, K, b, i - b * nt, s, chg[b], vsum[b], scale[b],
+                  shape, nine, w, c, feed)
         for m in range(B):
             scale[m, 0] = scale[m, 1]
             if feed:
@@ -193,17 +220,18 @@ def run_bands(A_U, A_V, B_U, B_V, F, K, first, last, chg, vsum, scale, nine, w, 
 
 class State:
     """What the kernel carries between calls of one run: per member the changed flags of
-    the last two steps (by parity) per band, each band's sum of V, and the feed factor
+    the last two steps (by parity) per tile, each tile's sum of V, and the feed factor
     used by the last step (scale[:, 0]) and for the next (scale[:, 1])."""
 
-    def __init__(self, batch, height, dtype):
-        bands = -(-height // BAND_ROWS)
-        self.changed = np.ones((batch, 2, bands), dtype=np.bool_)
-        self.vsum = np.zeros((batch, bands), dtype=np.float64)
+    def __init__(self, batch, height, width, dtype, tile=None):
+        self.shape = tile or (TILE_ROWS, TILE_COLS)
+        tiles = -(-height // self.shape[0]) * -(-width // self.shape[1])
+        self.changed = np.ones((batch, 2, tiles), dtype=np.bool_)
+        self.vsum = np.zeros((batch, tiles), dtype=np.float64)
         self.scale = np.ones((batch, 2), dtype=_np_dtype(dtype))
 
     def step_everything(self):
-        """The next step computes every band (its inputs may have changed anywhere)."""
+        """The next step computes every tile (its inputs may have changed anywhere)."""
         self.changed[:] = True
 
     def step_everything_next(self):
@@ -231,17 +259,15 @@ def arguments(dtype, Du, Dv, dt, decay, stencil, clamp, flush, feed):
 def use_threads(n):
     """numba's thread count for the next runs: n (the project's torch threads), capped at
     the pool numba started with."""
-    import numba
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
 
 
 def run(A_U, A_V, B_U, B_V, F, K, first, last, state, args):
     """Steps first..last (run-relative, from 1) of every member. F, K (1 or B, H, W)."""
-    import numba
     nine, w, c, feed, fp = args
     threads = numba.get_num_threads()
     batch = A_U.shape[0]
     driver = run_members if batch >= threads and (batch % threads == 0
-                                                  or batch >= 4 * threads) else run_bands
+                                                  or batch >= 4 * threads) else run_tiles
     driver(A_U, A_V, B_U, B_V, F, K, first, last, state.changed, state.vsum, state.scale,
-           nine, w, c, feed, fp)
+           state.shape, nine, w, c, feed, fp)

@@ -47,7 +47,7 @@ if not os.environ.get("NUMBA_THREADING_LAYER"):
 # neighbours were unchanged: smaller tiles skip closer to a pattern's edge, at the cost
 # of a flag and a shorter vector loop per tile (measured: docs/performance.md).
 TILE_ROWS = 4
-TILE_COLS = 32
+TILE_COLS = 256
 
 
 @njit(cache=True, nogil=True, inline="always")

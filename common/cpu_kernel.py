@@ -61,12 +61,12 @@ def _finish(x, zero, one, flush, clamp):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _cell(uu, uc, ud, vu, vc, vd, f, k, j, jm, jp, nine, w, c):
+def _cell(uu, uc, ud, vu, vc, vd, f, k, j, jm, jp, nine, w, c, use_decay, clamp):
     """New (u, v) of cell j of a row, its rows above (uu, vu) and below (ud, vd); jm, jp
     its column neighbours. The stencils are substrate._stencil_of_padded's, the
     reaction gray_scott_step's, in their order."""
     wx, wd, wc = w
-    Du, Dv, dt, decay, zero, one, flush, use_decay, clamp = c
+    Du, Dv, dt, decay, zero, one, flush = c
     u, v = uc[j], vc[j]
     cu = uu[j] + ud[j] + uc[jm] + uc[jp]
     cv = vu[j] + vd[j] + vc[jm] + vc[jp]
@@ -84,13 +84,26 @@ def _cell(uu, uc, ud, vu, vc, vd, f, k, j, jm, jp, nine, w, c):
     return _finish(un, zero, one, flush, clamp), _finish(vn, zero, one, flush, clamp)
 
 
+@njit(cache=True, nogil=True, boundscheck=False, inline="always")
+def _interior(uu, uc, ud, vu, vc, vd, fr, kr, uo, vo, n, scale, nine, w, c, use_decay,
+              clamp):
+    """n cells of a row whose neighbours need no wrap: row views starting one column
+    to the left of the first (u*, v*) or at it (fr, kr, uo, vo)."""
+    for k in range(n):
+        un, vn = _cell(uu, uc, ud, vu, vc, vd, fr[k] * scale, kr[k], k + 1, k, k + 2,
+                       nine, w, c, use_decay, clamp)
+        uo[k] = un
+        vo[k] = vn
+
+
 @njit(cache=True, nogil=True, boundscheck=False)
-def _tile_step(Ui, Vi, Uo, Vo, F, K, scale, r0, r1, c0, c1, nine, w, c):
+def _tile_step(Ui, Vi, Uo, Vo, F, K, scale, r0, r1, c0, c1, nine, w, c, flags):
     """Step the cells [r0, r1) x [c0, c1) of one member (2D Ui, Vi -> Uo, Vo; F, K 2D;
     scale its feed factor). Returns True when any value changed."""
     H, W = Ui.shape
     changed = False
     lo, hi = max(c0, 1), min(c1, W - 1)
+    use_decay, clamp = flags
     for i in range(r0, r1):
         im = i - 1 if i > 0 else H - 1
         ip = i + 1 if i < H - 1 else 0
@@ -100,20 +113,24 @@ def _tile_step(Ui, Vi, Uo, Vo, F, K, scale, r0, r1, c0, c1, nine, w, c):
         # it scalar, 3-4x slower)
         if c0 == 0:
             uo, vo = _cell(Ui[im], Ui[i], Ui[ip], Vi[im], Vi[i], Vi[ip], F[i, 0] * scale,
-                           K[i, 0], 0, W - 1, 1, nine, w, c)
+                           K[i, 0], 0, W - 1, 1, nine, w, c, use_decay, clamp)
             Uo[i, 0], Vo[i, 0] = uo, vo
         if c1 == W:
             uo, vo = _cell(Ui[im], Ui[i], Ui[ip], Vi[im], Vi[i], Vi[ip],
-                           F[i, W - 1] * scale, K[i, W - 1], W - 1, W - 2, 0, nine, w, c)
+                           F[i, W - 1] * scale, K[i, W - 1], W - 1, W - 2, 0, nine, w, c,
+                           use_decay, clamp)
             Uo[i, W - 1], Vo[i, W - 1] = uo, vo
         uu, uc, ud = Ui[im, lo - 1:], Ui[i, lo - 1:], Ui[ip, lo - 1:]
         vu, vc, vd = Vi[im, lo - 1:], Vi[i, lo - 1:], Vi[ip, lo - 1:]
         fr, kr, uo, vo = F[i, lo:], K[i, lo:], Uo[i, lo:], Vo[i, lo:]
-        for k in range(hi - lo):
-            un, vn = _cell(uu, uc, ud, vu, vc, vd, fr[k] * scale, kr[k], k + 1, k, k + 2,
-                           nine, w, c)
-            uo[k] = un
-            vo[k] = vn
+        # the protocol's step (nine_point, decay, clamp) with its switches as constants,
+        # so that the compiler drops the other branches from the loop: 1.55x faster
+        if nine and use_decay and clamp:
+            _interior(uu, uc, ud, vu, vc, vd, fr, kr, uo, vo, hi - lo, scale, True, w, c,
+                      True, True)
+        else:
+            _interior(uu, uc, ud, vu, vc, vd, fr, kr, uo, vo, hi - lo, scale, nine, w, c,
+                      use_decay, clamp)
         if not changed:   # stops at the first changed cell: costs little in live ground
             for j in range(c0, c1):
                 if Uo[i, j] != Ui[i, j] or Vo[i, j] != Vi[i, j]:
@@ -146,7 +163,7 @@ def _new_factor(scale, total, cells, fp):
 
 @njit(cache=True, nogil=True, boundscheck=False)
 def _tile(A_U, A_V, B_U, B_V, F, K, member, tile, s, chg, vsum, scale, shape, nine, w, c,
-          feed):
+          flags, feed):
     """Tile `tile` (row-major over the tile grid) of member b at step s (run-relative,
     from 1): step it, or skip it when it and its 8 neighbours did not change at step
     s - 1 (module docstring). Step s reads buffer A when s is odd, B when even.
@@ -173,10 +190,10 @@ def _tile(A_U, A_V, B_U, B_V, F, K, member, tile, s, chg, vsum, scale, shape, ni
     fb = b if F.shape[0] > 1 else np.intp(0)
     if s % 2 == 1:
         changed = _tile_step(A_U[b], A_V[b], B_U[b], B_V[b], F[fb], K[fb], scale[1],
-                             r0, r1, c0, c1, nine, w, c)
+                             r0, r1, c0, c1, nine, w, c, flags)
     else:
         changed = _tile_step(B_U[b], B_V[b], A_U[b], A_V[b], F[fb], K[fb], scale[1],
-                             r0, r1, c0, c1, nine, w, c)
+                             r0, r1, c0, c1, nine, w, c, flags)
     chg[cur, tile] = changed
     if feed and (changed or s == 1):
         vsum[tile] = _tile_sum(B_V[b] if s % 2 == 1 else A_V[b], r0, r1, c0, c1)
@@ -184,7 +201,7 @@ def _tile(A_U, A_V, B_U, B_V, F, K, member, tile, s, chg, vsum, scale, shape, ni
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def run_members(A_U, A_V, B_U, B_V, F, K, first, last, chg, vsum, scale, shape, nine, w,
-                c, feed, fp):
+                c, flags, feed, fp):
     """Steps first..last of every member, one member per thread at a time: the member
     goes through all of them while it sits in the core's cache."""
     B, H, W = A_U.shape
@@ -193,7 +210,7 @@ def run_members(A_U, A_V, B_U, B_V, F, K, first, last, chg, vsum, scale, shape, 
         for s in range(first, last + 1):
             for t in range(nt):
                 _tile(A_U, A_V, B_U, B_V, F, K, b, t, s, chg[b], vsum[b], scale[b], shape,
-                      nine, w, c, feed)
+                      nine, w, c, flags, feed)
             scale[b, 0] = scale[b, 1]
             if feed:
                 _new_factor(scale[b], vsum[b].sum(), H * W, fp)
@@ -202,7 +219,7 @@ def run_members(A_U, A_V, B_U, B_V, F, K, first, last, chg, vsum, scale, shape, 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def run_tiles(A_U, A_V, B_U, B_V, F, K, first, last, chg, vsum, scale, shape, nine, w, c,
-              feed, fp):
+              flags, feed, fp):
     """The same steps with the bands of each step shared among the threads (for fewer
     members than threads): one parallel region per step."""
     B, H, W = A_U.shape
@@ -212,7 +229,7 @@ def run_tiles(A_U, A_V, B_U, B_V, F, K, first, last, chg, vsum, scale, shape, ni
             i = np.intp(bt)
             b = i // nt
             _tile(A_U, A_V, B_U, B_V, F, K, b, i - b * nt, s, chg[b], vsum[b], scale[b],
-                  shape, nine, w, c, feed)
+                  shape, nine, w, c, flags, feed)
         for m in range(B):
             scale[m, 0] = scale[m, 1]
             if feed:
@@ -249,15 +266,15 @@ def _np_dtype(dtype):
 
 
 def arguments(dtype, Du, Dv, dt, decay, stencil, clamp, flush, feed):
-    """(nine, w, c, feed, fp): the kernel's constant arguments in the state's dtype."""
+    """(nine, w, c, flags, feed, fp): the kernel's constant arguments, numbers in the
+    state's dtype; flags = (decay on, clamp on)."""
     t = _np_dtype(dtype).type
     use_decay = decay is not None and decay != 1.0
-    c = (t(Du), t(Dv), t(dt), t(decay if use_decay else 1.0), t(0.0), t(1.0), t(flush),
-         use_decay, bool(clamp))
+    c = (t(Du), t(Dv), t(dt), t(decay if use_decay else 1.0), t(0.0), t(1.0), t(flush))
     nine = stencil == "nine_point"
     w = (t(0.2), t(0.05), t(1.0)) if nine else (t(1.0), t(0.0), t(4.0))
     fp = (0.0, 0.0) if feed is None else (float(feed[0]), float(feed[1]))
-    return nine, w, c, feed is not None, fp
+    return nine, w, c, (use_decay, bool(clamp)), feed is not None, fp
 
 
 def use_threads(n):
@@ -268,10 +285,10 @@ def use_threads(n):
 
 def run(A_U, A_V, B_U, B_V, F, K, first, last, state, args):
     """Steps first..last (run-relative, from 1) of every member. F, K (1 or B, H, W)."""
-    nine, w, c, feed, fp = args
+    nine, w, c, flags, feed, fp = args
     threads = numba.get_num_threads()
     batch = A_U.shape[0]
     driver = run_members if batch >= threads and (batch % threads == 0
                                                   or batch >= 4 * threads) else run_tiles
     driver(A_U, A_V, B_U, B_V, F, K, first, last, state.changed, state.vsum, state.scale,
-           state.shape, nine, w, c, feed, fp)
+           state.shape, nine, w, c, flags, feed, fp)

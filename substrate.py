@@ -14,16 +14,19 @@ States are (B, H, W), or (B, D, H, W) for a 3D medium: B seeds or patterns advan
 one call. F and K are one grid-shaped field shared by the batch or one per member.
 
 `gray_scott_step` is the pure reference step (tensors in, tensors out). `GrayScott` holds
-the state as plain tensors and owns the loop, `GrayScott.run`, on one of two paths that
+the state as plain tensors and owns the loop, `GrayScott.run`, on one of three paths that
 give the same numbers to float rounding: eager (gray_scott_step, a finiteness flag kept
-on the device) or compiled (common/compiling.py: one torch.compile'd kernel per step,
-reading circularly padded ping-pong buffers with plain slices, a per-step hook fused in;
-with one CPU thread and no hook, the batch in cache-sized chunks of members, each taken
-through every step up to the next record: CHUNK_BYTES).
-With clamp on and finite inputs every value stays in [0, 1], so the compiled path checks
-finiteness once per run (and replays the run eagerly to name the step if it failed).
-compile="auto" compiles only runs big enough to repay it (AUTO_COMPILE_*) when a C++
-compiler (CPU) or Triton (CUDA) is present. Nothing in the loop waits for the host.
+on the device), compiled (common/compiling.py: one torch.compile'd kernel per step,
+reading circularly padded ping-pong buffers with plain slices, a per-step hook fused in)
+or, on the CPU, the hand-written kernel (common/cpu_kernel.py, numba: bit-identical to
+the eager step, quiet ground skipped exactly, no compiler needed at run time).
+With clamp on and finite inputs every value stays in [0, 1], so the fast paths check
+finiteness once per run (and replay the run eagerly to name the step if it failed).
+compile="auto": a 2D CPU medium runs on the kernel (with no hook, or one it fuses:
+fused_feed; SUBSTRATE_NO_KERNEL switches it off); otherwise only runs big enough to repay
+compiling (AUTO_COMPILE_*) are compiled, when a C++ compiler (CPU) or Triton (CUDA) is
+present. compile=True and False name the compiled and the eager path. Nothing in the
+loop waits for the host.
 """
 from __future__ import annotations
 
@@ -89,21 +92,6 @@ FLUSH_BELOW = 1e-18
 # grid) and the run has at least this many cell-updates ahead of it (or behind it).
 AUTO_COMPILE_MIN_CELLS = 1 << 17
 AUTO_COMPILE_WORK = 2e8
-# Cache blocking of the compiled CPU path (one thread, no hook): the batch is stepped a
-# chunk of members at a time through every step up to the next record, so a chunk's
-# working set (both padded buffers of U and V, and F, K per member: 1.6 MB per 256^2
-# float32 member) stays in cache between steps instead of the whole batch streaming
-# through memory every step. A chunk is the largest divisor of the batch (one kernel per
-# run) whose working set fits CHUNK_BYTES, a third of the 48 MB L3 here: 8 members at
-# 256^2 float32, 4 in float64; none once one member alone exceeds it. Measured on the
-# scarred state, 256^2, batch 32, float32, 1 thread, 25 interleaved rounds (machine
-# shared, load 5 on 2 cores): 1.19x [1.16, 1.23] faster than the whole batch per call on
-# plain runs, 1.06x [1.03, 1.09] with a cosine record every 10 steps (the recall's shape;
-# the records' own cost dilutes it). Chunks of 8 beat 4, 2 and 16. Smaller chunks lose
-# to the ~60 us fixed cost of a compiled call. Not with more threads: each call is a
-# parallel region whose threads wait for one another, and chunks multiply the calls
-# (2 threads, loaded machine: chunks of 16 ran 0.6x, of 8 0.3x).
-CHUNK_BYTES = 16 << 20
 # Peak memory of a run, in state-sized tensors (B x grid): U, V, two padded buffers
 # each, F, K per member with their hook copies, and the eager path's temporaries.
 MEMORY_TENSORS = 14
@@ -347,19 +335,6 @@ def _merge(tensors, constants) -> tuple:
     it = iter(tensors)
     return tuple(constants[i] if i in constants else next(it)
                  for i in range(len(tensors) + len(constants)))
-
-
-def _chunk_views(buffers, F, K, chunk, nd) -> list:
-    """Per chunk of `chunk` batch members: ([(U, V, halo pairs)] of both ping-pong
-    buffers, F, K), views of the run's tensors (a grid-shaped F, K is shared). The halo
-    views are built once per run (building them costs more than the copies)."""
-    chunks = []
-    for b in range(0, buffers[0][0].shape[0], chunk):
-        part = slice(b, b + chunk)
-        bufs = [(U[part], V[part], compiling.halo_copies(U[part], nd)
-                 + compiling.halo_copies(V[part], nd)) for U, V in buffers]
-        chunks.append((bufs, *(X[part] if X.dim() > nd else X for X in (F, K))))
-    return chunks
 
 
 # ---- the stepper -----------------------------------------------------------------------------
@@ -686,19 +661,6 @@ class GrayScott:
                 on_record(i, U, V, out)
         return U, V, F, K, int(first_bad)
 
-    def _chunk_members(self, hook, record_every) -> int:
-        """Batch members per kernel call on the compiled path (CHUNK_BYTES): the whole
-        batch with a hook (it may read every member), more than one thread, a record
-        every step or a member too big for the cache."""
-        if (hook is not None or self.device.type != "cpu" or record_every < 2
-                or torch.get_num_threads() != 1):
-            return self.batch
-        fields = math.prod(self.grid) * sum(X.dim() > self.ndim for X in (self.F, self.K))
-        per_member = (4 * math.prod(g + 2 for g in self.grid) + fields) * self.dtype.itemsize
-        fit = CHUNK_BYTES // per_member
-        return max([d for d in range(1, self.batch + 1)
-                    if self.batch % d == 0 and d <= fit] or [self.batch])
-
     def _run_compiled(self, key, tensors, constants, steps, hook, record_every, on_record):
         """The run on the compiled path: (U, V, F, K, first bad step or -1, "compiled"),
         or None if compiling turned out to be impossible here (nothing has changed
@@ -710,28 +672,25 @@ class GrayScott:
         buffers = [(compiling.pad(self.U, nd), compiling.pad(self.V, nd))]
         buffers.append(tuple(torch.empty_like(t) for t in buffers[0]))
         F, K = self._fields_for(hook)
-        chunks = _chunk_views(buffers, F, K, self._chunk_members(hook, record_every), nd)
-        done, out = 0, None
-        while done < steps:   # one segment: every chunk steps on to the next record
-            end = min(steps, (done // record_every + 1) * record_every)
-            for bufs, F_c, K_c in chunks:
-                for i in range(done + 1, end + 1):
-                    (Up, Vp, _), (Uo, Vo, halo) = bufs[(i - 1) % 2], bufs[i % 2]
-                    try:
-                        out = kernel(Up, Vp, F_c, K_c, Uo, Vo, *tensors)
-                    except Exception as exc:  # no working compiler after all: fall back, once
-                        if i > 1 or compiling.ran(key, self._shapes()):
-                            raise
-                        first = str(exc).splitlines()[0] if str(exc) else ""
-                        warnings.warn(f"torch.compile failed ({exc.__class__.__name__}: "
-                                      f"{first}); using the eager stepper", RuntimeWarning,
-                                      stacklevel=3)
-                        compiling.mark_failed(key)
-                        return None
-                    compiling.fill_halo(halo)
-            done = end
-            if on_record is not None:
-                on_record(done, *(t[inner] for t in buffers[done % 2]), out)
+        halos = [compiling.halo_copies(U, nd) + compiling.halo_copies(V, nd)
+                 for U, V in buffers]   # built once per run: they cost more than the copies
+        out = None
+        for i in range(1, steps + 1):
+            (Up, Vp), (Uo, Vo) = buffers[(i - 1) % 2], buffers[i % 2]
+            try:
+                out = kernel(Up, Vp, F, K, Uo, Vo, *tensors)
+            except Exception as exc:  # no working compiler after all: fall back, once
+                if i > 1 or compiling.ran(key, self._shapes()):
+                    raise
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                warnings.warn(f"torch.compile failed ({exc.__class__.__name__}: "
+                              f"{first}); using the eager stepper", RuntimeWarning,
+                              stacklevel=3)
+                compiling.mark_failed(key)
+                return None
+            compiling.fill_halo(halos[i % 2])
+            if on_record is not None and (i % record_every == 0 or i == steps):
+                on_record(i, Uo[inner], Vo[inner], out)
         compiling.mark_ran(key, self._shapes())
         U, V = (t[inner].contiguous() for t in buffers[steps % 2])
         # with clamp on and no hook every value stays in [0, 1]; otherwise one check

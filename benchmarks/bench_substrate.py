@@ -18,10 +18,9 @@ Paths:
                      per-cell throughput against it, on the same state and grid.
   published_batched  the same code at the configuration's batch in one conv2d call.
   eager              GrayScott(compile=False).
-  compiled           GrayScott(compile=True): with one thread the batch is stepped in
-                     cache-sized chunks of members (substrate.CHUNK_BYTES).
-  compiled_unblocked the same with the whole batch in every kernel call (CHUNK_BYTES = 0):
-                     the gain of the chunks. With more threads both are the same path.
+  compiled           GrayScott(compile=True): torch.compile'd, one kernel call per step.
+  kernel             GrayScott(compile="auto") on the CPU: the hand-written numba kernel
+                     (common/cpu_kernel.py).
 Timing: ROUNDS interleaved rounds (every path sees the same load), each at least
 MIN_ROUND_S seconds (at most MAX_ROUND_S) and, on the compiled path, at least
 MIN_RUN_STEPS steps (one GrayScott.run: its fixed cost, packing and checks, is included). Ratios are the geometric mean of the
@@ -48,9 +47,8 @@ OUT_MD = ROOT / "docs" / "performance.md"
 GRIDS = ["256x256"]
 BATCHES = [1, 32]
 DTYPES = ["float32"]
-ALL_PATHS = ["published", "published_batched", "eager", "compiled", "compiled_unblocked",
-             "kernel"]
-PATHS = ["published", "compiled", "compiled_unblocked", "kernel"]
+ALL_PATHS = ["published", "published_batched", "eager", "compiled", "kernel"]
+PATHS = ["published", "compiled", "kernel"]
 STATE_GRID = "256x256"      # the protocol's grid: the scarred state exists only there
 RECALL_STEPS = 300          # recall steps from the cue before the scarred state is taken
 TRAIN_STEPS = 1000          # phase-1 training steps
@@ -169,18 +167,11 @@ class Runner:
         self.steps = int(max(1, min(steps, MAX_ROUND_S // per_step)))
 
     def run(self, n):
-        import substrate
-        chunk_bytes = substrate.CHUNK_BYTES
-        if self.path == "compiled_unblocked":
-            substrate.CHUNK_BYTES = 0      # no chunk fits: the whole batch per call
-        try:
-            synchronize(self.device)
-            t = time.perf_counter()
-            self.sim.step(n)
-            synchronize(self.device)
-            return time.perf_counter() - t
-        finally:
-            substrate.CHUNK_BYTES = chunk_bytes
+        synchronize(self.device)
+        t = time.perf_counter()
+        self.sim.step(n)
+        synchronize(self.device)
+        return time.perf_counter() - t
 
     def seconds_per_cell(self):
         """One timing round: seconds per cell-update."""
@@ -303,11 +294,6 @@ def threads_section(args, states, device):
         for p in paths:
             md.append(f"| {threads} | {p} | {1e-6 / min(times[p]):.3g} | "
                       f"{fmt_ratio(ratio_stat(times['published'], times[p]))} |")
-        if {"compiled", "compiled_unblocked"} <= set(times):
-            gain = fmt_ratio(ratio_stat(times["compiled_unblocked"], times["compiled"]))
-            md.append(f"| {threads} | compiled vs compiled_unblocked (chunks' gain) | - | "
-                      f"{gain} |")
-            print(f"    threads={threads}: compiled vs compiled_unblocked {gain}", flush=True)
     torch.set_num_threads(saved)
     return md + [""]
 
@@ -448,10 +434,9 @@ def preamble(args, command):
             "`benchmarks/published.py` as published, one grid per call with a host sync "
             "every step: the baseline, at batch 1, on the same state; **published_batched** "
             "= the same at the row's batch in one conv2d call; **eager** = "
-            "`GrayScott(compile=False)`; **compiled** = `GrayScott(compile=True)`, which with "
-            "one thread steps the batch in cache-sized chunks of members "
-            "(`substrate.CHUNK_BYTES`); **compiled_unblocked** = the same with the whole batch "
-            "in every kernel call (with more threads the two are one path). Each "
+            "`GrayScott(compile=False)`; **compiled** = `GrayScott(compile=True)` (torch.compile); "
+            "**kernel** = `GrayScott(compile='auto')` on the CPU: the hand-written numba "
+            "kernel (`common/cpu_kernel.py`). Each "
             f"ratio is the geometric mean of {args.rounds} paired, interleaved rounds with "
             "its 95% interval; Mcells/s is the best round. 'first call' includes "
             "compilation. The scarred state is built by our stepper, which flushes "

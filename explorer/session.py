@@ -1,0 +1,361 @@
+"""One explorer session: a medium, the patterns stored in it, and what the page does to it.
+
+The physics is the project's own: the protocol (protocol.Protocol) names the medium and
+the storage rule (scarring.RULES), scarring.Study gives the unscarred fields, and every
+step runs through scarring.evolve on a substrate.GrayScott (with the rule's scar update
+while training, with the rule's recall inhibition, if any, otherwise). Training starts,
+cues and kicks are the project's (patterns.make_cue, masked_cue, uniform_cue), with
+their noise drawn from protocol.noise_seeds. The session only keeps state and answers
+messages (explorer.messages); the server owns the connection.
+"""
+from __future__ import annotations
+
+import dataclasses
+import struct
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import patterns
+import scarring
+from common import cli
+from explorer.messages import MAX_GRID, MAX_IMAGE_BYTES, MessageError
+from metrics import cosine_similarity
+from protocol import ROLE_SPAN, Protocol, noise_seeds
+from substrate import GrayScott
+
+# Binary frame: step (u32), height (u16), width (u16), layer (u8), number of similarities
+# (u8), 2 padding bytes; then that many float32 similarities; then height x width uint8.
+FRAME_HEADER = struct.Struct("<IHHBB2x")
+LAYER_CODES = {"V": 0, "F": 1, "K": 2, "target": 3}
+FIELD_DISPLAY = (0.0, 0.1)   # F and K are drawn on this fixed range (every rule's lies inside)
+MAX_STORED = 8               # patterns stored per session (bounds its memory up front)
+DEFAULT_GRID, DEFAULT_SPEED = 128, 10
+SEED = 0                     # every noise draw: noise_seeds([SEED], role, draw index)
+
+
+def _to_uint8(x: torch.Tensor, lo: float = 0.0, hi: float = 1.0) -> bytes:
+    scaled = ((x.float() - lo) * (255.0 / (hi - lo))).round().clamp(0, 255)
+    return scaled.to(torch.uint8).contiguous().numpy().tobytes()
+
+
+class Session:
+    """One medium (batch 1) with its stored patterns, driven by checked messages."""
+
+    def __init__(self, root: Path, grid: int = DEFAULT_GRID, rule: str = "match_map"):
+        self.sessions_dir = Path(root).resolve() / "sessions"
+        self.uploads_dir = Path(root).resolve() / "uploads"
+        self.steps_per_frame, self.view = DEFAULT_SPEED, "V"
+        self.new(grid, rule)
+
+    # -- the medium --------------------------------------------------------------------------
+    def new(self, grid: int, rule: str) -> None:
+        """A fresh unscarred medium of grid x grid cells with storage rule `rule`."""
+        if not 16 <= grid <= MAX_GRID:
+            raise MessageError(f"new: grid={grid} must be in [16, {MAX_GRID}]")
+        protocol = self._protocol(grid, rule)
+        study = scarring.Study(protocol)
+        F, K = study.default_fields(1)
+        try:
+            gs = GrayScott(grid, grid, batch=1, F=F, K=K, compile=False,
+                           **protocol.substrate())
+        except ValueError as exc:    # GrayScott's memory check, before any allocation
+            raise MessageError(f"new: {exc}") from None
+        self.protocol, self.rule, self.gs = protocol, study.rule, gs
+        self.background = (F.clone(), K.clone())
+        self.target_name = "square_spots"
+        self.target = patterns.make_pattern(self.target_name, grid, grid)
+        self.stored: list[tuple[str, torch.Tensor]] = []
+        self.running, self.training, self.step, self.draws = False, 0, 0, 0
+
+    @staticmethod
+    def _protocol(grid: int, rule: str) -> Protocol:
+        protocol = Protocol(grid=grid, rule=rule)
+        try:
+            cli.validate(protocol)    # its checks, and the rule's (an unknown one too)
+        except ValueError as exc:
+            raise MessageError(str(exc)) from None
+        return protocol
+
+    @property
+    def grid(self) -> int:
+        return self.protocol.grid
+
+    def limits(self) -> dict:
+        """What messages.parse checks session-dependent values against."""
+        return {"grid": self.grid, "patterns": len(self.stored),
+                "rules": tuple(sorted(scarring.RULES)), "pattern_names": tuple(patterns.PATTERNS)}
+
+    def _noise(self, role: str) -> list[int]:
+        self.draws += 1
+        return noise_seeds([SEED], role, self.draws % ROLE_SPAN)
+
+    def _scarred(self) -> bool:
+        F0, K0 = self.background
+        return bool((self.gs.F != F0).any() or (self.gs.K != K0).any())
+
+    def _start(self, V: torch.Tensor) -> None:
+        """A new start of the medium: U = 1, V given (1, H, W)."""
+        self.gs.reset(V=V.to(self.gs.dtype))
+
+    # -- one frame of simulation -------------------------------------------------------------
+    def advance(self) -> dict | None:
+        """Run one frame's steps (training or free-running); an event dict when training
+        ends, else None."""
+        n = self.steps_per_frame
+        if self.training:
+            n = min(n, self.training)
+            scarring.evolve(self.gs, self.stored[-1][1], n, rule=self.rule, record_every=n)
+            self.training -= n
+            self.step += n
+            if not self.training:
+                self.running = False
+                name = self.stored[-1][0]
+                return {"type": "info", "message": f"stored pattern {len(self.stored)} "
+                        f"({name}) after {self.step} training steps: similarity "
+                        f"{self.similarities()[-1]:.3f}"}
+            return None
+        scarring.evolve(self.gs, self.target, n, rule=None, record_every=n,
+                        inhibition=self.rule.recall_inhibition())
+        self.step += n
+        return None
+
+    def similarities(self) -> list[float]:
+        """Cosine similarity of V to every stored pattern (the project's recall quality)."""
+        if not self.stored:
+            return []
+        stack = torch.stack([t for _, t in self.stored]).to(self.gs.dtype)
+        V = self.gs.V.expand(len(self.stored), -1, -1)
+        return [float(s) for s in cosine_similarity(V, stack)]
+
+    def frame(self, layer: str | None = None) -> bytes:
+        """The binary frame of a layer (default: the current view)."""
+        layer = layer or self.view
+        if layer == "target":
+            pixels, sims = _to_uint8(self.target), []
+        else:
+            field = {"V": self.gs.V, "F": self.gs.F, "K": self.gs.K}[layer]
+            field = field.expand(1, self.grid, self.grid)[0]
+            pixels = _to_uint8(field) if layer == "V" else _to_uint8(field, *FIELD_DISPLAY)
+            sims = self.similarities()
+        header = FRAME_HEADER.pack(self.step % 2**32, self.grid, self.grid, LAYER_CODES[layer],
+                                   len(sims))
+        return header + np.asarray(sims, dtype="<f4").tobytes() + pixels
+
+    def state(self) -> dict:
+        """What the page shows besides the frames (sent after every message)."""
+        return {"type": "state", "grid": self.grid, "rule": self.rule.name,
+                "rules": sorted(scarring.RULES), "patterns": list(patterns.PATTERNS),
+                "target": self.target_name, "stored": [n for n, _ in self.stored],
+                "running": self.running, "training": self.training,
+                "speed": self.steps_per_frame, "view": self.view, "step": self.step,
+                "scarred": self._scarred(), "saved": self.saved_names()}
+
+    # -- messages ------------------------------------------------------------------------------
+    def apply(self, msg: dict) -> dict | None:
+        """Apply one checked message (messages.parse); an event dict to send, or None."""
+        kind = msg["type"]
+        if kind == "new":
+            self.new(msg["grid"], msg["rule"])
+            return {"type": "info", "message": f"new {self.grid} x {self.grid} medium, "
+                                               f"rule {self.rule.name}"}
+        if kind == "rule":
+            protocol = self._protocol(self.grid, msg["rule"])
+            if not self._scarred() and not self.training:   # the rule's own unscarred medium
+                self.new(self.grid, msg["rule"])
+            else:          # scars stay; the next training and every recall use the new rule
+                self.protocol, self.rule = protocol, protocol.storage_rule()
+            return None
+        if kind == "pattern":
+            self.target_name = msg["name"]
+            self.target = patterns.make_pattern(msg["name"], self.grid, self.grid)
+        elif kind == "clear_pattern":
+            self.target_name, self.target = "painted", torch.zeros(self.grid, self.grid)
+        elif kind == "paint":
+            self._paint(msg)
+        elif kind == "train":
+            return self._train(msg["steps"])
+        elif kind == "cue":
+            self._cue(msg)
+        elif kind == "kick":
+            V = patterns.uniform_cue(self.grid, self.grid, msg["level"], msg["noise"],
+                                     self._noise("other"))
+            self._start(V)
+            self.step, self.training, self.running = 0, 0, True
+        elif kind == "run":
+            self.running = True
+        elif kind == "pause":
+            self.running = False
+        elif kind == "step":
+            self.running = False
+            return self.advance() or {"type": "frame"}
+        elif kind == "reset":
+            self.gs.reset()
+            self.training, self.running, self.step = 0, False, 0
+        elif kind == "clear_scars":
+            self.gs.F, self.gs.K = (x.clone() for x in self.background)
+            self.training = 0
+        elif kind == "speed":
+            self.steps_per_frame = msg["steps"]
+        elif kind == "view":
+            self.view = msg["layer"]
+        elif kind == "save":
+            return self.save(msg["name"])
+        elif kind == "load":
+            return self.load(msg["name"])
+        return None
+
+    def _disc(self, x: int, y: int, radius: int) -> torch.Tensor:
+        rows = torch.arange(self.grid).view(-1, 1)
+        cols = torch.arange(self.grid).view(1, -1)
+        return (rows - y) ** 2 + (cols - x) ** 2 <= radius * radius
+
+    def _paint(self, msg: dict) -> None:
+        disc = self._disc(msg["x"], msg["y"], msg["radius"])
+        if msg["layer"] == "target":
+            self.target_name = "painted"
+            self.target = torch.where(disc, torch.tensor(msg["value"]), self.target)
+            return
+        V = self.gs.V[0]
+        if msg["layer"] == "cue":
+            self.gs.V = torch.where(disc, torch.tensor(msg["value"], dtype=V.dtype), V)[None]
+        else:   # erase: the cells go back to the resting state, like a lesion
+            self.gs.V = torch.where(disc, torch.zeros_like(V), V)[None]
+            self.gs.U = torch.where(disc, torch.ones_like(V), self.gs.U[0])[None]
+
+    def _train(self, steps: int) -> dict:
+        """Store the current pattern: the protocol's training start, then `steps` steps
+        with the rule's scar update (scars accumulate over stored patterns)."""
+        if len(self.stored) >= MAX_STORED:
+            raise MessageError(f"train: {MAX_STORED} patterns are stored already (the "
+                               f"limit); start a new medium")
+        if float(self.target.sum()) < 1e-3:
+            raise MessageError("train: the pattern is empty; pick or paint one first")
+        p = self.protocol
+        target = self.target.clone()
+        self.stored.append((self.target_name, target))
+        self._start(patterns.make_cue(target, p.train_init_strength, p.train_noise,
+                                      self._noise("train")))
+        self.step, self.training, self.running = 0, steps, True
+        return {"type": "info", "message": f"training pattern {len(self.stored)} "
+                                           f"({self.target_name}) for {steps} steps"}
+
+    def _cue(self, msg: dict) -> None:
+        """The protocol's cue of a stored pattern (a part of it when fraction < 1): the
+        signal on the part, noise everywhere."""
+        target = self.stored[msg["index"]][1]
+        mask = target > self.protocol.match_threshold
+        keep = patterns.sweep_part(mask, msg["fraction"], 0.0) if msg["fraction"] < 1 \
+            else torch.ones_like(mask)
+        V = patterns.masked_cue(target, keep, msg["strength"], msg["noise"],
+                                self._noise("cue"))
+        self._start(V)
+        self.step, self.training, self.running = 0, 0, True
+
+    # -- images and session files (inside the explorer's own folder only) --------------------
+    def load_image(self, data: bytes) -> dict:
+        """A target from an uploaded image file, through patterns.load_image_pattern (its
+        format and size checks); the file is written inside uploads/ and removed."""
+        if len(data) > MAX_IMAGE_BYTES:
+            raise MessageError(f"image of {len(data):,} bytes is over the limit of "
+                               f"{MAX_IMAGE_BYTES:,}")
+        self.uploads_dir.mkdir(parents=True, exist_ok=True)
+        path = self.uploads_dir / f"upload-{uuid.uuid4().hex}"
+        try:
+            path.write_bytes(data)
+            target = patterns.load_image_pattern(path, self.grid, self.grid)
+        except (ValueError, FileNotFoundError) as exc:
+            raise MessageError(f"image: {str(exc).replace(str(path), 'the uploaded file')}") \
+                from None
+        finally:
+            path.unlink(missing_ok=True)
+        self.target_name, self.target = "image", target
+        return {"type": "info", "message": f"image loaded as the pattern ({self.grid} x "
+                                           f"{self.grid})"}
+
+    def _session_path(self, name: str) -> Path:
+        path = (self.sessions_dir / f"{name}.npz").resolve()
+        if path.parent != self.sessions_dir:   # the name's pattern already forbids this
+            raise MessageError(f"session name {name!r} leaves the sessions folder")
+        return path
+
+    def saved_names(self) -> list[str]:
+        if not self.sessions_dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.sessions_dir.glob("*.npz"))[:200]
+
+    def save(self, name: str) -> dict:
+        state = _state_module("save")
+        self.sessions_dir.mkdir(parents=True, exist_ok=True)
+        path = self._session_path(name)
+        extra = {}
+        if self.stored:
+            extra["patterns"] = torch.stack([t for _, t in self.stored]).numpy()
+        F, K = (x.expand(1, self.grid, self.grid) for x in (self.gs.F, self.gs.K))
+        state.save_state(path, U=self.gs.U, V=self.gs.V, F=F, K=K, step=self.step,
+                         seeds=[SEED], rule=self.rule.as_dict(),
+                         protocol=dataclasses.asdict(self.protocol), extra=extra)
+        return {"type": "info", "message": f"saved sessions/{path.name}"}
+
+    def load(self, name: str) -> dict:
+        """A saved session or a finished run's state file copied into sessions/ (its
+        first batch member)."""
+        state = _state_module("load")
+        path = self._session_path(name)
+        if not path.is_file():
+            raise MessageError(f"load: no session {name!r} in the sessions folder")
+        try:
+            loaded = state.load_state(path)
+        except ValueError as exc:
+            raise MessageError(f"load: {exc}") from None
+        V = torch.as_tensor(loaded["V"])
+        V = V if V.dim() == 3 else V[None]
+        H, W = V.shape[-2:]
+        if H != W or not 16 <= H <= MAX_GRID:
+            raise MessageError(f"load: the state is {H} x {W}; the explorer takes square "
+                               f"grids of 16 to {MAX_GRID} cells a side")
+        protocol = loaded.get("protocol") or {}
+        rule = (loaded.get("rule") or {}).get("rule", protocol.get("rule", "match_map"))
+        if rule not in scarring.RULES:
+            raise MessageError(f"load: the state's rule {rule!r} is not one of "
+                               f"{', '.join(sorted(scarring.RULES))}")
+        self.new(int(H), rule)
+        known = {f.name for f in dataclasses.fields(Protocol)}
+        settings = {k: v for k, v in protocol.items() if k in known}
+        self.protocol = self._protocol_from(settings, int(H), rule)
+        self.rule = self.protocol.storage_rule()
+        self.gs = GrayScott(H, H, batch=1, F=self._member(loaded["F"]),
+                            K=self._member(loaded["K"]), compile=False,
+                            **self.protocol.substrate())
+        self.gs.reset(V=V[:1], U=self._member(loaded["U"]))
+        stored = (loaded.get("extra") or {}).get("patterns")
+        if stored is not None:
+            self.stored = [(f"stored {i + 1}", torch.as_tensor(t, dtype=torch.float32))
+                           for i, t in enumerate(stored)]
+        self.step = int(loaded.get("step") or 0)
+        return {"type": "info", "message": f"loaded sessions/{path.name}"}
+
+    def _protocol_from(self, settings: dict, grid: int, rule: str) -> Protocol:
+        try:
+            protocol = Protocol(**{**settings, "grid": grid, "rule": rule})
+            cli.validate(protocol)
+        except (TypeError, ValueError) as exc:
+            raise MessageError(f"load: the state's protocol is refused ({exc})") from None
+        return protocol
+
+    def _member(self, x) -> torch.Tensor:
+        """Batch member 0 of a state array (B, H, W) or (H, W), as (1, H, W)."""
+        t = torch.as_tensor(x, dtype=torch.float32)
+        return (t if t.dim() == 3 else t[None])[:1].clone()
+
+
+def _state_module(action: str):
+    try:
+        from common import state
+    except ImportError:
+        raise MessageError(f"{action}: this checkout has no common/state.py (the project's "
+                           f"state file)") from None
+    return state
+

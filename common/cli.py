@@ -426,6 +426,8 @@ def staged_output(out, study: str = ""):
     try:
         (stage / MARKER).write_text(f"{study}\n")
         yield stage
+        from common.report import write_index   # the run's report page, index.html
+        write_index(stage)
         if out.is_dir():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=stage.parent))
             os.replace(out, old / out.name)

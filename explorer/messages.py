@@ -48,17 +48,16 @@ class Field:
                 raise MessageError(f"{where}={value!r} must be true or false")
             return value
         if self.kind in (int, float):
+            wanted = f"{'an integer' if self.kind is int else 'a number'}{self._range(resolve)}"
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not number or (self.kind is int and int(value) != value):
-                raise MessageError(f"{where}={_short(value)} must be "
-                                   f"{'an integer' if self.kind is int else 'a number'}"
-                                   f"{self._range(resolve)}")
-            if not math.isfinite(value):
+            if number and not math.isfinite(value):
                 raise MessageError(f"{where}={value!r} must be a finite number")
+            if not number or (self.kind is int and int(value) != value):
+                raise MessageError(f"{where}={_short(value)} must be {wanted}")
             lo, hi = resolve(self.lo), resolve(self.hi)
             if (lo is not None and (value <= lo if self.lo_open else value < lo)) or \
                     (hi is not None and value > hi):
-                raise MessageError(f"{where}={value!r} must be{self._range(resolve)}")
+                raise MessageError(f"{where}={value!r} must be {wanted}")
             return self.kind(value)
         if not isinstance(value, str):
             raise MessageError(f"{where}={_short(value)} must be a string")

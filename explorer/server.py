@@ -31,6 +31,9 @@ TARGET_MESSAGES = ("pattern", "clear_pattern", "new", "load", "rule")
 CSP = ("default-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 log = logging.getLogger("explorer")
+FOLDER, GRID = web.AppKey("folder", Path), web.AppKey("grid", int)
+MAX_PAGES, FPS, PAGES = web.AppKey("max_pages", int), web.AppKey("max_fps", float), \
+    web.AppKey("pages", set)
 
 
 class Connection:
@@ -135,8 +138,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         raise web.HTTPForbidden(text="the explorer's channel is for its own page only")
     ws = web.WebSocketResponse(max_msg_size=MAX_IMAGE_BYTES + 4096, heartbeat=20.0)
     await ws.prepare(request)
-    pages = app["pages"]
-    if len(pages) >= app["max_pages"]:
+    pages = app[PAGES]
+    if len(pages) >= app[MAX_PAGES]:
         await ws.send_json({"type": "error", "message": f"{len(pages)} pages are connected "
                             f"(the limit, --max-pages); close one and reload"})
         await ws.close()
@@ -144,8 +147,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     pages.add(ws)
     pump = None
     try:
-        session = await asyncio.to_thread(Session, app["folder"], app["grid"])
-        connection = Connection(ws, session, app["max_fps"])
+        session = await asyncio.to_thread(Session, app[FOLDER], app[GRID])
+        connection = Connection(ws, session, app[FPS])
         pump = asyncio.create_task(connection.pump())
         await connection.send_view(with_target=True)
         async for msg in ws:
@@ -184,8 +187,8 @@ async def security_headers(request, handler):
 def make_app(folder, grid: int = 128, max_pages: int = 4, max_fps: float = MAX_FPS):
     """The explorer's aiohttp application. folder: the only place it reads and writes."""
     app = web.Application(client_max_size=64 << 10, middlewares=[security_headers])
-    app["folder"], app["grid"] = Path(folder), int(grid)
-    app["max_pages"], app["max_fps"], app["pages"] = int(max_pages), float(max_fps), set()
+    app[FOLDER], app[GRID] = Path(folder), int(grid)
+    app[MAX_PAGES], app[FPS], app[PAGES] = int(max_pages), float(max_fps), set()
     app.router.add_get("/", index)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/favicon.ico", no_icon)

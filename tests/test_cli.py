@@ -103,10 +103,10 @@ def test_staged_output_appears_whole_or_not_at_all(tmp_path):
         with cli.staged_output(out, "toy") as stage:
             (stage / "b.txt").write_text("second")
             raise KeyboardInterrupt
-    assert sorted(p.name for p in out.iterdir()) == sorted([cli.MARKER, "a.txt"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([cli.MARKER, "a.txt", "index.html"])
     with cli.staged_output(out, "toy") as stage:
         (stage / "c.txt").write_text("third")
-    assert sorted(p.name for p in out.iterdir()) == sorted([cli.MARKER, "c.txt"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([cli.MARKER, "c.txt", "index.html"])
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
 
 

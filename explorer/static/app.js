@@ -8,7 +8,7 @@ const PLOT_POINTS = 600;            // similarity samples kept per stored patter
 const COLOURS = ["#ffb000", "#4cc9f0", "#f72585", "#7bd389", "#b892ff", "#ff6b6b", "#e0e0e0", "#ffd6a5"];
 
 const $ = (id) => document.getElementById(id);
-const state = { server: null, history: [], lastStep: -1, frames: 0, fps: 0, errors: [], infos: [] };
+const state = { server: null, history: [], lastStep: Infinity, starts: 0, frames: 0, fps: 0, errors: [], infos: [] };
 
 // ---- colour maps: 256-entry lookup tables ---------------------------------------------
 function lut(stops) {
@@ -88,6 +88,7 @@ function onFrame(buffer) {
 function record(step, sims) {
   if (step < state.lastStep || sims.length !== state.history.length) {
     state.history = sims.map(() => []);           // a new start: a new curve
+    state.starts += 1;
   }
   state.lastStep = step;
   sims.forEach((value, i) => {

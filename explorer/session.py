@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import models.rules  # noqa: F401  (registers the storage rules beyond the published one)
 import patterns
 import scarring
 from common import cli
@@ -296,7 +297,8 @@ class Session:
         F, K = (x.expand(1, self.grid, self.grid) for x in (self.gs.F, self.gs.K))
         state.save_state(path, U=self.gs.U, V=self.gs.V, F=F, K=K, step=self.step,
                          seeds=[SEED], rule=self.rule.as_dict(),
-                         protocol=dataclasses.asdict(self.protocol), extra=extra)
+                         protocol=dataclasses.asdict(self.protocol), extra=extra,
+                         substrate=self.gs.physics())
         return {"type": "info", "message": f"saved sessions/{path.name}"}
 
     def load(self, name: str) -> dict:

@@ -148,6 +148,20 @@ def test_save_and_load_round_trip_inside_the_sessions_folder(session, tmp_path):
         _apply(other, {"type": "load", "name": "two"})
 
 
+def test_a_runs_state_file_copied_into_sessions_loads_its_first_member(session, tmp_path):
+    pytest.importorskip("common.state", reason="common/state.py (the state file) not here")
+    from substrate import GrayScott
+
+    run = GrayScott(24, 24, batch=2, F=0.05, K=0.06)
+    run.V = torch.rand(2, 24, 24)
+    (tmp_path / "sessions").mkdir()
+    run.save(tmp_path / "sessions" / "finished.npz", rule={"rule": "graded"},
+             protocol={"grid": 24, "f0": 0.05, "no_such_constant": 1})
+    _apply(session, {"type": "load", "name": "finished"})
+    assert session.grid == 24 and session.rule.name == "graded"
+    assert torch.equal(session.gs.V, run.V[:1]) and float(session.gs.F.mean()) == pytest.approx(0.05)
+
+
 # ---- the server's channel ----------------------------------------------------------------
 
 async def _with_server(tmp_path, body):

@@ -10,7 +10,10 @@ page draws in each round: "recall" (the medium running freely after a uniform ki
 scar update fused into each step). Both at the page's default speed (10 steps a frame)
 and the server's frame cap (30 frames/s). Frames/s is the mean over rounds with a 95%
 t interval (metrics.summarize); the browser, the server and the rest of the machine share
-its cores, so the load average is printed beside it. Nothing is asserted.
+its cores, so the load average is printed beside it. Beside it, the server's own cost: the
+CPU time (time.process_time, one torch thread) of one frame, advance and encoding, of an
+explorer.session.Session in this process, and the frame rate that cost allows on one
+free core. Nothing is asserted.
 """
 from __future__ import annotations
 
@@ -45,6 +48,26 @@ def _count_frames(page, seconds: float) -> float:
     return (page.evaluate("window.explorer.state.frames") - start) / seconds
 
 
+def cpu_per_frame(grid: int, mode: str, speed: int, frames: int) -> float:
+    """Seconds of CPU per frame (advance + encode) of a Session, in this process."""
+    import torch
+
+    from explorer.session import Session
+
+    torch.set_num_threads(1)
+    session = Session(tempfile.mkdtemp(prefix="bench_explorer_"), grid=grid)
+    session.steps_per_frame = speed
+    session.apply({"type": "train", "steps": 10 ** 6} if mode == "training"
+                  else {"type": "kick", "level": 0.2, "noise": 0.0})
+    for _ in range(3):                   # warm up
+        session.advance()
+    start = time.process_time()
+    for _ in range(frames):
+        session.advance()
+        session.frame()
+    return (time.process_time() - start) / frames
+
+
 def main(argv=None) -> None:
     args = cli.parse(Args, argv, description=__doc__.splitlines()[0], quick=QUICK)
     try:
@@ -73,6 +96,8 @@ def main(argv=None) -> None:
                 page.evaluate(f"{send}({{type: 'new', grid: {grid}, rule: 'match_map'}})")
                 page.wait_for_function(f"window.explorer.state.server.grid === {grid}")
                 page.evaluate(f"{send}({{type: 'speed', steps: {args.speed}}})")
+                page.evaluate(f"{send}({{type: 'kick', level: 0.2}})")   # warm up, unmeasured
+                time.sleep(1.0)
                 for mode in ("recall", "training"):
                     rates = []
                     for _ in range(args.rounds):
@@ -86,9 +111,14 @@ def main(argv=None) -> None:
                         rates.append(_count_frames(page, args.round_s))
                         page.evaluate(f"{send}({{type: 'pause'}})")
                     s = summarize(rates)
-                    print(f"{grid}x{grid} {mode:8s} {s['mean']:5.1f} frames/s "
+                    costs = summarize([cpu_per_frame(grid, mode, args.speed, 20)
+                                       for _ in range(args.rounds)])
+                    print(f"{grid}x{grid} {mode:8s} in the page {s['mean']:5.1f} frames/s "
                           f"[{s['ci95_low']:.1f}, {s['ci95_high']:.1f}] (n = {len(rates)} "
-                          f"rounds of {args.round_s:g} s, {args.speed} steps/frame)")
+                          f"rounds of {args.round_s:g} s, {args.speed} steps/frame); server "
+                          f"CPU {costs['mean'] * 1e3:.1f} ms/frame [{costs['ci95_low'] * 1e3:.1f}, "
+                          f"{costs['ci95_high'] * 1e3:.1f}] = {1 / costs['mean']:.0f} "
+                          f"frames/s on one free core; rounds {' '.join(f'{r:.0f}' for r in rates)}")
             print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} (after)")
             browser.close()
     finally:

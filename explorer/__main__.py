@@ -51,7 +51,8 @@ async def _main(args: Args) -> None:
 
     app = make_app(args.folder, args.grid, args.max_pages)
     runner, port = await serve(app, args.host, args.port)
-    shown = f"[{args.host}]" if ":" in args.host else args.host
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(
+        args.host, f"[{args.host}]" if ":" in args.host else args.host)   # what to open here
     print(f"explorer: open http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
     if not is_loopback(args.host):
         print(f"explorer: WARNING: {reach_note(args.host, port)}", flush=True)

@@ -2,7 +2,8 @@
 
 `write_index(folder)` is called once, at the end of common.cli.staged_output, so every
 study's folder gets one: the command and run details from its results JSON, every stat
-block found in it as a table row (mean, 95% interval, n, method), every figure, the
+block found in it as a table row (mean, 95% interval, n, method) and each list of
+records (a sweep's points) as a table, every figure, the
 videos playing inline, and links to the JSON, state and other files. Everything taken
 from the files (names, values, the command) is escaped with html.escape; links are
 relative and percent-encoded, so the folder can be moved or copied as a whole.
@@ -19,7 +20,8 @@ INDEX = "index.html"
 FIGURES = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp")
 VIDEOS = (".mp4", ".webm")
 MAX_FILES = 500          # a sweep folder may hold thousands of chunk files
-MAX_ROWS = 400           # stat-block rows per JSON file
+MAX_ROWS = 400           # stat-block rows per JSON file, rows of a table of records
+MAX_COLUMNS = 24
 MAX_JSON_BYTES = 20 << 20
 RUN_KEYS = ("study", "date_utc", "seeds", "git_commit", "device", "wall_time_s", "smoke_run")
 
@@ -32,7 +34,7 @@ td,th{padding:.15em .7em;border-bottom:1px solid #eee;text-align:left}
 td.n{text-align:right}.muted{color:#777}
 .figs{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0;max-width:520px}
 figure img,figure video{max-width:100%;border:1px solid #ddd}figcaption{color:#555}
-.warn{background:#fff3cd;padding:.4em .8em}
+.warn{background:#fff3cd;padding:.4em .8em}.wide{overflow-x:auto}
 """
 
 
@@ -77,6 +79,42 @@ def stat_rows(data, prefix: str = "") -> list[tuple[str, dict]]:
             if len(rows) >= MAX_ROWS:
                 break
     return rows[:MAX_ROWS]
+
+
+def _cell(value) -> str:
+    """A table cell: a number, text, or a [mean, low, high] triple."""
+    if isinstance(value, list) and len(value) == 3:
+        mean, low, high = value
+        return _number(mean) + (f" [{_number(low)}, {_number(high)}]" if low is not None else "")
+    return _number(value)
+
+
+def _flat(row) -> bool:
+    return isinstance(row, dict) and all(
+        v is None or isinstance(v, (str, int, float, bool)) or
+        (isinstance(v, list) and len(v) == 3 and all(x is None or isinstance(x, (int, float))
+                                                    for x in v))
+        for v in row.values())
+
+
+def row_tables(data) -> list[tuple[str, list[dict]]]:
+    """(key, rows) for each top-level list of flat records in a results JSON (a sweep's
+    points: numbers, text and [mean, low, high] triples)."""
+    if not isinstance(data, dict):
+        return []
+    return [(key, value) for key, value in data.items()
+            if isinstance(value, list) and value and all(_flat(r) for r in value)]
+
+
+def _records(rows: list[dict]) -> str:
+    columns = list(dict.fromkeys(k for r in rows for k in r))[:MAX_COLUMNS]
+    out = ["<table><tr>" + "".join(f"<th>{_e(c)}</th>" for c in columns) + "</tr>"]
+    out += ["<tr>" + "".join(f"<td class=n>{_e(_cell(r.get(c)))}</td>" for c in columns)
+            + "</tr>" for r in rows[:MAX_ROWS]]
+    out.append("</table>")
+    if len(rows) > MAX_ROWS:
+        out.append(f"<p class=muted>The first {MAX_ROWS} of {len(rows)} rows.</p>")
+    return "\n".join(out)
 
 
 def _table(rows) -> str:
@@ -140,9 +178,14 @@ def render(folder) -> str:
                      "with the published or documented ones.</p>")
     for path, data in parsed:
         rows = stat_rows(data) if data is not None else []
+        name = _e(path.relative_to(folder).as_posix())
         if rows:
-            parts.append(f"<h2>Results: {_e(path.relative_to(folder).as_posix())}</h2>")
+            parts.append(f"<h2>Results: {name}</h2>")
             parts.append(_table(rows))
+        for key, records in row_tables(data):
+            parts.append(f"<h2>Results: {name}, {_e(key)} <span class=muted>(mean [95% "
+                         f"interval])</span></h2>")
+            parts.append(f"<div class=wide>{_records(records)}</div>")
     figures = [p for p in files if p.suffix.lower() in FIGURES]
     if figures:
         parts.append("<h2>Figures</h2><div class=figs>")

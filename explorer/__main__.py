@@ -49,7 +49,7 @@ def reach_note(host: str, port: int) -> str:
 async def _main(args: Args) -> None:
     from explorer.server import is_loopback, make_app, serve
 
-    app = make_app(args.folder, args.grid, args.max_pages)
+    app = make_app(args.folder, args.grid, args.max_pages, host=args.host)
     runner, port = await serve(app, args.host, args.port)
     shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(
         args.host, f"[{args.host}]" if ":" in args.host else args.host)   # what to open here

@@ -34,6 +34,7 @@ log = logging.getLogger("explorer")
 FOLDER, GRID = web.AppKey("folder", Path), web.AppKey("grid", int)
 MAX_PAGES, FPS, PAGES = web.AppKey("max_pages", int), web.AppKey("max_fps", float), \
     web.AppKey("pages", set)
+LOOPBACK = web.AppKey("loopback", bool)
 
 
 class Connection:
@@ -175,8 +176,19 @@ async def no_icon(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def _host_name(host: str) -> str:
+    """The name part of a Host header ("127.0.0.1:8765", "[::1]:8765", "localhost")."""
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 @web.middleware
 async def security_headers(request, handler):
+    # Bound to loopback, only loopback names are served: a page whose own name was made
+    # to point at this machine (DNS rebinding) gets nothing
+    if request.app[LOOPBACK] and not is_loopback(_host_name(request.host)):
+        raise web.HTTPForbidden(text="the explorer answers to localhost and 127.0.0.1 only")
     response = await handler(request)
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -184,9 +196,12 @@ async def security_headers(request, handler):
     return response
 
 
-def make_app(folder, grid: int = 128, max_pages: int = 4, max_fps: float = MAX_FPS):
-    """The explorer's aiohttp application. folder: the only place it reads and writes."""
+def make_app(folder, grid: int = 128, max_pages: int = 4, max_fps: float = MAX_FPS,
+             host: str = "127.0.0.1"):
+    """The explorer's aiohttp application. folder: the only place it reads and writes;
+    host: the address it will listen on (loopback: it answers to loopback names only)."""
     app = web.Application(client_max_size=64 << 10, middlewares=[security_headers])
+    app[LOOPBACK] = is_loopback(host)
     app[FOLDER], app[GRID] = Path(folder), int(grid)
     app[MAX_PAGES], app[FPS], app[PAGES] = int(max_pages), float(max_fps), set()
     app.router.add_get("/", index)

@@ -225,6 +225,11 @@ def test_a_page_that_leaves_mid_run_frees_its_place_and_others_are_served(tmp_pa
             assert (await _next(ws, "state"))["step"] == 10
         with pytest.raises(aiohttp.WSServerHandshakeError):   # a page of another site
             await http.ws_connect(f"ws://{host}/ws", origin="http://evil.example")
+        port = host.rsplit(":", 1)[1]                           # ... or one rebound to here
+        async with http.get(f"http://{host}/", headers={"Host": f"evil.example:{port}"}) as r:
+            assert r.status == 403
+        async with http.get(f"http://{host}/", headers={"Host": f"localhost:{port}"}) as r:
+            assert r.status == 200
 
     asyncio.run(_with_server(tmp_path, body))
 
@@ -246,6 +251,9 @@ def test_a_non_loopback_address_says_who_can_reach_it():
     assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.1")
     assert "anyone who can reach this machine on port 8765" in reach_note("0.0.0.0", 8765)
     assert "no password" in reach_note("192.0.2.1", 80)
+    from explorer.server import _host_name
+    assert [_host_name(h) for h in ("[::1]:8765", "127.0.0.1:80", "localhost", "::1")] == \
+        ["::1", "127.0.0.1", "localhost", "::1"]
 
 
 # ---- the run report page -------------------------------------------------------------------
@@ -270,3 +278,14 @@ def test_the_report_lists_stat_blocks_figures_videos_and_files_all_escaped(tmp_p
     assert ".scarring_run" not in page
     assert [key for key, _ in report.stat_rows(results)] == ["phase2.recall",
                                                             "phase2.by_pattern.<img src=x>"]
+
+
+def test_a_sweeps_points_become_a_table_with_their_intervals(tmp_path):
+    points = [{"f0": 0.02, "regime": "<spots>", "recall": [0.5, 0.4, 0.6]},
+              {"f0": 0.03, "regime": "holes", "recall": [0.7, None, None]}]
+    (tmp_path / "sweep.json").write_text(json.dumps({"command": "sweep", "points": points,
+                                                     "figures": ["a.png"]}))
+    page = report.render(tmp_path)
+    assert "sweep.json, points" in page and "figures" not in page
+    assert "<td class=n>0.5 [0.4, 0.6]</td>" in page and "<td class=n>0.7</td>" in page
+    assert "&lt;spots&gt;" in page

@@ -56,16 +56,23 @@ class Session:
         """A fresh unscarred medium of grid x grid cells with storage rule `rule`."""
         if not 16 <= grid <= MAX_GRID:
             raise MessageError(f"new: grid={grid} must be in [16, {MAX_GRID}]")
-        protocol = self._protocol(grid, rule)
+        self._build(self._protocol(grid, rule))
+
+    def _build(self, protocol: Protocol, fields=None, U=None, V=None) -> None:
+        """The medium of a protocol: unscarred (the rule's background) unless fields =
+        (F, K) are given, at rest (U = 1, V = 0) unless U, V are given; nothing stored."""
+        grid = protocol.grid
         study = scarring.Study(protocol)
-        F, K = study.default_fields(1)
+        background = study.default_fields(1)
+        F, K = fields if fields is not None else background
         try:
             gs = GrayScott(grid, grid, batch=1, F=F, K=K, compile=False,
                            **protocol.substrate())
-        except ValueError as exc:    # GrayScott's memory check, before any allocation
-            raise MessageError(f"new: {exc}") from None
+            gs.reset(V=V, U=U)
+        except ValueError as exc:    # GrayScott's checks: memory (before allocating), shapes
+            raise MessageError(str(exc)) from None
         self.protocol, self.rule, self.gs = protocol, study.rule, gs
-        self.background = (F.clone(), K.clone())
+        self.background = tuple(x.clone() for x in background)
         self.target_name = "square_spots"
         self.target = patterns.make_pattern(self.target_name, grid, grid)
         self.stored: list[tuple[str, torch.Tensor]] = []
@@ -312,8 +319,9 @@ class Session:
             loaded = state.load_state(path)
         except ValueError as exc:
             raise MessageError(f"load: {exc}") from None
-        V = torch.as_tensor(loaded["V"])
-        V = V if V.dim() == 3 else V[None]
+        V = loaded["V"]
+        if V.dim() != 3:
+            raise MessageError("load: the state holds a 3D medium; the explorer shows 2D ones")
         H, W = V.shape[-2:]
         if H != W or not 16 <= H <= MAX_GRID:
             raise MessageError(f"load: the state is {H} x {W}; the explorer takes square "
@@ -323,20 +331,16 @@ class Session:
         if rule not in scarring.RULES:
             raise MessageError(f"load: the state's rule {rule!r} is not one of "
                                f"{', '.join(sorted(scarring.RULES))}")
-        self.new(int(H), rule)
         known = {f.name for f in dataclasses.fields(Protocol)}
         settings = {k: v for k, v in protocol.items() if k in known}
-        self.protocol = self._protocol_from(settings, int(H), rule)
-        self.rule = self.protocol.storage_rule()
-        self.gs = GrayScott(H, H, batch=1, F=self._member(loaded["F"]),
-                            K=self._member(loaded["K"]), compile=False,
-                            **self.protocol.substrate())
-        self.gs.reset(V=V[:1], U=self._member(loaded["U"]))
-        stored = (loaded.get("extra") or {}).get("patterns")
-        if stored is not None:
+        self._build(self._protocol_from(settings, int(H), rule),
+                    fields=(self._member(loaded["F"]), self._member(loaded["K"])),
+                    U=self._member(loaded["U"]), V=self._member(V))
+        stored = loaded["extra"].get("patterns")
+        if stored is not None and stored.shape[-2:] == (H, W):
             self.stored = [(f"stored {i + 1}", torch.as_tensor(t, dtype=torch.float32))
-                           for i, t in enumerate(stored)]
-        self.step = int(loaded.get("step") or 0)
+                           for i, t in enumerate(stored[:MAX_STORED])]
+        self.step = int(loaded["step"])
         return {"type": "info", "message": f"loaded sessions/{path.name}"}
 
     def _protocol_from(self, settings: dict, grid: int, rule: str) -> Protocol:

@@ -160,6 +160,10 @@ def test_a_runs_state_file_copied_into_sessions_loads_its_first_member(session, 
     _apply(session, {"type": "load", "name": "finished"})
     assert session.grid == 24 and session.rule.name == "graded"
     assert torch.equal(session.gs.V, run.V[:1]) and float(session.gs.F.mean()) == pytest.approx(0.05)
+    GrayScott(16, 16, depth=16).save(tmp_path / "sessions" / "volume.npz")
+    with pytest.raises(MessageError, match="3D medium"):
+        _apply(session, {"type": "load", "name": "volume"})
+    assert session.grid == 24                                   # the session is unchanged
 
 
 # ---- the server's channel ----------------------------------------------------------------

@@ -67,9 +67,9 @@ def plain(value, where: str = "value"):
         return type(value)(plain(v, f"{where}[{i}]") for i, v in enumerate(value))
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
-    if value is None or isinstance(value, (str, bool, int, float)):
+    if value is None or type(value) in (str, bool, int, float):
         return value
-    if type(value).__module__ == "numpy":
+    if type(value).__module__ == "numpy":   # before float: numpy.float64 is a float
         return torch.as_tensor(value) if getattr(value, "ndim", 0) else value.item()
     raise TypeError(f"cache: {where} is a {type(value).__name__}, not plain data")
 

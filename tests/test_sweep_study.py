@@ -65,6 +65,7 @@ def test_tiny_sweep_writes_the_table_heatmaps_and_envelope(tiny):
     assert {"scarred_recall.png", "control_recall.png", "ratio.png", "uncued_recall.png",
             "holds.png", "regime.png"} <= set(report["figures"])
     assert (out.parent / "run.chunks" / "chunks").is_dir()     # the work folder stays
+    assert (out.parent / "run.chunks" / study.cli.CHUNKS_MARKER).is_file()   # not a study's
     assert "SMOKE RUN" in proc.stdout
 
 

@@ -23,6 +23,8 @@ def available(device="cpu") -> int | None:
     """Bytes free for new data on the device (None if unknown)."""
     if str(device).startswith("cuda"):
         import torch
+        if not torch.cuda.is_available():   # said elsewhere (cli.resolve_device)
+            return None
         return torch.cuda.mem_get_info(torch.device(device))[0]
     try:
         with open("/proc/meminfo") as f:

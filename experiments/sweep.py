@@ -150,11 +150,13 @@ def parse_args(argv=None):
     if execution["executor"] == "local" and execution["workers"] > 1:
         execution["threads"] = args.threads or 1
     check_points(args, grid)
-    members = min(execution["batch"], math.prod(map(len, grid.values())) * args.seeds)
-    grid_side = max(grid.get("grid", [args.grid]))
-    memory.check_media(RECALL_ARMS * members, grid_side ** 2, 4, args.device or "cpu",
-                       f"a chunk of {members} members at {grid_side}x{grid_side}",
-                       "use a smaller --grid or --batch")
+    if execution["executor"] == "local":   # a Slurm task's machine is not this one
+        members = min(execution["batch"], math.prod(map(len, grid.values())) * args.seeds)
+        side = max(grid.get("grid", [args.grid]))
+        memory.check_media(RECALL_ARMS * members, side ** 2, 4,
+                           cli.resolve_device(args.device),
+                           f"a chunk of {members} members at {side}x{side}",
+                           "use a smaller --grid or --batch")
     work, out = args.work_dir().resolve(), args.out_dir().resolve()
     if work == out or out in work.parents:
         raise ValueError(f"--work {args.work}: must lie outside --out {out} (each run "

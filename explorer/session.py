@@ -1,12 +1,14 @@
 """One explorer session: a medium, the patterns stored in it, and what the page does to it.
 
 The physics is the project's own: the protocol (protocol.Protocol) names the medium and
-the storage rule (scarring.RULES), scarring.Study gives the unscarred fields, and every
-step runs through scarring.evolve on a substrate.GrayScott (with the rule's scar update
-while training, with the rule's recall inhibition, if any, otherwise). Training starts,
-cues and kicks are the project's (patterns.make_cue, masked_cue, uniform_cue), with
-their noise drawn from protocol.noise_seeds. The session only keeps state and answers
-messages (explorer.messages); the server owns the connection.
+the storage rule (scarring.RULES); scarring.Study builds its medium (the engine's
+scarring.GrayScottMedium, on substrate.GrayScott) and the unscarred fields, and every step
+runs through that medium's simulation (memory.Simulation: `run` with the rule's scar
+update fused in while training, with the rule's recall inhibition, if any, otherwise;
+`reset`; `lesion` for an erased region). Training starts, cues and kicks are the
+project's (patterns.make_cue, masked_cue, uniform_cue), with their noise drawn from
+protocol.noise_seeds. The session only keeps state and answers messages
+(explorer.messages); the server owns the connection.
 """
 from __future__ import annotations
 
@@ -18,14 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import models.rules  # noqa: F401  (registers the storage rules beyond the published one)
 import patterns
 import scarring
 from common import cli
 from explorer.messages import MAX_GRID, MAX_IMAGE_BYTES, MessageError
 from metrics import cosine_similarity
 from protocol import ROLE_SPAN, Protocol, noise_seeds
-from substrate import GrayScott
 
 # Binary frame: step (u32), height (u16), width (u16), layer (u8), number of similarities
 # (u8), 2 padding bytes; then that many float32 similarities; then height x width uint8.
@@ -65,13 +65,14 @@ class Session:
         study = scarring.Study(protocol)
         background = study.default_fields(1)
         F, K = fields if fields is not None else background
-        try:
-            gs = GrayScott(grid, grid, batch=1, F=F, K=K, compile=False,
-                           **protocol.substrate())
-            gs.reset(V=V, U=U)
-        except ValueError as exc:    # GrayScott's checks: memory (before allocating), shapes
+        V = torch.zeros(1, grid, grid, dtype=study.dtype) if V is None else V.to(study.dtype)
+        try:    # GrayScott's checks: memory (before allocating), shapes, ranges
+            medium = self._medium(study)
+            U = medium.initial_state(V, {})[0] if U is None else U.to(study.dtype)
+            sim = medium.simulation((U, V), {"F": F, "K": K})
+        except ValueError as exc:
             raise MessageError(str(exc)) from None
-        self.protocol, self.rule, self.gs = protocol, study.rule, gs
+        self.protocol, self.rule, self.sim = protocol, study.rule, sim
         self.background = tuple(x.clone() for x in background)
         self.target_name = "square_spots"
         self.target = patterns.make_pattern(self.target_name, grid, grid)
@@ -79,11 +80,19 @@ class Session:
         self.running, self.training, self.step, self.draws = False, 0, 0, 0
 
     @staticmethod
-    def _protocol(grid: int, rule: str) -> Protocol:
-        protocol = Protocol(grid=grid, rule=rule)
+    def _medium(study):
+        # eager steps: a compile would stall the page for many seconds mid-session
+        return study.medium_with(substrate={"compile": False})
+
+    @staticmethod
+    def _protocol(grid: int, rule: str, **settings) -> Protocol:
+        """A checked protocol: its fields' ranges, then the physics and the rule's own
+        checks (scarring.check_protocol: an unknown rule too)."""
         try:
-            cli.validate(protocol)    # its checks, and the rule's (an unknown one too)
-        except ValueError as exc:
+            protocol = Protocol(**{**settings, "grid": grid, "rule": rule})
+            cli.validate(protocol)
+            scarring.check_protocol(protocol)
+        except (TypeError, ValueError) as exc:
             raise MessageError(str(exc)) from None
         return protocol
 
@@ -102,11 +111,17 @@ class Session:
 
     def _scarred(self) -> bool:
         F0, K0 = self.background
-        return bool((self.gs.F != F0).any() or (self.gs.K != K0).any())
+        fields = self.sim.fields
+        return bool((fields["F"] != F0).any() or (fields["K"] != K0).any())
+
+    @property
+    def V(self) -> torch.Tensor:
+        """The medium's activity, (1, H, W)."""
+        return self.sim.activity()
 
     def _start(self, V: torch.Tensor) -> None:
-        """A new start of the medium: U = 1, V given (1, H, W)."""
-        self.gs.reset(V=V.to(self.gs.dtype))
+        """A new start of the medium from activity V (1, H, W), the fields unchanged."""
+        self.sim.reset(V.to(self.V.dtype))
 
     # -- one frame of simulation -------------------------------------------------------------
     def advance(self) -> dict | None:
@@ -115,7 +130,7 @@ class Session:
         n = self.steps_per_frame
         if self.training:
             n = min(n, self.training)
-            scarring.evolve(self.gs, self.stored[-1][1], n, rule=self.rule, record_every=n)
+            self.sim.run(n, target=self.stored[-1][1].to(self.V.dtype), learn=True)
             self.training -= n
             self.step += n
             if not self.training:
@@ -125,8 +140,7 @@ class Session:
                         f"({name}) after {self.step} training steps: similarity "
                         f"{self.similarities()[-1]:.3f}"}
             return None
-        scarring.evolve(self.gs, self.target, n, rule=None, record_every=n,
-                        inhibition=self.rule.recall_inhibition())
+        self.sim.run(n)      # the rule's recall inhibition, if any, is the medium's
         self.step += n
         return None
 
@@ -134,8 +148,8 @@ class Session:
         """Cosine similarity of V to every stored pattern (the project's recall quality)."""
         if not self.stored:
             return []
-        stack = torch.stack([t for _, t in self.stored]).to(self.gs.dtype)
-        V = self.gs.V.expand(len(self.stored), -1, -1)
+        stack = torch.stack([t for _, t in self.stored]).to(self.V.dtype)
+        V = self.V.expand(len(self.stored), -1, -1)
         return [float(s) for s in cosine_similarity(V, stack)]
 
     def frame(self, layer: str | None = None) -> bytes:
@@ -144,7 +158,7 @@ class Session:
         if layer == "target":
             pixels, sims = _to_uint8(self.target), []
         else:
-            field = {"V": self.gs.V, "F": self.gs.F, "K": self.gs.K}[layer]
+            field = self.V if layer == "V" else self.sim.fields[layer]
             field = field.expand(1, self.grid, self.grid)[0]
             pixels = _to_uint8(field) if layer == "V" else _to_uint8(field, *FIELD_DISPLAY)
             sims = self.similarities()
@@ -174,7 +188,9 @@ class Session:
             if not self._scarred() and not self.training:   # the rule's own unscarred medium
                 self.new(self.grid, msg["rule"])
             else:          # scars stay; the next training and every recall use the new rule
-                self.protocol, self.rule = protocol, protocol.storage_rule()
+                study = scarring.Study(protocol)
+                self.sim = self._medium(study).simulation(self.sim.state, self.sim.fields)
+                self.protocol, self.rule = protocol, study.rule
             return None
         if kind == "pattern":
             self.target_name = msg["name"]
@@ -200,10 +216,10 @@ class Session:
             self.running = False
             return self.advance() or {"type": "frame"}
         elif kind == "reset":
-            self.gs.reset()
+            self._start(torch.zeros_like(self.V))
             self.training, self.running, self.step = 0, False, 0
         elif kind == "clear_scars":
-            self.gs.F, self.gs.K = (x.clone() for x in self.background)
+            self.sim.fields = {"F": self.background[0].clone(), "K": self.background[1].clone()}
             self.training = 0
         elif kind == "speed":
             self.steps_per_frame = msg["steps"]
@@ -226,12 +242,11 @@ class Session:
             self.target_name = "painted"
             self.target = torch.where(disc, torch.tensor(msg["value"]), self.target)
             return
-        V = self.gs.V[0]
         if msg["layer"] == "cue":
-            self.gs.V = torch.where(disc, torch.tensor(msg["value"], dtype=V.dtype), V)[None]
-        else:   # erase: the cells go back to the resting state, like a lesion
-            self.gs.V = torch.where(disc, torch.zeros_like(V), V)[None]
-            self.gs.U = torch.where(disc, torch.ones_like(V), self.gs.U[0])[None]
+            U, V = self.sim.state
+            self.sim.state = (U, torch.where(disc, torch.tensor(msg["value"], dtype=V.dtype), V))
+        else:   # erase: the cells go back to the medium at rest (the engine's lesion)
+            self.sim.lesion(disc[None])
 
     def _train(self, steps: int) -> dict:
         """Store the current pattern: the protocol's training start, then `steps` steps
@@ -244,6 +259,9 @@ class Session:
         p = self.protocol
         target = self.target.clone()
         self.stored.append((self.target_name, target))
+        # as the engine stores (memory.store): the rule's prepare step, then the start
+        self.sim.fields = dict(self.sim.medium.prepare(self.sim.fields,
+                                                       target.to(self.V.dtype)[None]))
         self._start(patterns.make_cue(target, p.train_init_strength, p.train_noise,
                                       self._noise("train")))
         self.step, self.training, self.running = 0, steps, True
@@ -301,11 +319,12 @@ class Session:
         extra = {}
         if self.stored:
             extra["patterns"] = torch.stack([t for _, t in self.stored]).numpy()
-        F, K = (x.expand(1, self.grid, self.grid) for x in (self.gs.F, self.gs.K))
-        state.save_state(path, U=self.gs.U, V=self.gs.V, F=F, K=K, step=self.step,
+        U, V = self.sim.state
+        F, K = (self.sim.fields[k].expand(1, self.grid, self.grid) for k in "FK")
+        state.save_state(path, U=U, V=V, F=F, K=K, step=self.step,
                          seeds=[SEED], rule=self.rule.as_dict(),
                          protocol=dataclasses.asdict(self.protocol), extra=extra,
-                         substrate=self.gs.physics())
+                         substrate=self.sim.gs.physics())
         return {"type": "info", "message": f"saved sessions/{path.name}"}
 
     def load(self, name: str) -> dict:
@@ -332,8 +351,12 @@ class Session:
             raise MessageError(f"load: the state's rule {rule!r} is not one of "
                                f"{', '.join(sorted(scarring.RULES))}")
         known = {f.name for f in dataclasses.fields(Protocol)}
-        settings = {k: v for k, v in protocol.items() if k in known}
-        self._build(self._protocol_from(settings, int(H), rule),
+        settings = {k: v for k, v in protocol.items() if k in known - {"grid", "rule"}}
+        try:
+            protocol = self._protocol(int(H), rule, **settings)
+        except MessageError as exc:
+            raise MessageError(f"load: the state's protocol is refused ({exc})") from None
+        self._build(protocol,
                     fields=(self._member(loaded["F"]), self._member(loaded["K"])),
                     U=self._member(loaded["U"]), V=self._member(V))
         stored = loaded["extra"].get("patterns")
@@ -342,14 +365,6 @@ class Session:
                            for i, t in enumerate(stored[:MAX_STORED])]
         self.step = int(loaded["step"])
         return {"type": "info", "message": f"loaded sessions/{path.name}"}
-
-    def _protocol_from(self, settings: dict, grid: int, rule: str) -> Protocol:
-        try:
-            protocol = Protocol(**{**settings, "grid": grid, "rule": rule})
-            cli.validate(protocol)
-        except (TypeError, ValueError) as exc:
-            raise MessageError(f"load: the state's protocol is refused ({exc})") from None
-        return protocol
 
     def _member(self, x) -> torch.Tensor:
         """Batch member 0 of a state array (B, H, W) or (H, W), as (1, H, W)."""

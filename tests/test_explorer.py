@@ -90,14 +90,14 @@ def test_painting_changes_only_the_disc_and_the_layer_named(session):
     _apply(session, {"type": "paint", "layer": "target", "x": 5, "y": 7, "radius": 2})
     assert session.target[7, 5] == pytest.approx(0.8) and session.target[7, 8] == 0
     assert int((session.target > 0).sum()) == 13             # a radius-2 disc
-    assert float(session.gs.V.abs().sum()) == 0              # the medium untouched
+    assert float(session.V.abs().sum()) == 0              # the medium untouched
     _apply(session, {"type": "paint", "layer": "cue", "x": 0, "y": 0, "radius": 1,
                      "value": 0.5})
-    assert session.gs.V[0, 0, 0] == 0.5 and session.gs.V[0, 1, 1] == 0
-    session.gs.U = torch.full_like(session.gs.U, 0.3)
+    assert session.V[0, 0, 0] == 0.5 and session.V[0, 1, 1] == 0
+    session.sim.state = (torch.full_like(session.V, 0.3), session.V)
     _apply(session, {"type": "paint", "layer": "erase", "x": 0, "y": 0, "radius": 1})
-    assert session.gs.V[0, 0, 0] == 0 and session.gs.U[0, 0, 0] == 1
-    assert session.gs.U[0, 5, 5] == pytest.approx(0.3)
+    assert session.V[0, 0, 0] == 0 and session.sim.state[0][0, 0, 0] == 1
+    assert session.sim.state[0][0, 5, 5] == pytest.approx(0.3)
 
 
 def test_training_scars_the_stored_pattern_and_the_frame_carries_its_similarity(session):
@@ -140,10 +140,10 @@ def test_save_and_load_round_trip_inside_the_sessions_folder(session, tmp_path):
     _apply(session, {"type": "step"})
     _apply(session, {"type": "save", "name": "one"})
     assert (tmp_path / "sessions" / "one.npz").is_file()
-    V = session.gs.V.clone()
+    V = session.V.clone()
     other = Session(tmp_path, grid=64)
     _apply(other, {"type": "load", "name": "one"})
-    assert other.grid == 32 and torch.equal(other.gs.V, V) and len(other.stored) == 1
+    assert other.grid == 32 and torch.equal(other.V, V) and len(other.stored) == 1
     with pytest.raises(MessageError, match="no session 'two'"):
         _apply(other, {"type": "load", "name": "two"})
 
@@ -159,7 +159,7 @@ def test_a_runs_state_file_copied_into_sessions_loads_its_first_member(session, 
              protocol={"grid": 24, "f0": 0.05, "no_such_constant": 1})
     _apply(session, {"type": "load", "name": "finished"})
     assert session.grid == 24 and session.rule.name == "graded"
-    assert torch.equal(session.gs.V, run.V[:1]) and float(session.gs.F.mean()) == pytest.approx(0.05)
+    assert torch.equal(session.V, run.V[:1]) and float(session.sim.fields["F"].mean()) == pytest.approx(0.05)
     GrayScott(16, 16, depth=16).save(tmp_path / "sessions" / "volume.npz")
     with pytest.raises(MessageError, match="3D medium"):
         _apply(session, {"type": "load", "name": "volume"})

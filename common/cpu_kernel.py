@@ -22,7 +22,7 @@ reassociation), so a step here is bit-identical to the eager torch step. What it
   a run computes every band (the second buffer is fresh); F and K are fixed during a
   run except through the fused feed factor (below), whose change re-steps the member.
 * a fused feed factor: F = F_base * clamp(1 - gain * (mean V - set_point), 0, 1) per
-  member after every step (models.rules.GlobalInhibition's hook).
+  member after every step (scarring.GlobalInhibition's hook).
 
 Threads: numba's, set to torch's count for each run (the project's --threads). The
 functions are cached on disk by numba (cache=True, next to this file in __pycache__), so a

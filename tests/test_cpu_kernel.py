@@ -166,7 +166,7 @@ def test_fused_feed_inhibition_matches_its_hook():
     """GlobalInhibition runs inside the kernel: the same state as the eager hook, to
     float32 rounding of the mean (summed in float64 here), exactly while the feed
     factor is clamped; F comes back as F_base * factor."""
-    from models.rules import GlobalInhibition
+    from scarring import GlobalInhibition
     U, V, F, K = random_state(3, 16, 20, torch.float32, seed=6, quiet_rows=6)
     V[1] *= 0.05   # member 1 below the set point, 0 and 2 partly inhibited
     for gain, exact in ((5.0, False), (0.0, True)):

@@ -34,7 +34,10 @@ Time scale of rev1/rev2: the published runs took 10 medium steps per sample at 4
 (220,500 steps per 0.5 s vowel); by default this runs --audio-rate 8000 and
 --steps-per-sample 2 (8,000 steps) with the injection per sample scaled so that the drive
 per medium step is the published one. The published runs had no randomness; here the
-seed draws a small V noise (--start-noise) on every start.
+seed draws a small V noise (--start-noise) on every start. Every presentation starts
+from the published equilibrium (a V = 0.5 disc run 2 x --recall-steps before the
+emergent patterns, 1 x before training and recall: the published 1,000 and 500) and
+settles --recall-steps (500) after its sound.
 
 substrates_2a.json: the envelope, then "2a": {substrate: {accuracy, cue_accuracy,
 own_r, best_other_r, ...}}, "rev2" and "rev1": {off_diagonal, accuracy, ...}, each beside
@@ -94,7 +97,7 @@ class Args(RunArgs, Protocol):
     audio_rate: int = arg(8000, "sample rate of the injected waveform, Hz (published 44100)",
                           lo=1000, hi=44100)
     steps_per_sample: int = arg(2, "medium steps per audio sample (published 10)", lo=1, hi=100)
-    audio_seconds: float = arg(0.5, "length of each vowel, s (published 0.5)", lo=0.05, hi=2.0)
+    audio_seconds: float = arg(0.5, "length of each vowel, s (published 0.5)", lo=0.01, hi=2.0)
     start_noise: float = arg(0.01, "std of the V noise on every rev1/rev2 start (the "
                                    "published runs: none)", lo=0.0, hi=0.5)
 
@@ -106,7 +109,7 @@ class Args(RunArgs, Protocol):
 
 QUICK = {"grid": 32, "audio_grid": 32, "seeds": 2, "kuramoto_max_steps": 40,
          "hebbian_train_steps": 10, "hebbian_recall_steps": 20, "multi_train_steps": 20,
-         "multi_recall_steps": 20, "audio_rate": 5000, "audio_seconds": 0.05,
+         "multi_recall_steps": 20, "recall_steps": 20, "audio_rate": 5000, "audio_seconds": 0.05,
          "steps_per_sample": 1}
 
 
@@ -227,7 +230,7 @@ def accuracy_block(r, pred) -> dict:
 
 
 def run_2a(args, seeds, device):
-    p, S, G = args, len(seeds), args.grid
+    p, G = args, args.grid
     T = torch.stack([audio.published_vowel_image(v, G, G) for v in VOWELS])
     keep = draws(seeds, "cue", 0, (len(VOWELS), G, G)) <= args.cue_keep
     cues = T * keep
@@ -344,7 +347,7 @@ def run_rev(part: str, args, seeds, device):
 
     with cli.progress(3, f"{part} emergent patterns") as bar:
         gs = medium(S * P)
-        present(gs, drive.repeat(S, 1, 1), masks, args, p, part, False, 1000,
+        present(gs, drive.repeat(S, 1, 1), masks, args, p, part, False, 2 * p.recall_steps,
                 noise("other", 0, P))
         emergent = gs.V.view(S, P, G, G).clone()
         bar.update(3)
@@ -356,14 +359,15 @@ def run_rev(part: str, args, seeds, device):
         gs = medium(S)
         gs.F, gs.K = torch.full((S, G, G), p.f0), torch.full((S, G, G), p.k0)
         for v in range(P):
-            present(gs, drive[v:v + 1].expand(S, -1, -1), masks, args, p, part, True, 500,
-                    noise("train", v, 1))
+            present(gs, drive[v:v + 1].expand(S, -1, -1), masks, args, p, part, True,
+                    p.recall_steps, noise("train", v, 1))
             bar.update(1)
         F, K = gs.F.clone(), gs.K.clone()
     with cli.progress(1, f"{part} recall") as bar:
         gs = medium(S * P)
         gs.F, gs.K = F.repeat_interleave(P, 0), K.repeat_interleave(P, 0)
-        present(gs, drive.repeat(S, 1, 1), masks, args, p, part, False, 500, noise("cue", 0, P))
+        present(gs, drive.repeat(S, 1, 1), masks, args, p, part, False, p.recall_steps,
+                noise("cue", 0, P))
         recalled = gs.V.view(S, P, G, G)
         bar.update(1)
     sims = torch.stack([metrics.cosine_similarity(recalled.flatten(0, 1),

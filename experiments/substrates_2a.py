@@ -20,7 +20,7 @@ Three parts (`--parts`):
           rd_trained        Gray-Scott scarred by the project's --rule during training
                             (scarring.Study: the protocol's phase-3 store), cue V = 0.5 cue.
           hopfield_gain     the Hopfield substrate with weight scale 1 (loop gain 1/T = 2).
-          kuramoto_hebbian  models.media.kuramoto with Hebbian coupling scars (radius 3).
+          kuramoto_hebbian  models.kuramoto with Hebbian coupling scars (radius 3).
         Beside each: the cue alone read the same way (what no medium does).
   rev2  1A-rev2: each vowel's waveform (inputs.audio.published_phoneme_audio) split into
         five bands (Butterworth, zero phase) injected at five discs along the midline
@@ -58,8 +58,8 @@ from common.cli import RunArgs, arg
 from protocol import Protocol, noise_seeds
 
 torch, np, metrics, audio, substrate, kuramoto, hopfield_substrate = cli.lazy_modules(
-    "torch", "numpy", "metrics", "inputs.audio", "substrate", "models.media.kuramoto",
-    "models.media.hopfield_substrate")
+    "torch", "numpy", "metrics", "inputs.audio", "substrate", "models.kuramoto",
+    "models.hopfield_substrate")
 
 PARTS = ("2a", "rev2", "rev1")
 SUBSTRATES = ("rd", "hopfield", "kuramoto", "rd_trained", "hopfield_gain", "kuramoto_hebbian")

@@ -1,12 +1,13 @@
-"""The media of experiment 2A (models/media): each test fails if its mechanism breaks."""
+"""The media of experiment 2A (models/kuramoto.py, models/hopfield_substrate.py): each
+test fails if its mechanism breaks."""
 import math
 
 import pytest
 import torch
 
-from models.media import MEDIA, make_medium
-from models.media.hopfield_substrate import HopfieldSubstrate, hebbian_vector
-from models.media.kuramoto import (Kuramoto, coupling_drive, disc_offsets, neighbour_stack,
+from memory import MEDIA
+from models.hopfield_substrate import HopfieldSubstrate, hebbian_vector
+from models.kuramoto import (Kuramoto, coupling_drive, disc_offsets, neighbour_stack,
                                    order_parameter)
 
 
@@ -25,10 +26,8 @@ def disc(H, cy, cx, r):
 
 
 def test_media_are_registered_by_name():
-    assert {"kuramoto", "hopfield_substrate"} <= set(MEDIA)
-    assert make_medium("kuramoto", radius=2).radius == 2
-    with pytest.raises(ValueError, match="--medium 'nope'"):
-        make_medium("nope")
+    assert MEDIA["kuramoto"] is Kuramoto and MEDIA["hopfield_substrate"] is HopfieldSubstrate
+    assert MEDIA["kuramoto"](radius=2).radius == 2
     with pytest.raises(ValueError, match="radius"):
         Kuramoto(radius=0)
 

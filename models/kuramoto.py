@@ -34,7 +34,7 @@ from typing import ClassVar
 
 import torch
 
-from models.media import register
+from memory import Medium, register_medium
 
 SCARS = ("coupling", "frequency", "none")
 READOUTS = ("antiphase", "cosine")
@@ -86,9 +86,9 @@ def order_parameter(theta: torch.Tensor) -> torch.Tensor:
     return torch.hypot(torch.sin(theta).mean((-2, -1)), torch.cos(theta).mean((-2, -1)))
 
 
-@register
+@register_medium
 @dataclass(frozen=True)
-class Kuramoto:
+class Kuramoto(Medium):
     """Phase oscillators with distance-limited coupling (module docstring)."""
     name: ClassVar[str] = "kuramoto"
     radius: int = 3
@@ -185,6 +185,10 @@ class Kuramoto:
                 (theta,) = self.step((theta,), fields, 1, target=target)
                 fields = self.scar((theta,), target, fields)
         return fields
+
+    def background(self, protocol=None) -> dict:
+        """The unscarred medium: the mean natural frequency and the uniform coupling."""
+        return {"omega": float(self.omega), "J": float(self.coupling)}
 
     def as_dict(self) -> dict:
         from dataclasses import asdict

@@ -25,7 +25,7 @@ from typing import ClassVar
 
 import torch
 
-from models.media import register
+from memory import Medium, register_medium
 
 
 def hebbian_vector(target: torch.Tensor) -> torch.Tensor:
@@ -36,9 +36,9 @@ def hebbian_vector(target: torch.Tensor) -> torch.Tensor:
     return t / t.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-@register
+@register_medium
 @dataclass(frozen=True)
-class HopfieldSubstrate:
+class HopfieldSubstrate(Medium):
     """2A's continuous Hopfield substrate (module docstring)."""
     name: ClassVar[str] = "hopfield_substrate"
     temperature: float = 0.5
@@ -105,6 +105,10 @@ class HopfieldSubstrate:
     def scar(self, state, target, fields, similarity=None) -> dict[str, torch.Tensor]:
         """Store `target` (B, H, W): append its Hebbian vector to p."""
         return {**fields, "p": torch.cat([fields["p"], hebbian_vector(target).unsqueeze(1)], 1)}
+
+    def background(self, protocol=None) -> dict:
+        """The unscarred medium stores nothing."""
+        return {"p": 0.0}
 
     def as_dict(self) -> dict:
         return {"medium": self.name, **asdict(self)}

@@ -29,6 +29,9 @@ Three parts (`--parts`):
         (match map of V with itself every 100 samples, scaled to the sample rate) and
         each vowel is re-presented; the answer is the emergent pattern nearest the recall.
   rev1  1A-rev1: the same with the raw waveform injected into one central disc.
+  battery  the competing-memories battery (battery.py: compete, refuse, complete,
+        overlap, capacity) on the Kuramoto medium with Hebbian coupling scars and on the
+        Hopfield substrate at weight scale 1 (models/memories_2a.py), at --battery-grid.
 
 Time scale of rev1/rev2: the published runs took 10 medium steps per sample at 44.1 kHz
 (220,500 steps per 0.5 s vowel); by default this runs --audio-rate 8000 and
@@ -41,7 +44,7 @@ settles --recall-steps (500) after its sound.
 
 substrates_2a.json: the envelope, then "2a": {substrate: {accuracy, cue_accuracy,
 own_r, best_other_r, ...}}, "rev2" and "rev1": {off_diagonal, accuracy, ...}, each beside
-"published".
+"published"; "battery": {medium: battery.run_battery's rows and verdict}.
 
     python -m experiments.substrates_2a --threads 1           # 8 seeds, 128^2
     python -m experiments.substrates_2a --quick               # seconds
@@ -61,7 +64,8 @@ torch, np, metrics, audio, substrate, kuramoto, hopfield_substrate = cli.lazy_mo
     "torch", "numpy", "metrics", "inputs.audio", "substrate", "models.kuramoto",
     "models.hopfield_substrate")
 
-PARTS = ("2a", "rev2", "rev1")
+PARTS = ("2a", "rev2", "rev1", "battery")
+MEDIA_2A = ("kuramoto", "hopfield_substrate")
 SUBSTRATES = ("rd", "hopfield", "kuramoto", "rd_trained", "hopfield_gain", "kuramoto_hebbian")
 VOWELS = "aiu"
 PUBLISHED = {"2a": {"rd": 0.667, "hopfield": 1.000, "kuramoto": 0.333},
@@ -98,6 +102,12 @@ class Args(RunArgs, Protocol):
                           lo=1000, hi=44100)
     steps_per_sample: int = arg(2, "medium steps per audio sample (published 10)", lo=1, hi=100)
     audio_seconds: float = arg(0.5, "length of each vowel, s (published 0.5)", lo=0.01, hi=2.0)
+    battery_grid: int = arg(64, "grid of the battery part (the issue's target: 256)", lo=32,
+                            hi=1024)
+    battery_media: tuple[str, ...] = arg(MEDIA_2A, "media run on the battery "
+                                         "(models/memories_2a.py)", choices=MEDIA_2A)
+    battery_ks: tuple[int, ...] = arg((1, 2, 4, 8, 16), "stored counts of the capacity row",
+                                      lo=1, hi=64)
     start_noise: float = arg(0.01, "std of the V noise on every rev1/rev2 start (the "
                                    "published runs: none)", lo=0.0, hi=0.5)
 
@@ -110,7 +120,7 @@ class Args(RunArgs, Protocol):
 QUICK = {"grid": 32, "audio_grid": 32, "seeds": 2, "kuramoto_max_steps": 40,
          "hebbian_train_steps": 10, "hebbian_recall_steps": 20, "multi_train_steps": 20,
          "multi_recall_steps": 20, "recall_steps": 20, "audio_rate": 5000, "audio_seconds": 0.05,
-         "steps_per_sample": 1}
+         "steps_per_sample": 1, "battery_grid": 32, "battery_ks": (1, 2)}
 
 
 # ---- part 2a -----------------------------------------------------------------------------
@@ -392,6 +402,25 @@ def run_rev(part: str, args, seeds, device):
     return body, {"emergent": emergent[0], "recalled": recalled[0], "F": F[0]}
 
 
+# ---- part battery ------------------------------------------------------------------------
+
+def run_battery_part(args, seeds):
+    """The competing-memories battery (battery.py) on each 2A medium."""
+    import battery
+    from models.memories_2a import MEMORIES
+
+    cfg = battery.BatteryConfig(grid=args.battery_grid, ks=tuple(args.battery_ks),
+                                k_main=min(4, max(2, args.battery_ks[-1])))
+    body, figs = {}, {}
+    for name in args.battery_media:
+        t0 = time.perf_counter()
+        out = battery.run_battery(MEMORIES[name](), seeds, cfg,
+                                  progress=lambda m: None if args.quiet else print(m, flush=True))
+        figs[name] = out.pop("figure")
+        body[name] = {**out, "grid": args.battery_grid, "cost_s": time.perf_counter() - t0}
+    return body, figs
+
+
 # ---- figure, report, run ------------------------------------------------------------------
 
 def plot(path, figs, bodies) -> None:
@@ -416,6 +445,10 @@ def plot(path, figs, bodies) -> None:
                          list(f["emergent"]), None))
             rows.append((f"{part} recall\nacc {b['accuracy']['mean']:.2f}",
                          list(f["recalled"]), f["F"]))
+    for name, f in figs.get("battery", {}).items():
+        v = bodies["battery"][name]["verdict"]
+        rows.append((f"{name}\nbattery {bodies['battery'][name]['grid']}^2\ncompete "
+                     f"{v['compete']}", [f["cue_mixed"], f["mixed"], f["cue_noise"]], f["noise"]))
     fig, axes = plt.subplots(len(rows), 4, figsize=(6.4, 1.6 * len(rows)), squeeze=False)
     for r, (label, imgs, extra) in enumerate(rows):
         for c in range(4):
@@ -426,7 +459,8 @@ def plot(path, figs, bodies) -> None:
             if img is not None:
                 ax.imshow(img.float().numpy(), cmap="magma" if c < 3 else "viridis")
             if r == 0:
-                ax.set_title(("/a/", "/i/", "/u/", "F scar (rev)")[c], fontsize=7)
+                ax.set_title(("/a/ | mixed cue", "/i/ | its recall", "/u/ | noise cue",
+                              "F scar (rev) | noise recall")[c], fontsize=6)
         axes[r, 0].set_ylabel(label, fontsize=6)
     fig.suptitle("2A substrates and 1A-rev1/rev2 (seed 0; colour scale per panel)", fontsize=7)
     figures.save_figure(fig, path)
@@ -452,6 +486,13 @@ def print_report(bodies, wall) -> None:
                   f"(published 0.333); recalls of different vowels differ by at most "
                   f"{fmt(b['recall_max_difference_between_vowels'])}; F at its clamp on "
                   f"{fmt(b['F_at_clamp_fraction'])} of the grid")
+    for name, b in bodies.get("battery", {}).items():
+        refuse = max(r["settled"]["mean"] for r in b["refuse"].values())
+        print(f"  battery {name} ({b['grid']}^2): compete {fmt(b['compete']['rate'])} (larger "
+              f"{fmt(b['compete']['larger'])}, smaller {fmt(b['compete']['smaller'])}); refuse "
+              f"worst {refuse:.3f} (failed: {', '.join(b['verdict']['refuse_failed']) or 'none'});"
+              f" complete {fmt(b['complete']['settled'])}; capacity {b['capacity']['capacity']}"
+              f" (far end {b['capacity']['capacity_far_end']}); verdict {b['verdict']}")
 
 
 def main(argv=None):
@@ -468,6 +509,8 @@ def main(argv=None):
             continue
         if part == "2a":
             bodies[part], figs[part] = run_2a(args, seeds, device)
+        elif part == "battery":
+            bodies[part], figs[part] = run_battery_part(args, seeds)
         else:
             bodies[part], figs[part] = run_rev(part, args, seeds, device)
     wall = time.perf_counter() - t0

@@ -34,9 +34,11 @@ def _noise(seeds, shape, index: int) -> torch.Tensor:
                         for g in noise_seeds(seeds, "train", index)])
 
 
-def _settle(step, activity, state, max_steps: int, check_every: int, tolerance: float):
+def _settle(step, activity, state, max_steps: int, check_every: int, tolerance: float,
+            min_steps: int = 0):
     """Run `step(state, n)` until the activity's largest change over check_every steps is
-    below tolerance per member (settled members stop) or max_steps pass."""
+    below tolerance per member (settled members stop; not before min_steps: a state near
+    an unstable fixed point leaves it slowly) or max_steps pass."""
     B = activity(state).shape[0]
     steps = torch.full((B,), max_steps, dtype=torch.long)
     settled = torch.zeros(B, dtype=torch.bool)
@@ -47,7 +49,7 @@ def _settle(step, activity, state, max_steps: int, check_every: int, tolerance: 
         new = step(state, n)
         done += n
         change = (activity(new) - before).abs().flatten(1).amax(1)
-        now = (change < tolerance) & ~settled
+        now = (change < tolerance) & ~settled & (done >= min_steps)
         steps[now] = done
         state = tuple(torch.where(settled.view(-1, *[1] * (s.dim() - 1)), s, t)
                       for s, t in zip(state, new))
@@ -64,8 +66,10 @@ class KuramotoMemory:
     max_steps: int = 1000
     check_every: int = 50
     tolerance: float = 0.01
+    min_steps: int = 300
     on_level: float = ON_LEVEL
-    name: str = "kuramoto"
+    jitter: float = 0.05         # phase noise of every start, radians (exact 0 / pi is a
+    name: str = "kuramoto"       # fixed point of sin coupling: nothing would move)
 
     def store(self, patterns, seeds, snapshots=()):
         S, P, H, W = patterns.shape
@@ -83,9 +87,12 @@ class KuramotoMemory:
         m, out, steps, settled = self.medium, [], [], []
         for s in range(S):
             f = {k: v[s:s + 1].expand(C, *v.shape[1:]) if v.dim() else v for k, v in stored.items()}
-            state = m.initial_state(levels(cues[s], self.on_level))
+            (theta,) = m.initial_state(levels(cues[s], self.on_level))
+            g = torch.Generator().manual_seed(7_919 + s)
+            state = (theta + self.jitter * torch.randn(theta.shape, generator=g),)
             state, n, ok = _settle(lambda st, k: m.step(st, f, k), m.activity, state,
-                                   self.max_steps, self.check_every, self.tolerance)
+                                   self.max_steps, self.check_every, self.tolerance,
+                                   self.min_steps)
             out.append(PEAK * m.activity(state))
             steps.append(n)
             settled.append(ok)

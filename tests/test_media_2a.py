@@ -81,7 +81,7 @@ def test_unscarred_kuramoto_keeps_no_pattern():
     H = 16
     m = Kuramoto(coupling=1.0, scar_field="none")
     (theta,) = m.initial_state(0.6 * disc(H, 8, 8, 4)[None])
-    act = m.activity(m.step((theta,), m.fields(1, H, H), 500))
+    act = m.activity(m.step((theta,), m.fields(1, H, H), 300))
     assert act.max() < 0.05
 
 
@@ -125,3 +125,20 @@ def test_hopfield_with_gain_retrieves_and_published_scale_only_decays():
             assert agree > 0.97 and x.abs().mean() > 0.5
         else:   # the loop gain 1/(N T) << 1: the cue only shrinks, wrong cells stay wrong
             assert x.abs().max() < 0.01 and math.isclose(float(agree), 0.8, abs_tol=0.05)
+
+
+@pytest.mark.slow
+def test_battery_adapters_recall_a_stored_disc_from_its_half():
+    from models.memories_2a import ON_LEVEL, HopfieldMemory, KuramotoMemory
+    from patterns import PEAK
+
+    H = 20
+    pats = PEAK * torch.stack([disc(H, 6, 6, 4), disc(H, 14, 14, 4)])[None]   # (1, 2, H, W)
+    half = ON_LEVEL / PEAK * pats[:, :1] * (torch.arange(H) < 6).float()
+    for mem in (KuramotoMemory(max_steps=400), HopfieldMemory()):
+        stored, by_k = mem.store(pats, [0], snapshots=(1, 2))
+        assert set(by_k) == {1, 2}
+        V, info = mem.recall(stored, half)
+        assert V.shape == (1, 1, H, H) and info["settled"].shape == (1, 1)
+        lit = V[0, 0] > 0.5 * PEAK
+        assert lit[pats[0, 0] > 0].float().mean() > 0.9, mem.name

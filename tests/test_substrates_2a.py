@@ -17,6 +17,7 @@ def test_bad_audio_rate_is_one_clear_error(tmp_path):
 def test_quick_run_writes_the_tables_and_the_figure(tmp_path):
     out = tmp_path / "o"
     substrates_2a.main(["--quick", "--threads", "1", "--quiet", "--grid", "24",
+                        "--parts", "2a", "rev2", "rev1",
                         "--audio-grid", "32", "--audio-seconds", "0.02",
                         "--substrates", "rd", "hopfield", "kuramoto", "kuramoto_hebbian",
                         "--out", str(out)])

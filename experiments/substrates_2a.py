@@ -442,27 +442,31 @@ def plot(path, figs, bodies) -> None:
         if part in figs:
             f, b = figs[part], bodies[part]
             rows.append((f"{part} emergent\noff-diag {b['off_diagonal']['mean']:.2f}",
-                         list(f["emergent"]), None))
+                         list(f["emergent"]), None, (0.0, 1.0)))
             rows.append((f"{part} recall\nacc {b['accuracy']['mean']:.2f}",
-                         list(f["recalled"]), f["F"]))
+                         list(f["recalled"]), f["F"], (0.0, 1.0)))
     for name, f in figs.get("battery", {}).items():
         v = bodies["battery"][name]["verdict"]
         rows.append((f"{name}\nbattery {bodies['battery'][name]['grid']}^2\ncompete "
                      f"{v['compete']}", [f["cue_mixed"], f["mixed"], f["cue_noise"]], f["noise"]))
     fig, axes = plt.subplots(len(rows), 4, figsize=(6.4, 1.6 * len(rows)), squeeze=False)
-    for r, (label, imgs, extra) in enumerate(rows):
+    for r, (label, imgs, extra, *scale) in enumerate(rows):
+        vmin, vmax = scale[0] if scale else (None, None)
         for c in range(4):
             ax = axes[r, c]
             ax.set_xticks([])
             ax.set_yticks([])
             img = imgs[c] if c < len(imgs) else extra
             if img is not None:
-                ax.imshow(img.float().numpy(), cmap="magma" if c < 3 else "viridis")
+                ax.imshow(img.float().numpy(), cmap="magma" if c < 3 else "viridis",
+                          **({"vmin": vmin, "vmax": vmax} if c < 3 else
+                             {"vmin": 0.01, "vmax": 0.08} if vmin is not None else {}))
             if r == 0:
                 ax.set_title(("/a/ | mixed cue", "/i/ | its recall", "/u/ | noise cue",
                               "F scar (rev) | noise recall")[c], fontsize=6)
         axes[r, 0].set_ylabel(label, fontsize=6)
-    fig.suptitle("2A substrates and 1A-rev1/rev2 (seed 0; colour scale per panel)", fontsize=7)
+    fig.suptitle("2A substrates and 1A-rev1/rev2 (seed 0; 2A rows: colour scale per panel; "
+                 "rev rows: V on 0..1; F scar 0.01..0.08)", fontsize=7)
     figures.save_figure(fig, path)
 
 

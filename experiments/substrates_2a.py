@@ -168,7 +168,7 @@ def hopfield_run(T, cues, scale):
     fields = m.fields(S, H, W)
     for i in range(T.shape[0]):
         fields = m.scar(None, T[i].expand(S, H, W), fields)
-    fields = {"p": fields["p"].repeat_interleave(C, 0)}
+    fields = {"p": fields["p"]}      # (S, P, N): each seed's C cues share it
     (x,), taken = m.settle(m.initial_state(cues.flatten(0, 1)), fields)
     return x.view(S, C, H, W), {"steps_taken_mean": float(taken.float().mean()),
                                 "final_abs_mean": float(x.abs().mean())}
@@ -212,8 +212,8 @@ def kuramoto_hebbian(T, cues, seeds, args):
     theta = theta + 0.1 * draws(seeds, "cue", 50, (C, H, W), "randn").flatten(0, 1)
     state = m.step((theta,), fields, args.hebbian_recall_steps)
     act = m.activity(state)
-    return act.view(S, C, H, W), {"J_mean": float(fields["J"].mean()),
-                                  "order_parameter": float(kuramoto.order_parameter(state[0]).mean()),
+    order = float(kuramoto.order_parameter(state[0]).mean())
+    return act.view(S, C, H, W), {"J_mean": float(fields["J"].mean()), "order_parameter": order,
                                   "lit_fraction": float((act > 0.5).float().mean())}
 
 

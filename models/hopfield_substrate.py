@@ -68,12 +68,13 @@ class HopfieldSubstrate(Medium):
         return (V0.clamp(-1.0, 1.0),)
 
     def field_input(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        """W x for (B, H, W) x and (B, P, N) p, diagonal excluded."""
-        flat = x.flatten(1)
-        scale = self.weight_scale(flat.shape[1])
-        overlap = torch.einsum("bpn,bn->bp", p, flat)
-        Wx = torch.einsum("bpn,bp->bn", p, overlap) - (p * p).sum(1) * flat
-        return (scale * Wx).view_as(x)
+        """W x for (B, H, W) x and (B, P, N) p, diagonal excluded; p may also be (S, P, N)
+        with B = S x C (C states per stored set, without copying p)."""
+        flat = x.reshape(p.shape[0], -1, x.shape[-2] * x.shape[-1])      # (S, C, N)
+        scale = self.weight_scale(flat.shape[-1])
+        overlap = torch.einsum("spn,scn->scp", p, flat)
+        Wx = torch.einsum("spn,scp->scn", p, overlap) - (p * p).sum(1, keepdim=True) * flat
+        return (scale * Wx).reshape(x.shape)
 
     def step(self, state, fields, steps: int = 1) -> tuple[torch.Tensor]:
         (x,) = state

@@ -6,10 +6,10 @@ at patterns.PEAK) as a two-level input: a cell at the cue's on level (`on_level`
 battery's 0.2 x PEAK) or above is "on", at 0 it is "off", in between it is in between:
 the Kuramoto medium starts at phase pi x level (on cells in antiphase), the Hopfield
 substrate at 2 level - 1 (on +1, off -1). Stored patterns are shown as the same levels
-(pattern / its peak). Activities are scaled to PEAK, the patterns' level. Recall runs until the largest change of the activity over
-`check_every` steps is below `tolerance` (settled) or `max_steps` pass; each seed's cues
-run as one batch on that seed's fields (the Kuramoto medium keeps 28 couplings per cell,
-so seeds run in turn to bound memory).
+(pattern / its peak). Activities are scaled to PEAK, the patterns' level. Recall runs
+until the largest change of the activity over `check_every` steps is below `tolerance`
+(settled) or `max_steps` pass; each seed's cues run as one batch on that seed's fields
+(the Kuramoto medium keeps 28 couplings per cell, so seeds run in turn to bound memory).
 """
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ class HopfieldMemory:
     def recall(self, stored, cues):
         S, C, H, W = cues.shape
         m = self.medium
-        f = {"p": stored["p"].repeat_interleave(C, 0)}
+        f = {"p": stored["p"]}          # (S, P, N), shared by each seed's C cues
         state = m.initial_state(2 * levels(cues.flatten(0, 1), self.on_level) - 1)
         state, n, ok = _settle(lambda st, k: m.step(st, f, k), m.activity, state,
                                self.max_steps, self.check_every, self.tolerance)

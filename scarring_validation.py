@@ -37,7 +37,7 @@ class Args(RunArgs, Protocol):
     study: ClassVar[str] = "scarring_validation"
     no_video: bool = arg(False, "skip the MP4s")
     target_image: Optional[str] = arg(None, "grayscale PNG/JPG used as the phase 1-2 target "
-                                            "instead of square_spots (bright = pattern)")
+                                            "instead of --pattern (bright = pattern)")
 
 
 # --quick: a smoke run (the physics is the same; the grid and step counts shrink)
@@ -290,7 +290,7 @@ def load_targets(args, dtype):
     if args.target_image:
         target = patterns.load_image_pattern(args.target_image, args.grid, args.grid, dtype=dtype)
     else:
-        target = patterns.make_pattern("square_spots", args.grid, args.grid, dtype=dtype)
+        target = patterns.make_pattern(args.pattern, args.grid, args.grid, dtype=dtype)
     target = patterns.check_target(target, args.grid, args.grid)
     return target, patterns.phase3_targets(args.grid, dtype=dtype)
 

@@ -33,6 +33,8 @@ import time
 import typing
 from pathlib import Path
 
+from protocol import arg  # noqa: F401  (re-exported: scripts declare flags with it)
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_ROOT = Path("scarring_results")   # every study writes under scarring_results/<study>/
 SCHEMA_VERSION = 2
@@ -41,21 +43,6 @@ CHUNKS_MARKER = ".scarring_chunks"   # a sweep's chunk folder: kept, added to, n
 MAX_SEED = 2 ** 63 // 100_000 - 1   # noise generator seeds are seed * 100000 + stream
 
 # ---- declaring arguments ----------------------------------------------------------------
-
-
-def arg(default, help: str, *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None,
-        finite=True, metavar=None):
-    """A dataclass field that is also a command-line flag.
-
-    lo/hi bound the value (inclusive unless lo_open/hi_open); choices restrict it to a set;
-    floats must be finite unless finite=False. A None default means "not set" (the range
-    applies only to values given). Tuples of numbers become `nargs="+"` flags.
-    """
-    meta = {"help": help, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open,
-            "choices": choices, "finite": finite, "metavar": metavar}
-    if isinstance(default, (list, tuple)):
-        return dataclasses.field(default_factory=lambda: tuple(default), metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
 
 
 def flag(name: str) -> str:

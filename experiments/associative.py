@@ -2,13 +2,13 @@
 
 Conditions (--rules; --rule NAME runs one):
   match_map           the published rule on the reference medium (F0, K0)
-  graded              graded, soft-bounded scars (models/rules.py, family 1)
+  graded              graded, soft-bounded scars (scarring.py, family 1)
   channel             excitable channels in a dead background (family 2)
   surround            channels with an inhibitory moat (family 3)
   surround_inhibited  surround, recalled with global inhibition of the feed
-                      (rules.SurroundInhibitedScar with its rules.GlobalInhibition)
+                      (scarring.SurroundInhibitedScar with its scarring.GlobalInhibition)
   junction            surround, and cells an earlier pattern holds become junctions that
-                      belong to neither pattern (rules.JunctionScar; idea 5)
+                      belong to neither pattern (scarring.JunctionScar; idea 5)
   learned             per-cell F, K learned by gradient through the substrate (family 4),
                       at --learn-grid, at the match-map rule's total scar size there (the
                       size penalty is swept until it matches); compared with match_map on
@@ -54,8 +54,8 @@ from protocol import NOISE, Protocol, protocol_of
 
 torch, np, metrics, patterns, scarring = cli.lazy_modules(
     "torch", "numpy", "metrics", "patterns", "scarring")
-rules, hopfield, differentiable, adam, substrate = cli.lazy_modules(
-    "models.rules", "models.hopfield", "models.differentiable", "models.adam", "substrate")
+hopfield, differentiable, adam, substrate = cli.lazy_modules(
+    "models.hopfield", "models.differentiable", "models.adam", "substrate")
 
 CONDITIONS = ("match_map", "graded", "channel", "surround", "surround_inhibited", "junction",
               "learned")
@@ -163,7 +163,7 @@ def make_condition(name: str, protocol, grid: int) -> Condition:
     base = dataclasses.replace(protocol, rule="match_map").storage_rule()
     if name == "learned":
         return Condition(name, None, grid=grid)
-    rule = (base if name == "match_map" else rules.JunctionScar() if name == "junction"
+    rule = (base if name == "match_map" else scarring.JunctionScar() if name == "junction"
             else scarring.make_rule(name))
     return Condition(name, rule, rule.recall_inhibition(), grid=grid)
 
@@ -172,9 +172,6 @@ def store(study, cond, targets, seeds, snapshots=(), progress=None) -> dict:
     """Store targets in turn with the condition's rule (its own `prepare` step if any)."""
     steps = study.protocol.multi_train_steps
     first = NOISE["phase3_starts"][1]
-    if hasattr(cond.rule, "prepare"):
-        return rules.store_in_turn(study, cond.rule, targets, seeds, steps, snapshots,
-                                   first, progress)
     return study.store(targets, seeds, steps, rule=cond.rule, snapshots=snapshots,
                        first_index=first, progress=progress)
 

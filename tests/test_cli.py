@@ -75,15 +75,17 @@ def test_protocol_defaults_are_the_published_constants_and_validate():
     cli.validate(p)
     assert (p.f0, p.k0, p.du, p.dv, p.dt, p.decay) == (0.037, 0.060, 0.16, 0.08, 1.0, 0.9995)
     assert (p.scar_strength, p.k_ratio, p.match_threshold, p.gate) == (0.003, 0.5, 0.3, 0.5)
-    rule = p.storage_rule()
+    import scarring
+
+    rule = scarring.storage_rule(p)
     assert (rule.strength, rule.F_max, rule.K_min, rule.F0, rule.K0) == (0.003, 0.08, 0.03,
                                                                           0.037, 0.060)
     with pytest.raises(ValueError, match="unstable"):
-        cli.validate(Protocol(dt=9.0))
+        scarring.check_protocol(Protocol(dt=9.0))
     with pytest.raises(ValueError, match="--f0 0.5"):
         cli.validate(Protocol(f0=0.5))
     with pytest.raises(ValueError, match="--rule 'x'"):
-        cli.validate(Protocol(rule="x"))
+        scarring.check_protocol(Protocol(rule="x"))
 
 
 def test_noise_seeds_are_distinct_per_role_and_index_and_batch_free():

@@ -280,10 +280,10 @@ def resolve_device(name):
 
 def check_memory(members: int, cells: int, dtype, device) -> None:
     """Refuse, before any work, a run whose largest batch cannot fit in memory (the one
-    check, common.memory.check, with a study's words)."""
-    from common import memory
+    check, common.limits.check, with a study's words)."""
+    from common import limits
 
-    memory.check_media(members, cells, _itemsize(dtype), device)
+    limits.check_media(members, cells, _itemsize(dtype), device)
 
 
 def _itemsize(dtype) -> int:

@@ -67,7 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Optional
 
-from common import cli, memory, sweep
+from common import cli, limits, sweep
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol
 
@@ -153,7 +153,7 @@ def parse_args(argv=None):
     if execution["executor"] == "local":   # a Slurm task's machine is not this one
         members = min(execution["batch"], math.prod(map(len, grid.values())) * args.seeds)
         side = max(grid.get("grid", [args.grid]))
-        memory.check_media(RECALL_ARMS * members, side ** 2, 4,
+        limits.check_media(RECALL_ARMS * members, side ** 2, 4,
                            cli.resolve_device(args.device),
                            f"a chunk of {members} members at {side}x{side}",
                            "use a smaller --grid or --batch")

@@ -181,10 +181,18 @@ def grid_of(args, flags) -> dict:
 
 def check_points(args, grid) -> None:
     """Every point's protocol is valid (ranges, clamps, stability): one line if not."""
-    base = protocol_fields(args)
-    for point in sweep.expand(grid):
+    base = protocol_fields(args)   # checked with the flags; each swept value once here
+    for name, values in grid.items():
+        for value in values:
+            try:
+                cli.validate(Protocol(**{**base, name: value}), fields=(name,))
+            except ValueError as exc:
+                raise ValueError(f"grid point ({name}={value}): {exc}") from None
+    for point in sweep.expand(grid):   # then what depends on several constants
         try:
-            cli.validate(Protocol(**{**base, **point}))
+            protocol = Protocol(**{**base, **point})
+            cli.validate(protocol, fields=())
+            scarring.check_protocol(protocol)   # stability, the rule: before any chunk
         except ValueError as exc:
             shown = ", ".join(f"{k}={v}" for k, v in point.items())
             raise ValueError(f"grid point ({shown}): {exc}") from None

@@ -281,7 +281,7 @@ def test_a_study_too_large_for_memory_is_refused_before_any_work(module, tmp_pat
     with pytest.raises(limits.SizeError, match=r"needs about .* GiB on cpu but only 0.0 GiB"):
         study.main(["--quick", "--threads", "1", "--device", "cpu", "--out",
                     str(tmp_path / "o")])
-    assert time.perf_counter() - t < 5
+    assert time.perf_counter() - t < 30   # refused before the minutes of work
 
 
 def test_the_medium_and_the_scripts_share_one_memory_check(monkeypatch):
@@ -428,7 +428,7 @@ def test_huge_sweep_grids_are_refused_at_once(tmp_path):
     assert len(sweep.parse_values(list(range(100_000)), "f0")) == 100_000   # linear check
     with pytest.raises(sweep.GridError, match="seeds is more than"):
         sweep.plan({"f0": list(range(1000))}, list(range(10_000)), 10)
-    assert time.perf_counter() - t < 3
+    assert time.perf_counter() - t < 30   # the quadratic check took minutes (a hang)
 
 
 def toy_runner(points, seeds, **fixed):

@@ -81,7 +81,8 @@ class Args(RunArgs, Protocol):
                                       "tried against float32", choices=("float16", "bfloat16"))
     combined_times: tuple[float, ...] = arg((DAY, YEAR), "combined PCM settings: read-out "
                                             "times after programming, seconds", lo=0.0)
-    settle_steps: int = arg(1000, "phase 3: the long read-out, steps", lo=1)
+    settle_steps: int = arg(600, "phase 3: the long read-out, steps (not checked settled)",
+                            lo=1)
     uniform_level: float = arg(0.16, "refusal: uniform V start", lo=0.0, hi=1.0)
     noise_kick: float = arg(0.2, "refusal: std of the pure-noise start", lo=0.0, lo_open=True,
                             hi=1.0)
@@ -313,6 +314,10 @@ def readouts(r) -> dict:
         out[f"p3_own_recall_{when}"] = cos[:, :3].diagonal(dim1=1, dim2=2).mean(1)
         out[f"uniform_largest_{when}"] = cos[:, 3].amax(-1)
         out[f"noise_largest_{when}"] = cos[:, 4].amax(-1)
+        # IoU of masks at 0.3: a dead medium under dynamics noise has a noise floor that
+        # cosine (scale-free) reads as ~0.2; IoU reads it as 0
+        out[f"uniform_largest_iou_{when}"] = r[when]["iou"][:, 3].amax(-1)
+        out[f"noise_largest_iou_{when}"] = r[when]["iou"][:, 4].amax(-1)
     return out
 
 
@@ -370,7 +375,8 @@ def report(results, args) -> dict:
         if "drift" in tol:   # the tolerated factor as a read-out time for each nu
             tol["drift_horizon_s"] = {
                 f"nu {nu:g}": {end: (None if f == "none" else hw.drift_time(f, args.drift_t0, nu))
-                               for end, f in tol["drift"].items()} for nu in args.drift_nus}
+                               for end, f in tol["drift"].items() if not end.endswith("pass")}
+                for nu in args.drift_nus}
         body["rules"][name] = {
             "programmable_range": res["range"], "rule": res["rule"],
             "scar_strength": {k: metrics.summarize(v) for k, v in res["scar_strength"].items()},
@@ -423,7 +429,7 @@ def table(body) -> str:
                     for k in ("by_mean", "surely", "possibly")) + " |")
     lines += ["", "+: every tested setting passes (the tolerance is at least this).",
               "", "| rule | setting | phase-2 recall | phase-3 discrimination (length) | "
-                  "(long) | uniform V largest (long) | noise largest (long) |",
+                  "(long) | uniform V largest cosine / IoU (long) | noise largest cosine / IoU (long) |",
               "|---|---|---|---|---|---|---|"]
     fmt = metrics.format_stat
     for name, r in body["rules"].items():
@@ -432,8 +438,10 @@ def table(body) -> str:
                 lines.append(f"| {name} | {row['label']} | {fmt(row['p2_cosine'])} | "
                              f"{fmt(row['p3_discrimination_length'])} | "
                              f"{fmt(row['p3_discrimination_long'])} | "
-                             f"{fmt(row['uniform_largest_long'])} | "
-                             f"{fmt(row['noise_largest_long'])} |")
+                             f"{fmt(row['uniform_largest_long'])} / "
+                             f"{fmt(row['uniform_largest_iou_long'])} | "
+                             f"{fmt(row['noise_largest_long'])} / "
+                             f"{fmt(row['noise_largest_iou_long'])} |")
         c = r["control_unscarred"]
         lines.append(f"| {name} | control (unscarred) | {fmt(c['p2_cosine'])} | "
                      f"{fmt(c['p3_discrimination_length'])} | "

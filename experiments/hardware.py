@@ -121,7 +121,7 @@ def settings(args) -> list[dict]:
     out += [{"group": "dynamics_noise", "label": f"dynamics noise {s:g}", "value": s,
              "noise": s} for s in sorted(args.dynamics_noise)]
     out += [{"group": "precision", "label": p, "value": p, "dtype": p} for p in args.precisions]
-    out += [{"group": "combined", "label": f"PCM, {t / DAY:g} days", "value": t, "pcm": t,
+    out += [{"group": "combined", "label": f"PCM, {human_time(t)}", "value": t, "pcm": t,
              "bits": COMBINED["bits"], "variation": COMBINED["variation"],
              "stuck": (COMBINED["stuck"], "mixed"), "noise": COMBINED["dynamics_noise"]}
             for t in sorted(args.combined_times)]
@@ -269,8 +269,10 @@ def run_rule(args, seeds, name, device):
 
     raw = {}
     static = [s for s in all_settings if not is_dynamic(s)]
+    bar = cli.progress(len(all_settings), f"recall {name} (settings)")
     for i in range(0, len(static), args.batch_settings):
         batch = static[i:i + args.batch_settings]
+        bar.update(len(batch))
         res = recall_static(study, fields_of(batch), cues2, cues3, stored, args)
         raw.update(split(res, batch, S))
     dynamic = [s for s in all_settings if is_dynamic(s)]
@@ -278,10 +280,12 @@ def run_rule(args, seeds, name, device):
         group = [s for s in dynamic if s.get("dtype", "float32") == dtype]
         for i in range(0, len(group), args.batch_settings):
             batch = group[i:i + args.batch_settings]
+            bar.update(len(batch))
             std = torch.tensor([s.get("noise", 0.0) for s in batch]).repeat_interleave(S)
             res = recall_dynamic(study, fields_of(batch), cues2, cues3, stored, args, std,
                                  dtype, scarring.noise_seeds([seeds[0]], "other", 5000 + i)[0])
             raw.update(split(res, batch, S))
+    bar.close()
     F0, K0 = study.default_fields(S)
     control = recall_static(study, {"F1": F0, "K1": K0, "F3": F0, "K3": K0}, cues2, cues3,
                             stored, args)

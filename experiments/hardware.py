@@ -40,7 +40,7 @@ from typing import ClassVar
 
 from common import cli
 from common.cli import RunArgs, arg
-from protocol import NOISE, Protocol, protocol_of
+from protocol import NOISE, Protocol, noise_seeds, protocol_of
 
 torch, metrics, patterns, scarring, hw = cli.lazy_modules(
     "torch", "metrics", "patterns", "scarring", "models.hardware")
@@ -149,7 +149,7 @@ def draws(seeds, H, W, setting: int, param: int, kind: int, uniform=False):
     """(S, H, W) standard-normal (or uniform) draws, one generator per seed, keyed by the
     setting, the parameter (F 0, K 1) and the draw's kind."""
     index = 1000 + 40 * setting + 10 * param + kind
-    gens = [torch.Generator().manual_seed(s) for s in scarring.noise_seeds(seeds, "other", index)]
+    gens = [torch.Generator().manual_seed(s) for s in noise_seeds(seeds, "other", index)]
     draw = torch.rand if uniform else torch.randn
     return torch.stack([draw(H, W, generator=g) for g in gens])
 
@@ -197,7 +197,7 @@ def build_cues(study, stored, seeds, args):
     p3 = study.cues(stored["three"], seeds, args.multi_cue_strength, *NOISE["phase3_cues"])
     uniform = patterns.uniform_cue(H, H, args.uniform_level, 0.0, seeds)
     noise = patterns.uniform_cue(H, H, 0.0, args.noise_kick,
-                                 scarring.noise_seeds(seeds, "cue", 200))
+                                 noise_seeds(seeds, "cue", 200))
     return p2, torch.cat([p3, uniform[:, None].to(p3), noise[:, None].to(p3)], 1)
 
 
@@ -283,7 +283,7 @@ def run_rule(args, seeds, name, device):
             bar.update(len(batch))
             std = torch.tensor([s.get("noise", 0.0) for s in batch]).repeat_interleave(S)
             res = recall_dynamic(study, fields_of(batch), cues2, cues3, stored, args, std,
-                                 dtype, scarring.noise_seeds([seeds[0]], "other", 5000 + i)[0])
+                                 dtype, noise_seeds([seeds[0]], "other", 5000 + i)[0])
             raw.update(split(res, batch, S))
     bar.close()
     F0, K0 = study.default_fields(S)

@@ -9,9 +9,9 @@ the rule's programmable range), and the medium recalls:
   phase 2: the 15% cue of square_spots, --recall-steps (cosine and IoU to the target);
   phase 3: the 20% cues of A, B, C, a uniform V (--uniform-level) and pure noise
            (--noise-kick), read at --multi-recall-steps (the protocol's length) and at
-           --settle-steps (a long read-out): discrimination index over A, B, C, and the
-           largest cosine of the uniform and noise starts to any stored pattern (refusal:
-           low is good).
+           --settle-steps (a longer read-out, not checked settled): discrimination index
+           over A, B, C, and the largest cosine and IoU of the uniform and noise starts
+           to any stored pattern (refusal: low is good).
 Non-idealities, each alone, then combined: quantised scars (--bits), programming noise
 (--write-noise, fraction of the range), lognormal device variation (--variation), drift
 g (t / t0)^-nu (--drift-factors, mapped to read-out times for --drift-nus), cells stuck at
@@ -93,7 +93,13 @@ class Args(RunArgs, Protocol):
             raise ValueError(f"--settle-steps {self.settle_steps}: must be >= "
                              f"--multi-recall-steps ({self.multi_recall_steps})")
         for name in self.rules:
-            scarring.rule_class(name)
+            if name not in scarring.RULES and name not in _registered():
+                raise ValueError(f"--rules {name!r}: must be among {', '.join(_registered())}")
+
+
+def _registered() -> list[str]:
+    scarring.rule_class("match_map")   # imports the registered rules
+    return sorted(scarring.RULES)
 
 
 QUICK = dict(seeds=2, grid=32, train_steps=60, multi_train_steps=40, recall_steps=40,

@@ -37,7 +37,7 @@ class Args(RunArgs, Protocol):
     study: ClassVar[str] = "scarring_validation"
     no_video: bool = arg(False, "skip the MP4s")
     target_image: Optional[str] = arg(None, "grayscale PNG/JPG used as the phase 1-2 target "
-                                            "instead of square_spots (bright = pattern)")
+                                            "instead of --pattern (bright = pattern)")
 
 
 # --quick: a smoke run (the physics is the same; the grid and step counts shrink)
@@ -290,7 +290,7 @@ def load_targets(args, dtype):
     if args.target_image:
         target = patterns.load_image_pattern(args.target_image, args.grid, args.grid, dtype=dtype)
     else:
-        target = patterns.make_pattern("square_spots", args.grid, args.grid, dtype=dtype)
+        target = patterns.make_pattern(args.pattern, args.grid, args.grid, dtype=dtype)
     target = patterns.check_target(target, args.grid, args.grid)
     return target, patterns.phase3_targets(args.grid, dtype=dtype)
 
@@ -299,9 +299,7 @@ def main(argv=None):
     args = cli.parse(Args, argv, description=__doc__.split("\n\n")[0], quick=QUICK)
     seeds, device = cli.start(args)
     study = scarring.Study(protocol_of(args), device)
-    target, targets = load_targets(args, study.dtype)
-    cli.check_memory(members=4 * len(seeds) + 2 * len(targets) * len(seeds),
-                     cells=args.grid ** 2, dtype=study.dtype, device=device)
+    target, targets = load_targets(args, study.dtype)   # memory: checked by cli.start
     target, targets = target.to(device), {k: v.to(device) for k, v in targets.items()}
     t0 = time.perf_counter()
     print(f"phase 1: {args.train_steps} steps training, scarred and control")

@@ -488,9 +488,11 @@ def plot(body, out, n):
                            color=ax.lines[-1].get_color() if ax.lines else "k")
         for ax, what in zip(axes, ("phase-2 recall (cosine)", "phase-3 discrimination")):
             ax.set(xlabel=g.replace("_", " ") + (" (read-out time after programming, s; "
-                                                 "t0 = first read)" if g == "drift" else ""),
+                                                 "t0 = first read)" if g in ("drift", "combined")
+                                                 else ""),
                    ylabel=what, title=f"{what}, mean and 95% band, n={n}")
-            if g in ("drift", "dynamics_noise", "variation", "write_noise") or g.startswith("stuck"):
+            if g in ("drift", "combined", "dynamics_noise", "variation", "write_noise") \
+                    or g.startswith("stuck"):
                 ax.set_xscale("log")
         axes[1].legend(fontsize=7)
         figures.save_figure(fig, out / f"hardware_{g}.png")

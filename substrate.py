@@ -486,6 +486,46 @@ class GrayScott:
         self.V = (torch.zeros(shape, device=self.device, dtype=self.dtype) if V is None
                   else self._coerce(V, "V"))
 
+    # -- saving and loading ----------------------------------------------------------------
+    def physics(self) -> dict:
+        """The scalar constants of this medium, as GrayScott keyword arguments."""
+        return {"Du": self.Du, "Dv": self.Dv, "dt": self.dt, "decay": self.decay,
+                "stencil": self.stencil, "clamp": self.clamp}
+
+    def save(self, path, *, seeds=None, rule=None, protocol=None, extra=None):
+        """Write U, V, F, K, the steps taken and the physics constants to one state file
+        (common.state.save_state; seeds default to 0 .. batch-1)."""
+        from common.state import save_state
+
+        return save_state(path, U=self.U, V=self.V, F=self.F, K=self.K,
+                          step=self.steps_taken,
+                          seeds=list(range(self.batch)) if seeds is None else seeds,
+                          rule=rule, protocol=protocol, extra=extra, substrate=self.physics())
+
+    @classmethod
+    def load(cls, path, device=None, compile="auto") -> "GrayScott":
+        """A medium rebuilt from a state file (common.state.load_state): its grid, batch,
+        dtype, U, V, F, K, steps taken and physics constants (the defaults where the file
+        has none); the rest of the file (seeds, rule, protocol, extra) is `.saved`."""
+        from common.state import load_state
+
+        state = load_state(path)
+        U = state["U"]
+        grid = tuple(U.shape[1:])
+        physics = dict(state["substrate"] or {})
+        unknown = sorted(set(physics) - {"Du", "Dv", "dt", "decay", "stencil", "clamp"})
+        if unknown:
+            raise ValueError(f"state file {path}: unknown substrate constants {unknown}")
+        gs = cls(*grid[-2:], batch=U.shape[0], F=state["F"], K=state["K"], device=device,
+                 dtype=U.dtype, depth=grid[0] if len(grid) == 3 else None, compile=compile,
+                 **physics)
+        gs.reset(U=U, V=state["V"])
+        gs._check_state()
+        gs.steps_taken = state["step"]
+        gs.saved = {k: state[k] for k in ("seeds", "rule", "protocol", "extra", "step",
+                                          "package_version", "git_commit")}
+        return gs
+
     # -- running -------------------------------------------------------------------------------
     def step(self, n: int = 1) -> "GrayScott":
         """Advance every batch member n steps (run(n)); returns self."""

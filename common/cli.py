@@ -532,6 +532,8 @@ def staged_output(out, study: str = ""):
         os.chmod(stage, 0o777 & ~_umask())   # mkdtemp makes 0700; give the usual mode
         try:
             yield stage
+            from common.report import write_index   # the run's report page, index.html
+            write_index(stage)
             written = sorted(p.name for p in stage.iterdir())
             write_json_atomic(stage / MARKER, {"study": study, "files": written})
             if out.is_dir():
@@ -587,17 +589,34 @@ def write_json_atomic(path, data) -> Path:
     return Path(path)
 
 
+NOT_A_CHECKOUT = "not a git checkout"
+
+
 def git_commit() -> str:
-    """The repository's commit (with "-dirty" when tracked files changed), or "unknown"."""
+    """The repository's commit (with "-dirty" when tracked files changed), or "not a git
+    checkout" (no git, or the code does not sit in a git work tree)."""
     try:
         run = dict(cwd=ROOT, capture_output=True, text=True, timeout=10)
         head = subprocess.run(["git", "rev-parse", "HEAD"], **run)
         if head.returncode != 0:
-            return "unknown"
+            return NOT_A_CHECKOUT
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **run)
         return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
+        return NOT_A_CHECKOUT
+
+
+def package_version() -> str:
+    """The project's version: pyproject.toml's [project] version (the one place it is
+    written), or "unknown" where that file is missing."""
+    import re
+
+    try:
+        text = (ROOT / "pyproject.toml").read_text()
+    except OSError:
         return "unknown"
+    found = re.search(r'^\[project\][^\[]*?^version\s*=\s*"([^"]+)"', text, re.M | re.S)
+    return found.group(1) if found else "unknown"
 
 
 def envelope(args, seeds, device, wall_time_s: float) -> dict:
@@ -613,7 +632,8 @@ def envelope(args, seeds, device, wall_time_s: float) -> dict:
         hardware["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return {"schema_version": SCHEMA_VERSION, "study": type(args).study,
             "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-            "seeds": list(seeds), "git_commit": git_commit(), "versions": versions,
+            "seeds": list(seeds), "package_version": package_version(),
+            "git_commit": git_commit(), "versions": versions,
             "device": device, "hardware": hardware, "wall_time_s": wall_time_s,
             "smoke_run": bool(getattr(args, "quick", False)),
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

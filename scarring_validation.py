@@ -299,9 +299,7 @@ def main(argv=None):
     args = cli.parse(Args, argv, description=__doc__.split("\n\n")[0], quick=QUICK)
     seeds, device = cli.start(args)
     study = scarring.Study(protocol_of(args), device)
-    target, targets = load_targets(args, study.dtype)
-    cli.check_memory(members=4 * len(seeds) + 2 * len(targets) * len(seeds),
-                     cells=args.grid ** 2, dtype=study.dtype, device=device)
+    target, targets = load_targets(args, study.dtype)   # memory: checked by cli.start
     target, targets = target.to(device), {k: v.to(device) for k, v in targets.items()}
     t0 = time.perf_counter()
     print(f"phase 1: {args.train_steps} steps training, scarred and control")

@@ -894,40 +894,36 @@ LEARN_ONLY = ("learn_grid", "learn_iters", "learn_steps", "learn_lams", "learn_s
 CAPACITY_ONLY = ("ks", "capacity_steps", "capacity_cued", "beta_per_sqrt_n", "blob_count")
 
 
-def _cache_path(args, name, seeds):
-    """The cache file of condition `name` under these settings (None: no --cache)."""
+def _cache_entry(args, name, seeds):
+    """The cache entry of condition `name` under these settings (None: no --cache)."""
     if args.cache is None:
         return None
-    import hashlib
-    import json
-    from pathlib import Path
+    from common import cache
 
     skip = NOT_SETTINGS + (CAPACITY_ONLY if name == "learned" else LEARN_ONLY)
     settings = {k: v for k, v in cli.config_of(args).items() if k not in skip}
-    key = json.dumps([name, list(seeds), settings], sort_keys=True, default=str)
-    return Path(args.cache) / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+    return cache.Entry(args.cache, name, {"seeds": list(seeds), "settings": settings})
 
 
 def load_cached(args, name, seeds):
-    path = _cache_path(args, name, seeds)
-    if path is None or not path.is_file():
-        return None
-    print(f"{name}: taken from {path}", flush=True)
-    return torch.load(path, weights_only=False)
+    """(entry, figure) of a finished condition, or None; an entry that does not read as
+    a condition (print_condition fails on it) is recomputed."""
+    import contextlib
+    import io
+
+    entry = _cache_entry(args, name, seeds)
+
+    def check(value):
+        with contextlib.redirect_stdout(io.StringIO()):
+            print_condition(name, value[0])
+
+    return None if entry is None else entry.load(check)
 
 
 def save_cached(args, name, seeds, entry, figure) -> None:
-    """Write (entry, figure) beside its final name, then rename it into place."""
-    import os
-
-    path = _cache_path(args, name, seeds)
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    entry["computed_at_commit"] = cli.git_commit()   # a cache is keyed by settings, not code
-    tmp = path.with_suffix(".tmp")
-    torch.save((entry, figure), tmp)
-    os.replace(tmp, path)
+    cached = _cache_entry(args, name, seeds)
+    if cached is not None:
+        cached.save((entry, figure))
 
 
 def run_learned(protocol, device, seeds, args) -> tuple:

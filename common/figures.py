@@ -7,6 +7,7 @@ backend); command-line entry points choose one before drawing.
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -21,25 +22,126 @@ VIDEO_PRESET = "veryfast"   # libx264 speed: 2.5x faster than its default on our
                             # same size within 3% (100 frames of 512 x 1024)
 
 
-def save_fields(path, fields, titles, ncols=None, suptitle=None, vmax=1.0, cmap=CMAP,
-                cbar_label="V (activator concentration)"):
-    """A row (or grid) of 2D fields with titles, one shared colour scale, its colour bar
-    labelled `cbar_label` (say what the colour is: "V", "F", "cosine similarity")."""
-    n = len(fields)
-    ncols = ncols or n
+MIN_FONT_PT = 8          # no annotation is drawn smaller (save_figure enforces it)
+PANEL_INCHES = 2.6       # a field panel's target width; the cell scale is an integer
+VECTOR_FORMATS = ("pdf", "svg")
+
+
+def figure_format() -> str:
+    from common import cli
+    return cli.FIGURE_FORMAT
+
+
+def figure_path(path) -> Path:
+    """path with the suffix of the run's --format (scripts name their figures .png)."""
+    path = Path(path)
+    return path.with_suffix("." + figure_format()) if path.suffix == ".png" else path
+
+
+def figure_dpi(default: int) -> int:
+    """The run's --dpi, or the figure's own default."""
+    from common import cli
+    return int(cli.FIGURE_DPI) if cli.FIGURE_DPI is not None else int(default)
+
+
+def _image_cells_dpi(fig) -> float:
+    """The dpi at which every image of the figure gets at least one pixel per cell."""
+    need = 0.0
+    for ax in fig.axes:
+        for im in ax.get_images():
+            rows, cols = im.get_array().shape[:2]
+            box = ax.get_position()
+            w_in, h_in = box.width * fig.get_figwidth(), box.height * fig.get_figheight()
+            if w_in > 0 and h_in > 0:
+                need = max(need, cols / w_in, rows / h_in)
+    return need
+
+
+def prepare_for_print(fig, path) -> None:
+    """What every saved figure gets: no text below MIN_FONT_PT, and images drawn cell for
+    cell (nearest neighbour on raster output, the raw array embedded in PDF and SVG)."""
+    import matplotlib.text
+
+    fig.canvas.draw()   # creates the tick labels, so that they are found below
+    for text in fig.findobj(matplotlib.text.Text):
+        if text.get_text() and text.get_fontsize() < MIN_FONT_PT:
+            text.set_fontsize(MIN_FONT_PT)
+    vector = Path(path).suffix.lstrip(".") in VECTOR_FORMATS
+    for ax in fig.axes:
+        for im in ax.get_images():
+            im.set_interpolation("none" if vector else "nearest")
+
+
+def save_figure(fig, path, dpi: int = 90, layout: bool = True) -> Path:
+    """Lay out, write and close a figure, in the run's --format and --dpi (the dpi raised
+    where an image would get less than one pixel per cell); returns the path written."""
+    path = figure_path(path)
+    prepare_for_print(fig, path)
+    if layout:
+        fig.tight_layout()
+    dpi = max(figure_dpi(dpi), math.ceil(_image_cells_dpi(fig)))
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def field_layout(shape, n: int, ncols: int, dpi: int, title_lines: int = 1,
+                 suptitle: bool = False) -> dict:
+    """Pixel geometry of a grid of field panels drawn cell for cell: each cell is an
+    integer `scale` x `scale` block of pixels and every panel starts on a whole pixel, so
+    the PNG holds each field exactly (as imsave would write it, enlarged)."""
+    H, W = shape
     nrows = (n + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.7 * nrows), squeeze=False)
-    for ax in axes.flat:
+    scale = max(1, round(PANEL_INCHES * dpi / max(H, W)))
+    px = lambda inches: int(math.ceil(inches * dpi))   # noqa: E731
+    pw, ph = W * scale, H * scale
+    gap, title = px(0.15), px(0.2 + 0.17 * title_lines)
+    top = px(0.4) if suptitle else px(0.05)
+    bar = px(1.0)   # the colour bar and its label
+    width = px(0.1) + ncols * pw + (ncols - 1) * gap + bar
+    height = top + nrows * (title + ph) + (nrows - 1) * gap + px(0.1)
+    panels = [(px(0.1) + (i % ncols) * (pw + gap),
+               top + (i // ncols) * (title + ph + gap) + title) for i in range(n)]
+    return {"scale": scale, "panel": (pw, ph), "size": (width, height), "panels": panels,
+            "top": top, "bar_x": px(0.1) + ncols * pw + (ncols - 1) * gap + px(0.15),
+            "bar_w": px(0.15)}
+
+
+def save_fields(path, fields, titles, ncols=None, suptitle=None, vmax=1.0, cmap=CMAP,
+                cbar_label="V (activator concentration)", dpi: int = 90) -> Path:
+    """A row (or grid) of 2D fields with titles, one shared colour scale, its colour bar
+    labelled `cbar_label` (say what the colour is: "V", "F", "cosine similarity").
+
+    Drawn cell for cell: every field is shown at an integer number of pixels per cell
+    (field_layout), never resampled between cells; returns the path written."""
+    path = figure_path(path)
+    dpi = figure_dpi(dpi)
+    arrays = [f.detach().cpu().numpy() if isinstance(f, torch.Tensor) else np.asarray(f)
+              for f in fields]
+    n = len(arrays)
+    ncols = ncols or n
+    lines = max(str(t).count("\n") + 1 for t in titles)
+    geo = field_layout(arrays[0].shape, n, ncols, dpi, lines, bool(suptitle))
+    Wf, Hf = geo["size"]
+    fig = plt.figure(figsize=(Wf / dpi, Hf / dpi), dpi=dpi)
+    pw, ph = geo["panel"]
+    top = vmax if vmax is not None else max(float(a.max()) for a in arrays)
+    for a, title, (x, y) in zip(arrays, titles, geo["panels"]):
+        if a.shape != arrays[0].shape:
+            raise ValueError(f"save_fields: fields of shapes {a.shape} and {arrays[0].shape}")
+        ax = fig.add_axes((x / Wf, 1 - (y + ph) / Hf, pw / Wf, ph / Hf))
+        im = ax.imshow(a, cmap=cmap, vmin=0, vmax=top, interpolation="nearest", aspect="auto")
         ax.axis("off")
-    for ax, field, title in zip(axes.flat, fields, titles):
-        field = field.cpu().numpy() if isinstance(field, torch.Tensor) else field
-        im = ax.imshow(field, cmap=cmap, vmin=0, vmax=vmax if vmax is not None else field.max())
         ax.set_title(title, fontsize=9)
     if suptitle:
-        fig.suptitle(suptitle, fontsize=10)
-    fig.colorbar(im, ax=axes, shrink=0.8, label=cbar_label)
-    fig.savefig(path, dpi=90)
+        fig.suptitle(suptitle, fontsize=10, y=1 - geo["top"] * 0.35 / Hf)
+    cax = fig.add_axes((geo["bar_x"] / Wf, 1 - (geo["panels"][0][1] + ph) / Hf,
+                        geo["bar_w"] / Wf, ph / Hf))
+    fig.colorbar(im, cax=cax, label=cbar_label)
+    prepare_for_print(fig, path)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
+    return path
 
 
 def _video_frame(frames_by_panel, labels, t, step_text, scale):
@@ -196,14 +298,12 @@ def summary_figure(path, results):
     ax.set(title=f"Phase 3: recall of each of 3 stored ({cfg['multi_recall_steps']} steps, "
                  f"{n} seeds)", ylabel="cosine similarity to its pattern")
     for ax in axes:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     grid = cfg["grid"]
     smoke = "" if results["reference_scale"] else f" - smoke run at {grid}x{grid}"
     fig.suptitle(f"Parametric scarring, mean and 95% interval over {n} seeds{smoke}",
                  fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _bar_errs(stats):
@@ -279,22 +379,23 @@ def save_final_fields(out, p1, p2, p3) -> None:
 
 # ---- panels shared by the studies ---------------------------------------------------------
 
-def plot_matrix(ax, mean, rows, cols, title, vmin=0.0, vmax=1.0, cmap="viridis", n=None,
-                cbar_label="cosine similarity", xlabel="stored pattern", ylabel="cue"):
-    """Heat map of a (C, P) matrix with its values written in the cells, a labelled
-    colour bar (cbar_label=None: none, e.g. when panels share one) and the number of
-    seeds behind each mean in the title (n)."""
+def plot_matrix(ax, mean, rows, cols, title, vmin=0.0, vmax=1.0, cmap="viridis", n=None, *,
+                cbar_label, xlabel="stored pattern", ylabel="cue"):
+    """Heat map of a (C, P) matrix with its values written in the cells, a colour bar
+    labelled with the matrix's own quantity (cbar_label, required: "IoU", "cosine
+    similarity"; None: no bar, e.g. when panels share one) and the number of seeds behind
+    each mean in the title (n)."""
     m = np.asarray(mean, dtype=float)
     im = ax.imshow(m, vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto")
-    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
-            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
+            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8,
                     color="white" if m[i, j] < (vmin + vmax) / 2 else "black")
     ax.set_title(title if n is None else f"{title} (n = {n})", fontsize=8)
-    ax.set_xlabel(xlabel, fontsize=7)
-    ax.set_ylabel(ylabel, fontsize=7)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
     if cbar_label is not None:
         ax.figure.colorbar(im, ax=ax, label=cbar_label, shrink=0.85)
     return im
@@ -321,12 +422,3 @@ def plot_band(ax, x, stats, label, ylabel=None, **kw):
     if ylabel is not None:
         ax.set_ylabel(ylabel)
     return line
-
-
-def save_figure(fig, path, dpi: int = 90) -> None:
-    """Lay out, write and close a figure."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-
-

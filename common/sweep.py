@@ -778,5 +778,5 @@ def heatmap(path, rows, metric: str, label: str | None = None, x: str = "f0", y:
     ax.set_title(f"{label or metric}: {len(xs)} x {len(ys)} points, {n_text} seeds per "
                  f"cell", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    from common import figures
+    figures.save_figure(fig, path, dpi=110, layout=False)

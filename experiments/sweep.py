@@ -559,9 +559,8 @@ def category_map(path, points, x, y, kind, marked, where="") -> str:
     ax.set_title(f"{title}{where}\n{len(xs)} x {len(ys)} points, n = {n[0]}"
                  f"{'' if len(n) == 1 else f'-{n[-1]}'} seeds per point", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return Path(path).name
+    from common import figures
+    return figures.save_figure(fig, path, dpi=90, layout=False).name
 
 
 # ---- the run ----------------------------------------------------------------------------

@@ -303,7 +303,7 @@ def store_patterns(targets: torch.Tensor, seeds, steps: int = 500,
                    dtype: torch.dtype = torch.float32, snapshots=(),
                    train_strength: float = TRAIN_STRENGTH, train_noise: float = TRAIN_NOISE,
                    baseline=(F0, K0), first_index: int = 0, record_every: int | None = None,
-                   frame_members=None, progress: str | None = None) -> dict:
+                   frame_members=None, progress: str | None = None, start=None) -> dict:
     """Scar targets into per-seed F/K fields one after the other (the protocol's training).
 
     For each pattern p in order: reset U = 1, V = clamp(train_strength * target_p +
@@ -317,8 +317,10 @@ def store_patterns(targets: torch.Tensor, seeds, steps: int = 500,
     pattern counts k after which a copy of (F, K) is kept. baseline: (F0, K0) from which
     the scar strength is measured. record_every: sample the similarity curve this often
     (default: only the end); frame_members: seed indices whose V is filmed (~100 frames).
+    start: (U, V), each (S, H, W): the first pattern's training starts from this state
+    instead of the training start (a saved state continued; common/state.py).
 
-    Returns {"F", "K": (S, H, W) final fields; "V": (S, H, W) final state;
+    Returns {"F", "K": (S, H, W) final fields; "U", "V": (S, H, W) final state;
     "train_similarity": (P, S) cosine at the end of each pattern's training;
     "scar_strength": (P, S) total scar after each pattern; "snapshots": {k: (F, K)};
     "curves": [{"steps", "similarity": (T, S)}] per pattern; "frames": [(N, M, H, W) or
@@ -343,8 +345,11 @@ def store_patterns(targets: torch.Tensor, seeds, steps: int = 500,
     out = {"train_similarity": [], "scar_strength": [], "snapshots": {}, "curves": [],
            "frames": []}
     for p in range(P):
-        gs.reset(V=make_cue(t[:, p], train_strength, train_noise,
-                            noise_seeds(seeds, "train", first_index + p)))
+        if p == 0 and start is not None:
+            gs.reset(U=start[0], V=start[1])
+        else:
+            gs.reset(V=make_cue(t[:, p], train_strength, train_noise,
+                                noise_seeds(seeds, "train", first_index + p)))
         run = evolve(gs, t[:, p], int(steps), rule=rule,
                      record_every=int(record_every or steps),
                      frame_every=max(1, steps // 100) if frame_members else None,
@@ -358,7 +363,7 @@ def store_patterns(targets: torch.Tensor, seeds, steps: int = 500,
             out["snapshots"][p + 1] = (gs.F.clone(), gs.K.clone())
     out["train_similarity"] = torch.stack(out["train_similarity"])
     out["scar_strength"] = torch.stack(out["scar_strength"])
-    out.update(F=gs.F, K=gs.K, V=gs.V)
+    out.update(F=gs.F, K=gs.K, U=gs.U, V=gs.V)
     return out
 
 
@@ -519,18 +524,21 @@ class Study:
                          self.protocol.cue_noise, seeds, role, first_index)
 
     def store(self, targets, seeds, steps: int, scar: bool = True, rule=None,
-              substrate: dict | None = None, **kw) -> dict:
+              substrate: dict | None = None, F=None, K=None, **kw) -> dict:
         """store_patterns with this protocol's rule (or `rule`), medium and training start;
         scar=False: the same training without scarring (the control). substrate: extra
-        GrayScott keyword arguments (e.g. clamp=False for an ablation)."""
+        GrayScott keyword arguments (e.g. clamp=False for an ablation). F, K: the fields
+        to scar (default: the unscarred medium); the scar strength is still measured from
+        the unscarred medium."""
         p = self.protocol
-        F, K = (rule or self.rule).background(p.f0, p.k0)
+        F0, K0 = (rule or self.rule).background(p.f0, p.k0)
+        F, K = (F0 if F is None else F), (K0 if K is None else K)
         return store_patterns(torch.as_tensor(targets).to(self.device, self.dtype), seeds, steps,
                               rule=(rule or self.rule) if scar else None, F=F, K=K,
                               substrate={**p.substrate(), **(substrate or {})},
                               device=self.device, dtype=self.dtype,
                               train_strength=p.train_init_strength, train_noise=p.train_noise,
-                              baseline=(F, K) if not isinstance(F, torch.Tensor) else (p.f0, p.k0),
+                              baseline=(F0, K0) if not isinstance(F0, torch.Tensor) else (p.f0, p.k0),
                               **kw)
 
     def recall(self, F, K, cues, patterns, steps: int, substrate: dict | None = None,

@@ -517,13 +517,16 @@ def apply_threads(threads) -> None:
         torch.set_num_threads(int(threads))
 
 
-def start(args) -> tuple:
-    """The common start of a run: (seeds, device); sets threads and quiet progress and
-    says what runs where (a --quick run says it is a smoke run)."""
+def start(args, announce: bool = True) -> tuple:
+    """The common start of a run: (seeds, device); sets threads, quiet progress and the
+    figures' format and dpi, and says what runs where (a --quick run says it is a smoke
+    run); announce=False: the settings only, (None, None)."""
     global QUIET, FIGURE_FORMAT, FIGURE_DPI
     QUIET = bool(getattr(args, "quiet", False))
     FIGURE_FORMAT = getattr(args, "format", "png")
     FIGURE_DPI = getattr(args, "dpi", None)
+    if not announce:
+        return None, None
     seeds = args.seed_list()
     apply_threads(args.threads)
     device = resolve_device(args.device)

@@ -255,7 +255,7 @@ def _band(ax, steps, curves, label, color, bounds=(0.0, 1.0)):
     metric's bounds, as metrics.summarize does). curves: (T, S)."""
     from metrics import t_quantile_975
 
-    c = curves.double().numpy()
+    c = np.asarray(curves.cpu() if isinstance(curves, torch.Tensor) else curves, dtype=np.float64)
     mean = c.mean(1)
     S = c.shape[1]
     ax.plot(steps, mean, label=label, color=color)
@@ -313,47 +313,59 @@ def _bar_errs(stats):
     return [lo, hi]
 
 
-def write_all(out, results, target, targets, p1, p2, p3, video=True):
-    """Every PNG (and MP4) of the main study into `out`, and the final fields as .npz."""
+def _first_seed(stat) -> float:
+    return stat["per_seed"][0]
+
+
+def write_all(out, results, fields, video=True) -> None:
+    """Every figure (and, with the frame stacks, the MP4s) of the main study into `out`,
+    from its results and its fields (scarring_validation.run_fields: the arrays of
+    fields.npz), so a finished run redraws without simulating (--replot). Field panels
+    show the first seed; their titles quote that seed's figures from the results."""
     out = Path(out)
-    seed, names, cfg = results["seeds"][0], list(targets), results["config"]
-    a1, a2, a3 = p1["arms"], p2["arms"], p3["arms"]
-    save_fields(out / "target.png", [target] + list(targets.values()),
+    seed, cfg = results["seeds"][0], results["config"]
+    r1, r2, r3 = results["phase1"], results["phase2"], results["phase3"]
+    names = list(r3["pattern_recall_qualities"])
+    targets = dict(zip(names, fields["phase3_targets"]))
+    save_fields(out / "target.png", [fields["target"]] + list(targets.values()),
                 ["phase 1-2 target"] + [f"phase 3 {n}" for n in names])
-    save_fields(out / "phase1_training.png", [target, a1["scarred"]["V"][0], a1["control"]["V"][0]],
-                ["target", f"scarred (sim {a1['scarred']['final']['cosine'][0]:.2f})",
-                 f"control (sim {a1['control']['final']['cosine'][0]:.2f})"],
+    save_fields(out / "phase1_training.png",
+                [fields["target"], fields["phase1_scarred_V"][0], fields["phase1_control_V"][0]],
+                ["target", f"scarred (sim {_first_seed(r1['scarred_final_similarity']):.2f})",
+                 f"control (sim {_first_seed(r1['control_final_similarity']):.2f})"],
                 suptitle=f"Phase 1, seed {seed}: V after {cfg['train_steps']} training steps")
-    sim = {arm: a2[arm]["final"]["cosine"][0] for arm in a2}
     save_fields(out / "phase2_recall.png",
-                [p2["cue"][0], a2["scarred"]["V"][0], a2["control"]["V"][0], a2["uncued"]["V"][0]],
-                [f"cue (sim {p2['cue_metrics']['cosine'][0]:.2f})",
-                 f"scarred (sim {sim['scarred']:.2f})", f"control (sim {sim['control']:.2f})",
-                 f"scarred, no cue (sim {sim['uncued']:.2f})"],
+                [fields["phase2_cue"][0], fields["phase2_scarred_V"][0],
+                 fields["phase2_control_V"][0], fields["phase2_uncued_V"][0]],
+                [f"cue (sim {_first_seed(r2['cue_similarity']):.2f})",
+                 f"scarred (sim {_first_seed(r2['scarred_recall_quality']):.2f})",
+                 f"control (sim {_first_seed(r2['control_recall_quality']):.2f})",
+                 f"scarred, no cue (sim {_first_seed(r2['uncued_recall_quality']):.2f})"],
                 suptitle=f"Phase 2, seed {seed}: V after {cfg['recall_steps']} recall steps")
-    fields, titles = [], []
+    panels, titles = [], []
     for i, n in enumerate(names):
-        sc, ct = a3["scarred"], a3["control"]
-        fields += [targets[n], p3["cues"][0, i], sc["V"][0, i], ct["V"][0, i]]
-        titles += [f"{n}", "cue", f"scarred (sim {sc['matrix']['cosine'][0, i, i]:.2f})",
-                   f"control (sim {ct['matrix']['cosine'][0, i, i]:.2f})"]
-    save_fields(out / "phase3_recall.png", fields, titles, ncols=4,
+        panels += [targets[n], fields["phase3_cues"][0, i], fields["phase3_scarred_V"][0, i],
+                   fields["phase3_control_V"][0, i]]
+        titles += [f"{n}", "cue",
+                   f"scarred (sim {_first_seed(r3['pattern_recall_qualities'][n]):.2f})",
+                   f"control (sim {_first_seed(r3['control_recall_qualities'][n]):.2f})"]
+    save_fields(out / "phase3_recall.png", panels, titles, ncols=4,
                 suptitle=f"Phase 3, seed {seed}: recall of each stored pattern "
                          f"({cfg['multi_recall_steps']} steps)")
-    strength = results["phase1"]["total_scar_strength"]["per_seed"][0]
+    strength = _first_seed(r1["total_scar_strength"])
     save_fields(out / "scar_maps.png",
-                [p1["F"][0].cpu(), p1["K"][0].cpu(), p3["F"][0].cpu(), p3["K"][0].cpu()],
+                [fields["phase1_F"][0], fields["phase1_K"][0], fields["phase3_F"][0],
+                 fields["phase3_K"][0]],
                 [f"phase 1 F (F0={cfg['f0']})", f"phase 1 K (K0={cfg['k0']})",
                  "phase 3 F (A+B+C)", "phase 3 K (A+B+C)"], ncols=4, vmax=cfg["f_max"],
                 cmap="magma", suptitle=f"Scar maps, seed {seed} (scar strength {strength:.1f})",
                 cbar_label="F and K")
     summary_figure(out / "summary.png", results)
-    save_final_fields(out, p1, p2, p3)
-    if video:
-        fr1 = (a1["scarred"]["frames"][:, 0], a1["control"]["frames"][:, 0])
+    if video and "frames_phase1_scarred" in fields:
+        fr1 = (fields["frames_phase1_scarred"], fields["frames_phase1_control"])
         write_video(out / "phase1_training.mp4", list(fr1), ["scarred", "control"],
                     steps=_frame_steps(cfg["train_steps"], len(fr1[0])))
-        fr2 = (p2["frames"]["scarred"], p2["frames"]["control"])
+        fr2 = (fields["frames_phase2_scarred"], fields["frames_phase2_control"])
         write_video(out / "phase2_recall.mp4", list(fr2), ["scarred recall", "control recall"],
                     steps=_frame_steps(cfg["recall_steps"], len(fr2[0])))
 
@@ -363,18 +375,6 @@ def _frame_steps(steps: int, frames: int) -> list[int]:
     steps from step 0 (scarring.evolve's frame_every)."""
     every = max(1, steps // 100)
     return [i * every for i in range(frames)]
-
-
-def save_final_fields(out, p1, p2, p3) -> None:
-    """The final V of every arm and the scarred F, K, as arrays to re-plot without
-    re-running: fields.npz (keys phase1_scarred_V, ..., phase3_F; seeds first)."""
-    arrays = {f"phase1_{a}_V": r["V"] for a, r in p1["arms"].items()}
-    arrays.update({f"phase2_{a}_V": r["V"] for a, r in p2["arms"].items()})
-    arrays.update({f"phase3_{a}_V": r["V"] for a, r in p3["arms"].items()})
-    arrays.update(phase1_F=p1["F"], phase1_K=p1["K"], phase3_F=p3["F"], phase3_K=p3["K"],
-                  phase2_cue=p2["cue"], phase3_cues=p3["cues"])
-    np.savez_compressed(Path(out) / "fields.npz",
-                        **{k: v.detach().cpu().numpy() for k, v in arrays.items()})
 
 
 # ---- panels shared by the studies ---------------------------------------------------------

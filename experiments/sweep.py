@@ -129,13 +129,16 @@ def parse_args(argv=None):
             action.help = (action.help.split(" (default")[0] + f" (default {default}"
                            + (f"; --quick: {quick})" if quick != default else ")"))
     given = vars(parser.parse_args(argv))
+    config_file, save_to = given.pop("config", None), given.pop("save_config", None)
     sweep_keys = {a.dest for a in parser._actions if a.dest.startswith(("grid_", "slurm_"))}
-    sweep_keys |= {"executor", "batch", "workers"}
+    sweep_keys |= {"executor", "batch", "workers", "no_wait", "collect", "dry_run"}
     flags = argparse_namespace({k: given.pop(k, None) for k in sweep_keys})
     for name, (default, quick) in own.items():
         if getattr(flags, name) is None:
             setattr(flags, name, quick if given.get("quick") else default)
-    values = dict(QUICK) if given.get("quick") else {}
+    from_file = cli.read_config(config_file, Args) if config_file is not None else {}
+    values = dict(QUICK) if given.get("quick", from_file.get("quick")) else {}
+    values.update(from_file)
     values.update(given)
     args = Args(**values)
     try:
@@ -155,6 +158,12 @@ def parse_args(argv=None):
         raise ValueError(f"--work {args.work}: must lie outside --out {out} (each run "
                          f"replaces --out whole, and the chunks must survive it)")
     cli.check_out_dir(args.work_dir())
+    if save_to is not None:
+        cli.write_config(save_to, args)
+        print(f"wrote the effective flags to {save_to} (the grid and executor flags are not "
+              f"in it); run them with --config {save_to}")
+        sys.exit(0)
+    execution["dry_run"] = bool(flags.dry_run)
     return args, grid, execution
 
 
@@ -589,10 +598,20 @@ def fixed_settings(args, grid, execution) -> dict:
 
 def main(argv=None):
     args, grid, execution = parse_args(argv)
-    seeds, device = cli.start(args)
+    dry_run = execution.pop("dry_run")
+    seeds, device = cli.start(args, announce=not dry_run)
     from experiments.sweep import run_points as runner   # by module name, also under -m
     n_points = math.prod(len(v) for v in grid.values())
     work = args.work_dir()
+    per_batch = [n for n in grid if n not in per_member(args)]
+    if dry_run:
+        chunks = sweep.plan(grid, args.seed_list(), execution["batch"],
+                            fixed_settings(args, grid, execution), VERSION,
+                            sweep.runner_name(runner), per_batch)
+        print(f"sweep: {n_points} points x {args.seeds} seeds over {', '.join(grid)}, "
+              f"{execution['executor']} executor, batch {execution['batch']}")
+        print(sweep.dry_run_text(chunks, work, execution["executor"], execution["slurm"]))
+        return
     print(f"sweep: {n_points} points x {len(seeds)} seeds over {', '.join(grid)}, "
           f"{execution['executor']} executor, batch {execution['batch']}, "
           f"chunks -> {work}/", flush=True)
@@ -600,11 +619,13 @@ def main(argv=None):
     (work / cli.MARKER).write_text("sweep chunks\n")
     load = os.getloadavg()
     t0 = time.perf_counter()
-    per_batch = [n for n in grid if n not in per_member(args)]
     try:
         result = sweep.run_sweep(runner, grid, seeds, work, per_batch=per_batch, formats=(),
                                  fixed=fixed_settings(args, grid, execution), version=VERSION,
                                  progress=not args.quiet, **execution)
+    except sweep.SweepSubmitted as exc:    # --no-wait: the jobs run on without us
+        print(exc)
+        return
     except sweep.SweepIncomplete as exc:   # the finished chunks stay for the rerun
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

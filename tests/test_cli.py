@@ -132,6 +132,7 @@ def test_envelope_keys(tmp_path):
     assert env["study"] == "toy" and env["schema_version"] == cli.SCHEMA_VERSION
     assert env["config"]["steps"] == 100 and env["smoke_run"] is False
     assert env["git_commit"] == "not a git checkout" or len(env["git_commit"].split("-")[0]) == 40
+    assert env["package_version"] == cli.package_version() != "unknown"
 
 
 def test_lazy_module_imports_on_first_use():

@@ -353,7 +353,10 @@ def load_init(args, seeds, dtype) -> dict | None:
     check_fits(state, grid=args.grid, batch=len(seeds))
     if state["F"].dim() == 2:   # a shared field: one copy per seed
         state.update(F=state["F"].expand_as(state["U"]), K=state["K"].expand_as(state["U"]))
-    return {**{k: state[k].to(dtype) for k in "UVFK"}, "step": state["step"]}
+    return {**{k: state[k].to(dtype) for k in "UVFK"},
+            "source": {"path": str(args.init_from), "step": state["step"],
+                       "package_version": state["package_version"],
+                       "git_commit": state["git_commit"]}}
 
 
 def replot(args) -> None:
@@ -422,7 +425,9 @@ def main(argv=None):
     results = build_results(args, study.rule, seeds, device, targets, p1, p2, p3, wall)
     from common import figures   # plotting and video at the edge, imported only when needed
     fields = run_fields(target, targets, p1, p2, p3)
-    step = (init["step"] if init is not None else 0) + args.train_steps
+    step = (init["source"]["step"] if init is not None else 0) + args.train_steps
+    if init is not None:   # where the run started: the saved state's file, step and code
+        results["init_from"] = init["source"]
     with cli.staged_output(args.out_dir(), Args.study) as out:
         figures.write_all(out, results, fields, video=not args.no_video)
         save_fields_state(out / "fields.npz", args, study.rule, seeds, fields,

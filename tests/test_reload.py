@@ -89,6 +89,8 @@ def test_init_from_continues_training_exactly(first_run, tmp_path):
              "--no-video", "--out", str(whole)])
     a, b = (load_state(d / "fields.npz") for d in (cont, whole))
     assert a["step"] == b["step"] == 120
+    started = json.loads((cont / "results.json").read_text())["init_from"]
+    assert started["step"] == 60 and started["path"].endswith("fields.npz")
     for k in "UVFK":
         assert torch.equal(a[k], b[k]), k
 

@@ -25,6 +25,7 @@ VIDEO_PRESET = "veryfast"   # libx264 speed: 2.5x faster than its default on our
 MIN_FONT_PT = 8          # no annotation is drawn smaller (save_figure enforces it)
 PANEL_INCHES = 2.6       # a field panel's target width; the cell scale is an integer
 VECTOR_FORMATS = ("pdf", "svg")
+MAX_AUTO_DPI = 600       # the most save_figure raises the dpi to (a bound on file size)
 
 
 def figure_format() -> str:
@@ -79,7 +80,7 @@ def save_figure(fig, path, dpi: int = 90, layout: bool = True) -> Path:
     prepare_for_print(fig, path)
     if layout:
         fig.tight_layout()
-    dpi = max(figure_dpi(dpi), math.ceil(_image_cells_dpi(fig)))
+    dpi = max(figure_dpi(dpi), min(MAX_AUTO_DPI, math.ceil(_image_cells_dpi(fig))))
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path

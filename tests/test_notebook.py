@@ -7,10 +7,11 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb
 
 
 @pytest.mark.slow
-def test_quickstart_notebook_runs_and_recalls():
+def test_quickstart_notebook_runs_and_recalls(monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
+    monkeypatch.delenv("MPLBACKEND", raising=False)   # the kernel draws inline, as for a user
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code")  # stored clean
     nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",

@@ -26,7 +26,7 @@ def settings(monkeypatch):
     return set_
 
 
-@pytest.mark.parametrize("n, dpi", [(20, 90), (256, 90), (37, 300)])
+@pytest.mark.parametrize("n, dpi", [(20, 90), (256, 90), (37, 150)])
 def test_fields_are_drawn_cell_for_cell(tmp_path, settings, n, dpi):
     """Every cell is an s x s block of exactly its colour: the PNG holds the field as
     imsave would write it (enlarged by an integer), never resampled between cells."""

@@ -59,9 +59,6 @@ def test_replot_redraws_every_figure_without_simulating(first_run, tmp_path, mon
         a, b = (np.asarray(Image.open(d / name)) for d in (first_run, out))
         assert a.shape == b.shape and np.array_equal(a, b), name
     assert (out / "phase1_training.mp4").stat().st_size > 0
-    sv.main(["--replot", str(first_run), "--out", str(tmp_path / "svg"), "--format", "svg",
-             "--no-video"])
-    assert all((tmp_path / "svg" / name.replace(".png", ".svg")).is_file() for name in PNGS)
 
 
 def test_replot_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):

@@ -39,7 +39,7 @@ class Args(RunArgs, Protocol):
     study: ClassVar[str] = "scarring_validation"
     no_video: bool = arg(False, "skip the MP4s")
     target_image: Optional[str] = arg(None, "grayscale PNG/JPG used as the phase 1-2 target "
-                                            "instead of square_spots (bright = pattern)")
+                                            "instead of --pattern (bright = pattern)")
     init_from: Optional[str] = arg(None, "start from a saved state (a run's fields.npz, "
                                          "common/state.py): phase 1 training continues from "
                                          "its U, V, F, K; the control starts from its U, V on "
@@ -79,7 +79,7 @@ def phase1(study, target, seeds, init=None) -> dict:
     index = NOISE["phase1_start"][1]   # training starts are always role "train"
     arms = {}
     for arm, scar in (("scarred", True), ("control", False)):
-        start = {} if init is None else {"start": (init["U"], init["V"])}
+        start = {} if init is None else {"initial": (init["U"], init["V"])}
         if init is not None and scar:
             start.update(F=init["F"], K=init["K"])
         run = study.store(target[None], seeds, p.train_steps, scar=scar, first_index=index,
@@ -87,7 +87,7 @@ def phase1(study, target, seeds, init=None) -> dict:
                           record_every=p.record_every, frame_members=(0,),
                           progress=f"phase 1: training, {arm}")
         arms[arm] = {"final": final_metrics(run["V"], target), "V": run["V"].cpu(),
-                     "U": run["U"].cpu(),
+                     "U": run["state"][0].cpu(),
                      "F": run["F"], "K": run["K"], "curve": run["curves"][0],
                      "frames": run["frames"][0]}
     F, K = arms["scarred"]["F"], arms["scarred"]["K"]
@@ -395,7 +395,7 @@ def load_targets(args, dtype):
     if args.target_image:
         target = patterns.load_image_pattern(args.target_image, args.grid, args.grid, dtype=dtype)
     else:
-        target = patterns.make_pattern("square_spots", args.grid, args.grid, dtype=dtype)
+        target = patterns.make_pattern(args.pattern, args.grid, args.grid, dtype=dtype)
     target = patterns.check_target(target, args.grid, args.grid)
     return target, patterns.phase3_targets(args.grid, dtype=dtype)
 
@@ -408,9 +408,7 @@ def main(argv=None):
     seeds, device = cli.start(args)
     study = scarring.Study(protocol_of(args), device)
     init = load_init(args, seeds, study.dtype)
-    target, targets = load_targets(args, study.dtype)
-    cli.check_memory(members=4 * len(seeds) + 2 * len(targets) * len(seeds),
-                     cells=args.grid ** 2, dtype=study.dtype, device=device)
+    target, targets = load_targets(args, study.dtype)   # memory: checked by cli.start
     target, targets = target.to(device), {k: v.to(device) for k, v in targets.items()}
     t0 = time.perf_counter()
     print(f"phase 1: {args.train_steps} steps training, scarred and control")

@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 import warnings
 
 import torch
 import torch.nn.functional as tnf
 
-from common import compiling
+from common import compiling, memory
 from common.compiling import compiler_available  # noqa: F401  (re-exported)
 from protocol import Protocol
 
@@ -180,8 +179,9 @@ def check_stability(Du: float, Dv: float, dt: float, stencil: str = "nine_point"
             reaction = f" + {what} = {rate:.4g}" if rate else ""
             raise ValueError(
                 f"unstable: dt * ({name} * {bound}{reaction}) = {product:.4g} exceeds "
-                f"{STABILITY_LIMIT} for the {stencil} stencil; need dt * {name} <= "
-                f"{max(STABILITY_LIMIT / dt - rate, 0.0) * dt / bound:.4g} (dt={dt}, "
+                f"{STABILITY_LIMIT} for the {stencil} stencil: lower dt to <= "
+                f"{STABILITY_LIMIT / (D * bound + rate):.4g} (or {name} to <= "
+                f"{max(STABILITY_LIMIT / dt - rate, 0.0) / bound:.4g}) (dt={dt}, "
                 f"{name}={D}, F_max={F_max:.4g}, K_max={K_max:.4g}, V_max={V_max:.4g})")
 
 
@@ -336,23 +336,6 @@ def _chunk_views(buffers, F, K, chunk, nd) -> list:
 
 # ---- the stepper -----------------------------------------------------------------------------
 
-def _available_memory(device: torch.device):
-    """Bytes free for new tensors on device, or None when unknown."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def _device(device) -> torch.device:
     """device (default: cuda if present, else cpu) as a torch.device that holds data."""
     if device is None:
@@ -450,13 +433,9 @@ class GrayScott:
     def _check_memory(self) -> None:
         need = MEMORY_TENSORS * self.batch * math.prod(g + 2 for g in self.grid) \
             * self.dtype.itemsize
-        free = _available_memory(self.device)
-        if free is not None and need > free:
-            raise ValueError(
-                f"a {'x'.join(map(str, self.grid))} grid with batch {self.batch} in "
-                f"{str(self.dtype).replace('torch.', '')} needs about {need / 2**30:.1f} GiB "
-                f"on {self.device} ({MEMORY_TENSORS} state-sized tensors); only "
-                f"{free / 2**30:.1f} GiB is available: use a smaller grid or batch")
+        memory.check(need, f"a {'x'.join(map(str, self.grid))} grid with batch {self.batch} "
+                     f"in {str(self.dtype).replace('torch.', '')} ({MEMORY_TENSORS} "
+                     f"state-sized tensors)", self.device, "use a smaller grid or batch")
 
     def _check_state(self) -> None:
         """U, V, F, K: shapes (coerced to this medium's dtype and device), finite, F and K

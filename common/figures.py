@@ -16,6 +16,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from common import figure_options
+
 CMAP = "viridis"
 VIDEO_CRF = 18          # libx264 quality (0 lossless .. 51 worst; 18 looks lossless)
 VIDEO_PRESET = "veryfast"   # libx264 speed: 2.5x faster than its default on our fields,
@@ -29,8 +31,7 @@ MAX_AUTO_DPI = 600       # the most save_figure raises the dpi to (a bound on fi
 
 
 def figure_format() -> str:
-    from common import cli
-    return cli.FIGURE_FORMAT
+    return figure_options.FORMAT
 
 
 def figure_path(path) -> Path:
@@ -41,8 +42,7 @@ def figure_path(path) -> Path:
 
 def figure_dpi(default: int) -> int:
     """The run's --dpi, or the figure's own default."""
-    from common import cli
-    return int(cli.FIGURE_DPI) if cli.FIGURE_DPI is not None else int(default)
+    return int(figure_options.DPI) if figure_options.DPI is not None else int(default)
 
 
 def _image_cells_dpi(fig) -> float:

@@ -51,6 +51,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,8 @@ PROGRESS_EVERY_S = 5.0      # seconds between progress lines when stderr is not 
 SUBMITIT_POLL_S = 5.0       # how often the slurm executor asks whether tasks are done
 ROUND_DIGITS = 12           # range values rounded to this many significant digits, so
                             # 0.010:0.080:36 gives 0.012, not 0.012000000000000002
+MAX_POINTS = 100_000        # grid points of one sweep (checked before any list is built)
+MAX_MEMBERS = 1_000_000     # points x seeds of one sweep
 
 
 class GridError(ValueError):
@@ -108,9 +111,9 @@ def _range(spec: str, name: str) -> list:
         raise GridError(f"--grid-{_flag(name)} {spec!r}: a range is lo:hi:n (3 fields)")
     lo, hi = _number(parts[0], name, spec), _number(parts[1], name, spec)
     n = _number(parts[2], name, spec)
-    if not isinstance(n, int) or n < 1:
+    if not isinstance(n, int) or not 1 <= n <= MAX_POINTS:
         raise GridError(f"--grid-{_flag(name)} {spec!r}: n={parts[2].strip()} must be an "
-                        f"integer >= 1")
+                        f"integer in [1, {MAX_POINTS:,}]")
     if n > 1 and lo > hi:
         raise GridError(f"--grid-{_flag(name)} {spec!r}: lo={lo} > hi={hi} (need lo <= hi)")
     if n == 1:
@@ -142,7 +145,10 @@ def parse_values(spec, name: str = "value") -> list:
         raise GridError(f"--grid-{_flag(name)} {spec!r}: expected a range, a list or a number")
     if not values:
         raise GridError(f"--grid-{_flag(name)}: no values given")
-    repeated = sorted({v for v in values if values.count(v) > 1})
+    if len(values) > MAX_POINTS:
+        raise GridError(f"--grid-{_flag(name)}: {len(values):,} values, more than the "
+                        f"{MAX_POINTS:,} a sweep takes")
+    repeated = sorted(v for v, count in Counter(values).items() if count > 1)
     if repeated:
         raise GridError(f"--grid-{_flag(name)} {spec!r}: value {repeated[0]} appears twice "
                         f"(each point must be unique)")
@@ -158,6 +164,11 @@ def parse_grid(specs: Mapping, allowed: Sequence[str] | None = None) -> dict:
         if allowed is not None and name not in allowed:
             raise GridError(f"unknown constant {name!r}; allowed: {', '.join(allowed)}")
         grid[name] = parse_values(spec, name)
+    points = math.prod(len(v) for v in grid.values())
+    if points > MAX_POINTS:
+        raise GridError(f"the grid has {points:,} points ("
+                        f"{' x '.join(str(len(v)) for v in grid.values())}), more than the "
+                        f"{MAX_POINTS:,} a sweep takes: split it or use fewer values")
     return grid
 
 
@@ -170,15 +181,36 @@ def load_grid_file(path, allowed: Sequence[str] | None = None) -> dict:
     except OSError as exc:
         raise GridError(f"grid file {path}: cannot read it ({exc.strerror or exc})") from None
     try:
-        specs = yaml.safe_load(text)
+        specs = yaml.load(text, Loader=_unique_key_loader())
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
-        raise GridError(f"grid file {path}: does not parse as YAML/JSON{at}") from None
+        problem = getattr(exc, "problem", None) or ""
+        why = f": {problem}" if "twice" in problem else ""
+        raise GridError(f"grid file {path}: does not parse as YAML/JSON{at}{why}") from None
     if not isinstance(specs, dict):
         raise GridError(f"grid file {path}: expected a mapping of constant -> values, got "
                         f"{type(specs).__name__}")
     return parse_grid({str(k): v for k, v in specs.items()}, allowed)
+
+
+def _unique_key_loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """yaml.safe_load, refusing a key given twice (YAML would keep the last)."""
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return Loader
 
 
 def expand(grid: Mapping[str, Sequence]) -> list[dict]:
@@ -238,6 +270,10 @@ def plan(grid: Mapping, seeds: Sequence, batch: int, fixed: Mapping | None = Non
     rule's constants...): no chunk mixes two values of one of them, and the runner
     also gets each one's value as a keyword argument."""
     seeds = _check_seeds(seeds)
+    points = math.prod(len(v) for v in grid.values())
+    if points * len(seeds) > MAX_MEMBERS:
+        raise GridError(f"{points:,} points x {len(seeds):,} seeds is more than the "
+                        f"{MAX_MEMBERS:,} members a sweep takes: use fewer points or seeds")
     fixed = dict(fixed or {})
     both = sorted(set(grid) & set(fixed))
     if both:
@@ -287,6 +323,9 @@ def write_atomic(path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -306,16 +345,67 @@ def chunk_path(out, chunk: Chunk) -> Path:
     return Path(out) / CHUNKS_DIR / f"{chunk.hash}.json"
 
 
-def load_chunk(out, chunk: Chunk) -> list | None:
-    """The chunk's rows if its file exists with the same configuration, else None."""
+def load_chunk(out, chunk: Chunk, check_row: Callable | None = None,
+               warn: bool = False) -> list | None:
+    """The chunk's rows if its file exists with the same configuration and rows that fit
+    it (see chunk_problem), else None: a damaged or foreign file is a miss, rerun (with a
+    warning line when `warn`)."""
     path = chunk_path(out, chunk)
     try:
         saved = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return None
-    if saved.get("hash") != chunk.hash or saved.get("config") != chunk.config:
+    except (OSError, ValueError) as exc:
+        saved = exc
+    problem = chunk_problem(saved, chunk, check_row)
+    if problem is not None:
+        if warn:
+            print(f"warning: chunk file {path}: {problem}; running it again", file=sys.stderr,
+                  flush=True)
         return None
     return saved["rows"]
+
+
+def rows_digest(rows) -> str:
+    return hashlib.sha256(_canonical(rows).encode()).hexdigest()
+
+
+def chunk_problem(saved, chunk: Chunk, check_row: Callable | None = None) -> str | None:
+    """Why a chunk file's content cannot stand for the chunk (None: it can): it must be
+    this chunk's record, its rows one per point x seed in order with plain, finite values,
+    matching their digest, and accepted by check_row (which raises ValueError)."""
+    if isinstance(saved, Exception):
+        return f"unreadable ({type(saved).__name__})"
+    if not isinstance(saved, dict) or saved.get("hash") != chunk.hash \
+            or saved.get("config") != chunk.config:
+        return "not this chunk's record"
+    rows = saved.get("rows")
+    if not isinstance(rows, list) or len(rows) != chunk.members:
+        return (f"{len(rows) if isinstance(rows, list) else 'no'} rows for "
+                f"{chunk.members} points x seeds")
+    expected = [(p, s) for p in chunk.points for s in chunk.seeds]
+    for row, (point, seed) in zip(rows, expected):
+        if not isinstance(row, dict) or row.get("seed") != seed \
+                or any(row.get(k) != v for k, v in point.items()):
+            return f"a row is not the one of {dict(point)}, seed {seed}"
+        for key, value in row.items():
+            if not (value is None or isinstance(value, (str, bool, int)) or (
+                    isinstance(value, float) and math.isfinite(value))):
+                return f"{key}={value!r} is not a finite number, a string or empty"
+        if check_row is not None:
+            try:
+                check_row(row)
+            except ValueError as exc:
+                return str(exc)
+    if "rows_sha256" in saved and saved["rows_sha256"] != rows_digest(rows):
+        return "its rows do not match their digest (edited or damaged)"
+    return None
+
+
+def _finite_or_none(row: dict) -> dict:
+    """NaN and infinities (e.g. a correlation of a uniform field) are written as empty."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in row.items()}
 
 
 def _complete_rows(rows, chunk: Chunk, fixed: Mapping) -> list:
@@ -351,9 +441,10 @@ def run_chunk(runner: Callable, chunk: Chunk, out) -> dict:
     fixed = chunk.config["fixed"]
     shared = {n: chunk.points[0][n] for n in chunk.config["per_batch"]}
     rows = runner([dict(p) for p in chunk.points], list(chunk.seeds), **fixed, **shared)
-    rows = _complete_rows(rows, chunk, fixed)
+    rows = [_finite_or_none(r) for r in _complete_rows(rows, chunk, fixed)]
     wall = time.perf_counter() - t
-    record = {"hash": chunk.hash, "config": chunk.config, "wall_s": wall, "rows": rows}
+    record = {"hash": chunk.hash, "config": chunk.config, "wall_s": wall, "rows": rows,
+              "rows_sha256": rows_digest(rows)}
     path = chunk_path(out, chunk)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(record).encode())
@@ -606,13 +697,14 @@ def dry_run_text(chunks: Sequence[Chunk], out, executor: str,
 
 # ---- the table ---------------------------------------------------------------------------------
 
-def collect(out, chunks: Sequence[Chunk], seeds: Sequence[int]) -> list[dict] | None:
+def collect(out, chunks: Sequence[Chunk], seeds: Sequence[int],
+            check_row: Callable | None = None) -> list[dict] | None:
     """All rows in table order (grid order, then `seeds` order); None if a chunk is
     missing. The order does not depend on how the points were chunked."""
     rank = {s: i for i, s in enumerate(seeds)}
     keyed = []
     for chunk in chunks:
-        rows = load_chunk(out, chunk)
+        rows = load_chunk(out, chunk, check_row)
         if rows is None:
             return None
         members = [(p, s) for p in chunk.point_indices for s in chunk.seeds]
@@ -742,7 +834,8 @@ def run_sweep(runner: Callable, grid: Mapping, seeds: Sequence[int], out, *,
               slurm: SlurmOptions | None = None, formats: Sequence[str] | None = None,
               per_batch: Sequence[str] = (), fail_fast: bool = False,
               progress: bool = True, poll_s: float = SUBMITIT_POLL_S,
-              submit_only: bool = False, collect_only: bool = False) -> SweepResult:
+              check_row: Callable | None = None, submit_only: bool = False,
+              collect_only: bool = False) -> SweepResult:
     """Run every chunk not done yet, then rebuild the table from the chunk files.
 
     grid: {name: [values]} (parse_grid); seeds: ints; fixed: settings passed to every
@@ -751,7 +844,9 @@ def run_sweep(runner: Callable, grid: Mapping, seeds: Sequence[int], out, *,
     in this process; workers=N: N spawned processes with `threads` CPU threads each) or
     "slurm" (submitit, `slurm` options). A failing chunk is recorded and the others go
     on (fail_fast stops at the first); then SweepIncomplete is raised and the finished
-    chunks stay on disk for the rerun. Returns the rows, the table paths and a summary.
+    chunks stay on disk for the rerun. check_row(row) raises ValueError for a row a chunk
+    file cannot hold (values out of their range): such a file is run again. Returns the
+    rows, the table paths and a summary.
 
     With "slurm", each submitted chunk's job id is recorded (record_job) and a chunk whose
     job is still pending or running is never submitted again. submit_only: submit the
@@ -770,11 +865,11 @@ def run_sweep(runner: Callable, grid: Mapping, seeds: Sequence[int], out, *,
     chunks = plan(grid, seeds, batch, fixed, version, runner_name(runner), per_batch)
     out = Path(out)
     (out / CHUNKS_DIR).mkdir(parents=True, exist_ok=True)
-    todo = [c for c in chunks if load_chunk(out, c) is None]
+    todo = [c for c in chunks if load_chunk(out, c, check_row, warn=True) is None]
     # chunks an earlier run submitted and whose jobs still run are waited for, not resubmitted
     in_flight = [c for c in todo if executor == "slurm" or collect_only
                  if job_is_active(out, load_job_record(out, c) or {})]
-    todo = [c for c in todo if c in in_flight or load_chunk(out, c) is None]  # finished since
+    todo = [c for c in todo if c in in_flight or load_chunk(out, c, check_row) is None]
     fresh = [c for c in todo if c not in in_flight]
     prog = Progress(len(chunks), seeds, enabled=progress)
     prog.skipped = len(chunks) - len(todo)
@@ -812,10 +907,10 @@ def run_sweep(runner: Callable, grid: Mapping, seeds: Sequence[int], out, *,
     planned = {chunk_path(out, c).name for c in chunks}
     summary["stale_chunk_files"] = sum(p.name not in planned
                                        for p in (out / CHUNKS_DIR).glob("*.json"))
-    rows = collect(out, chunks, list(seeds))
+    rows = collect(out, chunks, list(seeds), check_row)
     if rows is None and collect_only:
-        running = [c for c in in_flight if load_chunk(out, c) is None]
-        missing = sum(load_chunk(out, c) is None for c in chunks) - len(running)
+        running = [c for c in in_flight if load_chunk(out, c, check_row) is None]
+        missing = sum(load_chunk(out, c, check_row) is None for c in chunks) - len(running)
         ids = sorted({load_job_record(out, c)["job_id"] for c in running})
         raise SweepIncomplete(f"{len(chunks) - len(running) - missing} of {len(chunks)} "
                               f"chunks are done, {len(running)} still running (jobs "
@@ -823,7 +918,7 @@ def run_sweep(runner: Callable, grid: Mapping, seeds: Sequence[int], out, *,
                               f"or their job failed: a run without --collect submits "
                               f"them)", summary)
     if rows is None:
-        missing = sum(load_chunk(out, c) is None for c in chunks)
+        missing = sum(load_chunk(out, c, check_row) is None for c in chunks)
         first = summary["errors"][0] if summary["errors"] else "not run"
         raise SweepIncomplete(f"{missing} of {len(chunks)} chunks are not done (first: "
                               f"{first}); finished chunks are kept in {out / CHUNKS_DIR}, "
@@ -846,8 +941,11 @@ def add_grid_flags(parser, names: Sequence[str]) -> None:
 def grid_from_flags(args, names: Sequence[str]) -> dict:
     """The grid from --grid-file, then the --grid-NAME flags (a flag wins)."""
     specs = {}
-    if getattr(args, "grid_file", None):
-        specs.update(load_grid_file(args.grid_file, names))
+    path = getattr(args, "grid_file", None)
+    if path is not None:
+        if not path.strip():
+            raise GridError("--grid-file '': give a file path or leave the flag out")
+        specs.update(load_grid_file(path, names))
     for name in names:
         spec = getattr(args, f"grid_{name}", None)
         if spec is not None:

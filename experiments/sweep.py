@@ -60,7 +60,6 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import sys
 import time
 from collections import Counter
@@ -68,7 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Optional
 
-from common import cli, sweep
+from common import cli, memory, sweep
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol
 
@@ -89,13 +88,14 @@ VERSION = "1"          # bump when a change here changes the numbers (part of ch
 PATTERN = "square_spots"
 METRIC_NAMES = ("cosine", "iou", "pearson")
 HOLDS_RECALL, HOLDS_RATIO = 0.7, 1.5     # the study's success criteria
-KILL_AFTER_ENV = "SCARRING_SWEEP_TEST_KILL_AFTER"   # tests only: see _maybe_kill
+RECALL_ARMS = 3        # the largest batch: scarred, control and uncued recall of a chunk
 
 
 @dataclass
 class Args(RunArgs, Protocol):
     """The protocol's constants (each a plain flag and a --grid-NAME), and the sweep's."""
     study: ClassVar[str] = "sweep"
+    members_per_seed: ClassVar[int] = 0    # memory is checked per chunk (parse_args)
     seeds: int = arg(3, "seeds per point, run in the same batch as the points", lo=1,
                      hi=100_000)
     grid: int = arg(128, "grid size H = W (the reference geometry scales with it)", lo=16,
@@ -153,11 +153,18 @@ def parse_args(argv=None):
     if execution["executor"] == "local" and execution["workers"] > 1:
         execution["threads"] = args.threads or 1
     check_points(args, grid)
+    if execution["executor"] == "local":   # a Slurm task's machine is not this one
+        members = min(execution["batch"], math.prod(map(len, grid.values())) * args.seeds)
+        side = max(grid.get("grid", [args.grid]))
+        memory.check_media(RECALL_ARMS * members, side ** 2, 4,
+                           cli.resolve_device(args.device),
+                           f"a chunk of {members} members at {side}x{side}",
+                           "use a smaller --grid or --batch")
     work, out = args.work_dir().resolve(), args.out_dir().resolve()
     if work == out or out in work.parents:
         raise ValueError(f"--work {args.work}: must lie outside --out {out} (each run "
                          f"replaces --out whole, and the chunks must survive it)")
-    cli.check_out_dir(args.work_dir())
+    cli.check_out_dir(args.work_dir(), kind="chunks")
     if save_to is not None:
         cli.write_config(save_to, args)
         print(f"wrote the effective flags to {save_to} (the grid and executor flags are not "
@@ -174,7 +181,8 @@ def argparse_namespace(values: dict):
 
 def grid_of(args, flags) -> dict:
     """The grid from --grid-file and --grid-NAME, or the default (--quick: a tiny one)."""
-    given = flags.grid_file or any(getattr(flags, f"grid_{n}") for n in SWEEPABLE)
+    given = flags.grid_file is not None or any(getattr(flags, f"grid_{n}") is not None
+                                               for n in SWEEPABLE)
     if not given:
         return sweep.parse_grid(QUICK_GRID if args.quick else DEFAULT_GRID, SWEEPABLE)
     return sweep.grid_from_flags(flags, SWEEPABLE)
@@ -209,7 +217,6 @@ def run_points(points, seeds, *, device="cpu", phase3=False, **constants) -> lis
 
     points: dicts of swept constants; the per-batch ones are equal across the chunk and
     also come in `constants` with every fixed protocol constant."""
-    _maybe_kill()
     protocol = Protocol(**{k: v for k, v in constants.items() if k in PROTOCOL_NAMES})
     study = scarring.Study(protocol, torch.device(device))
     members = [(p, s) for p in points for s in seeds]
@@ -234,19 +241,19 @@ def run_points(points, seeds, *, device="cpu", phase3=False, **constants) -> lis
 PROTOCOL_NAMES = {f.name for f in dataclasses.fields(Protocol)}
 
 
-def _maybe_kill() -> None:
-    """Tests only: with SCARRING_SWEEP_TEST_KILL_AFTER=N in the environment, the process
-    kills itself (SIGKILL: no clean-up, like a power cut) when its runner is called for
-    the (N+1)-th time, i.e. after N chunk files were written."""
-    limit = os.environ.get(KILL_AFTER_ENV)
-    if limit is None:
-        return
-    _CALLS.append(1)
-    if len(_CALLS) > int(limit):
-        os.kill(os.getpid(), signal.SIGKILL)
+ROW_RANGES = {"cosine": (-1.0, 1.0), "iou": (0.0, 1.0), "pearson": (-1.0, 1.0)}
 
 
-_CALLS: list = []
+def check_row(row) -> None:
+    """A chunk file's row read back: every similarity, ratio and count in its range
+    (ValueError otherwise, and the chunk is run again)."""
+    for key, value in row.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        lo, hi = BOUNDS.get(key) or ROW_RANGES.get(key.rsplit("_", 1)[-1]) or (
+            (0, math.inf) if key.endswith("_cells") else (-math.inf, math.inf))
+        if not lo - 1e-6 <= value <= hi + 1e-6:
+            raise ValueError(f"{key}={value} lies outside [{lo}, {hi}]")
 
 
 def _scalar(x):
@@ -616,13 +623,13 @@ def main(argv=None):
           f"{execution['executor']} executor, batch {execution['batch']}, "
           f"chunks -> {work}/", flush=True)
     work.mkdir(parents=True, exist_ok=True)
-    (work / cli.MARKER).write_text("sweep chunks\n")
+    (work / cli.CHUNKS_MARKER).write_text("sweep chunks\n")
     load = os.getloadavg()
     t0 = time.perf_counter()
     try:
         result = sweep.run_sweep(runner, grid, seeds, work, per_batch=per_batch, formats=(),
                                  fixed=fixed_settings(args, grid, execution), version=VERSION,
-                                 progress=not args.quiet, **execution)
+                                 progress=not args.quiet, check_row=check_row, **execution)
     except sweep.SweepSubmitted as exc:    # --no-wait: the jobs run on without us
         print(exc)
         return

@@ -75,15 +75,17 @@ def test_protocol_defaults_are_the_published_constants_and_validate():
     cli.validate(p)
     assert (p.f0, p.k0, p.du, p.dv, p.dt, p.decay) == (0.037, 0.060, 0.16, 0.08, 1.0, 0.9995)
     assert (p.scar_strength, p.k_ratio, p.match_threshold, p.gate) == (0.003, 0.5, 0.3, 0.5)
-    rule = p.storage_rule()
+    import scarring
+
+    rule = scarring.storage_rule(p)
     assert (rule.strength, rule.F_max, rule.K_min, rule.F0, rule.K0) == (0.003, 0.08, 0.03,
                                                                           0.037, 0.060)
     with pytest.raises(ValueError, match="unstable"):
-        cli.validate(Protocol(dt=9.0))
+        scarring.check_protocol(Protocol(dt=9.0))
     with pytest.raises(ValueError, match="--f0 0.5"):
         cli.validate(Protocol(f0=0.5))
     with pytest.raises(ValueError, match="--rule 'x'"):
-        cli.validate(Protocol(rule="x"))
+        scarring.check_protocol(Protocol(rule="x"))
 
 
 def test_noise_seeds_are_distinct_per_role_and_index_and_batch_free():
@@ -103,10 +105,10 @@ def test_staged_output_appears_whole_or_not_at_all(tmp_path):
         with cli.staged_output(out, "toy") as stage:
             (stage / "b.txt").write_text("second")
             raise KeyboardInterrupt
-    assert sorted(p.name for p in out.iterdir()) == sorted([cli.MARKER, "a.txt"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([cli.MARKER, "a.txt", "index.html"])
     with cli.staged_output(out, "toy") as stage:
         (stage / "c.txt").write_text("third")
-    assert sorted(p.name for p in out.iterdir()) == sorted([cli.MARKER, "c.txt"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([cli.MARKER, "c.txt", "index.html"])
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
 
 

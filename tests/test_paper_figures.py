@@ -10,7 +10,7 @@ import pytest
 from matplotlib import cm, colors
 from PIL import Image
 
-from common import cli, figures
+from common import figure_options, figures
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -20,8 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 def settings(monkeypatch):
     """The --format / --dpi a script's cli.start sets, restored afterwards."""
     def set_(fmt="png", dpi=None):
-        monkeypatch.setattr(cli, "FIGURE_FORMAT", fmt)
-        monkeypatch.setattr(cli, "FIGURE_DPI", dpi)
+        monkeypatch.setattr(figure_options, "FORMAT", fmt)
+        monkeypatch.setattr(figure_options, "DPI", dpi)
     set_()
     return set_
 

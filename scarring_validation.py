@@ -405,9 +405,9 @@ def main(argv=None):
     if args.replot is not None:
         cli.start(args, announce=False)
         return replot(args)
+    init = load_init(args, args.seed_list(), protocol_of(args).torch_dtype())
     seeds, device = cli.start(args)
     study = scarring.Study(protocol_of(args), device)
-    init = load_init(args, seeds, study.dtype)
     target, targets = load_targets(args, study.dtype)   # memory: checked by cli.start
     target, targets = target.to(device), {k: v.to(device) for k, v in targets.items()}
     t0 = time.perf_counter()

@@ -193,7 +193,9 @@ def check_points(args, grid) -> None:
     base = protocol_fields(args)
     for point in sweep.expand(grid):
         try:
-            cli.validate(Protocol(**{**base, **point}))
+            protocol = Protocol(**{**base, **point})
+            cli.validate(protocol)
+            scarring.check_protocol(protocol)   # the physics: stability, the rule's checks
         except ValueError as exc:
             shown = ", ".join(f"{k}={v}" for k, v in point.items())
             raise ValueError(f"grid point ({shown}): {exc}") from None
@@ -272,15 +274,11 @@ def _member_fields(study, f0s, k0s):
 
 
 def store(study, targets, seeds, steps, F, K, scar: bool, first_index: int) -> dict:
-    """Study.store with per-member unscarred fields (Study.store takes the protocol's
-    scalar F0, K0): the same rule, medium and training start."""
-    p = study.protocol
-    return scarring.store_patterns(targets, seeds, steps, rule=study.rule if scar else None,
-                                   F=F, K=K, substrate=p.substrate(), device=study.device,
-                                   dtype=study.dtype, train_strength=p.train_init_strength,
-                                   train_noise=p.train_noise,
-                                   baseline=(F[:, :1, :1], K[:, :1, :1]),
-                                   first_index=first_index)
+    """Study.store from per-member unscarred fields F, K (B, H, W): the same rule, medium
+    and training start; the total scar is measured from each member's own F, K."""
+    out = study.store(targets, seeds, steps, scar=scar, F=F, K=K, first_index=first_index)
+    out["total_scar_strength"] = scarring.scar_strength(out["F"], out["K"], F, K)
+    return out
 
 
 def phases_1_2(study, target, seeds, F0, K0) -> dict:
@@ -300,7 +298,7 @@ def phases_1_2(study, target, seeds, F0, K0) -> dict:
     for arm, run in (("scarred", scarred), ("control", control)):
         for m in ("cosine", "iou"):
             out[f"train_{arm}_{m}"] = metrics.METRICS[m](run["V"], target).cpu()
-    out["total_scar_strength"] = scarred["scar_strength"][0].cpu()
+    out["total_scar_strength"] = scarred["total_scar_strength"].cpu()
     out["scarred_cells"] = ((F != F0) | (K != K0)).flatten(1).sum(1).cpu()
     out["saturated_cells"] = ((F == p.f_max) & (K == p.k_min)).flatten(1).sum(1).cpu()
     for m in METRIC_NAMES:

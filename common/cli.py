@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib
 import json
 import math
@@ -102,13 +103,21 @@ def check_value(name: str, value, meta, kind) -> None:
         raise ValueError(f"{where}: must be {_range_text(meta)}")
 
 
-def validate(obj) -> None:
-    """Check every field of a dataclass built from `arg` fields, then its own `check()`."""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        if "help" not in f.metadata:
+@functools.lru_cache(maxsize=None)
+def _flag_kinds(cls) -> tuple:
+    """(field, element type, is_sequence) of each flag field (cached: a sweep validates
+    every grid point, and resolving the type hints is most of the cost)."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f, *_base_type(hints[f.name])) for f in dataclasses.fields(cls)
+                 if "help" in f.metadata)
+
+
+def validate(obj, fields=None) -> None:
+    """Check every field of a dataclass built from `arg` fields (or only those named in
+    `fields`), then its own `check()`."""
+    for f, kind, sequence in _flag_kinds(type(obj)):
+        if fields is not None and f.name not in fields:
             continue
-        kind, sequence = _base_type(hints[f.name])
         value = getattr(obj, f.name)
         for v in (value if sequence and value is not None else [value]):
             check_value(f.name, v, f.metadata, kind)
@@ -472,10 +481,10 @@ def resolve_device(name):
 
 def check_memory(members: int, cells: int, dtype, device) -> None:
     """Refuse, before any work, a run whose largest batch cannot fit in memory (the one
-    check, common.memory.check, with a study's words)."""
-    from common import memory
+    check, common.limits.check, with a study's words)."""
+    from common import limits
 
-    memory.check_media(members, cells, _itemsize(dtype), device)
+    limits.check_media(members, cells, _itemsize(dtype), device)
 
 
 def _itemsize(dtype) -> int:

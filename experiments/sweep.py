@@ -67,7 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Optional
 
-from common import cli, memory, sweep
+from common import cli, limits, sweep
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol
 
@@ -156,7 +156,7 @@ def parse_args(argv=None):
     if execution["executor"] == "local":   # a Slurm task's machine is not this one
         members = min(execution["batch"], math.prod(map(len, grid.values())) * args.seeds)
         side = max(grid.get("grid", [args.grid]))
-        memory.check_media(RECALL_ARMS * members, side ** 2, 4,
+        limits.check_media(RECALL_ARMS * members, side ** 2, 4,
                            cli.resolve_device(args.device),
                            f"a chunk of {members} members at {side}x{side}",
                            "use a smaller --grid or --batch")
@@ -190,12 +190,18 @@ def grid_of(args, flags) -> dict:
 
 def check_points(args, grid) -> None:
     """Every point's protocol is valid (ranges, clamps, stability): one line if not."""
-    base = protocol_fields(args)
-    for point in sweep.expand(grid):
+    base = protocol_fields(args)   # checked with the flags; each swept value once here
+    for name, values in grid.items():
+        for value in values:
+            try:
+                cli.validate(Protocol(**{**base, name: value}), fields=(name,))
+            except ValueError as exc:
+                raise ValueError(f"grid point ({name}={value}): {exc}") from None
+    for point in sweep.expand(grid):   # then what depends on several constants
         try:
             protocol = Protocol(**{**base, **point})
-            cli.validate(protocol)
-            scarring.check_protocol(protocol)   # the physics: stability, the rule's checks
+            cli.validate(protocol, fields=())
+            scarring.check_protocol(protocol)   # stability, the rule: before any chunk
         except ValueError as exc:
             shown = ", ".join(f"{k}={v}" for k, v in point.items())
             raise ValueError(f"grid point ({shown}): {exc}") from None

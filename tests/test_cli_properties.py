@@ -143,9 +143,9 @@ def test_random_flags_give_a_refusal_or_a_run_never_a_traceback(module, folders,
     script = importlib.import_module(module)
     real_start, threads = cli.start, torch.get_num_threads()
 
-    def started(args):
+    def started(args, **kw):
         try:
-            real_start(args)   # threads, device, the memory check, the output lock
+            real_start(args, **kw)   # threads, device, the memory check, the output lock
         finally:
             torch.set_num_threads(threads)
             cli.unlock_output(args.out_dir())

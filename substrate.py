@@ -38,7 +38,7 @@ import warnings
 import torch
 import torch.nn.functional as tnf
 
-from common import compiling, memory
+from common import compiling, limits
 from common.compiling import compiler_available  # noqa: F401  (re-exported)
 from protocol import Protocol
 
@@ -437,7 +437,7 @@ class GrayScott:
     def _check_memory(self) -> None:
         need = MEMORY_TENSORS * self.batch * math.prod(g + 2 for g in self.grid) \
             * self.dtype.itemsize
-        memory.check(need, f"a {'x'.join(map(str, self.grid))} grid with batch {self.batch} "
+        limits.check(need, f"a {'x'.join(map(str, self.grid))} grid with batch {self.batch} "
                      f"in {str(self.dtype).replace('torch.', '')} ({MEMORY_TENSORS} "
                      f"state-sized tensors)", self.device, "use a smaller grid or batch")
 

@@ -498,7 +498,7 @@ def build_parser():
 def parse(argv):
     """The flags, checked (one line and exit 2 otherwise); --quick changes only the
     settings the command line does not give."""
-    from common import memory
+    from common import limits
 
     p = build_parser()
     args = p.parse_args(argv)
@@ -527,7 +527,7 @@ def parse(argv):
         p.error(f"--device {args.device!r}: must be cpu or cuda")
     itemsize = max(8 if d == "float64" else 4 for d in args.dtypes)
     for grid in args.grids:   # the largest batch of each grid, before anything is built
-        memory.check_media(max(args.batches), math.prod(grid), itemsize, args.device,
+        limits.check_media(max(args.batches), math.prod(grid), itemsize, args.device,
                            f"grid {'x'.join(map(str, grid))} at batch {max(args.batches)}",
                            "use smaller --grids or --batches")
     if args.quick:

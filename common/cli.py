@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib
 import json
 import math
@@ -41,6 +42,9 @@ SCHEMA_VERSION = 2
 MARKER = ".scarring_run"   # a study's output folder: ours to replace (it lists the run's files)
 CHUNKS_MARKER = ".scarring_chunks"   # a sweep's chunk folder: kept, added to, never replaced
 MAX_SEED = 2 ** 63 // 100_000 - 1   # noise generator seeds are seed * 100000 + stream
+FIGURE_FORMATS = ("png", "pdf", "svg")
+# The flags every parser has besides its dataclass's: they steer parsing, not the run.
+CONFIG_FLAGS = ("config", "save_config", "version")
 
 # ---- declaring arguments ----------------------------------------------------------------
 
@@ -99,13 +103,21 @@ def check_value(name: str, value, meta, kind) -> None:
         raise ValueError(f"{where}: must be {_range_text(meta)}")
 
 
-def validate(obj) -> None:
-    """Check every field of a dataclass built from `arg` fields, then its own `check()`."""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        if "help" not in f.metadata:
+@functools.lru_cache(maxsize=None)
+def _flag_kinds(cls) -> tuple:
+    """(field, element type, is_sequence) of each flag field (cached: a sweep validates
+    every grid point, and resolving the type hints is most of the cost)."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f, *_base_type(hints[f.name])) for f in dataclasses.fields(cls)
+                 if "help" in f.metadata)
+
+
+def validate(obj, fields=None) -> None:
+    """Check every field of a dataclass built from `arg` fields (or only those named in
+    `fields`), then its own `check()`."""
+    for f, kind, sequence in _flag_kinds(type(obj)):
+        if fields is not None and f.name not in fields:
             continue
-        kind, sequence = _base_type(hints[f.name])
         value = getattr(obj, f.name)
         for v in (value if sequence and value is not None else [value]):
             check_value(f.name, v, f.metadata, kind)
@@ -136,6 +148,10 @@ class RunArgs:
     threads: typing.Optional[int] = arg(None, "torch CPU threads (default: torch's choice; "
                                         "1 is often faster on a loaded machine)", lo=1)
     quiet: bool = arg(False, "no progress bars")
+    format: str = arg("png", "file format of the figures", choices=FIGURE_FORMATS)
+    dpi: typing.Optional[int] = arg(None, "figure resolution in dots per inch (default: each "
+                                    "figure's own, 60-110); fields are drawn cell for cell "
+                                    "at any value", lo=30, hi=1200)
 
     def check(self) -> None:
         if self.seed + self.seeds - 1 > MAX_SEED:
@@ -197,7 +213,31 @@ def build_parser(cls, description: str | None = None, quick: dict | None = None)
             kw["choices"] = f.metadata["choices"]
         kw["metavar"] = f.metadata["metavar"] or (None if "choices" in kw else f.name.upper())
         parser.add_argument(flag(f.name), **kw)
+    parser.add_argument("--config", metavar="FILE", help="read flags from a YAML or JSON file "
+                        "(keys are flag names; a results.json's config block reruns its run); "
+                        "flags on the command line win")
+    parser.add_argument("--save-config", metavar="FILE", dest="save_config",
+                        help="write the effective flags to FILE (.yaml, .yml or .json) and exit")
+    parser.add_argument("--version", action=_version_action(), nargs=0,
+                        help="print the version and git commit and exit")
     return parser
+
+
+def version_text() -> str:
+    return f"parametric-scarring {package_version()} (git commit: {git_commit()})"
+
+
+def _version_action():
+    import argparse
+
+    class Version(argparse.Action):
+        """Prints version_text() (computed only when asked: it runs git)."""
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            print(version_text())
+            parser.exit()
+
+    return Version
 
 
 def parse(cls, argv=None, *, description: str | None = None, quick: dict | None = None):
@@ -208,12 +248,173 @@ def parse(cls, argv=None, *, description: str | None = None, quick: dict | None 
     """
     parser = build_parser(cls, description, quick)
     given = vars(parser.parse_args(argv))     # only the flags on the command line
-    values = dict(quick or {}) if given.get("quick") else {}
+    config_file, save_to = given.pop("config", None), given.pop("save_config", None)
+    from_file = read_config(config_file, cls) if config_file is not None else {}
+    # precedence: defaults < --quick's values < the config file < the command line
+    values = dict(quick or {}) if given.get("quick", from_file.get("quick")) else {}
+    values.update(from_file)
     values.update(given)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     args = cls(**values)
     validate(args)
+    if save_to is not None:
+        write_config(save_to, args)
+        print(f"wrote the effective flags to {save_to}; run them with --config {save_to}")
+        sys.exit(0)
     return args
+
+
+# ---- config files -------------------------------------------------------------------------
+
+
+def flag_fields(cls) -> dict:
+    """{field name: (element type, is_sequence)} of the dataclass fields that are flags."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: _base_type(hints[f.name]) for f in dataclasses.fields(cls)
+            if "help" in f.metadata}
+
+
+def _yaml_load_unique(text: str, where: str):
+    """yaml.safe_load, refusing a mapping that repeats a key (safe_load keeps the last)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ValueError(f"{where}: key {key!r} appears twice (line "
+                                 f"{key_node.start_mark.line + 1})")
+            seen.add(key)
+        return loader.construct_mapping(node, deep)
+
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)   # a SafeLoader: no tags run code
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{where}: not valid YAML{line} "
+                         f"({getattr(exc, 'problem', None) or exc})") from None
+
+
+def _json_load_unique(text: str, where: str):
+    def pairs(items):
+        keys = [k for k, _ in items]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ValueError(f"{where}: key {twice[0]!r} appears twice")
+        return dict(items)
+
+    try:
+        return json.loads(text, object_pairs_hook=pairs)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: not valid JSON at line {exc.lineno} ({exc.msg})") from None
+
+
+def read_config(path, cls) -> dict:
+    """The flags a config file sets, as {field name: value}, checked against cls.
+
+    A YAML (.yaml, .yml, anything else) or JSON (.json) mapping of flag names (train_steps,
+    train-steps or --train-steps) to values; or a results file of this study, whose
+    `config` block is read (less `out`, so a rerun never replaces the run it checks, and
+    less the keys that are recorded settings rather than flags). Values are checked when
+    the arguments are validated; an unknown key or a wrong type is one line here."""
+    path = Path(path)
+    where = f"--config {path}"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{where}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{where}: cannot read it ({exc})") from None
+    data = (_json_load_unique(text, where) if path.suffix.lower() == ".json"
+            else _yaml_load_unique(text, where))
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: must hold a mapping of flag names to values, not "
+                         f"{type(data).__name__}")
+    fields = flag_fields(cls)
+    recorded = "schema_version" in data and isinstance(data.get("config"), dict)
+    if recorded:   # a results file: its config block, if it is this study's
+        if data.get("study") != cls.study:
+            raise ValueError(f"{where}: is a results file of study {data.get('study')!r}, "
+                             f"not {cls.study!r}")
+        data = {k: v for k, v in data["config"].items() if k in fields and k != "out"}
+    values = {}
+    for key, value in data.items():
+        name = str(key).lstrip("-").replace("-", "_")
+        if name in CONFIG_FLAGS or name not in fields:
+            raise ValueError(f"{where}: unknown key {key!r} (not a flag of this script; "
+                             f"see --help)")
+        if name in values:
+            raise ValueError(f"{where}: key {key!r} given twice (as {name})")
+        values[name] = _config_value(name, value, *fields[name], where)
+    return values
+
+
+_TYPE_TEXT = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _config_value(name, value, kind, sequence, where):
+    """A config file's value in the type of its flag (YAML reads 1e-3 as a string, and an
+    integer where a float is meant is that float)."""
+    def one(v):
+        if v is None:
+            return v
+        if kind is float and isinstance(v, str):
+            try:
+                return float(v)
+            except ValueError:
+                pass
+        if kind is float and isinstance(v, int) and not isinstance(v, bool):
+            return float(v)
+        if not isinstance(v, kind) or (kind is not bool and isinstance(v, bool)):
+            raise ValueError(f"{where}: {name}: {v!r} must be {_TYPE_TEXT.get(kind, kind)}")
+        return v
+
+    if sequence and value is not None:
+        return tuple(one(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+    return one(value)
+
+
+def write_config(path, args) -> Path:
+    """The flags of args as a config file (YAML for .yaml/.yml, JSON for .json)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".yaml", ".yml", ".json"):
+        raise ValueError(f"--save-config {path}: name a .yaml, .yml or .json file")
+    values = {name: list(v) if isinstance(v, tuple) else v
+              for name in flag_fields(type(args)) for v in [getattr(args, name)]}
+    if suffix == ".json":
+        text = json.dumps(values, indent=2) + "\n"
+    else:
+        import yaml
+        text = yaml.safe_dump(values, sort_keys=False)
+    write_text_atomic(path, text)
+    return path
+
+
+def write_text_atomic(path, text: str) -> Path:
+    """Write text beside `path`, then rename it into place (mode 0644 under umask 022)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".",
+                               prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def split_commas(argv, *flags) -> list[str]:
@@ -280,10 +481,10 @@ def resolve_device(name):
 
 def check_memory(members: int, cells: int, dtype, device) -> None:
     """Refuse, before any work, a run whose largest batch cannot fit in memory (the one
-    check, common.memory.check, with a study's words)."""
-    from common import memory
+    check, common.limits.check, with a study's words)."""
+    from common import limits
 
-    memory.check_media(members, cells, _itemsize(dtype), device)
+    limits.check_media(members, cells, _itemsize(dtype), device)
 
 
 def _itemsize(dtype) -> int:
@@ -297,11 +498,18 @@ def apply_threads(threads) -> None:
         torch.set_num_threads(int(threads))
 
 
-def start(args) -> tuple:
-    """The common start of a run: (seeds, device); sets threads and quiet progress and
-    says what runs where (a --quick run says it is a smoke run)."""
+def start(args, announce: bool = True) -> tuple:
+    """The common start of a run: (seeds, device); sets threads, quiet progress and the
+    figures' format and dpi, and says what runs where (a --quick run says it is a smoke
+    run); announce=False: the settings only, (None, None)."""
     global QUIET
+    from common import figure_options
+
     QUIET = bool(getattr(args, "quiet", False))
+    figure_options.FORMAT = getattr(args, "format", "png")
+    figure_options.DPI = getattr(args, "dpi", None)
+    if not announce:
+        return None, None
     seeds = args.seed_list()
     apply_threads(args.threads)
     device = resolve_device(args.device)

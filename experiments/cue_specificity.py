@@ -179,13 +179,13 @@ def plot(body, V, arms, out, fields=True):
 
     mx, n_seeds = body["matrix"], V.shape[0] // 3
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.6))
-    panels = ((mx["initial"]["cosine"], "cue itself at step 0 (cosine)"),
-              (mx["cosine"], "after recall, 3 stored A,B,C (cosine)"),
-              (mx["iou"], "after recall, 3 stored (IoU)"),
-              (mx["control"]["cosine"], "after recall, no scar (cosine)"))
-    for ax, (block, title) in zip(axes, panels):
+    panels = ((mx["initial"]["cosine"], "cue itself at step 0 (cosine)", "cosine similarity"),
+              (mx["cosine"], "after recall, 3 stored A,B,C (cosine)", "cosine similarity"),
+              (mx["iou"], "after recall, 3 stored (IoU)", "IoU of thresholded masks"),
+              (mx["control"]["cosine"], "after recall, no scar (cosine)", "cosine similarity"))
+    for ax, (block, title, quantity) in zip(axes, panels):
         figures.plot_matrix(ax, block["mean"], mx["cues"], mx["patterns"],
-                            f"{title}, n={n_seeds}")
+                            f"{title}, n={n_seeds}", cbar_label=quantity)
     for ax in axes[1:]:
         ax.set_yticklabels([])
     figures.save_figure(fig, out / f"{Args.study}.png")

@@ -331,8 +331,8 @@ def plot(res, frames, target, loss, n, path):
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     _plot_hidden(fig, fig.add_subplot(3, 3, 8), fig.add_subplot(3, 3, 9), res["pca"])
     fig.subplots_adjust(hspace=0.45, wspace=0.95, left=0.05, right=0.92)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    from common import figures
+    figures.save_figure(fig, path, dpi=90, layout=False)
 
 
 # ---- the run ------------------------------------------------------------------------------

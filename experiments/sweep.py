@@ -67,7 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Optional
 
-from common import cli, memory, sweep
+from common import cli, limits, sweep
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol
 
@@ -129,13 +129,16 @@ def parse_args(argv=None):
             action.help = (action.help.split(" (default")[0] + f" (default {default}"
                            + (f"; --quick: {quick})" if quick != default else ")"))
     given = vars(parser.parse_args(argv))
+    config_file, save_to = given.pop("config", None), given.pop("save_config", None)
     sweep_keys = {a.dest for a in parser._actions if a.dest.startswith(("grid_", "slurm_"))}
-    sweep_keys |= {"executor", "batch", "workers"}
+    sweep_keys |= {"executor", "batch", "workers", "no_wait", "collect", "dry_run"}
     flags = argparse_namespace({k: given.pop(k, None) for k in sweep_keys})
     for name, (default, quick) in own.items():
         if getattr(flags, name) is None:
             setattr(flags, name, quick if given.get("quick") else default)
-    values = dict(QUICK) if given.get("quick") else {}
+    from_file = cli.read_config(config_file, Args) if config_file is not None else {}
+    values = dict(QUICK) if given.get("quick", from_file.get("quick")) else {}
+    values.update(from_file)
     values.update(given)
     args = Args(**values)
     try:
@@ -153,7 +156,7 @@ def parse_args(argv=None):
     if execution["executor"] == "local":   # a Slurm task's machine is not this one
         members = min(execution["batch"], math.prod(map(len, grid.values())) * args.seeds)
         side = max(grid.get("grid", [args.grid]))
-        memory.check_media(RECALL_ARMS * members, side ** 2, 4,
+        limits.check_media(RECALL_ARMS * members, side ** 2, 4,
                            cli.resolve_device(args.device),
                            f"a chunk of {members} members at {side}x{side}",
                            "use a smaller --grid or --batch")
@@ -162,6 +165,12 @@ def parse_args(argv=None):
         raise ValueError(f"--work {args.work}: must lie outside --out {out} (each run "
                          f"replaces --out whole, and the chunks must survive it)")
     cli.check_out_dir(args.work_dir(), kind="chunks")
+    if save_to is not None:
+        cli.write_config(save_to, args)
+        print(f"wrote the effective flags to {save_to} (the grid and executor flags are not "
+              f"in it); run them with --config {save_to}")
+        sys.exit(0)
+    execution["dry_run"] = bool(flags.dry_run)
     return args, grid, execution
 
 
@@ -181,10 +190,18 @@ def grid_of(args, flags) -> dict:
 
 def check_points(args, grid) -> None:
     """Every point's protocol is valid (ranges, clamps, stability): one line if not."""
-    base = protocol_fields(args)
-    for point in sweep.expand(grid):
+    base = protocol_fields(args)   # checked with the flags; each swept value once here
+    for name, values in grid.items():
+        for value in values:
+            try:
+                cli.validate(Protocol(**{**base, name: value}), fields=(name,))
+            except ValueError as exc:
+                raise ValueError(f"grid point ({name}={value}): {exc}") from None
+    for point in sweep.expand(grid):   # then what depends on several constants
         try:
-            cli.validate(Protocol(**{**base, **point}))
+            protocol = Protocol(**{**base, **point})
+            cli.validate(protocol, fields=())
+            scarring.check_protocol(protocol)   # stability, the rule: before any chunk
         except ValueError as exc:
             shown = ", ".join(f"{k}={v}" for k, v in point.items())
             raise ValueError(f"grid point ({shown}): {exc}") from None
@@ -263,15 +280,11 @@ def _member_fields(study, f0s, k0s):
 
 
 def store(study, targets, seeds, steps, F, K, scar: bool, first_index: int) -> dict:
-    """Study.store with per-member unscarred fields (Study.store takes the protocol's
-    scalar F0, K0): the same rule, medium and training start."""
-    p = study.protocol
-    return scarring.store_patterns(targets, seeds, steps, rule=study.rule if scar else None,
-                                   F=F, K=K, substrate=p.substrate(), device=study.device,
-                                   dtype=study.dtype, train_strength=p.train_init_strength,
-                                   train_noise=p.train_noise,
-                                   baseline=(F[:, :1, :1], K[:, :1, :1]),
-                                   first_index=first_index)
+    """Study.store from per-member unscarred fields F, K (B, H, W): the same rule, medium
+    and training start; the total scar is measured from each member's own F, K."""
+    out = study.store(targets, seeds, steps, scar=scar, F=F, K=K, first_index=first_index)
+    out["total_scar_strength"] = scarring.scar_strength(out["F"], out["K"], F, K)
+    return out
 
 
 def phases_1_2(study, target, seeds, F0, K0) -> dict:
@@ -291,7 +304,7 @@ def phases_1_2(study, target, seeds, F0, K0) -> dict:
     for arm, run in (("scarred", scarred), ("control", control)):
         for m in ("cosine", "iou"):
             out[f"train_{arm}_{m}"] = metrics.METRICS[m](run["V"], target).cpu()
-    out["total_scar_strength"] = scarred["scar_strength"][0].cpu()
+    out["total_scar_strength"] = scarred["total_scar_strength"].cpu()
     out["scarred_cells"] = ((F != F0) | (K != K0)).flatten(1).sum(1).cpu()
     out["saturated_cells"] = ((F == p.f_max) & (K == p.k_min)).flatten(1).sum(1).cpu()
     for m in METRIC_NAMES:
@@ -566,9 +579,8 @@ def category_map(path, points, x, y, kind, marked, where="") -> str:
     ax.set_title(f"{title}{where}\n{len(xs)} x {len(ys)} points, n = {n[0]}"
                  f"{'' if len(n) == 1 else f'-{n[-1]}'} seeds per point", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return Path(path).name
+    from common import figures
+    return figures.save_figure(fig, path, dpi=90, layout=False).name
 
 
 # ---- the run ----------------------------------------------------------------------------
@@ -597,10 +609,20 @@ def fixed_settings(args, grid, execution) -> dict:
 
 def main(argv=None):
     args, grid, execution = parse_args(argv)
-    seeds, device = cli.start(args)
+    dry_run = execution.pop("dry_run")
+    seeds, device = cli.start(args, announce=not dry_run)
     from experiments.sweep import run_points as runner   # by module name, also under -m
     n_points = math.prod(len(v) for v in grid.values())
     work = args.work_dir()
+    per_batch = [n for n in grid if n not in per_member(args)]
+    if dry_run:
+        chunks = sweep.plan(grid, args.seed_list(), execution["batch"],
+                            fixed_settings(args, grid, execution), VERSION,
+                            sweep.runner_name(runner), per_batch)
+        print(f"sweep: {n_points} points x {args.seeds} seeds over {', '.join(grid)}, "
+              f"{execution['executor']} executor, batch {execution['batch']}")
+        print(sweep.dry_run_text(chunks, work, execution["executor"], execution["slurm"]))
+        return
     print(f"sweep: {n_points} points x {len(seeds)} seeds over {', '.join(grid)}, "
           f"{execution['executor']} executor, batch {execution['batch']}, "
           f"chunks -> {work}/", flush=True)
@@ -608,11 +630,13 @@ def main(argv=None):
     (work / cli.CHUNKS_MARKER).write_text("sweep chunks\n")
     load = os.getloadavg()
     t0 = time.perf_counter()
-    per_batch = [n for n in grid if n not in per_member(args)]
     try:
         result = sweep.run_sweep(runner, grid, seeds, work, per_batch=per_batch, formats=(),
                                  fixed=fixed_settings(args, grid, execution), version=VERSION,
                                  progress=not args.quiet, check_row=check_row, **execution)
+    except sweep.SweepSubmitted as exc:    # --no-wait: the jobs run on without us
+        print(exc)
+        return
     except sweep.SweepIncomplete as exc:   # the finished chunks stay for the rerun
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

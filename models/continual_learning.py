@@ -163,7 +163,7 @@ def _gunzip_idx(path: Path) -> bytes:
     small .gz that expands to gigabytes is refused in one line, not a MemoryError)."""
     import zlib
 
-    from common import memory
+    from common import limits
 
     inflate, out, need, pending = zlib.decompressobj(wbits=31), bytearray(), None, b""
     with open(path, "rb") as f:
@@ -181,7 +181,7 @@ def _gunzip_idx(path: Path) -> bytes:
                         out[:2] != b"\0\0" or len(out) >= 4 + 4 * out[3]):
                     return bytes(out)   # not an IDX header: read_idx says what is wrong
                 if need is not None:
-                    memory.check(9 * need, f"{path} decompressed ({need:,} bytes) with "
+                    limits.check(9 * need, f"{path} decompressed ({need:,} bytes) with "
                                  f"its float64 copy", "cpu", "use a smaller MNIST file")
             if need is not None and len(out) > need:
                 raise ValueError(f"{path}: holds more data than its IDX header promises "
@@ -197,7 +197,7 @@ def read_idx(path) -> np.ndarray:
     large for memory (after decompression) is refused before it is read."""
     import zlib
 
-    from common import memory
+    from common import limits
 
     path = Path(path)
     with open(path, "rb") as f:
@@ -212,7 +212,7 @@ def read_idx(path) -> np.ndarray:
         raise ValueError(f"{path}: named .gz but not gzip data")
     else:
         size = path.stat().st_size
-        memory.check(9 * size, f"{path} ({size:,} bytes) with its float64 copy", "cpu",
+        limits.check(9 * size, f"{path} ({size:,} bytes) with its float64 copy", "cpu",
                      "use a smaller MNIST file")
         raw = path.read_bytes()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:

@@ -78,7 +78,20 @@ def field_values(draw, f, kind, sequence, tmp):
     return [draw(one)]
 
 
-def draw_argv(draw, cls, tmp) -> list[str]:
+GRID_SPEC = st.one_of(st.sampled_from(["0.03,0.05", "0.02:0.06:3", "0.05:0.02:3", "", "x",
+                                        "0.01:0.08:1000000000", "0.03,0.03"]),
+                      st.text(alphabet="0123456789.:,-e", max_size=10))
+SWEEP_FLAGS = {   # the sweep's own flags beside its dataclass (argparse, common/sweep.py)
+    "--grid-f0": GRID_SPEC, "--grid-k0": GRID_SPEC, "--grid-train-steps": GRID_SPEC,
+    "--grid-file": st.sampled_from(["", "missing.yaml"]),
+    "--batch": st.one_of(st.integers(-1, 100).map(str), junk()),
+    "--workers": st.one_of(st.integers(-1, 3).map(str), junk()),
+    "--executor": st.sampled_from(["local", "slurm", "x"]),
+    "--slurm-time": st.sampled_from(["60", "1:00:00", "0", "x"]),
+    "--slurm-mem": st.sampled_from(["16G", "lots"])}
+
+
+def draw_argv(draw, cls, tmp, extra=None) -> list[str]:
     """--out in a scratch folder, --quick, and up to four other flags drawn at random."""
     hints = typing.get_type_hints(cls)
     fields = [f for f in dataclasses.fields(cls) if "help" in f.metadata]
@@ -86,6 +99,8 @@ def draw_argv(draw, cls, tmp) -> list[str]:
     for f in draw(st.lists(st.sampled_from(fields), max_size=4, unique_by=lambda f: f.name)):
         kind, sequence = cli._base_type(hints[f.name])
         argv += [cli.flag(f.name), *field_values(draw, f, kind, sequence, tmp)]
+    for name, values in draw(st.fixed_dictionaries({}, optional=extra or {})).items():
+        argv += [name, values]
     return argv
 
 
@@ -128,9 +143,9 @@ def test_random_flags_give_a_refusal_or_a_run_never_a_traceback(module, folders,
     script = importlib.import_module(module)
     real_start, threads = cli.start, torch.get_num_threads()
 
-    def started(args):
+    def started(args, **kw):
         try:
-            real_start(args)   # threads, device, the memory check, the output lock
+            real_start(args, **kw)   # threads, device, the memory check, the output lock
         finally:
             torch.set_num_threads(threads)
             cli.unlock_output(args.out_dir())
@@ -145,7 +160,8 @@ def test_random_flags_give_a_refusal_or_a_run_never_a_traceback(module, folders,
               suppress_health_check=list(HealthCheck))
     @given(data=st.data())
     def check(data):
-        argv = draw_argv(data.draw, script.Args, folders)
+        argv = draw_argv(data.draw, script.Args, folders,
+                         SWEEP_FLAGS if module == "experiments.sweep" else None)
         seen.add(outcome(lambda: script.main(argv)))
 
     check()

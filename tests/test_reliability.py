@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from common import cache, cli, memory, sweep
+from common import cache, cli, limits, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def no_memory(monkeypatch, free=2 ** 20):
     """This machine, with only `free` bytes available to the one memory check."""
-    monkeypatch.setattr(memory, "available", lambda device="cpu": free)
+    monkeypatch.setattr(limits, "available", lambda device="cpu": free)
 
 
 # ---- caches: plain data, keyed on settings and code, a bad entry is a miss ----------------
@@ -278,26 +278,26 @@ def test_a_study_too_large_for_memory_is_refused_before_any_work(module, tmp_pat
     monkeypatch.setattr(patterns, "make_pattern", never)
     monkeypatch.setattr(patterns, "phase3_targets", never)
     t = time.perf_counter()
-    with pytest.raises(memory.SizeError, match=r"needs about .* GiB on cpu but only 0.0 GiB"):
+    with pytest.raises(limits.SizeError, match=r"needs about .* GiB on cpu but only 0.0 GiB"):
         study.main(["--quick", "--threads", "1", "--device", "cpu", "--out",
                     str(tmp_path / "o")])
-    assert time.perf_counter() - t < 5
+    assert time.perf_counter() - t < 30   # refused before the minutes of work
 
 
 def test_the_medium_and_the_scripts_share_one_memory_check(monkeypatch):
     import substrate
 
     no_memory(monkeypatch)
-    with pytest.raises(memory.SizeError, match="32x32 grid with batch 100"):
+    with pytest.raises(limits.SizeError, match="32x32 grid with batch 100"):
         substrate.GrayScott(32, 32, batch=100, device="cpu")
-    with pytest.raises(memory.SizeError):
+    with pytest.raises(limits.SizeError):
         cli.check_memory(100, 32 * 32, "float32", "cpu")
 
 
 def test_a_sweep_grid_too_large_for_memory_is_refused(tmp_path):
     from experiments import sweep as study
 
-    with pytest.raises(memory.SizeError, match="a chunk of 9 members at 16384x16384"):
+    with pytest.raises(limits.SizeError, match="a chunk of 9 members at 16384x16384"):
         study.parse_args(["--quick", "--grid", "16384", "--out", str(tmp_path / "o")])
 
 
@@ -312,7 +312,7 @@ def test_a_gzipped_mnist_file_is_sized_before_it_is_decompressed(tmp_path, monke
     with gzip.open(path, "wb") as f:
         f.write(header + bytes(4096))
     no_memory(monkeypatch, free=10 ** 8)
-    with pytest.raises(memory.SizeError, match="decompressed .3,136,000,016 bytes"):
+    with pytest.raises(limits.SizeError, match="decompressed .3,136,000,016 bytes"):
         cl.read_idx(path)
     small = bytes([0, 0, 8, 1]) + struct.pack(">1I", 10)
     with gzip.open(path, "wb") as f:                          # more data than promised
@@ -428,7 +428,7 @@ def test_huge_sweep_grids_are_refused_at_once(tmp_path):
     assert len(sweep.parse_values(list(range(100_000)), "f0")) == 100_000   # linear check
     with pytest.raises(sweep.GridError, match="seeds is more than"):
         sweep.plan({"f0": list(range(1000))}, list(range(10_000)), 10)
-    assert time.perf_counter() - t < 3
+    assert time.perf_counter() - t < 30   # the quadratic check took minutes (a hang)
 
 
 def toy_runner(points, seeds, **fixed):

@@ -138,22 +138,26 @@ def _ramp(x, width):
 class HebbianField(Medium):
     """Route C. u' = -u + ramp((h - theta - J * x) / width), h(x) = sum_k W_k(x)
     u(x + d_k) / (M a): the coupling of each cell to M cells within `radius` (offsets
-    d_k drawn once, uniform in the disc, the same for every cell); x = lit_excess(u)
-    plus the lit share itself (inhibition grows with lit area, k-winner beyond one
-    pattern's). Scar (each step of training, local to the two cells of a weight):
+    d_k drawn once, uniform in the disc, the same for every cell); x = lit_excess(u,
+    a, 0.5): inhibition by lit area beyond one pattern's (k-winner). Scar (each step of training, local to the two cells of a weight):
     W_k(x) += eta (u(x) - a)(u(x + d_k) - a), a = the expected lit share; with
     `balance`, each cell then keeps its incoming weights summing to zero."""
     name: ClassVar[str] = "hebbian_field"
     radius: int = 64
     count: int = 96              # M: couplings per cell
     a: float = 0.06              # expected share of lit cells (one four-disc pattern)
-    theta: float = 0.15
+    theta: float = 0.05
     inhibition: float = 0.6      # J
-    width: float = 0.05
+    width: float = 0.1
     dt: float = 0.5
     eta: float = 0.025           # Hebbian rate per training step (40 steps: about 1)
     balance: bool = True
     offset_seed: int = 0
+    kwta: bool = False           # inhibition: the k-winner level of h (True) or J * lit excess
+    input_gain: float = 5.0      # a cue V0 starts the field at clamp(input_gain * V0, 0, 1)
+
+    def initial_state(self, V0, fields):
+        return ((self.input_gain * V0).clamp(0.0, 1.0),)
 
     def offsets(self) -> list:
         return disc_offsets(self.radius, self.count, self.offset_seed)
@@ -172,8 +176,12 @@ class HebbianField(Medium):
             for k, (dy, dx) in enumerate(self.offsets()):
                 h.addcmul_(W[:, k, None], torch.roll(v, (-dy, -dx), (-2, -1)))
             h = h.view_as(u) * norm
-            lit = (u > 0.5).to(u.dtype).mean((-2, -1), keepdim=True) / self.a
-            inhibit = self.inhibition * (lit + lit_excess(u, self.a, 0.5))
+            if self.kwta:       # the input level above which one pattern's area would light
+                flat = h.flatten(-2)
+                k = max(1, round((1 - self.a) * flat.shape[-1]))
+                inhibit = (flat.kthvalue(k, -1).values - self.theta).clamp_min(0.0)[:, None, None]
+            else:
+                inhibit = self.inhibition * lit_excess(u, self.a, 0.5)
             if drive is not None:
                 h = h + drive
             u = u + self.dt * (-u + _ramp(h - self.theta - inhibit, self.width))

@@ -80,9 +80,9 @@ def memories(args, device):
         if name == "hebbian_field":
             for r in args.radius:
                 m = media.make_medium(name, radius=r, count=args.couplings)
-                out.append((f"{name} R={r}", media.MediumMemory(m, drive_gain=5.0)))
+                out.append((f"{name} R={r}", media.MediumMemory(m)))
         elif name in FIELD_MEDIA:
-            out.append((name, media.MediumMemory(media.make_medium(name), max_steps=600)))
+            out.append((name, media.MediumMemory(media.make_medium(name), max_steps=300)))
         else:
             rule = scarring.make_rule(name)
             out.append((name, media.RuleMemory(study, rule, args.settle_min, args.settle_max)))
@@ -92,7 +92,7 @@ def memories(args, device):
 def describe(memory) -> dict:
     if isinstance(memory, media.MediumMemory):
         return {**memory.medium.as_dict(), "train_steps": memory.train_steps,
-                "drive_gain": memory.drive_gain, "settle": {"min": memory.min_steps,
+                "settle": {"min": memory.min_steps,
                                                             "max": memory.max_steps,
                                                             "tol": memory.tol}}
     return {**memory.rule.as_dict(), "settle": {"min": memory.min_steps, "max": memory.max_steps,

@@ -30,7 +30,6 @@ from typing import ClassVar
 import torch
 
 import patterns
-from protocol import noise_seeds
 from scarring import register
 from models.rules import SurroundScar
 
@@ -122,8 +121,6 @@ def disc_offsets(radius: int, count: int, seed: int) -> tuple:
                             indexing="ij")
     inside = ((ys ** 2 + xs ** 2) <= radius * radius) & ((ys != 0) | (xs != 0))
     cand = torch.stack([ys[inside], xs[inside]], 1)
-    if count > len(cand):
-        raise ValueError(f"count={count}: a disc of radius {radius} holds {len(cand)} offsets")
     pick = torch.randperm(len(cand), generator=g)[:count]
     return tuple(tuple(int(v) for v in cand[i]) for i in pick)
 
@@ -144,16 +141,16 @@ class HebbianField(Medium):
     `balance`, each cell then keeps its incoming weights summing to zero."""
     name: ClassVar[str] = "hebbian_field"
     radius: int = 64
-    count: int = 96              # M: couplings per cell
+    count: int = 192             # M: couplings per cell (at most the disc's cells)
     a: float = 0.06              # expected share of lit cells (one four-disc pattern)
-    theta: float = 0.05
-    inhibition: float = 0.6      # J
+    theta: float = 0.1
+    inhibition: float = 0.6      # J (kwta=False only)
     width: float = 0.1
     dt: float = 0.5
-    eta: float = 0.025           # Hebbian rate per training step (40 steps: about 1)
+    eta: float = 0.1             # Hebbian rate per training step (10 steps: 1)
     balance: bool = True
     offset_seed: int = 0
-    kwta: bool = False           # inhibition: the k-winner level of h (True) or J * lit excess
+    kwta: bool = True            # inhibition: the k-winner level of h (True) or J * lit excess
     input_gain: float = 5.0      # a cue V0 starts the field at clamp(input_gain * V0, 0, 1)
 
     def initial_state(self, V0, fields):
@@ -163,13 +160,13 @@ class HebbianField(Medium):
         return disc_offsets(self.radius, self.count, self.offset_seed)
 
     def fields(self, batch, height, width):
-        return {"W": torch.zeros(batch, self.count, height, width)}
+        return {"W": torch.zeros(batch, len(self.offsets()), height, width)}
 
     def step(self, state, fields, steps, drive=None):
         (u,) = state
         W = fields["W"].float()
         S = W.shape[0]
-        norm = 1.0 / (self.count * self.a)
+        norm = 1.0 / (len(self.offsets()) * self.a)
         for _ in range(steps):
             v = u.view(S, -1, *u.shape[-2:])                       # (S, C, H, W)
             h = torch.zeros_like(v)
@@ -214,7 +211,11 @@ class LinkScar(Medium):
     area: float = 0.07
     inhibition: float = 0.5
     dt: float = 0.5
-    eta: float = 0.05
+    eta: float = 0.2
+    input_gain: float = 5.0      # a cue V0 starts the field at clamp(input_gain * V0, 0, 1)
+
+    def initial_state(self, V0, fields):
+        return ((self.input_gain * V0).clamp(0.0, 1.0),)
 
     def fields(self, batch, height, width):
         # c[:, 0]: the edge to the cell to the right (x + 1); c[:, 1]: to the cell below
@@ -252,17 +253,18 @@ def _changed(before, after) -> torch.Tensor:
 
 @dataclass
 class MediumMemory:
-    """Store and recall on a Medium: training shows each target as an input drive
-    (drive_gain * target / PEAK) for train_steps steps from the protocol's training start
-    (0.2 target + N(0, 0.1^2)), scarring after every step; recall runs each cue until
-    every member changes by less than `tol` per cell over `chunk` steps (at least
-    min_steps, at most max_steps)."""
+    """Store and recall on a Medium. Training shows each target: the medium's activity
+    is held at the target's mask (target / PEAK) for train_steps steps, and the medium's
+    scar rule writes after every step (the patterns are stored in turn; the shown state
+    does not depend on earlier scars, so a later pattern is not learned through an
+    earlier one's recall). Recall runs each cue until every member changes by less than
+    `tol` per cell per step over a chunk of `chunk` steps (at least min_steps, at most
+    max_steps)."""
     medium: Medium
-    train_steps: int = 40
-    drive_gain: float = 1.0
-    min_steps: int = 40
-    max_steps: int = 400
-    chunk: int = 20
+    train_steps: int = 10
+    min_steps: int = 20
+    max_steps: int = 100
+    chunk: int = 10
     tol: float = 1e-4
     snapshot_dtype: torch.dtype = torch.bfloat16
 
@@ -276,11 +278,8 @@ class MediumMemory:
         out = {}
         for p in range(P):
             target = pats[:, p].float()
-            V0 = patterns.make_cue(target, 0.2, 0.1, noise_seeds(seeds, "train", p))
-            state = self.medium.initial_state(V0, fields)
-            drive = self.drive_gain * target / patterns.PEAK
+            state = (torch.as_tensor(target / patterns.PEAK).clamp(0.0, 1.0),)
             for _ in range(self.train_steps):
-                state = self.medium.step(state, fields, 1, drive=drive)
                 fields = self.medium.scar(state, target, fields)
             if p + 1 in set(snapshots):
                 out[p + 1] = {k: v.to(self.snapshot_dtype) for k, v in fields.items()}

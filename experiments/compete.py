@@ -49,7 +49,7 @@ class Args(RunArgs, Protocol):
                                   lo=1, hi=512)
     couplings: int = arg(96, "hebbian_field: couplings per cell (M)", lo=4, hi=2048)
     capacity_grids: tuple[int, ...] = arg((), "capacity row again on these grids (first "
-                                          "medium, first radius)", lo=16, hi=1024)
+                                          "medium; its last radius)", lo=16, hi=1024)
     settle_min: int = arg(3000, "Gray-Scott media: no settled read-out before this step",
                           lo=1)
     settle_max: int = arg(6000, "Gray-Scott media: longest recall in steps", lo=1)
@@ -112,7 +112,7 @@ def run(args, seeds, device) -> tuple:
         results[label] = out
         print(table_line(label, out), flush=True)
     if args.capacity_grids:
-        label, memory = memories(args, device)[0]
+        label, memory = memories(args, device)[len(args.radius) - 1 if args.media[0] == "hebbian_field" else 0]
         results[label]["capacity_by_grid"] = {}
         for g in args.capacity_grids:
             t0 = time.perf_counter()

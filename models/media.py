@@ -9,7 +9,7 @@ written by a local rule while the medium is shown a target.
 Routes (hypothesis -> mechanism; docs/findings/compete.md has the measured verdicts):
   A  surround_area (a Gray-Scott StorageRule, models/rules.SurroundScar's scars): lit-AREA
      inhibition sized to one pattern (k-winner): while more cells are lit than one
-     pattern holds, the feed drops and the kill rises everywhere. Diffuse noise lights
+     pattern holds, the feed drops everywhere. Diffuse noise lights
      many cells at once and starves; two half patterns might compete for one area.
   B  link_scar: a bistable field u (Nagumo kinetics) coupled to its four neighbours by
      per-edge conductances; training strengthens the edges between co-active neighbours
@@ -58,20 +58,19 @@ def lit_excess(u: torch.Tensor, area: float, lit: float) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class AreaInhibition:
-    """k-winner inhibition of a Gray-Scott medium: with x = the lit share (V > lit) in
-    excess of `area` (units of area), F = F_base * clamp(1 - gain x, 0, 1) and
-    K = K_base + kill * clamp(gain x, 0, 1). Acts as GrayScott.run's per-step hook."""
+    """k-winner inhibition of a Gray-Scott medium's feed: with x = the lit share (V >
+    lit) in excess of `area` (in units of area), F = F_base * clamp(1 - gain x, 0, 1).
+    The actuator of rules.GlobalInhibition (the feed), triggered by lit area instead of
+    mean V. Acts as GrayScott.run's per-step hook, hook_args (F_base,)."""
     area: float = 0.07          # one stored pattern's share of the grid (four discs: 0.062)
     lit: float = 0.1
     gain: float = 4.0
-    kill: float = 0.04
 
-    def hook_args(self, F, K):
-        return F.clone(), K.clone()
+    def feed(self, V, F_base):
+        return F_base * (1.0 - self.gain * lit_excess(V, self.area, self.lit)).clamp(0.0, 1.0)
 
-    def epilogue(self, V, F, K, F_base, K_base):
-        x = (self.gain * lit_excess(V, self.area, self.lit)).clamp(0.0, 1.0)
-        return F_base * (1.0 - x), K_base + self.kill * x, None
+    def epilogue(self, V, F, K, F_base):
+        return self.feed(V, F_base), K, None
 
 
 @register
@@ -81,10 +80,9 @@ class SurroundAreaScar(SurroundScar):
     name: ClassVar[str] = "surround_area"
     area: float = AreaInhibition.area
     area_gain: float = AreaInhibition.gain
-    area_kill: float = AreaInhibition.kill
 
     def recall_inhibition(self) -> AreaInhibition:
-        return AreaInhibition(self.area, AreaInhibition.lit, self.area_gain, self.area_kill)
+        return AreaInhibition(self.area, AreaInhibition.lit, self.area_gain)
 
 
 # ---- the medium plug-in ------------------------------------------------------------------
@@ -341,8 +339,7 @@ class RuleMemory:
         gs.K = K.to(st.device, st.dtype).repeat_interleave(C, 0).contiguous()
         gs.reset(V=cues.to(st.device, st.dtype).reshape(S * C, H, W))
         inh = self.rule.recall_inhibition()
-        hook, args = (None, ()) if inh is None else (
-            inh.epilogue, inh.hook_args(gs.F, gs.K) if hasattr(inh, "hook_args") else (gs.F.clone(),))
+        hook, args = (None, ()) if inh is None else (inh.epilogue, (gs.F.clone(),))
         steps, change = 0, torch.full((S * C,), math.inf)
         if self.min_steps > self.chunk:          # no settle check before min_steps
             gs.run(self.min_steps - self.chunk, hook=hook, hook_args=args)

@@ -75,6 +75,7 @@ def memories(args, device):
     """(label, Memory) for every medium of --media (one per radius for hebbian_field)."""
     protocol = dataclasses.replace(protocol_of(args), rule="match_map")
     study = scarring.Study(protocol, device)
+    media.make_medium      # imported before make_rule: models.media registers surround_area
     out = []
     for name in args.media:
         if name == "hebbian_field":

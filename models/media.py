@@ -284,20 +284,33 @@ class MediumMemory:
         return fields, out
 
     def recall(self, stored, cues):
+        """Cues of one column (the same cue of every seed) leave the batch together once
+        every seed's member has settled (fields are shared by a seed's cues, so a batch
+        stays whole per seed); their activity is kept from then on."""
         S, C, H, W = cues.shape
         fields = {k: v.float() for k, v in stored.items()}
         state = self.medium.initial_state(cues.reshape(S * C, H, W).float(), fields)
-        steps, last = 0, self.medium.activity(state)
-        change = torch.full((S * C,), math.inf)
-        while steps < self.max_steps:
+        out = self.medium.activity(state).view(S, C, H, W).clone()
+        live = torch.arange(C)                      # columns still running
+        settled_at = torch.full((S, C), math.nan)
+        steps = 0
+        while steps < self.max_steps and len(live):
+            last = self.medium.activity(state)
             state = self.medium.step(state, fields, self.chunk)
             steps += self.chunk
             now = self.medium.activity(state)
-            change = _changed(last, now) / self.chunk
-            last = now
-            if steps >= self.min_steps and bool((change < self.tol).all()):
-                break
-        return last.view(S, C, H, W), {"steps": steps, "settled": (change < self.tol).view(S, C)}
+            change = (_changed(last, now) / self.chunk).view(S, len(live))
+            out[:, live] = now.view(S, len(live), H, W)
+            if steps < self.min_steps:
+                continue
+            done = change < self.tol                  # (S, live)
+            settled_at[:, live] = torch.where(done & settled_at[:, live].isnan(),
+                                              torch.tensor(float(steps)), settled_at[:, live])
+            keep = ~done.all(0)
+            if not keep.all():
+                live = live[keep]
+                state = tuple(x.view(S, -1, H, W)[:, keep].reshape(-1, H, W) for x in state)
+        return out, {"steps": steps, "settled": ~settled_at.isnan(), "settled_at": settled_at}
 
 
 @dataclass

@@ -10,15 +10,30 @@ follows.
 field (a training start, a cue) follows from the run seed, a role and an index, so a seed
 gives the same draw alone or inside a batch and two draws never coincide.
 
-This module imports no torch: scripts build their command line from it before the heavy
-imports, so that --help is fast.
+This module is pure data: it imports nothing of the project and no torch, so scripts build
+their command line from it before the heavy imports (--help is fast), and every module may
+import it. The checks that need the physics or the rule registry are
+scarring.check_protocol; building the rule is scarring.storage_rule.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
-from common.cli import arg
+
+def arg(default, help: str, *, lo=None, hi=None, lo_open=False, hi_open=False, choices=None,
+        finite=True, metavar=None):
+    """A dataclass field that is also a command-line flag (common.cli builds the flag).
+
+    lo/hi bound the value (inclusive unless lo_open/hi_open); choices restrict it to a set;
+    floats must be finite unless finite=False. A None default means "not set" (the range
+    applies only to values given). Tuples of numbers become `nargs="+"` flags.
+    """
+    meta = {"help": help, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open,
+            "choices": choices, "finite": finite, "metavar": metavar}
+    if isinstance(default, (list, tuple)):
+        return dataclasses.field(default_factory=lambda: tuple(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 # The study's three patterns for phase 3 (and the memory studies that repeat it): name,
 # patterns.make_pattern shape, offset in reference-grid cells (scaled with the grid).
@@ -74,6 +89,8 @@ class Protocol:
     dtype: str = arg("float32", "floating-point type of the simulation",
                      choices=("float32", "float64"))
     # storage rule
+    pattern: str = arg("square_spots", "the pattern of phases 1-2 and of every study that "
+                       "stores one pattern (a name in patterns.PATTERNS: add one there)")
     rule: str = arg("match_map", "storage rule (scarring.RULES; match_map is the published "
                                  "one and the only one the flags below configure)")
     scar_strength: float = arg(0.003, "F increment per scarring step on matched cells",
@@ -103,13 +120,8 @@ class Protocol:
     record_every: int = arg(10, "similarity curves are sampled every this many steps", lo=1)
 
     def check(self) -> None:
-        """Checks that involve more than one constant (each field's range is checked
-        by common.cli.validate before this)."""
-        from substrate import check_stability   # after --help: imports torch
-
-        # the reaction terms count too: the worst clamped state (V = 1) with the largest F, K
-        check_stability(self.du, self.dv, self.dt, self.stencil, F_max=max(self.f0, self.f_max),
-                        K_max=max(self.k0, self.k_max), V_max=1.0)
+        """Checks that involve more than one constant (each field's range is checked by
+        common.cli.validate before this; the physics by scarring.check_protocol)."""
         if not (self.f_min <= self.f_max and self.k_min <= self.k_max):
             raise ValueError(f"scar clamps reversed: F [{self.f_min}, {self.f_max}], "
                              f"K [{self.k_min}, {self.k_max}]")
@@ -119,24 +131,8 @@ class Protocol:
         if not self.k_min <= self.k0 <= self.k_max:
             raise ValueError(f"--k0 {self.k0}: must lie in the scar clamp range "
                              f"[{self.k_min}, {self.k_max}] (--k-min, --k-max)")
-        self.storage_rule()   # the rule's own checks (and an unknown --rule)
 
-    # -- what the constants build -------------------------------------------------------
-    def storage_rule(self):
-        """The storage rule: the published match-map rule with these constants, or
-        another registered rule (scarring.RULES) on this protocol's unscarred medium."""
-        import scarring
-
-        if self.rule == "match_map":
-            return scarring.ScarRule(strength=self.scar_strength, k_ratio=self.k_ratio,
-                                     match_threshold=self.match_threshold, gate=self.gate,
-                                     F_min=self.f_min, F_max=self.f_max, K_min=self.k_min,
-                                     K_max=self.k_max, F0=self.f0, K0=self.k0)
-        cls = scarring.rule_class(self.rule)
-        names = {f.name for f in dataclasses.fields(cls)}
-        base = {k: v for k, v in (("F0", self.f0), ("K0", self.k0)) if k in names}
-        return cls(**base)
-
+    # -- what the constants build (pure data) ----------------------------------------------
     def substrate(self) -> dict:
         """GrayScott keyword arguments of this protocol's medium (physics only)."""
         return {"Du": self.du, "Dv": self.dv, "dt": self.dt,

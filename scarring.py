@@ -20,15 +20,19 @@ rule's update fused into each step).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
 import torch
 
+import torch.nn.functional as tnf
+
+import memory
+from memory import per_seed
 from metrics import METRIC_NAMES, METRICS
-from patterns import make_cue
+from patterns import PATTERNS, make_cue
 from protocol import Protocol, noise_seeds
-from substrate import GrayScott
+from substrate import GrayScott, check_stability, gray_scott_step
 
 REFERENCE = Protocol()   # the published constants: the defaults below come from here
 F0, K0 = REFERENCE.f0, REFERENCE.k0
@@ -53,13 +57,13 @@ class StorageRule:
     def background(self, F0: float, K0: float):
         """The unscarred medium this rule stores into and recalls on: (F, K), scalars or
         fields. The published rule scars the protocol's own medium (F0, K0); a rule that
-        switches regimes (models/rules.py) brings its own."""
+        switches regimes (the regime rules below) brings its own."""
         return F0, K0
 
     def recall_inhibition(self):
         """A medium option that every recall on this rule's media (scarred and control)
         runs with: an object with `epilogue(V, F, K, F_base) -> (F, K, None)`, applied
-        every step (e.g. models.rules.GlobalInhibition); None for a plain medium."""
+        every step (e.g. GlobalInhibition below); None for a plain medium."""
         return None
 
     def is_finite(self) -> bool:
@@ -84,11 +88,34 @@ def register(cls):
 
 def rule_class(name: str) -> type:
     """The registered rule class called `name` (ValueError naming the choices if none)."""
-    import models.rules  # noqa: F401  (registers the rules beyond the published one)
-
     if name not in RULES:
         raise ValueError(f"--rule {name!r}: must be one of {', '.join(sorted(RULES))}")
     return RULES[name]
+
+
+def storage_rule(protocol: Protocol) -> StorageRule:
+    """The storage rule of a protocol: the published match-map rule with its constants,
+    or another registered rule (RULES) on the protocol's unscarred medium."""
+    p = protocol
+    if p.rule == "match_map":
+        return ScarRule(strength=p.scar_strength, k_ratio=p.k_ratio,
+                        match_threshold=p.match_threshold, gate=p.gate, F_min=p.f_min,
+                        F_max=p.f_max, K_min=p.k_min, K_max=p.k_max, F0=p.f0, K0=p.k0)
+    cls = rule_class(p.rule)
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in (("F0", p.f0), ("K0", p.k0)) if k in names})
+
+
+def check_protocol(protocol: Protocol) -> None:
+    """The checks of a protocol that need the physics: the stability bound with the worst
+    clamped state (V = 1) and the largest F, K, and the storage rule's own checks (an
+    unknown --rule included). ValueError with one line."""
+    p = protocol
+    check_stability(p.du, p.dv, p.dt, p.stencil, F_max=max(p.f0, p.f_max),
+                    K_max=max(p.k0, p.k_max), V_max=1.0)
+    if p.pattern not in PATTERNS:
+        raise ValueError(f"--pattern {p.pattern!r}: must be one of {', '.join(sorted(PATTERNS))}")
+    storage_rule(p)
 
 
 def make_rule(name: str, **constants) -> StorageRule:
@@ -152,26 +179,266 @@ def match_map(V: torch.Tensor, target: torch.Tensor, threshold: float = 0.3) -> 
     return (V > threshold) & (target > threshold)
 
 
-def apply_scar(V, target, F, K, similarity, rule: ScarRule = ScarRule(), F0: float | None = None,
-               K0: float | None = None):
-    """One match-map scar update for a batch. Pure: returns new (F, K).
+# ---- rules beyond the published one, for the associative-memory search -----------------
+#
+# Each rule is a `scarring.StorageRule`: a frozen dataclass with a `name` and a pure,
+# batched `update(V, target, F, K, similarity) -> (F, K)` (see scarring.StorageRule), made
+# selectable by `scarring.make_rule` once this module is imported. Two optional methods
+# extend the interface:
+#
+# * `background(F0, K0) -> (F_bg, K_bg)`: the unscarred medium the rule stores into and
+#   recalls on (scalars or fields). A rule without it uses (F0, K0), the reference medium.
+#   The regime rules below need their own: their scars are a *regime switch* (cells that
+#   hold the pattern are moved to a regime where activity persists and spreads; the rest of
+#   the medium sits in one where activity dies), so the background is part of the rule.
+# * `finalize(F, K) -> (F, K)`: a step applied once after all patterns are stored (none of
+#   the rules here need one; the interface reserves the name).
+# * `prepare(F, K, target) -> (F, K)`: a step applied once before each pattern is stored,
+#   on the fields the earlier patterns left (`JunctionScar` needs it). scarring.store_patterns
+#   does not call it yet; `store_in_turn` below does, so the rule that needs it is not
+#   registered as a `--rule` choice (a script that skipped the step would run another rule).
+#
+# Regimes, measured on this repository's medium (9-point stencil, decay 0.9995): a disc
+# of V = 0.25, U = 0.5 and, separately, a uniform V = 0.12 kick in a uniform 64 x 64
+# medium, lit fraction (V > 0.2) after 3,000 steps, F in 0.010..0.090, K in 0.030..0.075:
+#   F = 0.037, K = 0.060 (the reference F0, K0): spots self-replicate slowly (19-24% lit
+#       at 3,000 steps and still growing), so that medium never settles;
+#   F = 0.037, K = 0.065: the disc and the uniform kick both die ("dead" background);
+#   F = 0.060, K = 0.0525 and F = 0.080, K = 0.035: the disc fills the medium, the uniform
+#       0.12 kick dies (0.12 is below the homogeneous ignition threshold); in a channel 16
+#       cells wide a lit segment of any length >= 8 cells grows, its ends moving about
+#       0.015 (0.060, 0.0525) and 0.03 (0.080, 0.035) cells per step;
+#   F = 0.080, K = 0.030 (the match-map clamps): the disc and the uniform kick both light.
+#
+# `GlobalInhibition` is a medium option, not a rule: the feed drops with each member's mean
+# V, so that a featureless kick starves itself. `SurroundInhibitedScar` recalls under it
+# (`StorageRule.recall_inhibition`).
+#
+# Measured verdicts (experiments/associative.py, docs/findings.md "Can a scar rule make the
+# medium an associative memory?"): none of these rules makes the medium an associative
+# memory of the protocol's overlapping patterns; see the findings for the numbers.
 
-    V: (B, H, W); target: (H, W) or (B, H, W); F, K: (B, H, W) per member (or (H, W)
-    when B == 1); similarity: (B,) current similarity of each member to its target.
-    Members whose similarity is not above rule.gate are left unchanged (the gate).
-    F0, K0 (default: the rule's) are what scar_decay relaxes toward.
+DEAD_F, DEAD_K = 0.037, 0.065      # activity dies here (disc and uniform kick)
+CHANNEL_F, CHANNEL_K = 0.060, 0.0525  # a lit region invades; a uniform 0.12 kick dies
+FAST_CHANNEL_F, FAST_CHANNEL_K = 0.080, 0.035  # the same, with fronts twice as fast
+
+
+def _gated(similarity: torch.Tensor, gate: float, dims: int, dtype) -> torch.Tensor:
+    """(B,) similarity -> (B, 1, ..., 1) float 1 where the member is scarred this step
+    (similarity above the gate; an untrained member has similarity -1), else 0."""
+    return (similarity > gate).view(-1, *([1] * dims)).to(dtype)
+
+
+def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Boolean mask (*lead, H, W) grown by `radius` cells (square neighbourhood,
+    periodic like the medium). Pure."""
+    H, W = mask.shape[-2:]
+    x = mask.to(torch.float32).reshape(-1, 1, H, W)
+    x = tnf.pad(x, (radius,) * 4, mode="circular")
+    # a square max is separable: rows then columns, 2(2r+1) comparisons, not (2r+1)^2
+    x = tnf.max_pool2d(tnf.max_pool2d(x, (1, 2 * radius + 1), stride=1),
+                       (2 * radius + 1, 1), stride=1)
+    return x.reshape(mask.shape) > 0.5
+
+
+@dataclass(frozen=True)
+class RegimeScar(StorageRule):
+    """Move matched cells a fraction `rate` of the way toward the scarred regime
+    (F_on, K_on) on every gated step: F += rate * m * (F_on - F), likewise K.
+
+    Soft bounds: F and K approach (F_on, K_on) geometrically and never pass it, so no
+    clamp is needed and the depth of a cell's scar records how often (and, when
+    `graded`, how strongly) it matched. graded=False: m = 1 where target > match_threshold
+    and V > v_threshold, else 0. graded=True: m = clamp(V / v_scale, 0, 1) on target cells
+    (a running match: a cell that the medium shows weakly is scarred weakly).
+    relax > 0: cells outside the target where V > v_threshold (the medium lit a cell the
+    pattern does not hold) move a fraction relax toward the background (anti-Hebbian).
+    Not registered: the subclasses below are the rules.
     """
-    if F0 is not None or K0 is not None:
-        rule = replace(rule, F0=rule.F0 if F0 is None else F0, K0=rule.K0 if K0 is None else K0)
-    return rule.update(V, target, F, K, similarity)
+    name: ClassVar[str] = ""
+    rate: float = 0.05
+    F_on: float = CHANNEL_F
+    K_on: float = CHANNEL_K
+    F_bg: float = DEAD_F
+    K_bg: float = DEAD_K
+    graded: bool = False
+    v_scale: float = 0.5
+    match_threshold: float = 0.3
+    v_threshold: float = 0.1
+    relax: float = 0.0
+    gate: float = 0.0
+
+    def __post_init__(self):
+        for field in ("rate", "relax"):
+            value = getattr(self, field)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{field}={value} must be in [0, 1]")
+        if self.v_scale <= 0:
+            raise ValueError(f"v_scale={self.v_scale} must be > 0")
+
+    def background(self, F0=None, K0=None):
+        """The unscarred medium of this rule: (F_bg, K_bg), whatever F0, K0."""
+        return self.F_bg, self.K_bg
+
+    def _match(self, V, target):
+        on_target = (target > self.match_threshold).to(V.dtype)
+        if self.graded:
+            return on_target * (V / self.v_scale).clamp(0.0, 1.0)
+        return on_target * (V > self.v_threshold).to(V.dtype)
+
+    def update(self, V, target, F, K, similarity):
+        gated = _gated(similarity, self.gate, V.dim() - 1, V.dtype)
+        step = (self.rate * gated) * self._match(V, target)
+        F_new = F + step * (self.F_on - F)
+        K_new = K + step * (self.K_on - K)
+        if self.relax > 0:
+            stray = ((target <= self.match_threshold) & (V > self.v_threshold)).to(V.dtype)
+            back = (self.relax * gated) * stray
+            F_new = F_new + back * (self.F_bg - F_new)
+            K_new = K_new + back * (self.K_bg - K_new)
+        return F_new, K_new
+
+
+@register
+@dataclass(frozen=True)
+class GradedScar(RegimeScar):
+    """Family 1: graded, non-saturating scars on the reference medium. The scar's depth
+    follows a running match (V on the target cells), approaches the match-map rule's
+    clamp corner softly, and stray activity relaxes toward the reference F0, K0."""
+    name: ClassVar[str] = "graded"
+    rate: float = 0.01
+    F_on: float = 0.08
+    K_on: float = 0.03
+    F_bg: float = 0.037
+    K_bg: float = 0.060
+    graded: bool = True
+    relax: float = 0.0
+
+
+@register
+@dataclass(frozen=True)
+class ChannelScar(RegimeScar):
+    """Family 2: excitable channels. Matched cells switch to a regime where a lit region
+    invades unlit medium but a uniform kick of cue amplitude dies (CHANNEL_F, CHANNEL_K);
+    the background is a regime where all activity dies (DEAD_F, DEAD_K). A part of a
+    pattern should then spread over exactly the connected channel it sits on."""
+    name: ClassVar[str] = "channel"
+
+
+@register
+@dataclass(frozen=True)
+class SurroundScar(RegimeScar):
+    """Family 3: channels with an inhibitory surround. As `channel`, and the cells within
+    `moat` cells of the target (but outside it) move toward a deeper dead regime
+    (F_moat, K_moat), overriding earlier scars there: a pattern stored later cuts the
+    older scars it touches, so patterns meet only through their shared cells."""
+    name: ClassVar[str] = "surround"
+    F_on: float = FAST_CHANNEL_F
+    K_on: float = FAST_CHANNEL_K
+    moat: int = 4                # cells, at 256 x 256 (2-3 at 128 x 128)
+    F_moat: float = 0.030
+    K_moat: float = 0.075
+
+    def __post_init__(self):
+        super().__post_init__()
+        if int(self.moat) != self.moat or not 1 <= self.moat <= 32:
+            raise ValueError(f"moat={self.moat} must be an integer in 1..32 (cells)")
+
+    def update(self, V, target, F, K, similarity):
+        F, K = super().update(V, target, F, K, similarity)
+        gated = _gated(similarity, self.gate, V.dim() - 1, V.dtype)
+        on_target = target > self.match_threshold
+        ring = (_dilate(on_target, int(self.moat)) & ~on_target).to(V.dtype)
+        step = (self.rate * gated) * ring
+        return F + step * (self.F_moat - F), K + step * (self.K_moat - K)
+
+
+@dataclass(frozen=True)
+class JunctionScar(SurroundScar):
+    """Junction cells belong to neither pattern. As `surround`, and before a pattern is
+    stored (`prepare`), the cells of its target that an earlier pattern already holds as
+    a channel are moved to a junction regime (F_junction, K_junction) where activity
+    dies, which the update never scars again. Why it might work: the measured failure of
+    `surround` is that a lit pattern spreads into another through the cells they share
+    (the later pattern owns them); with no shared channel cell, activity cannot cross.
+    The price, by construction: a pattern crossed by an earlier one is cut there, so it
+    can complete only within each piece. Not registered (see `prepare` above)."""
+    name: ClassVar[str] = "junction"
+    F_junction: float = 0.030
+    K_junction: float = 0.080    # above K_moat: marks the cell; dead at F_junction
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.K_junction > max(self.K_moat, self.K_on, self.K_bg):
+            raise ValueError(f"K_junction={self.K_junction} must exceed K_moat, K_on and K_bg"
+                             f" (it marks junction cells)")
+
+    def junctions(self, F, K, target):
+        """Bool (B, *grid): target cells an earlier pattern scarred more than half way
+        toward the channel regime (F_on, K_on)."""
+        on = target > self.match_threshold
+        return on & ((F - self.F_bg) / (self.F_on - self.F_bg) > 0.5)
+
+    def prepare(self, F, K, target):
+        """Before storing `target`: its cells that are already channel become junctions."""
+        j = self.junctions(F, K, target)
+        return (torch.where(j, torch.full_like(F, self.F_junction), F),
+                torch.where(j, torch.full_like(K, self.K_junction), K))
+
+    def update(self, V, target, F, K, similarity):
+        F_new, K_new = super().update(V, target, F, K, similarity)
+        kept = K >= self.K_junction - 1e-6        # junction cells stay as they are
+        return torch.where(kept, F, F_new), torch.where(kept, K, K_new)
+
+
+# ---- a medium option: global inhibition of the feed ------------------------------------
+
+@dataclass(frozen=True)
+class GlobalInhibition:
+    """Lateral inhibition as a medium change: each member's feed drops with its own
+    total activity, F = F_base * clamp(1 - gain * (mean V - set_point), 0, 1) (F_base
+    unchanged while mean V <= set_point). A uniform kick or strong noise raises the
+    mean V far above the set point, so the feed stops everywhere and U runs out before
+    any channel ignites; a cue of one pattern stays below it. Not a StorageRule: it acts
+    during recall (and, if wanted, training), as the hook of every step:
+    gs.run(steps, hook=inhibition.epilogue, hook_args=(F_base,))."""
+    gain: float = 50.0           # feed reaches 0 at mean V = set_point + 1 / gain
+    set_point: float = 0.06      # above one lit reference pattern (the ring: ~0.053)
+
+    def __post_init__(self):
+        if self.gain < 0 or not 0 <= self.set_point <= 1:
+            raise ValueError(f"gain={self.gain} must be >= 0 and set_point="
+                             f"{self.set_point} in [0, 1]")
+
+    def feed(self, V: torch.Tensor, F_base: torch.Tensor) -> torch.Tensor:
+        """The inhibited feed for V (B, *grid) and F_base (B, *grid). Pure."""
+        mean = V.flatten(1).mean(1).view(-1, *([1] * (V.dim() - 1)))
+        return F_base * (1.0 - self.gain * (mean - self.set_point)).clamp(0.0, 1.0)
+
+    def epilogue(self, V, F, K, F_base):
+        """GrayScott.run hook: (the inhibited feed, K unchanged, nothing returned)."""
+        return self.feed(V, F_base), K, None
+
+
+@register
+@dataclass(frozen=True)
+class SurroundInhibitedScar(SurroundScar):
+    """`surround` scars whose media are recalled under global inhibition of the feed: the
+    closest condition of the associative-memory study as one `--rule`. Training is the
+    surround rule's; every recall on this rule's media, scarred and control, runs with
+    GlobalInhibition(inhibition_gain, inhibition_set_point) as its per-step hook."""
+    name: ClassVar[str] = "surround_inhibited"
+    inhibition_gain: float = GlobalInhibition.gain
+    inhibition_set_point: float = GlobalInhibition.set_point
+
+    def recall_inhibition(self) -> GlobalInhibition:
+        return GlobalInhibition(self.inhibition_gain, self.inhibition_set_point)
 
 
 def scar_strength(F: torch.Tensor, K: torch.Tensor, F0=F0, K0=K0):
     """Total scar: sum |F - F0| + sum |K - K0| over the grid, per member (shape (B,)).
-    F0, K0: the unscarred medium, numbers or fields."""
-    if F.dim() == 2:
-        F, K = F.unsqueeze(0), K.unsqueeze(0)
-    return ((F - F0).abs() + (K - K0).abs()).flatten(1).sum(1)
+    F0, K0: the unscarred medium, numbers or fields (memory.scar_strength)."""
+    return memory.scar_strength({"F": F, "K": K}, {"F": F0, "K": K0})
 
 
 def _scar_epilogue(V, F, K, target, members, rule: StorageRule, spatial_dims: int):
@@ -253,31 +520,6 @@ TRAIN_NOISE = REFERENCE.train_noise              # its noise: N(0, 0.1^2)
 CUE_NOISE = REFERENCE.cue_noise                  # every cue's noise: N(0, 0.05^2)
 
 
-def per_seed(x, S: int, name: str, dims: int) -> torch.Tensor:
-    """x (array-like) with `dims` trailing dims, shared (no seed dim) or per seed: returns
-    (S, ...), a view where x is shared."""
-    x = torch.as_tensor(x)
-    if x.dim() == dims:
-        return x.unsqueeze(0).expand(S, *x.shape)
-    if x.dim() == dims + 1 and x.shape[0] == S:
-        return x
-    raise ValueError(f"{name} has shape {tuple(x.shape)}; expected {dims} dims shared by "
-                     f"the seeds or {dims + 1} dims with {S} seeds first")
-
-
-def _fields(value, S, H, W, device, dtype, name):
-    """Scalar, (H, W) or (S, H, W) F/K as an (S, H, W) tensor (a copy)."""
-    if isinstance(value, (int, float)):
-        return torch.full((S, H, W), float(value), device=device, dtype=dtype)
-    t = torch.as_tensor(value, device=device, dtype=dtype)
-    if t.shape == (H, W):
-        t = t.expand(S, H, W)
-    if t.shape != (S, H, W):
-        raise ValueError(f"{name} has shape {tuple(t.shape)}; expected a scalar, ({H}, {W}) "
-                         f"or ({S}, {H}, {W})")
-    return t.clone()
-
-
 def make_cues(targets: torch.Tensor, strength: float, noise_std: float = CUE_NOISE,
               seeds=(0,), role: str = "cue", first_index: int = 0) -> torch.Tensor:
     """Protocol cues clamp(strength * target + N(0, noise_std^2), 0, 1), one per target.
@@ -297,69 +539,127 @@ def make_cues(targets: torch.Tensor, strength: float, noise_std: float = CUE_NOI
                         for c in range(t.shape[1])], dim=1)
 
 
-def store_patterns(targets: torch.Tensor, seeds, steps: int = 500,
-                   rule: StorageRule | None = ScarRule(), F=F0, K=K0,
-                   substrate: dict | None = None, device=None,
-                   dtype: torch.dtype = torch.float32, snapshots=(),
-                   train_strength: float = TRAIN_STRENGTH, train_noise: float = TRAIN_NOISE,
-                   baseline=(F0, K0), first_index: int = 0, record_every: int | None = None,
-                   frame_members=None, progress: str | None = None) -> dict:
-    """Scar targets into per-seed F/K fields one after the other (the protocol's training).
+# ---- the Gray-Scott medium: the engine's plug-in for a storage rule ----------------------
 
-    For each pattern p in order: reset U = 1, V = clamp(train_strength * target_p +
-    N(0, train_noise^2), 0, 1) (the protocol's training start, noise role "train", index
-    first_index + p), then run `steps` steps of evolve with `rule` (None: no scarring, a
-    control); the scars accumulate in F and K across patterns.
+class GrayScottSimulation(memory.Simulation):
+    """A batch of the Gray-Scott medium on the project's stepper (substrate.GrayScott): a
+    training run fuses the rule's update into each step's compiled kernel, a recall the
+    medium's inhibition (if any)."""
 
-    targets: (P, H, W) shared by all seeds, or (S, P, H, W) per seed.
-    seeds: S run seeds (batch members). F, K: the starting fields (scalar, (H, W) or
-    (S, H, W)). substrate: GrayScott keyword arguments (Protocol.substrate()). snapshots:
-    pattern counts k after which a copy of (F, K) is kept. baseline: (F0, K0) from which
-    the scar strength is measured. record_every: sample the similarity curve this often
-    (default: only the end); frame_members: seed indices whose V is filmed (~100 frames).
+    def __init__(self, medium: "GrayScottMedium", state, fields):
+        self.medium = medium
+        U, V = state
+        self.gs = GrayScott(V.shape[-2], V.shape[-1], batch=V.shape[0], device=V.device,
+                            dtype=V.dtype, **medium.substrate())
+        self.gs.F, self.gs.K = fields["F"], fields["K"]
+        self.gs.reset(V=V, U=U)
 
-    Returns {"F", "K": (S, H, W) final fields; "V": (S, H, W) final state;
-    "train_similarity": (P, S) cosine at the end of each pattern's training;
-    "scar_strength": (P, S) total scar after each pattern; "snapshots": {k: (F, K)};
-    "curves": [{"steps", "similarity": (T, S)}] per pattern; "frames": [(N, M, H, W) or
-    None] per pattern}.
-    """
-    seeds = list(seeds)
-    S = len(seeds)
-    if S < 1:
-        raise ValueError("store_patterns needs at least one seed")
-    if int(steps) != steps or steps < 1:
-        raise ValueError(f"steps={steps} must be a positive integer")
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    t = per_seed(targets, S, "targets", 3).to(device=device, dtype=dtype)
-    P, H, W = t.shape[1:]
-    snapshots = set(int(k) for k in snapshots)
-    bad = [k for k in snapshots if not 1 <= k <= P]
-    if bad:
-        raise ValueError(f"snapshots {sorted(bad)} outside 1..{P} stored patterns")
-    gs = GrayScott(H, W, batch=S, device=device, dtype=dtype, **(substrate or {}))
-    gs.F = _fields(F, S, H, W, device, dtype, "F")
-    gs.K = _fields(K, S, H, W, device, dtype, "K")
-    out = {"train_similarity": [], "scar_strength": [], "snapshots": {}, "curves": [],
-           "frames": []}
-    for p in range(P):
-        gs.reset(V=make_cue(t[:, p], train_strength, train_noise,
-                            noise_seeds(seeds, "train", first_index + p)))
-        run = evolve(gs, t[:, p], int(steps), rule=rule,
-                     record_every=int(record_every or steps),
-                     frame_every=max(1, steps // 100) if frame_members else None,
-                     frame_members=frame_members or (0,),
-                     progress=f"{progress} {p + 1}/{P}" if progress and P > 1 else progress)
-        out["train_similarity"].append(run["similarity"][-1])
-        out["scar_strength"].append(scar_strength(gs.F, gs.K, *baseline).cpu())
-        out["curves"].append({"steps": run["steps"], "similarity": run["similarity"]})
-        out["frames"].append(run["frames"])
-        if p + 1 in snapshots:
-            out["snapshots"][p + 1] = (gs.F.clone(), gs.K.clone())
-    out["train_similarity"] = torch.stack(out["train_similarity"])
-    out["scar_strength"] = torch.stack(out["scar_strength"])
-    out.update(F=gs.F, K=gs.K, V=gs.V)
-    return out
+    @property
+    def state(self):
+        return self.gs.U, self.gs.V
+
+    @state.setter
+    def state(self, value):
+        self.gs.U, self.gs.V = value
+
+    @property
+    def fields(self):
+        return {"F": self.gs.F, "K": self.gs.K}
+
+    @fields.setter
+    def fields(self, value):
+        self.gs.F, self.gs.K = value["F"], value["K"]
+
+    def reset(self, V0):
+        self.gs.reset(V=V0)
+
+    def keep(self, index):
+        U, V = (s[index] for s in self.state)
+        F, K = (f[index] if f.dim() == 3 else f for f in (self.gs.F, self.gs.K))
+        self.__init__(self.medium, (U, V), {"F": F, "K": K})
+
+    def run(self, steps, target=None, learn=False, every=0, on_record=None):
+        gs, m = self.gs, self.medium
+        hook, hook_args, F_base = None, (), gs.F
+        if learn:
+            if m.rule is None:
+                raise ValueError("a Gray-Scott medium without a storage rule cannot learn")
+            hook, hook_args = _scar_epilogue, (target, None, m.rule, gs.V.dim() - 1)
+        elif m.inhibition is not None:
+            hook, hook_args = m.inhibition.epilogue, (F_base.expand_as(gs.V).contiguous(),)
+        record = None if on_record is None else (lambda s, U, V, out: on_record(s, V, out))
+        gs.run(int(steps), hook=hook, hook_args=hook_args, record_every=every or steps,
+               on_record=record)
+        if hook is not None and not learn:
+            gs.F = F_base     # the inhibited feed is not kept
+
+
+@memory.register_medium
+@dataclass(frozen=True)
+class GrayScottMedium(memory.Medium):
+    """The Gray-Scott medium (substrate.py) whose fields F, K a storage rule scars: the
+    published study's medium. rule: the StorageRule (None: a medium that does not learn);
+    F0, K0: the protocol's unscarred medium (a rule may bring its own background);
+    inhibition: a per-step hook every recall runs with (StorageRule.recall_inhibition);
+    the rest: GrayScott's physics."""
+    name: ClassVar[str] = "gray_scott"
+    rule: StorageRule | None = None
+    F0: float = F0
+    K0: float = K0
+    Du: float = REFERENCE.du
+    Dv: float = REFERENCE.dv
+    dt: float = REFERENCE.dt
+    decay: float | None = REFERENCE.decay
+    stencil: str = REFERENCE.stencil
+    clamp: bool = True
+    compile: object = "auto"
+    inhibition: object = None
+
+    @classmethod
+    def of(cls, protocol: Protocol, rule: StorageRule | None = None, **substrate):
+        """The medium of a protocol with its storage rule (or `rule`); substrate: GrayScott
+        keyword arguments overriding the protocol's physics (e.g. clamp=False)."""
+        rule = storage_rule(protocol) if rule is None else rule
+        return cls(rule=rule, F0=protocol.f0, K0=protocol.k0,
+                   inhibition=rule.recall_inhibition(), **{**protocol.substrate(), **substrate})
+
+    def substrate(self) -> dict:
+        return {"Du": self.Du, "Dv": self.Dv, "dt": self.dt, "decay": self.decay,
+                "stencil": self.stencil, "clamp": self.clamp, "compile": self.compile}
+
+    def background(self, protocol=None) -> dict:
+        F, K = (self.F0, self.K0) if self.rule is None else self.rule.background(self.F0, self.K0)
+        return {"F": F, "K": K}
+
+    def fields(self, batch, height, width, protocol=None, dtype=torch.float32, device=None):
+        return memory.as_fields(self.background(), batch, height, width,
+                                memory.Settings(device or "cpu", dtype))
+
+    def initial_state(self, V0, fields):
+        return torch.ones_like(V0), V0.clone()
+
+    def step(self, state, fields, steps):
+        U, V = state
+        for _ in range(int(steps)):
+            U, V = gray_scott_step(U, V, fields["F"], fields["K"], self.Du, self.Dv, self.dt,
+                                   self.decay, self.stencil, self.clamp)
+        return U, V
+
+    def activity(self, state):
+        return state[1]
+
+    def scar(self, state, target, fields, similarity):
+        F, K = self.rule.update(state[1], target, fields["F"], fields["K"], similarity)
+        return {"F": F, "K": K}
+
+    def prepare(self, fields, target):
+        if not hasattr(self.rule, "prepare"):
+            return fields
+        F, K = self.rule.prepare(fields["F"], fields["K"], target)
+        return {"F": F, "K": K}
+
+    def simulation(self, state, fields):
+        return GrayScottSimulation(self, state, fields)
 
 
 def _similarity_matrix(V: torch.Tensor, patterns: torch.Tensor, names) -> dict:
@@ -387,123 +687,42 @@ def _damage_mask(damage, S, C, H, W, device) -> torch.Tensor:
     return mask.reshape(S * C, H, W)
 
 
-def recall_matrix(F, K, cues: torch.Tensor, patterns: torch.Tensor, steps: int = 300,
-                  substrate: dict | None = None, metric_names=METRIC_NAMES, device=None,
-                  dtype: torch.dtype = torch.float32, damage: torch.Tensor | None = None,
-                  damage_step: int | None = None, return_fields: bool = False,
-                  record_every: int | None = None, curve_patterns=None,
-                  frame_members=None, progress: str | None = None,
-                  inhibition=None) -> dict:
-    """Recall every cue on the given F/K and compare the result with every pattern.
-
-    F, K: (S, H, W) per-seed fields (e.g. store_patterns' output; the leading dim may
-    stack several arms, e.g. scarred and default fields), (H, W) or a scalar (a control
-    without scars). cues: (S, C, H, W) starting V fields (U = 1), e.g. from make_cues, or
-    (C, H, W) shared by the seeds. patterns: (P, H, W) or (S, P, H, W). All S x C recalls
-    run as one GrayScott batch for `steps` steps (substrate: GrayScott keyword arguments).
-
-    damage: optional bool mask, (H, W), (C, H, W) or (S, C, H, W); at step `damage_step`
-    the masked cells are reset to U = 1, V = 0 and the run goes on (a lesion test).
-    record_every: also record each recall's cosine similarity to pattern
-    curve_patterns[c] (default: pattern c) every this many steps; frame_members: (s, c)
-    recalls whose V is filmed (~100 frames). inhibition: a medium option run every step
-    (StorageRule.recall_inhibition).
-
-    Returns {"initial": {metric: (S, C, P)} similarity of each cue to each pattern at
-    step 0, "final": {metric: (S, C, P)} after `steps` steps, "before_damage" and
-    "after_damage" (with damage), "V": the final (S, C, H, W) V on the CPU
-    (return_fields), "curves": {"steps", "similarity": (T, S, C)} (record_every),
-    "frames": (N, M, H, W) (frame_members)}. Metrics are names in metrics.METRICS.
-    """
-    if int(steps) != steps or steps < 0:
-        raise ValueError(f"steps={steps} must be a non-negative integer")
-    unknown = [m for m in metric_names if m not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; choose from {sorted(METRICS)}")
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    gs, pats = _recall_medium(F, K, cues, patterns, substrate, device, dtype)
-    S, C = pats.shape[0], gs.batch // pats.shape[0]
-    H, W = pats.shape[-2:]
-    out = {"initial": _similarity_matrix(gs.V.view(S, C, H, W), pats, metric_names)}
-    if record_every:   # each recall's own curve pattern, as a per-member target
-        which = list(range(C)) if curve_patterns is None else list(curve_patterns)
-        curve_target = pats[:, which].reshape(S * C, H, W)
-    else:
-        curve_target = torch.zeros(H, W, device=device, dtype=dtype)
-    members = [s * C + c for s, c in frame_members] if frame_members else None
-    segments = [int(steps)]
-    if damage is not None:
-        if damage_step is None or not 0 <= damage_step <= steps:
-            raise ValueError(f"damage_step={damage_step} must be in [0, {steps}]")
-        flat_mask = _damage_mask(damage, S, C, H, W, device)
-        segments = [int(damage_step), int(steps) - int(damage_step)]
-    runs = []
-    for i, n in enumerate(segments):
-        if n:
-            runs.append(evolve(gs, curve_target, n, rule=None,
-                               record_every=int(record_every or n),
-                               frame_every=max(1, steps // 100) if members else None,
-                               frame_members=members or (0,), progress=progress,
-                               inhibition=inhibition))
-        if i == 0 and damage is not None:
-            out["before_damage"] = _similarity_matrix(gs.V.view(S, C, H, W), pats, metric_names)
-            gs.V = torch.where(flat_mask, torch.zeros_like(gs.V), gs.V)
-            gs.U = torch.where(flat_mask, torch.ones_like(gs.U), gs.U)
-            out["after_damage"] = _similarity_matrix(gs.V.view(S, C, H, W), pats, metric_names)
-    out["final"] = _similarity_matrix(gs.V.view(S, C, H, W), pats, metric_names)
-    if return_fields:
-        out["V"] = gs.V.view(S, C, H, W).cpu()
-    if record_every and runs:
-        out["curves"] = _joined_curves(runs, S, C)
-    if members:
-        out["frames"] = torch.cat([r["frames"] for r in runs if r["frames"] is not None])
-    return out
-
-
-def _recall_medium(F, K, cues, patterns, substrate, device, dtype) -> tuple:
-    """The (S x C)-member GrayScott batch of recall_matrix, started from the cues, and
-    the patterns as (S, P, H, W) on the device."""
+def _seed_cues(F, cues) -> torch.Tensor:
     cues = torch.as_tensor(cues)
     if cues.dim() == 3:
         S = F.shape[0] if isinstance(F, torch.Tensor) and F.dim() == 3 else 1
         cues = cues.unsqueeze(0).expand(S, *cues.shape)
     if cues.dim() != 4:
         raise ValueError(f"cues have shape {tuple(cues.shape)}; expected (S, C, H, W)")
-    S, C, H, W = cues.shape
-    pats = per_seed(patterns, S, "patterns", 3).to(device=device, dtype=dtype)
-    if pats.shape[-2:] != (H, W):
-        raise ValueError(f"patterns are {tuple(pats.shape[-2:])} but cues are ({H}, {W})")
-    gs = GrayScott(H, W, batch=S * C, device=device, dtype=dtype, **(substrate or {}))
-    gs.F = _fields(F, S, H, W, device, dtype, "F").repeat_interleave(C, dim=0)
-    gs.K = _fields(K, S, H, W, device, dtype, "K").repeat_interleave(C, dim=0)
-    gs.reset(V=cues.to(device=device, dtype=dtype).reshape(S * C, H, W))
-    return gs, pats
-
-
-def _joined_curves(runs, S: int, C: int) -> dict:
-    """The similarity curves of consecutive evolve runs as one curve over the recall."""
-    offset, steps_seen, sims = 0, [], []
-    for k, r in enumerate(runs):
-        skip = 1 if k else 0    # a later segment's step 0 repeats the previous end
-        steps_seen += [offset + t for t in r["steps"][skip:]]
-        sims.append(r["similarity"][skip:])
-        offset += r["steps"][-1]
-    return {"steps": steps_seen, "similarity": torch.cat(sims).view(-1, S, C)}
+    return cues
 
 
 class Study:
-    """A Protocol bound to a device: the study's store and recall with its constants.
+    """A Protocol bound to a device: the study's store and recall with its constants, on
+    the engine (memory.py) with the protocol's medium (GrayScottMedium.of).
 
-    Every study stores and recalls through this (or through store_patterns and
-    recall_matrix directly, with explicit settings), so that the substrate, the rule,
-    the training start and the cue noise are written once, in the Protocol.
+    A notebook's entry point: `Study(Protocol(), "cpu")`, then `store`, `cues`,
+    `recall`, `default_fields`.
     """
 
     def __init__(self, protocol: Protocol, device=None):
         self.protocol = protocol
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = protocol.torch_dtype()
-        self.rule = protocol.storage_rule()
+        check_protocol(protocol)
+        self.rule = storage_rule(protocol)
+        self.medium = GrayScottMedium.of(protocol, self.rule)
+
+    def settings(self, progress: str | None = None) -> memory.Settings:
+        p = self.protocol
+        return memory.Settings(str(self.device), self.dtype, p.train_init_strength,
+                               p.train_noise, progress)
+
+    def medium_with(self, rule=None, substrate: dict | None = None) -> GrayScottMedium:
+        """This study's medium with another rule and/or other GrayScott arguments."""
+        if rule is None and not substrate:
+            return self.medium
+        return GrayScottMedium.of(self.protocol, rule or self.rule, **(substrate or {}))
 
     def default_fields(self, S: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(F, K) of the unscarred medium, (S, H, W): the protocol's (F0, K0), or the
@@ -519,24 +738,90 @@ class Study:
                          self.protocol.cue_noise, seeds, role, first_index)
 
     def store(self, targets, seeds, steps: int, scar: bool = True, rule=None,
-              substrate: dict | None = None, **kw) -> dict:
-        """store_patterns with this protocol's rule (or `rule`), medium and training start;
-        scar=False: the same training without scarring (the control). substrate: extra
-        GrayScott keyword arguments (e.g. clamp=False for an ablation)."""
-        p = self.protocol
-        F, K = (rule or self.rule).background(p.f0, p.k0)
-        return store_patterns(torch.as_tensor(targets).to(self.device, self.dtype), seeds, steps,
-                              rule=(rule or self.rule) if scar else None, F=F, K=K,
-                              substrate={**p.substrate(), **(substrate or {})},
-                              device=self.device, dtype=self.dtype,
-                              train_strength=p.train_init_strength, train_noise=p.train_noise,
-                              baseline=(F, K) if not isinstance(F, torch.Tensor) else (p.f0, p.k0),
-                              **kw)
+              substrate: dict | None = None, F=None, K=None, progress: str | None = None,
+              **kw) -> dict:
+        """Store targets (P, H, W) or (S, P, H, W) in turn (memory.store) with this
+        protocol's rule (or `rule`, whose `prepare` step runs before each pattern),
+        medium and training start; scar=False: the same training without scarring (the
+        control). substrate: extra GrayScott arguments (e.g. clamp=False); F, K: starting
+        fields (default: the rule's unscarred medium); kw: first_index, snapshots,
+        record_every, frame_members (memory.store). Returns memory.store's dict, with
+        "F", "K" and snapshots as {k: (F, K)}."""
+        medium = self.medium_with(rule, substrate)
+        fields = None if F is None else {"F": F, "K": K}
+        out = memory.store(medium, torch.as_tensor(targets).to(self.device, self.dtype),
+                           seeds, steps, self.settings(progress), fields=fields, learn=scar,
+                           protocol=self.protocol, **kw)
+        out["snapshots"] = {k: (f["F"], f["K"]) for k, f in out["snapshots"].items()}
+        return out
 
     def recall(self, F, K, cues, patterns, steps: int, substrate: dict | None = None,
-               **kw) -> dict:
-        """recall_matrix on this protocol's medium (substrate: extra GrayScott arguments)."""
-        kw.setdefault("inhibition", self.rule.recall_inhibition())
-        return recall_matrix(F, K, cues, torch.as_tensor(patterns).to(self.device, self.dtype),
-                             steps, substrate={**self.protocol.substrate(), **(substrate or {})},
-                             device=self.device, dtype=self.dtype, **kw)
+               rule=None, metric_names=METRIC_NAMES, damage=None, damage_step=None,
+               return_fields: bool = False, record_every: int | None = None,
+               curve_patterns=None, frame_members=None, progress: str | None = None,
+               trackers=()) -> dict:
+        """Recall every cue on the given F/K and compare the result with every pattern.
+
+        F, K: (S, H, W) per-seed fields (the leading dim may stack several arms, e.g.
+        scarred and default fields), (H, W) or a scalar. cues: (S, C, H, W) starting V
+        (U = 1) or (C, H, W) shared; patterns: (P, H, W) or (S, P, H, W). All S x C
+        recalls run as one batch (memory.recall) on this protocol's medium (substrate:
+        extra GrayScott arguments; rule: another rule's medium and inhibition).
+
+        damage: bool mask (H, W), (C, H, W) or (S, C, H, W): at damage_step the masked
+        cells are reset to the medium at rest (a lesion). record_every: record each
+        recall's cosine to pattern curve_patterns[c] (default c); frame_members: (s, c)
+        recalls whose V is filmed (~100 frames); trackers: more memory trackers over the
+        S x C members.
+
+        Returns {"initial", "final": {metric: (S, C, P)} at step 0 and at the end,
+        "before_damage", "after_damage" (with damage), "V": final (S, C, H, W) on the CPU
+        (return_fields), "curves": {"steps", "similarity": (T, S, C)} (record_every),
+        "frames": (N, M, H, W) (frame_members)} and the trackers' results.
+        """
+        unknown = [m for m in metric_names if m not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; choose from {sorted(METRICS)}")
+        cues = _seed_cues(F, cues)
+        S, C, H, W = cues.shape
+        pats = per_seed(torch.as_tensor(patterns), S, "patterns", 3).to(self.device, self.dtype)
+        if pats.shape[-2:] != (H, W):
+            raise ValueError(f"patterns are {tuple(pats.shape[-2:])} but cues are ({H}, {W})")
+        settings = self.settings(progress)
+        fields = {name: memory.as_fields({name: x}, S, H, W, settings)[name]
+                  .repeat_interleave(C, dim=0) for name, x in (("F", F), ("K", K))}
+        trackers = list(trackers)
+        if record_every:
+            which = list(range(C)) if curve_patterns is None else list(curve_patterns)
+            curves = memory.Curves(pats[:, which].reshape(S * C, H, W), record_every)
+            trackers.append(curves)
+        if frame_members:
+            trackers.append(memory.Frames([s * C + c for s, c in frame_members], steps))
+        if damage is not None:
+            if damage_step is None:
+                raise ValueError(f"damage_step={damage_step} must be in [0, {steps}]")
+            trackers.append(memory.Damage(_damage_mask(damage, S, C, H, W, self.device),
+                                          damage_step))
+        res = memory.recall(self.medium_with(rule, substrate), fields,
+                            cues.to(self.device, self.dtype).reshape(S * C, H, W), steps,
+                            settings, trackers)
+        view = lambda V: V.view(S, C, H, W)   # noqa: E731
+        out = {"initial": _similarity_matrix(view(res["start"]), pats, metric_names),
+               "final": _similarity_matrix(view(res["V"]), pats, metric_names)}
+        if damage is not None:
+            out["before_damage"] = _similarity_matrix(view(res["before_damage"]), pats,
+                                                      metric_names)
+            out["after_damage"] = _similarity_matrix(view(res["after_damage"]), pats,
+                                                     metric_names)
+        if return_fields:
+            out["V"] = view(res["V"]).cpu()
+        if record_every:
+            c = res["similarity"]
+            out["curves"] = {"steps": res["steps"], "similarity": c.view(-1, S, C)}
+        if frame_members:
+            out["frames"] = res["frames"]
+        extra = {k: v for k, v in res.items() if k not in ("state", "V", "start", "steps",
+                                                           "similarity", "frames",
+                                                           "before_damage", "after_damage")}
+        out.update(extra)
+        return out

@@ -2,13 +2,13 @@
 
 Conditions (--rules; --rule NAME runs one):
   match_map           the published rule on the reference medium (F0, K0)
-  graded              graded, soft-bounded scars (models/rules.py, family 1)
+  graded              graded, soft-bounded scars (scarring.py, family 1)
   channel             excitable channels in a dead background (family 2)
   surround            channels with an inhibitory moat (family 3)
   surround_inhibited  surround, recalled with global inhibition of the feed
-                      (rules.SurroundInhibitedScar with its rules.GlobalInhibition)
+                      (scarring.SurroundInhibitedScar with its scarring.GlobalInhibition)
   junction            surround, and cells an earlier pattern holds become junctions that
-                      belong to neither pattern (rules.JunctionScar; idea 5)
+                      belong to neither pattern (scarring.JunctionScar; idea 5)
   learned             per-cell F, K learned by gradient through the substrate (family 4),
                       at --learn-grid, at the match-map rule's total scar size there (the
                       size penalty is swept until it matches); compared with match_map on
@@ -54,8 +54,8 @@ from protocol import NOISE, Protocol, protocol_of
 
 torch, np, metrics, patterns, scarring = cli.lazy_modules(
     "torch", "numpy", "metrics", "patterns", "scarring")
-rules, hopfield, differentiable, adam, substrate = cli.lazy_modules(
-    "models.rules", "models.hopfield", "models.differentiable", "models.adam", "substrate")
+hopfield, differentiable, adam, substrate = cli.lazy_modules(
+    "models.hopfield", "models.differentiable", "models.adam", "substrate")
 
 CONDITIONS = ("match_map", "graded", "channel", "surround", "surround_inhibited", "junction",
               "learned")
@@ -163,7 +163,7 @@ def make_condition(name: str, protocol, grid: int) -> Condition:
     base = dataclasses.replace(protocol, rule="match_map").storage_rule()
     if name == "learned":
         return Condition(name, None, grid=grid)
-    rule = (base if name == "match_map" else rules.JunctionScar() if name == "junction"
+    rule = (base if name == "match_map" else scarring.JunctionScar() if name == "junction"
             else scarring.make_rule(name))
     return Condition(name, rule, rule.recall_inhibition(), grid=grid)
 
@@ -172,9 +172,6 @@ def store(study, cond, targets, seeds, snapshots=(), progress=None) -> dict:
     """Store targets in turn with the condition's rule (its own `prepare` step if any)."""
     steps = study.protocol.multi_train_steps
     first = NOISE["phase3_starts"][1]
-    if hasattr(cond.rule, "prepare"):
-        return rules.store_in_turn(study, cond.rule, targets, seeds, steps, snapshots,
-                                   first, progress)
     return study.store(targets, seeds, steps, rule=cond.rule, snapshots=snapshots,
                        first_index=first, progress=progress)
 
@@ -897,40 +894,36 @@ LEARN_ONLY = ("learn_grid", "learn_iters", "learn_steps", "learn_lams", "learn_s
 CAPACITY_ONLY = ("ks", "capacity_steps", "capacity_cued", "beta_per_sqrt_n", "blob_count")
 
 
-def _cache_path(args, name, seeds):
-    """The cache file of condition `name` under these settings (None: no --cache)."""
+def _cache_entry(args, name, seeds):
+    """The cache entry of condition `name` under these settings (None: no --cache)."""
     if args.cache is None:
         return None
-    import hashlib
-    import json
-    from pathlib import Path
+    from common import cache
 
     skip = NOT_SETTINGS + (CAPACITY_ONLY if name == "learned" else LEARN_ONLY)
     settings = {k: v for k, v in cli.config_of(args).items() if k not in skip}
-    key = json.dumps([name, list(seeds), settings], sort_keys=True, default=str)
-    return Path(args.cache) / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+    return cache.Entry(args.cache, name, {"seeds": list(seeds), "settings": settings})
 
 
 def load_cached(args, name, seeds):
-    path = _cache_path(args, name, seeds)
-    if path is None or not path.is_file():
-        return None
-    print(f"{name}: taken from {path}", flush=True)
-    return torch.load(path, weights_only=False)
+    """(entry, figure) of a finished condition, or None; an entry that does not read as
+    a condition (print_condition fails on it) is recomputed."""
+    import contextlib
+    import io
+
+    entry = _cache_entry(args, name, seeds)
+
+    def check(value):
+        with contextlib.redirect_stdout(io.StringIO()):
+            print_condition(name, value[0])
+
+    return None if entry is None else entry.load(check)
 
 
 def save_cached(args, name, seeds, entry, figure) -> None:
-    """Write (entry, figure) beside its final name, then rename it into place."""
-    import os
-
-    path = _cache_path(args, name, seeds)
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    entry["computed_at_commit"] = cli.git_commit()   # a cache is keyed by settings, not code
-    tmp = path.with_suffix(".tmp")
-    torch.save((entry, figure), tmp)
-    os.replace(tmp, path)
+    cached = _cache_entry(args, name, seeds)
+    if cached is not None:
+        cached.save((entry, figure))
 
 
 def run_learned(protocol, device, seeds, args) -> tuple:

@@ -119,7 +119,6 @@ class Args(RunArgs, Protocol):
 
 
 def _registered() -> list[str]:
-    import models.rules  # noqa: F401  (registers the rules beyond the published one)
 
     return list(scarring.RULES)
 

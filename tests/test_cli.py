@@ -75,15 +75,17 @@ def test_protocol_defaults_are_the_published_constants_and_validate():
     cli.validate(p)
     assert (p.f0, p.k0, p.du, p.dv, p.dt, p.decay) == (0.037, 0.060, 0.16, 0.08, 1.0, 0.9995)
     assert (p.scar_strength, p.k_ratio, p.match_threshold, p.gate) == (0.003, 0.5, 0.3, 0.5)
-    rule = p.storage_rule()
+    import scarring
+
+    rule = scarring.storage_rule(p)
     assert (rule.strength, rule.F_max, rule.K_min, rule.F0, rule.K0) == (0.003, 0.08, 0.03,
                                                                           0.037, 0.060)
     with pytest.raises(ValueError, match="unstable"):
-        cli.validate(Protocol(dt=9.0))
+        scarring.check_protocol(Protocol(dt=9.0))
     with pytest.raises(ValueError, match="--f0 0.5"):
         cli.validate(Protocol(f0=0.5))
     with pytest.raises(ValueError, match="--rule 'x'"):
-        cli.validate(Protocol(rule="x"))
+        scarring.check_protocol(Protocol(rule="x"))
 
 
 def test_noise_seeds_are_distinct_per_role_and_index_and_batch_free():
@@ -103,10 +105,10 @@ def test_staged_output_appears_whole_or_not_at_all(tmp_path):
         with cli.staged_output(out, "toy") as stage:
             (stage / "b.txt").write_text("second")
             raise KeyboardInterrupt
-    assert sorted(p.name for p in out.iterdir()) == sorted([cli.MARKER, "a.txt"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([cli.MARKER, "a.txt", "index.html"])
     with cli.staged_output(out, "toy") as stage:
         (stage / "c.txt").write_text("third")
-    assert sorted(p.name for p in out.iterdir()) == sorted([cli.MARKER, "c.txt"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([cli.MARKER, "c.txt", "index.html"])
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
 
 
@@ -131,7 +133,8 @@ def test_envelope_keys(tmp_path):
     env = cli.envelope(a, [0], "cpu", 1.0)
     assert env["study"] == "toy" and env["schema_version"] == cli.SCHEMA_VERSION
     assert env["config"]["steps"] == 100 and env["smoke_run"] is False
-    assert env["git_commit"] == "unknown" or len(env["git_commit"].split("-")[0]) == 40
+    assert env["git_commit"] == "not a git checkout" or len(env["git_commit"].split("-")[0]) == 40
+    assert env["package_version"] == cli.package_version() != "unknown"
 
 
 def test_lazy_module_imports_on_first_use():
@@ -154,6 +157,9 @@ def test_every_script_answers_help_without_its_heavy_imports(module):
                           timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--quick" in proc.stdout
+    if module != "benchmarks.bench_substrate":   # its own parser, and it draws no figure
+        for common_flag in ("--format", "--dpi", "--config", "--save-config", "--version"):
+            assert common_flag in proc.stdout, common_flag
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
                 if line.startswith("import time:")}
     assert "common.cli" in imported   # the import log was read

@@ -16,7 +16,7 @@ import torch
 import metrics
 import patterns
 import scarring
-from protocol import noise_seeds
+from protocol import Protocol, noise_seeds
 from scarring import ScarRule
 from substrate import F0, K0
 
@@ -96,10 +96,11 @@ def test_noise_seeds_distinct_and_cues_batch_independent():
 def test_store_without_rule_leaves_fields_and_with_rule_scars_only_the_target():
     t = torch.zeros(1, 24, 24)
     t[0, 6:18, 6:18] = 0.8                       # a big square: trains above the gate
-    ctrl = scarring.store_patterns(t, [0, 1], steps=30, rule=None)
+    study = scarring.Study(Protocol(grid=24, gate=0.0), "cpu")
+    ctrl = study.store(t, [0, 1], steps=30, scar=False)
     assert torch.all(ctrl["F"] == F0) and torch.all(ctrl["K"] == K0)
     assert torch.all(ctrl["scar_strength"] == 0)
-    scar = scarring.store_patterns(t, [0, 1], steps=30, rule=ScarRule(gate=0.0), snapshots=(1,))
+    scar = study.store(t, [0, 1], steps=30, snapshots=(1,))
     changed = (scar["F"] != F0) | (scar["K"] != K0)
     assert changed.any()
     assert not changed[:, t[0] == 0].any()       # scars only where the target is
@@ -107,15 +108,15 @@ def test_store_without_rule_leaves_fields_and_with_rule_scars_only_the_target():
     assert torch.equal(scar["snapshots"][1][0], scar["F"])
 
 
-def test_recall_matrix_shapes_zero_cue_and_damage():
+def test_recall_shapes_zero_cue_and_damage():
     S, C, P, H = 2, 3, 2, 16
     pats = torch.zeros(P, H, H)
     pats[0, :8], pats[1, 8:] = 0.8, 0.8
     cues = torch.zeros(S, C, H, H)
     cues[:, 1, :8] = 0.5
     cues[:, 2] = 0.3
-    res = scarring.recall_matrix(F0, K0, cues, pats, steps=5, damage=torch.ones(H, H),
-                               damage_step=3)
+    study = scarring.Study(Protocol(grid=H), "cpu")
+    res = study.recall(F0, K0, cues, pats, steps=5, damage=torch.ones(H, H), damage_step=3)
     for key in ("initial", "before_damage", "after_damage", "final"):
         for m in metrics.METRIC_NAMES:
             assert res[key][m].shape == (S, C, P)
@@ -128,7 +129,7 @@ def test_recall_matrix_shapes_zero_cue_and_damage():
     # a lesion over the whole grid empties V
     assert torch.all(res["after_damage"]["cosine"] == 0)
     with pytest.raises(ValueError):
-        scarring.recall_matrix(F0, K0, cues, pats, steps=5, damage=torch.ones(H, H))
+        study.recall(F0, K0, cues, pats, steps=5, damage=torch.ones(H, H))
 
 
 # ----------------------------------------------------------------- the studies, end to end

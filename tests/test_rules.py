@@ -16,7 +16,7 @@ from metrics import (
     settled_index,
     state_change,
 )
-from models import rules
+import scarring as rules
 from patterns import (
     arc_part,
     component_part,
@@ -293,16 +293,15 @@ def test_junction_update_never_scars_a_junction_and_scars_the_rest_as_surround()
     assert torch.equal(F2[keep], surround[0][keep]) and torch.equal(K2[keep], surround[1][keep])
 
 
-def test_store_in_turn_prepares_before_each_pattern():
+def test_store_prepares_before_each_pattern():
     from protocol import Protocol
 
     study = scarring.Study(Protocol(grid=24, multi_train_steps=5), "cpu")
     column = torch.zeros(24, 24)
     column[:, 10:14] = 0.8
     row = column.t().clone()
-    out = rules.store_in_turn(study, rules.JunctionScar(rate=1.0, moat=1, gate=-1.0,
-                                                        v_threshold=-1.0),
-                              torch.stack([column, row]), [0], 5, snapshots=(1, 2))
+    out = study.store(torch.stack([column, row]), [0], 5, snapshots=(1, 2),
+                      rule=rules.JunctionScar(rate=1.0, moat=1, gate=-1.0, v_threshold=-1.0))
     K = out["K"][0]
     assert (K[10:14, 10:14] == rules.JunctionScar().K_junction).all()   # the crossing
     assert (out["snapshots"][1][1][0][10:14, 10:14] < rules.JunctionScar().K_junction).all()

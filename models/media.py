@@ -2,12 +2,11 @@
 small pure medium, and the adapters that run any medium (or a Gray-Scott storage rule) on
 the battery (battery.py's `Memory`: store and recall).
 
-A medium follows the plug-in sketch the engine shares (fields, initial_state, step,
-activity, scar; pure tensor functions): its "scars" are its own per-cell parameters,
-written by a local rule while the medium is shown a target.
+Each field medium is a memory.Medium (registered: `--medium NAME`); its "scars" are its
+own per-cell parameters, written by a local rule while the medium is shown a target.
 
 Routes (hypothesis -> mechanism; docs/findings/compete.md has the measured verdicts):
-  A  surround_area (a Gray-Scott StorageRule, models/rules.SurroundScar's scars): lit-AREA
+  A  surround_area (a Gray-Scott StorageRule, scarring.SurroundScar's scars): lit-AREA
      inhibition sized to one pattern (k-winner): while more cells are lit than one
      pattern holds, the feed drops everywhere. Diffuse noise lights
      many cells at once and starves; two half patterns might compete for one area.
@@ -30,21 +29,14 @@ from typing import ClassVar
 import torch
 
 import patterns
-from scarring import register
-from models.rules import SurroundScar
-
-MEDIA: dict[str, type] = {}
-
-
-def register_medium(cls):
-    MEDIA[cls.name] = cls
-    return cls
-
+import memory
+from scarring import SurroundScar, register
 
 def make_medium(name: str, **constants):
-    if name not in MEDIA:
-        raise ValueError(f"unknown medium {name!r}; choose one of {', '.join(sorted(MEDIA))}")
-    return MEDIA[name](**constants)
+    """A registered medium (memory.MEDIA) by name, with these constants."""
+    if name not in memory.MEDIA:
+        raise ValueError(f"unknown medium {name!r}; choose one of {', '.join(sorted(memory.MEDIA))}")
+    return memory.MEDIA[name](**constants)
 
 
 def lit_excess(u: torch.Tensor, area: float, lit: float) -> torch.Tensor:
@@ -88,24 +80,17 @@ class SurroundAreaScar(SurroundScar):
 # ---- the medium plug-in ------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Medium:
-    """Plug-in sketch: per-cell fields, a state, pure steps, a local scar rule."""
+class Medium(memory.Medium):
+    """memory.Medium for a one-field state u in [0, 1] that reads a cue V0 as
+    clamp(input_gain * V0, 0, 1) (the media below all do)."""
     name: ClassVar[str] = ""
+    input_gain: float = 5.0
 
-    def fields(self, batch: int, height: int, width: int) -> dict:
-        raise NotImplementedError
+    def initial_state(self, V0, fields):
+        return ((self.input_gain * V0).clamp(0.0, 1.0),)
 
-    def initial_state(self, V0: torch.Tensor, fields: dict) -> tuple:
-        return (V0.clone(),)
-
-    def step(self, state: tuple, fields: dict, steps: int, drive=None) -> tuple:
-        raise NotImplementedError
-
-    def activity(self, state: tuple) -> torch.Tensor:
+    def activity(self, state):
         return state[0]
-
-    def scar(self, state: tuple, target: torch.Tensor, fields: dict) -> dict:
-        raise NotImplementedError
 
     def as_dict(self) -> dict:
         return {"medium": self.name, **asdict(self)}
@@ -128,7 +113,7 @@ def _ramp(x, width):
     return (x / width).clamp(0.0, 1.0)
 
 
-@register_medium
+@memory.register_medium
 @dataclass(frozen=True)
 class HebbianField(Medium):
     """Route C. u' = -u + ramp((h - theta - J * x) / width), h(x) = sum_k W_k(x)
@@ -149,18 +134,16 @@ class HebbianField(Medium):
     balance: bool = True
     offset_seed: int = 0
     kwta: bool = True            # inhibition: the k-winner level of h (True) or J * lit excess
-    input_gain: float = 5.0      # a cue V0 starts the field at clamp(input_gain * V0, 0, 1)
-
-    def initial_state(self, V0, fields):
-        return ((self.input_gain * V0).clamp(0.0, 1.0),)
-
     def offsets(self) -> list:
         return disc_offsets(self.radius, self.count, self.offset_seed)
 
-    def fields(self, batch, height, width):
+    def fields(self, batch, height, width, protocol=None):
         return {"W": torch.zeros(batch, len(self.offsets()), height, width)}
 
-    def step(self, state, fields, steps, drive=None):
+    def background(self, protocol=None):
+        return {"W": 0.0}
+
+    def step(self, state, fields, steps):
         (u,) = state
         W = fields["W"].float()
         S = W.shape[0]
@@ -177,12 +160,10 @@ class HebbianField(Medium):
                 inhibit = (flat.kthvalue(k, -1).values - self.theta).clamp_min(0.0)[:, None, None]
             else:
                 inhibit = self.inhibition * lit_excess(u, self.a, 0.5)
-            if drive is not None:
-                h = h + drive
             u = u + self.dt * (-u + _ramp(h - self.theta - inhibit, self.width))
         return (u,)
 
-    def scar(self, state, target, fields):
+    def scar(self, state, target, fields, similarity=None):
         (u,) = state
         W = fields["W"]
         c = u - self.a
@@ -193,7 +174,7 @@ class HebbianField(Medium):
         return fields
 
 
-@register_medium
+@memory.register_medium
 @dataclass(frozen=True)
 class LinkScar(Medium):
     """Route B. A bistable field with per-edge conductances to its four neighbours:
@@ -210,16 +191,14 @@ class LinkScar(Medium):
     inhibition: float = 0.5
     dt: float = 0.5
     eta: float = 0.2
-    input_gain: float = 5.0      # a cue V0 starts the field at clamp(input_gain * V0, 0, 1)
-
-    def initial_state(self, V0, fields):
-        return ((self.input_gain * V0).clamp(0.0, 1.0),)
-
-    def fields(self, batch, height, width):
+    def fields(self, batch, height, width, protocol=None):
         # c[:, 0]: the edge to the cell to the right (x + 1); c[:, 1]: to the cell below
         return {"c": torch.full((batch, 2, height, width), self.c0)}
 
-    def step(self, state, fields, steps, drive=None):
+    def background(self, protocol=None):
+        return {"c": self.c0}
+
+    def step(self, state, fields, steps):
         (u,) = state
         S = fields["c"].shape[0]
         c = fields["c"].float()
@@ -230,11 +209,11 @@ class LinkScar(Medium):
                     + down * (torch.roll(v, -1, -2) - v) + torch.roll(down, 1, -2) * (torch.roll(v, 1, -2) - v))
             theta = self.theta + self.inhibition * lit_excess(u, self.area, 0.5)
             react = self.kappa * u * (1 - u) * (u - theta)
-            du = flow.reshape_as(u) + react + (0 if drive is None else drive)
+            du = flow.reshape_as(u) + react
             u = (u + self.dt * du).clamp(0.0, 1.0)
         return (u,)
 
-    def scar(self, state, target, fields):
+    def scar(self, state, target, fields, similarity=None):
         (u,) = state
         c = fields["c"]
         for axis, shift in ((0, -1), (1, -2)):
@@ -278,7 +257,7 @@ class MediumMemory:
             target = pats[:, p].float()
             state = (torch.as_tensor(target / patterns.PEAK).clamp(0.0, 1.0),)
             for _ in range(self.train_steps):
-                fields = self.medium.scar(state, target, fields)
+                fields = self.medium.scar(state, target, fields, None)
             if p + 1 in set(snapshots):
                 out[p + 1] = {k: v.to(self.snapshot_dtype) for k, v in fields.items()}
         return fields, out
@@ -334,12 +313,8 @@ class RuleMemory:
     def store(self, pats, seeds, snapshots=()):
         st = self.study
         pats = pats.to(st.device, st.dtype)
-        if hasattr(self.rule, "prepare"):
-            from models.rules import store_in_turn
-            res = store_in_turn(st, self.rule, pats, seeds, st.protocol.multi_train_steps, snapshots)
-        else:
-            res = st.store(pats, seeds, st.protocol.multi_train_steps, rule=self.rule,
-                           snapshots=snapshots)
+        res = st.store(pats, seeds, st.protocol.multi_train_steps, rule=self.rule,
+                       snapshots=snapshots)
         return (res["F"], res["K"]), res["snapshots"]
 
     def recall(self, stored, cues):

@@ -12,8 +12,10 @@ Rows (--rows): compete, refuse, complete, overlap, capacity (battery.py lists th
 --capacity-grids G ...: the capacity row again on these grids (the first medium only).
 
     python -m experiments.compete --quick
-    python -m experiments.compete --media surround_inhibited --threads 1
-    python -m experiments.compete --media hebbian_field --radius 16 32 64 --threads 1
+    python -m experiments.compete --media surround_area surround_inhibited link_scar --grid 128 --settle-max 4000 --threads 1
+    python -m experiments.compete --media hebbian_field --radius 32 --couplings 128 --grid 128 --threads 1
+    python -m experiments.compete --media hebbian_field --radius 2 4 8 16 --couplings 128 --grid 64 --threads 1
+(docs/findings/compete.md reads these runs.)
 """
 from __future__ import annotations
 

@@ -38,6 +38,7 @@ def field(**kw):
     return media.MediumMemory(media.make_medium("hebbian_field", **kw), max_steps=80)
 
 
+@pytest.mark.slow
 def test_hebbian_field_mixed_cue_resolves_to_one_pattern_and_noise_lights_nothing():
     mem = field()
     stored, _ = mem.store(PATS, [0])

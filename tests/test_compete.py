@@ -151,7 +151,8 @@ def test_cli_refuses_a_radius_beyond_the_grid_in_one_line():
 @pytest.mark.slow
 def test_cli_quick_end_to_end(tmp_path):
     r = subprocess.run([sys.executable, "-m", "experiments.compete", "--quick", "--media",
-                        "link_scar", "--rows", "compete", "refuse", "--threads", "1",
+                        "link_scar", "--rows", "compete", "refuse", "--seeds", "1", "--grid", "48",
+                        "--threads", "1",
                         "--quiet", "--out", str(tmp_path / "c")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "c" / "compete.json").is_file()

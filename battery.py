@@ -16,8 +16,9 @@ Cues and patterns are V-like fields in [0, 1] (patterns.PEAK inside a shape); a 
 reads a cue as its starting state. Rows and targets (far end of each 95% interval):
 
   compete    mixed cue (half of one stored pattern plus half of another, every pair of
-             the k_main stored four-disc patterns): larger similarity >= 0.7 and smaller
-             <= 0.3 in >= 90% of trials (Wilson interval; trials of one seed share a medium)
+             the k_main stored four-disc patterns whose own cosine is <= PAIR_MAX): larger
+             similarity >= 0.7 and smaller <= 0.3 in >= 90% of trials (Wilson interval;
+             trials of one seed share a medium)
   refuse     no cue and noise of std 0.05-0.3; uniform levels with and without noise;
              never-stored four-disc patterns on (25-50% of their area) and off (nothing
              within 4 reference cells) the stored patterns: largest similarity <= 0.3
@@ -51,6 +52,9 @@ THRESHOLD = 0.3            # masks: activity or target above this
 BLOB_COUNT, BLOB_RADIUS = 4, 18   # the held-out family: discs per pattern, reference radius
 FOREIGN_ON = (0.25, 0.5)   # never-stored "on": this share of its area on the stored masks
 FOREIGN_MOAT = 4           # never-stored "off": no cell within this many reference cells
+PAIR_MAX = 0.15            # compete: a pair counts only if its two patterns' cosine is at
+                           # most this (patterns placed by chance can overlap so much that
+                           # no memory could recall one at >= 0.7 and the other at <= 0.3)
 ROWS = ("compete", "refuse", "complete", "overlap", "capacity")
 TARGETS = {"compete": (">=", 0.9), "compete_larger": (">=", 0.7), "compete_smaller": ("<=", 0.3),
            "refuse": ("<=", 0.3), "complete": (">=", 0.8), "overlap": (">=", 0.3),
@@ -244,6 +248,8 @@ def main_readout(V, pats, names, extra) -> dict:
         smaller.append(lo)
         win.append((hi >= TARGETS["compete_larger"][1]) & (lo <= TARGETS["compete_smaller"][1]))
     larger, smaller, win = (torch.stack(x, 1) for x in (larger, smaller, win))   # (S, pairs)
+    eligible = torch.stack([metrics.cosine_similarity(pats[:, i].float(), pats[:, j].float())
+                            for i, j in extra["pairs"]], 1) <= PAIR_MAX          # (S, pairs)
     k = pats.shape[1]
     comp = torch.stack([metrics.completion(V[:, at[f"half {j}"]], V[:, at[f"full {j}"]],
                                            pats[:, j], extra["keep"][:, j], THRESHOLD)
@@ -252,7 +258,8 @@ def main_readout(V, pats, names, extra) -> dict:
               if n.startswith(("noise", "uniform", "never-stored"))}
     stored = torch.stack([cos[:, at[f"full {j}"], j] for j in range(k)], 1)
     half_sel = metrics.selectivity(torch.stack([cos[:, at[f"half {j}"]] for j in range(k)], 1))
-    return {"compete": {"trials": win, "larger": larger, "smaller": smaller},
+    return {"compete": {"trials": win[eligible], "larger": larger, "smaller": smaller,
+                        "eligible": eligible},
             "complete": comp, "refuse": refuse, "stored": stored, "half_selectivity": half_sel}
 
 
@@ -316,7 +323,9 @@ def run_battery(memory: Memory, seeds, cfg: BatteryConfig = BatteryConfig(),
                           "larger": stat(r["compete"]["larger"].mean(1)),
                           "smaller": stat(r["compete"]["smaller"].mean(1)),
                           "larger_at_step0": stat(r0["compete"]["larger"].mean(1)),
-                          "pairs": len(extra["pairs"])}
+                          "pairs_per_seed": len(extra["pairs"]),
+                          "trials_eligible": int(r["compete"]["eligible"].sum()),
+                          "pair_max_cosine": PAIR_MAX}
         out["refuse"] = {n: {"settled": stat(v), "step0": stat(r0["refuse"][n])}
                          for n, v in r["refuse"].items()}
         out["complete"] = {"settled": stat(r["complete"].nanmean(1), None),   # a ratio: may pass 1

@@ -2,14 +2,13 @@
 small pure medium, and the adapters that run any medium (or a Gray-Scott storage rule) on
 the battery (battery.py's `Memory`: store and recall).
 
-A medium follows the plug-in sketch the engine shares (fields, initial_state, step,
-activity, scar; pure tensor functions): its "scars" are its own per-cell parameters,
-written by a local rule while the medium is shown a target.
+Each field medium is a memory.Medium (registered: `--medium NAME`); its "scars" are its
+own per-cell parameters, written by a local rule while the medium is shown a target.
 
 Routes (hypothesis -> mechanism; docs/findings/compete.md has the measured verdicts):
-  A  surround_area (a Gray-Scott StorageRule, models/rules.SurroundScar's scars): lit-AREA
+  A  surround_area (a Gray-Scott StorageRule, scarring.SurroundScar's scars): lit-AREA
      inhibition sized to one pattern (k-winner): while more cells are lit than one
-     pattern holds, the feed drops and the kill rises everywhere. Diffuse noise lights
+     pattern holds, the feed drops everywhere. Diffuse noise lights
      many cells at once and starves; two half patterns might compete for one area.
   B  link_scar: a bistable field u (Nagumo kinetics) coupled to its four neighbours by
      per-edge conductances; training strengthens the edges between co-active neighbours
@@ -30,22 +29,14 @@ from typing import ClassVar
 import torch
 
 import patterns
-from protocol import noise_seeds
-from scarring import register
-from models.rules import SurroundScar
-
-MEDIA: dict[str, type] = {}
-
-
-def register_medium(cls):
-    MEDIA[cls.name] = cls
-    return cls
-
+import memory
+from scarring import SurroundScar, register
 
 def make_medium(name: str, **constants):
-    if name not in MEDIA:
-        raise ValueError(f"unknown medium {name!r}; choose one of {', '.join(sorted(MEDIA))}")
-    return MEDIA[name](**constants)
+    """A registered medium (memory.MEDIA) by name, with these constants."""
+    if name not in memory.MEDIA:
+        raise ValueError(f"unknown medium {name!r}; choose one of {', '.join(sorted(memory.MEDIA))}")
+    return memory.MEDIA[name](**constants)
 
 
 def lit_excess(u: torch.Tensor, area: float, lit: float) -> torch.Tensor:
@@ -59,20 +50,19 @@ def lit_excess(u: torch.Tensor, area: float, lit: float) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class AreaInhibition:
-    """k-winner inhibition of a Gray-Scott medium: with x = the lit share (V > lit) in
-    excess of `area` (units of area), F = F_base * clamp(1 - gain x, 0, 1) and
-    K = K_base + kill * clamp(gain x, 0, 1). Acts as GrayScott.run's per-step hook."""
+    """k-winner inhibition of a Gray-Scott medium's feed: with x = the lit share (V >
+    lit) in excess of `area` (in units of area), F = F_base * clamp(1 - gain x, 0, 1).
+    The actuator of rules.GlobalInhibition (the feed), triggered by lit area instead of
+    mean V. Acts as GrayScott.run's per-step hook, hook_args (F_base,)."""
     area: float = 0.07          # one stored pattern's share of the grid (four discs: 0.062)
     lit: float = 0.1
     gain: float = 4.0
-    kill: float = 0.04
 
-    def hook_args(self, F, K):
-        return F.clone(), K.clone()
+    def feed(self, V, F_base):
+        return F_base * (1.0 - self.gain * lit_excess(V, self.area, self.lit)).clamp(0.0, 1.0)
 
-    def epilogue(self, V, F, K, F_base, K_base):
-        x = (self.gain * lit_excess(V, self.area, self.lit)).clamp(0.0, 1.0)
-        return F_base * (1.0 - x), K_base + self.kill * x, None
+    def epilogue(self, V, F, K, F_base):
+        return self.feed(V, F_base), K, None
 
 
 @register
@@ -82,33 +72,25 @@ class SurroundAreaScar(SurroundScar):
     name: ClassVar[str] = "surround_area"
     area: float = AreaInhibition.area
     area_gain: float = AreaInhibition.gain
-    area_kill: float = AreaInhibition.kill
 
     def recall_inhibition(self) -> AreaInhibition:
-        return AreaInhibition(self.area, AreaInhibition.lit, self.area_gain, self.area_kill)
+        return AreaInhibition(self.area, AreaInhibition.lit, self.area_gain)
 
 
 # ---- the medium plug-in ------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Medium:
-    """Plug-in sketch: per-cell fields, a state, pure steps, a local scar rule."""
+class Medium(memory.Medium):
+    """memory.Medium for a one-field state u in [0, 1] that reads a cue V0 as
+    clamp(input_gain * V0, 0, 1) (the media below all do)."""
     name: ClassVar[str] = ""
+    input_gain: float = 5.0
 
-    def fields(self, batch: int, height: int, width: int) -> dict:
-        raise NotImplementedError
+    def initial_state(self, V0, fields):
+        return ((self.input_gain * V0).clamp(0.0, 1.0),)
 
-    def initial_state(self, V0: torch.Tensor, fields: dict) -> tuple:
-        return (V0.clone(),)
-
-    def step(self, state: tuple, fields: dict, steps: int, drive=None) -> tuple:
-        raise NotImplementedError
-
-    def activity(self, state: tuple) -> torch.Tensor:
+    def activity(self, state):
         return state[0]
-
-    def scar(self, state: tuple, target: torch.Tensor, fields: dict) -> dict:
-        raise NotImplementedError
 
     def as_dict(self) -> dict:
         return {"medium": self.name, **asdict(self)}
@@ -122,8 +104,6 @@ def disc_offsets(radius: int, count: int, seed: int) -> tuple:
                             indexing="ij")
     inside = ((ys ** 2 + xs ** 2) <= radius * radius) & ((ys != 0) | (xs != 0))
     cand = torch.stack([ys[inside], xs[inside]], 1)
-    if count > len(cand):
-        raise ValueError(f"count={count}: a disc of radius {radius} holds {len(cand)} offsets")
     pick = torch.randperm(len(cand), generator=g)[:count]
     return tuple(tuple(int(v) for v in cand[i]) for i in pick)
 
@@ -133,53 +113,57 @@ def _ramp(x, width):
     return (x / width).clamp(0.0, 1.0)
 
 
-@register_medium
+@memory.register_medium
 @dataclass(frozen=True)
 class HebbianField(Medium):
     """Route C. u' = -u + ramp((h - theta - J * x) / width), h(x) = sum_k W_k(x)
     u(x + d_k) / (M a): the coupling of each cell to M cells within `radius` (offsets
-    d_k drawn once, uniform in the disc, the same for every cell); x = lit_excess(u)
-    plus the lit share itself (inhibition grows with lit area, k-winner beyond one
-    pattern's). Scar (each step of training, local to the two cells of a weight):
+    d_k drawn once, uniform in the disc, the same for every cell); x = lit_excess(u,
+    a, 0.5): inhibition by lit area beyond one pattern's (k-winner). Scar (each step of training, local to the two cells of a weight):
     W_k(x) += eta (u(x) - a)(u(x + d_k) - a), a = the expected lit share; with
     `balance`, each cell then keeps its incoming weights summing to zero."""
     name: ClassVar[str] = "hebbian_field"
     radius: int = 64
-    count: int = 96              # M: couplings per cell
+    count: int = 192             # M: couplings per cell (at most the disc's cells)
     a: float = 0.06              # expected share of lit cells (one four-disc pattern)
-    theta: float = 0.15
-    inhibition: float = 0.6      # J
-    width: float = 0.05
+    theta: float = 0.1
+    inhibition: float = 0.6      # J (kwta=False only)
+    width: float = 0.1
     dt: float = 0.5
-    eta: float = 0.025           # Hebbian rate per training step (40 steps: about 1)
+    eta: float = 0.1             # Hebbian rate per training step (10 steps: 1)
     balance: bool = True
     offset_seed: int = 0
-
+    kwta: bool = True            # inhibition: the k-winner level of h (True) or J * lit excess
     def offsets(self) -> list:
         return disc_offsets(self.radius, self.count, self.offset_seed)
 
-    def fields(self, batch, height, width):
-        return {"W": torch.zeros(batch, self.count, height, width)}
+    def fields(self, batch, height, width, protocol=None):
+        return {"W": torch.zeros(batch, len(self.offsets()), height, width)}
 
-    def step(self, state, fields, steps, drive=None):
+    def background(self, protocol=None):
+        return {"W": 0.0}
+
+    def step(self, state, fields, steps):
         (u,) = state
         W = fields["W"].float()
         S = W.shape[0]
-        norm = 1.0 / (self.count * self.a)
+        norm = 1.0 / (len(self.offsets()) * self.a)
         for _ in range(steps):
             v = u.view(S, -1, *u.shape[-2:])                       # (S, C, H, W)
             h = torch.zeros_like(v)
             for k, (dy, dx) in enumerate(self.offsets()):
                 h.addcmul_(W[:, k, None], torch.roll(v, (-dy, -dx), (-2, -1)))
             h = h.view_as(u) * norm
-            lit = (u > 0.5).to(u.dtype).mean((-2, -1), keepdim=True) / self.a
-            inhibit = self.inhibition * (lit + lit_excess(u, self.a, 0.5))
-            if drive is not None:
-                h = h + drive
+            if self.kwta:       # the input level above which one pattern's area would light
+                flat = h.flatten(-2)
+                k = max(1, round((1 - self.a) * flat.shape[-1]))
+                inhibit = (flat.kthvalue(k, -1).values - self.theta).clamp_min(0.0)[:, None, None]
+            else:
+                inhibit = self.inhibition * lit_excess(u, self.a, 0.5)
             u = u + self.dt * (-u + _ramp(h - self.theta - inhibit, self.width))
         return (u,)
 
-    def scar(self, state, target, fields):
+    def scar(self, state, target, fields, similarity=None):
         (u,) = state
         W = fields["W"]
         c = u - self.a
@@ -190,7 +174,7 @@ class HebbianField(Medium):
         return fields
 
 
-@register_medium
+@memory.register_medium
 @dataclass(frozen=True)
 class LinkScar(Medium):
     """Route B. A bistable field with per-edge conductances to its four neighbours:
@@ -206,13 +190,15 @@ class LinkScar(Medium):
     area: float = 0.07
     inhibition: float = 0.5
     dt: float = 0.5
-    eta: float = 0.05
-
-    def fields(self, batch, height, width):
+    eta: float = 0.2
+    def fields(self, batch, height, width, protocol=None):
         # c[:, 0]: the edge to the cell to the right (x + 1); c[:, 1]: to the cell below
         return {"c": torch.full((batch, 2, height, width), self.c0)}
 
-    def step(self, state, fields, steps, drive=None):
+    def background(self, protocol=None):
+        return {"c": self.c0}
+
+    def step(self, state, fields, steps):
         (u,) = state
         S = fields["c"].shape[0]
         c = fields["c"].float()
@@ -223,11 +209,11 @@ class LinkScar(Medium):
                     + down * (torch.roll(v, -1, -2) - v) + torch.roll(down, 1, -2) * (torch.roll(v, 1, -2) - v))
             theta = self.theta + self.inhibition * lit_excess(u, self.area, 0.5)
             react = self.kappa * u * (1 - u) * (u - theta)
-            du = flow.reshape_as(u) + react + (0 if drive is None else drive)
+            du = flow.reshape_as(u) + react
             u = (u + self.dt * du).clamp(0.0, 1.0)
         return (u,)
 
-    def scar(self, state, target, fields):
+    def scar(self, state, target, fields, similarity=None):
         (u,) = state
         c = fields["c"]
         for axis, shift in ((0, -1), (1, -2)):
@@ -244,17 +230,18 @@ def _changed(before, after) -> torch.Tensor:
 
 @dataclass
 class MediumMemory:
-    """Store and recall on a Medium: training shows each target as an input drive
-    (drive_gain * target / PEAK) for train_steps steps from the protocol's training start
-    (0.2 target + N(0, 0.1^2)), scarring after every step; recall runs each cue until
-    every member changes by less than `tol` per cell over `chunk` steps (at least
-    min_steps, at most max_steps)."""
+    """Store and recall on a Medium. Training shows each target: the medium's activity
+    is held at the target's mask (target / PEAK) for train_steps steps, and the medium's
+    scar rule writes after every step (the patterns are stored in turn; the shown state
+    does not depend on earlier scars, so a later pattern is not learned through an
+    earlier one's recall). Recall runs each cue until every member changes by less than
+    `tol` per cell per step over a chunk of `chunk` steps (at least min_steps, at most
+    max_steps)."""
     medium: Medium
-    train_steps: int = 40
-    drive_gain: float = 1.0
-    min_steps: int = 40
-    max_steps: int = 400
-    chunk: int = 20
+    train_steps: int = 10
+    min_steps: int = 20
+    max_steps: int = 100
+    chunk: int = 10
     tol: float = 1e-4
     snapshot_dtype: torch.dtype = torch.bfloat16
 
@@ -268,31 +255,41 @@ class MediumMemory:
         out = {}
         for p in range(P):
             target = pats[:, p].float()
-            V0 = patterns.make_cue(target, 0.2, 0.1, noise_seeds(seeds, "train", p))
-            state = self.medium.initial_state(V0, fields)
-            drive = self.drive_gain * target / patterns.PEAK
+            state = (torch.as_tensor(target / patterns.PEAK).clamp(0.0, 1.0),)
             for _ in range(self.train_steps):
-                state = self.medium.step(state, fields, 1, drive=drive)
-                fields = self.medium.scar(state, target, fields)
+                fields = self.medium.scar(state, target, fields, None)
             if p + 1 in set(snapshots):
                 out[p + 1] = {k: v.to(self.snapshot_dtype) for k, v in fields.items()}
         return fields, out
 
     def recall(self, stored, cues):
+        """Cues of one column (the same cue of every seed) leave the batch together once
+        every seed's member has settled (fields are shared by a seed's cues, so a batch
+        stays whole per seed); their activity is kept from then on."""
         S, C, H, W = cues.shape
         fields = {k: v.float() for k, v in stored.items()}
         state = self.medium.initial_state(cues.reshape(S * C, H, W).float(), fields)
-        steps, last = 0, self.medium.activity(state)
-        change = torch.full((S * C,), math.inf)
-        while steps < self.max_steps:
+        out = self.medium.activity(state).view(S, C, H, W).clone()
+        live = torch.arange(C)                      # columns still running
+        settled_at = torch.full((S, C), math.nan)
+        steps = 0
+        while steps < self.max_steps and len(live):
+            last = self.medium.activity(state)
             state = self.medium.step(state, fields, self.chunk)
             steps += self.chunk
             now = self.medium.activity(state)
-            change = _changed(last, now) / self.chunk
-            last = now
-            if steps >= self.min_steps and bool((change < self.tol).all()):
-                break
-        return last.view(S, C, H, W), {"steps": steps, "settled": (change < self.tol).view(S, C)}
+            change = (_changed(last, now) / self.chunk).view(S, len(live))
+            out[:, live] = now.view(S, len(live), H, W)
+            if steps < self.min_steps:
+                continue
+            done = change < self.tol                  # (S, live)
+            settled_at[:, live] = torch.where(done & settled_at[:, live].isnan(),
+                                              torch.tensor(float(steps)), settled_at[:, live])
+            keep = ~done.all(0)
+            if not keep.all():
+                live = live[keep]
+                state = tuple(x.view(S, -1, H, W)[:, keep].reshape(-1, H, W) for x in state)
+        return out, {"steps": steps, "settled": ~settled_at.isnan(), "settled_at": settled_at}
 
 
 @dataclass
@@ -316,12 +313,8 @@ class RuleMemory:
     def store(self, pats, seeds, snapshots=()):
         st = self.study
         pats = pats.to(st.device, st.dtype)
-        if hasattr(self.rule, "prepare"):
-            from models.rules import store_in_turn
-            res = store_in_turn(st, self.rule, pats, seeds, st.protocol.multi_train_steps, snapshots)
-        else:
-            res = st.store(pats, seeds, st.protocol.multi_train_steps, rule=self.rule,
-                           snapshots=snapshots)
+        res = st.store(pats, seeds, st.protocol.multi_train_steps, rule=self.rule,
+                       snapshots=snapshots)
         return (res["F"], res["K"]), res["snapshots"]
 
     def recall(self, stored, cues):
@@ -334,8 +327,7 @@ class RuleMemory:
         gs.K = K.to(st.device, st.dtype).repeat_interleave(C, 0).contiguous()
         gs.reset(V=cues.to(st.device, st.dtype).reshape(S * C, H, W))
         inh = self.rule.recall_inhibition()
-        hook, args = (None, ()) if inh is None else (
-            inh.epilogue, inh.hook_args(gs.F, gs.K) if hasattr(inh, "hook_args") else (gs.F.clone(),))
+        hook, args = (None, ()) if inh is None else (inh.epilogue, (gs.F.clone(),))
         steps, change = 0, torch.full((S * C,), math.inf)
         if self.min_steps > self.chunk:          # no settle check before min_steps
             gs.run(self.min_steps - self.chunk, hook=hook, hook_args=args)

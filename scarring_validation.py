@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
+import stats
 from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, PUBLISHED, Protocol, protocol_of
@@ -129,10 +130,10 @@ def phase3(study, targets, seeds) -> dict:
 UNIT = (0.0, 1.0)   # cosine and IoU of non-negative fields, fractions
 
 
-def stat(values, published=None, reference_scale=True, bounds=UNIT, kind="mean") -> dict:
+def stat(values, published=None, reference_scale=True, bounds=UNIT, method="t") -> dict:
     """A stat block; bounded metrics keep their interval inside their range, and outcomes
     that are mostly exact zeros (recall from noise alone) get a bootstrap interval."""
-    s = metrics.summarize(values, kind=kind, bounds=bounds)
+    s = stats.summarize(values, method, bounds=bounds)
     s["published"] = published if reference_scale else None
     return s
 
@@ -160,9 +161,9 @@ def phase2_results(p2, ref: bool) -> dict:
         "control_recall_quality": stat(ct, pub["control_recall_quality"], ref),
         "improvement_ratio": stat(sc / ct.clamp_min(0.01), pub["improvement_ratio"], ref,
                                   bounds=None),
-        "uncued_recall_quality": stat(arms["uncued"]["final"]["cosine"], kind="bootstrap"),
+        "uncued_recall_quality": stat(arms["uncued"]["final"]["cosine"], method="bootstrap_bca"),
         "control_uncued_recall_quality": stat(arms["control_uncued"]["final"]["cosine"],
-                                              kind="bootstrap"),
+                                              method="bootstrap_bca"),
         "cue_similarity": stat(cue["cosine"]),
         "scarred_gain_over_cue": stat(sc - cue["cosine"], bounds=(-1.0, 1.0)),
         "control_gain_over_cue": stat(ct - cue["cosine"], bounds=(-1.0, 1.0)),
@@ -171,7 +172,7 @@ def phase2_results(p2, ref: bool) -> dict:
         b = metrics.BOUNDS[m]
         for arm in ("scarred", "control", "uncued"):
             out[f"{arm}_recall_{m}"] = stat(arms[arm]["final"][m], bounds=b,
-                                            kind="bootstrap" if arm == "uncued" else "mean")
+                                            method="bootstrap_bca" if arm == "uncued" else "mean")
         out[f"cue_{m}"] = stat(cue[m], bounds=b)
     return out
 
@@ -271,7 +272,7 @@ def print_summary(results) -> None:
         pub = "" if not ref else "-" if pub is None else (
             f"{pub:.3f}" if isinstance(pub, float) else str(pub))
         shown = (f"{s['mean']:.3f} (every seed: n = 1)" if s.get("std") == 0
-                 else metrics.format_stat(s))   # a deterministic figure has no spread
+                 else stats.format_stat(s))   # a deterministic figure has no spread
         print(f"{phase:8}{name:34}{shown:34}{pub}")
     print()
     if not ref:

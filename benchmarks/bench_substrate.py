@@ -8,7 +8,7 @@ States (every path steps the same tensors):
   noise    a training start: U = 1, V = clamp(0.2 * target + N(0, 0.1^2), 0, 1), F = F0,
            K = K0 (per member, so that both states have the same memory layout).
   scarred  a scarred arm of the real protocol, built with the library at the protocol's
-           grid (256^2): scarring.store_patterns trains the square-spots target for
+           grid (256^2): scarring.Study.store trains the square-spots target for
            1000 steps (phase 1), then the phase-2 cue (15 %) is recalled for
            RECALL_STEPS steps. Mostly U = 1, V decaying toward 0 around the pattern, with
            per-member scarred F, K: what every scarred arm of phases 2 and 3 looks like.
@@ -94,10 +94,12 @@ def scarred_state(grid, batch, dtype, device):
     built with the library's own store/recall path on `device`."""
     import scarring
     from patterns import make_pattern
+    from protocol import Protocol
     target = make_pattern("square_spots", *grid).to(dtype)
     seeds = list(range(batch))
-    stored = scarring.store_patterns(target[None], seeds, TRAIN_STEPS, device=device,
-                                     dtype=dtype, progress="scarred state: training")
+    study = scarring.Study(Protocol(grid=grid[-1], dtype=str(dtype).replace("torch.", "")),
+                           device)
+    stored = study.store(target[None], seeds, TRAIN_STEPS, progress="scarred state: training")
     cue = scarring.make_cues(target[None], 0.15, seeds=seeds)[:, 0]
     gs = scarring.GrayScott(*grid, batch=batch, F=stored["F"], K=stored["K"],
                             device=device, dtype=dtype)
@@ -203,7 +205,7 @@ def measure(setups, device, rounds):
 
 def ratio_stat(base, other):
     """Geometric mean of base/other over paired rounds, with a 95% t-interval."""
-    from metrics import summarize
+    from stats import summarize
     s = summarize([math.log(b / o) for b, o in zip(base, other)])
     lo = None if s["ci95_low"] is None else math.exp(s["ci95_low"])
     hi = None if s["ci95_high"] is None else math.exp(s["ci95_high"])

@@ -150,8 +150,8 @@ def write_video(path, frames_by_panel, labels, steps=None, fps=20, scale=2) -> s
 
 def _band(ax, steps, curves, label, color, bounds=(0.0, 1.0)):
     """Mean curve over seeds with its 95% interval shaded (a t interval clipped to the
-    metric's bounds, as metrics.summarize does). curves: (T, S)."""
-    from metrics import t_quantile_975
+    metric's bounds, as stats.summarize does). curves: (T, S)."""
+    from stats import t_quantile_975
 
     c = curves.double().numpy()
     mean = c.mean(1)

@@ -132,11 +132,6 @@ class Args(RunArgs, Protocol):
             raise ValueError(f"--capacity-steps {self.capacity_steps}: must be >= "
                              f"--multi-recall-steps ({self.multi_recall_steps})")
 
-    def storage_rule(self):
-        """What Protocol.check validates: the published rule with these constants (each
-        condition builds its own, `make_condition`)."""
-        return dataclasses.replace(protocol_of(self), rule="match_map").storage_rule()
-
 
 QUICK = dict(seeds=2, grid=32, multi_train_steps=30, multi_recall_steps=20, settle_steps=60,
              settle_min=40, uniform_levels=(0.12,), noise_levels=(0.2,), arc_fractions=(0.5,),
@@ -160,7 +155,7 @@ class Condition:
 
 
 def make_condition(name: str, protocol, grid: int) -> Condition:
-    base = dataclasses.replace(protocol, rule="match_map").storage_rule()
+    base = scarring.storage_rule(dataclasses.replace(protocol, rule="match_map"))
     if name == "learned":
         return Condition(name, None, grid=grid)
     rule = (base if name == "match_map" else scarring.JunctionScar() if name == "junction"
@@ -721,7 +716,7 @@ def learn_fields(study, pats, seeds, lam: float, args, tag="") -> tuple:
     its last LEARN_LATE_GRAD steps); plus lam * scar size. Adam on the logits."""
     p = study.protocol
     S, H = len(seeds), pats.shape[-1]
-    rule = dataclasses.replace(p, rule="match_map").storage_rule()
+    rule = scarring.storage_rule(dataclasses.replace(p, rule="match_map"))
     lo_hi = ((rule.F_min, rule.F_max), (rule.K_min, rule.K_max))
     logits = [torch.full((S, H, H), float(np.log((x - lo) / (hi - x))), requires_grad=True)
               for x, (lo, hi) in zip((p.f0, p.k0), lo_hi)]

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
+import stats
 from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol, protocol_of
@@ -96,8 +97,8 @@ def run(study, seeds, shift):
 
 def summarize_matrix(m, bounds):
     """(S, C, P) -> {"mean": C x P, "ci95_low", "ci95_high", "std", "per_seed": S x C x P}."""
-    stats = metrics.summarize_tensor(m, bounds=bounds)
-    return {key: [[s[key] for s in row] for row in stats]
+    blocks = stats.summarize_tensor(m, bounds=bounds)
+    return {key: [[s[key] for s in row] for row in blocks]
             for key in ("mean", "ci95_low", "ci95_high", "std")} | {"per_seed": m.tolist()}
 
 
@@ -112,14 +113,14 @@ def report(r):
                 for m in metrics.METRIC_NAMES}
 
     def disc(which, key="final"):
-        return {m: metrics.summarize(metrics.discrimination_per_seed(
+        return {m: stats.summarize(metrics.discrimination_per_seed(
             res[key][m][arms[which]], stored_idx, stored_idx), bounds=(-1.0, 1.0))
             for m in metrics.METRIC_NAMES}
 
     no_cue_rows = [names.index(n) for n in names[-3:]]
     # what grows without a cue is often exactly 0 in most seeds: a bootstrap interval
-    imprint = {which: {names[row]: {m: metrics.summarize(res["final"][m][arms[which]][:, row, cols]
-                                                         .mean(1), kind="bootstrap")
+    imprint = {which: {names[row]: {m: stats.summarize(res["final"][m][arms[which]][:, row, cols]
+                                                         .mean(1), method="bootstrap_bca")
                                     for m in metrics.METRIC_NAMES}
                        for row in no_cue_rows}
                for which, cols in (("three", stored_idx), ("one", [columns.index("D_spots_ref")]))}
@@ -128,7 +129,7 @@ def report(r):
     overlap = {m: metrics.METRICS[m](all_patterns.repeat_interleave(P, 0),
                                      all_patterns.repeat(P, 1, 1)).reshape(P, P)
                for m in metrics.METRIC_NAMES}
-    training = {f"{which}_{key}": metrics.summarize_tensor(r[which][src].T)
+    training = {f"{which}_{key}": stats.summarize_tensor(r[which][src].T)
                 for which in ("three", "one")
                 for key, src in (("final_similarity", "train_similarity"),
                                  ("scar_strength", "scar_strength"))}
@@ -151,12 +152,12 @@ def print_report(body, seeds, grid, wall, out):
     print(f"{Args.study}: {len(seeds)} seeds, grid {grid}, {wall:.0f} s -> {out}")
     d = body["discrimination"]
     for m in metrics.METRIC_NAMES:
-        print(f"  discrimination ({m}): {metrics.format_stat(d[m])}  (control "
-              f"{metrics.format_stat(d['control'][m])}, cue at step 0 "
-              f"{metrics.format_stat(d['cue_at_step0'][m])})")
+        print(f"  discrimination ({m}): {stats.format_stat(d[m])}  (control "
+              f"{stats.format_stat(d['control'][m])}, cue at step 0 "
+              f"{stats.format_stat(d['cue_at_step0'][m])})")
     for which, rows in body["imprint_no_cue_recall"].items():
-        for cue, stats in rows.items():
-            cos, iou = (metrics.format_stat(stats[m]) for m in ("cosine", "iou"))
+        for cue, block in rows.items():
+            cos, iou = (stats.format_stat(block[m]) for m in ("cosine", "iou"))
             print(f"  {which}-pattern scar, {cue}: cosine to stored {cos}, IoU {iou}")
 
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
+import stats
 from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol, protocol_of
@@ -87,12 +88,12 @@ def report(conds, stored, res, S):
     for c, (group, value, st, no, _) in enumerate(conds):
         row = {"value": value, "cue_strength": st, "cue_noise": no}
         for arm, sl in arms.items():
-            row[arm] = {m: {key: metrics.summarize(res[key][m][sl, c, 0], bounds=metrics.BOUNDS[m])
+            row[arm] = {m: {key: stats.summarize(res[key][m][sl, c, 0], bounds=metrics.BOUNDS[m])
                             for key in ("initial", "before_damage", "after_damage", "final")}
                         for m in metrics.METRIC_NAMES}
         groups.setdefault(group, []).append(row)
-    return {"training": {"final_similarity": metrics.summarize(stored["train_similarity"][0]),
-                         "scar_strength": metrics.summarize(stored["scar_strength"][0])},
+    return {"training": {"final_similarity": stats.summarize(stored["train_similarity"][0]),
+                         "scar_strength": stats.summarize(stored["scar_strength"][0])},
             "groups": groups,
             "note": "keys: initial = the cue at step 0; before_damage / after_damage = just "
                     "before / after the lesion at damage_step (taken for every condition; "
@@ -100,7 +101,7 @@ def report(conds, stored, res, S):
 
 
 def print_report(body):
-    fmt = metrics.format_stat
+    fmt = stats.format_stat
     for group, rows in body["groups"].items():
         for r in rows:
             sc, ct = r["scarred"]["cosine"], r["control"]["cosine"]

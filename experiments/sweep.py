@@ -68,6 +68,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Optional
 
+import stats
 from common import cli, sweep
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol
@@ -176,7 +177,9 @@ def check_points(args, grid) -> None:
     base = protocol_fields(args)
     for point in sweep.expand(grid):
         try:
-            cli.validate(Protocol(**{**base, **point}))
+            protocol = Protocol(**{**base, **point})
+            cli.validate(protocol)
+            scarring.check_protocol(protocol)
         except ValueError as exc:
             shown = ", ".join(f"{k}={v}" for k, v in point.items())
             raise ValueError(f"grid point ({shown}): {exc}") from None
@@ -256,15 +259,10 @@ def _member_fields(study, f0s, k0s):
 
 
 def store(study, targets, seeds, steps, F, K, scar: bool, first_index: int) -> dict:
-    """Study.store with per-member unscarred fields (Study.store takes the protocol's
-    scalar F0, K0): the same rule, medium and training start."""
-    p = study.protocol
-    return scarring.store_patterns(targets, seeds, steps, rule=study.rule if scar else None,
-                                   F=F, K=K, substrate=p.substrate(), device=study.device,
-                                   dtype=study.dtype, train_strength=p.train_init_strength,
-                                   train_noise=p.train_noise,
-                                   baseline=(F[:, :1, :1], K[:, :1, :1]),
-                                   first_index=first_index)
+    """Study.store from per-member unscarred fields F, K (B, H, W), the scar strength
+    measured against them."""
+    return study.store(targets, seeds, steps, scar=scar, F=F, K=K, first_index=first_index,
+                       background={"F": F[:, :1, :1], "K": K[:, :1, :1]})
 
 
 def phases_1_2(study, target, seeds, F0, K0) -> dict:
@@ -423,7 +421,8 @@ def summarize_points(rows, names) -> list[dict]:
         point["n"] = len(rs)
         for m in SUMMARY_METRICS:
             if rs[0].get(m) is not None:
-                point[m] = _mean_ci([r[m] for r in rs], *BOUNDS.get(m, (0.0, 1.0)))
+                b = stats.summarize([r[m] for r in rs], bounds=BOUNDS.get(m, (0.0, 1.0)))
+                point[m] = [b["mean"], b["ci95_low"], b["ci95_high"]]
         for label in ("regime", "recall_regime"):
             point[label], point[f"{label}_agreement"] = Counter(
                 r[label] for r in rs).most_common(1)[0]
@@ -437,14 +436,6 @@ def summarize_points(rows, names) -> list[dict]:
         point["holds_at_ci_high"] = None if sc[1] is None else verdict(2)
         points.append(point)
     return points
-
-
-def _mean_ci(values, lo: float, hi: float) -> list:
-    """[mean, ci95_low, ci95_high] (t-interval clipped to [lo, hi]; None with one value)."""
-    s = metrics.summarize(values)
-    if s["ci95_low"] is None:
-        return [s["mean"], None, None]
-    return [s["mean"], max(lo, s["ci95_low"]), min(hi, s["ci95_high"])]
 
 
 def overview(points) -> dict:

@@ -17,7 +17,6 @@ import metrics
 import patterns
 import scarring
 from protocol import Protocol, noise_seeds
-from scarring import ScarRule
 from substrate import F0, K0
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -172,7 +172,7 @@ def phase2_results(p2, ref: bool) -> dict:
         b = metrics.BOUNDS[m]
         for arm in ("scarred", "control", "uncued"):
             out[f"{arm}_recall_{m}"] = stat(arms[arm]["final"][m], bounds=b,
-                                            method="bootstrap_bca" if arm == "uncued" else "mean")
+                                            method="bootstrap_bca" if arm == "uncued" else "t")
         out[f"cue_{m}"] = stat(cue[m], bounds=b)
     return out
 

@@ -50,15 +50,25 @@ def t_quantile_975(dof: int) -> float:
 
 
 def summarize(values, method: str = "t", bounds=None, seed: int = BOOTSTRAP_SEED,
-              resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
+              resamples: int = BOOTSTRAP_RESAMPLES, drop_nan: bool = False) -> dict:
     """The statistics block of per-seed values (module docstring).
 
     method: "t" (clipped to `bounds` when it reaches past them: "t_clipped"),
     "bootstrap_bca", "bootstrap_percentile", "wilson" or "clopper_pearson" (0/1
     outcomes: `rate`). Every seed equal (n > 1): method "exact"; one value or a
     non-finite one: no interval, method "none". bounds=(low, high): a mean past them by
-    more than rounding is an error.
+    more than rounding is an error. drop_nan: leave non-finite values out (a recall that
+    never settled), counted in "nan_seeds", null in "per_seed".
     """
+    if drop_nan:
+        raw = _floats(values)
+        kept = [v for v in raw if math.isfinite(v)]
+        if not kept:
+            return {"mean": None, "std": None, "ci95_low": None, "ci95_high": None, "n": 0,
+                    "per_seed": [None] * len(raw), "method": "none", "nan_seeds": len(raw)}
+        block = summarize(kept, method, bounds, seed, resamples)
+        return {**block, "per_seed": [v if math.isfinite(v) else None for v in raw],
+                "nan_seeds": len(raw) - len(kept)}
     if method in RATE_METHODS:
         return rate(values, method)
     if method not in ("t", "bootstrap_bca", "bootstrap_percentile"):

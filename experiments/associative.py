@@ -48,6 +48,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
+import stats
 from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol, protocol_of
@@ -262,45 +263,11 @@ def completion_pair(V_part, V_full, target, keep) -> dict:
 # ---- statistics -------------------------------------------------------------------------------
 
 def stat(values) -> dict:
-    """Mean and 95% interval over seeds: the percentile bootstrap of the mean (it stays
-    inside the range of the data, so a bounded metric stays in bounds); n = 1 when every
-    seed gave the same value (a deterministic condition); NaN seeds are dropped, counted."""
-    x = np.asarray(torch.as_tensor(values, dtype=torch.float64).flatten().tolist(), float)
-    ok = x[np.isfinite(x)]
-    out = {"mean": None, "ci95_low": None, "ci95_high": None, "n": len(ok),
-           "per_seed": [None if not np.isfinite(v) else float(v) for v in x],
-           "nan_seeds": int(len(x) - len(ok))}
-    if len(ok) == 0:
-        return out
-    out["mean"] = float(ok.mean())
-    if np.ptp(ok) <= 1e-9 * max(1.0, abs(out["mean"])):
-        out.update(n=1, identical_in_every_seed=len(ok) > 1)
-        return out
-    from scipy.stats import bootstrap
-
-    ci = bootstrap((ok,), np.mean, confidence_level=0.95, n_resamples=4999,
-                   method="percentile", random_state=0).confidence_interval
-    out.update(ci95_low=float(ci.low), ci95_high=float(ci.high))
-    return out
-
-
-def rate(flags) -> dict:
-    """Share of seeds where a condition holds, with its Wilson 95% interval."""
-    from scipy.stats import binomtest
-
-    f = [bool(v) for v in torch.as_tensor(flags).flatten().tolist()]
-    k, n = sum(f), len(f)
-    ci = binomtest(k, n).proportion_ci(0.95, method="wilson")
-    return {"rate": k / n, "ci95_low": float(ci.low), "ci95_high": float(ci.high),
-            "k": k, "n": n}
-
-
-def fmt(s: dict) -> str:
-    if s is None or s.get("mean") is None:
-        return "nan"
-    if s.get("ci95_low") is None:
-        return f"{s['mean']:.3f} (n=1)"
-    return f"{s['mean']:.3f} [{s['ci95_low']:.3f}, {s['ci95_high']:.3f}]"
+    """The stat block over seeds: a percentile bootstrap of the mean (it stays inside the
+    range of the data, so a bounded metric stays in bounds); NaN seeds (a recall with no
+    read-out) are left out and counted."""
+    return stats.summarize(torch.as_tensor(values, dtype=torch.float64).flatten(),
+                           "bootstrap_percentile", drop_nan=True)
 
 
 # ---- the imprint battery's cues -----------------------------------------------------------------
@@ -513,13 +480,13 @@ def percolation(scarred) -> dict:
         largest.append(np.bincount(lab.ravel())[1:].max() / m.size if n else 0.0)
         across = (set(lab[:, 0]) & set(lab[:, -1])) | (set(lab[0]) & set(lab[-1]))
         spans.append(bool(across - {0}))
-    return {"spans_the_grid": rate(spans), "largest_cluster_share": stat(largest),
+    return {"spans_the_grid": stats.rate(spans), "largest_cluster_share": stat(largest),
             "scarred_share": stat(scarred.double().flatten(1).mean(1))}
 
 
 def settle_summary(res) -> dict:
     settled = ~torch.isnan(res["settled_at"])
-    return {"steps_run": res["steps"], "settled_recalls": rate(settled),
+    return {"steps_run": res["steps"], "settled_recalls": stats.rate(settled),
             "largest_change_per_100_steps_at_end": float(res["change"][-1].max())}
 
 
@@ -951,11 +918,11 @@ def overall_verdict(conditions) -> dict:
 
 def print_condition(name, e, flush=False) -> None:
     s = e["settled"]
-    comp = " ".join(f"{n} {fmt(s['parts'][f'{n} 0.5']['completion']['cosine'])}" for n in NAMES)
-    sel = " ".join(f"{n} {fmt(s['selectivity_half'][n]['cosine'])}" for n in NAMES)
-    sto = " ".join(f"{n} {fmt(s['stored'][n]['cosine'])}" for n in NAMES)
-    uni = " ".join(f"{lvl}: {fmt(v['largest']['cosine'])}" for lvl, v in s["uniform"].items())
-    rej = " ".join(f"{w}: {fmt(v['largest']['cosine'])}" for w, v in s["never_stored"].items())
+    comp = " ".join(f"{n} {stats.format_stat(s['parts'][f'{n} 0.5']['completion']['cosine'])}" for n in NAMES)
+    sel = " ".join(f"{n} {stats.format_stat(s['selectivity_half'][n]['cosine'])}" for n in NAMES)
+    sto = " ".join(f"{n} {stats.format_stat(s['stored'][n]['cosine'])}" for n in NAMES)
+    uni = " ".join(f"{lvl}: {stats.format_stat(v['largest']['cosine'])}" for lvl, v in s["uniform"].items())
+    rej = " ".join(f"{w}: {stats.format_stat(v['largest']['cosine'])}" for w, v in s["never_stored"].items())
     v = e["verdict"]
     print(f"  {name} ({e['grid']}^2, settled after {e['settle']['steps_run']} steps, "
           f"{v['passed']}/{v['of']} targets): half-cue completion {comp}; selectivity {sel}; "

@@ -1,6 +1,5 @@
 """experiments/associative.py: the script end to end at a tiny size, one-line errors for
 bad flags, and its read-out helpers on made-up arrays."""
-import json
 import math
 import os
 import subprocess
@@ -11,6 +10,7 @@ import pytest
 import torch
 
 from experiments import associative as assoc
+from tests.schema_check import check_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("assoc") / "run"
     r = _run("--quick", "--rules", "junction", "learned", "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
-    return out, json.loads((out / "associative.json").read_text()), r.stdout
+    return out, check_results(out / "associative.json"), r.stdout
 
 
 def test_quick_run_writes_every_output_and_the_read_outs(quick_run):
@@ -45,8 +45,8 @@ def test_quick_run_writes_every_output_and_the_read_outs(quick_run):
     # by IoU is undefined there (the full cue's own IoU on the missing cells is 0 too)
     assert j["step0"]["parts"]["B 0.5"]["own"]["iou"]["mean"] == 0.0
     assert j["step0"]["parts"]["B 0.5"]["completion"]["iou"]["mean"] is None
-    # uniform V without noise is the same start in every seed: reported as n = 1 at step 0
-    assert all(v["largest"]["cosine"]["n"] == 1 for v in j["step0"]["uniform"].values())
+    # uniform V without noise is the same start in every seed: one measurement at step 0
+    assert all(v["largest"]["cosine"]["method"] == "exact" for v in j["step0"]["uniform"].values())
     assert j["verdict"]["of"] == 3 * 3 + len(j["settled"]["uniform"]) + 2
     assert j["capacity"]["ks"] == [1, 3] and j["capacity"]["by_k"]["3"]["cued"] == [0, 2]
     learned = res["conditions"]["learned"]
@@ -83,18 +83,13 @@ def test_rule_flag_runs_one_condition():
 
 # ---- helpers on made-up arrays -------------------------------------------------------------
 
-def test_stat_reports_identical_seeds_as_one_and_bounds_the_interval():
+def test_stat_reports_identical_seeds_as_exact_and_bounds_the_interval():
     same = assoc.stat([0.4, 0.4, 0.4])
-    assert same["n"] == 1 and same["ci95_low"] is None and same["identical_in_every_seed"]
+    assert same["method"] == "exact" and same["ci95_low"] == same["ci95_high"] == pytest.approx(0.4)
     s = assoc.stat([0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0])
     assert 0.0 <= s["ci95_low"] < s["mean"] < s["ci95_high"] <= 1.0 and s["n"] == 8
     nan = assoc.stat([0.5, float("nan"), 0.7])
     assert nan["n"] == 2 and nan["nan_seeds"] == 1 and nan["per_seed"][1] is None
-
-
-def test_rate_is_a_wilson_interval():
-    r = assoc.rate([True] * 8)
-    assert r["rate"] == 1.0 and 0.6 < r["ci95_low"] < 0.7 and r["ci95_high"] == 1.0
 
 
 def test_masked_iou_and_completion_pair():

@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jsonschema
 import pytest
 import torch
 
 from common import cli
 from experiments import audio as study
+from tests.schema_check import check_results
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets" / "fsdd"
@@ -75,8 +75,7 @@ def test_quick_run_end_to_end(tmp_path, capsys):
                      "--vowel-grid", "24", "--audio-dir", str(audio_dir),
                      "--template-recordings", "0", "--sonify", "--out", str(out)], capsys)
     assert code == 0, err
-    res = json.loads((out / "audio.json").read_text())
-    jsonschema.validate(res, ENVELOPE)
+    res = check_results(out / "audio.json")
     assert list(res)[:3] == ["schema_version", "study", "command"] and res["smoke_run"]
     body = res["rules"]["match_map"]
     single = body["published"]["single_a"]

@@ -561,18 +561,21 @@ def store(medium: Medium, targets: torch.Tensor, seeds, steps: int, settings: Se
 
 
 def recall(medium: Medium, fields: dict, cues: torch.Tensor, steps: int,
-           settings: Settings, trackers=()) -> dict:
+           settings: Settings, trackers=(), state: tuple | None = None) -> dict:
     """Run every cue, (B, H, W), as one batch member on its fields ({name: (B, H, W),
     (H, W) or a scalar}) for `steps` steps, observed by `trackers` (members that a Settle
     tracker stops leave the batch). Returns {"V": (B, H, W) final activity (a settled
     member's from when it settled), "state": the final state, "start": the activity at
-    step 0} and every tracker's result."""
+    step 0} and every tracker's result. state: start from this full state instead (cues
+    then only give the shape), e.g. to run on from where another run stopped."""
     if int(steps) != steps or steps < 0:
         raise ValueError(f"steps={steps} must be a non-negative integer")
     cues = torch.as_tensor(cues).to(device=settings.torch_device, dtype=settings.dtype)
     B, H, W = cues.shape
     fields = as_fields(fields, B, H, W, settings)
-    sim = medium.simulation(medium.initial_state(cues, fields), fields)
+    start = medium.initial_state(cues, fields) if state is None else tuple(
+        s.to(device=settings.torch_device, dtype=settings.dtype) for s in state)
+    sim = medium.simulation(start, fields)
     run = _Run(sim)
     if steps:
         _drive(sim, run, int(steps), list(trackers), progress=settings.progress)

@@ -55,8 +55,8 @@ from protocol import NOISE, Protocol, protocol_of
 
 torch, np, metrics, patterns, scarring = cli.lazy_modules(
     "torch", "numpy", "metrics", "patterns", "scarring")
-hopfield, differentiable, adam, substrate = cli.lazy_modules(
-    "models.hopfield", "models.differentiable", "models.adam", "substrate")
+memory, hopfield, differentiable, adam = cli.lazy_modules(
+    "memory", "models.hopfield", "models.differentiable", "models.adam")
 
 CONDITIONS = ("match_map", "graded", "channel", "surround", "surround_inhibited", "junction",
               "learned")
@@ -183,46 +183,29 @@ def scar_map(F, K, background) -> torch.Tensor:
 def recall(study, F, K, cues, pats, max_steps: int, read_steps: int, min_steps: int,
            tol: float, inhibition=None, progress=None) -> dict:
     """Run every cue (S, C, H, W) on per-seed fields F, K (S, H, W) for up to max_steps
-    steps, in chunks; stop early once every recall changes by less than tol per cell per
-    100 steps (after min_steps). Returns {"read": V at read_steps, "final": V at the end,
-    "steps": steps run, "curves": {"steps", "cosine": (T, S, C, P)}, "change": (T, S, C)
-    per 100 steps at each record, "settled_at": (S, C) first record step from which
-    every later change is below tol (nan: never)}."""
-    p = study.protocol
+    steps on the engine (memory.recall); a recall stops (memory.Settle) once it changes
+    by less than tol per cell per 100 steps over a window of CHUNK steps, from min_steps
+    on. Returns {"read": V at read_steps, "final": V when it stopped, "steps": steps run,
+    "curves": {"steps", "cosine": (T, S, C, P)}, "change": (T, S, C) per 100 steps at
+    each check (nan once stopped), "settled_at": (S, C) step it stopped at (nan: never)}."""
     S, C, H, W = cues.shape
-    gs = substrate.GrayScott(H, W, batch=S * C, device=study.device, dtype=study.dtype,
-                             **p.substrate())
-    gs.F = F.to(study.device, study.dtype).repeat_interleave(C, 0).contiguous()
-    gs.K = K.to(study.device, study.dtype).repeat_interleave(C, 0).contiguous()
-    gs.reset(V=cues.to(study.device, study.dtype).reshape(S * C, H, W))
-    hook, hook_args = (None, ()) if inhibition is None else (inhibition.epilogue, (gs.F.clone(),))
-    chunk = min(CHUNK, min_steps)
-    marks = sorted({read_steps, max_steps} | set(range(chunk, max_steps + 1, chunk)))
-    steps, cos, change = [0], [score(gs.V.view(S, C, H, W), pats)["cosine"]], [None]
-    out, prev, t = {}, gs.V.clone(), 0
-    with cli.progress(max_steps, progress) as bar:
-        for mark in marks:
-            gs.run(mark - t, hook=hook, hook_args=hook_args)
-            V = gs.V.view(S, C, H, W)
-            change.append((metrics.state_change(prev, gs.V) * 100.0 / (mark - t)).view(S, C).cpu())
-            bar.update(mark - t)
-            t, prev = mark, gs.V.clone()
-            steps.append(t)
-            cos.append(score(V, pats)["cosine"])
-            if t == read_steps:
-                out["read"] = V.cpu().clone()
-            if t >= min_steps and t >= read_steps and change[-1].max() < tol:
-                break
-    change[0] = torch.full_like(change[1], math.nan)
-    ch = torch.stack(change)
-    below = (ch < tol).flip(0).cumprod(0).flip(0).bool()     # below from here to the end
-    first = torch.where(below.any(0), below.float().argmax(0), torch.full((S, C), -1))
-    times = torch.tensor(steps, dtype=torch.float64)
-    settled_at = torch.where(first >= 0, times[first.clamp_min(0)], torch.tensor(math.nan,
-                                                                                  dtype=torch.float64))
-    out.update(final=gs.V.view(S, C, H, W).cpu().clone(), steps=t, change=ch,
-               curves={"steps": steps, "cosine": torch.stack(cos)}, settled_at=settled_at)
-    return out
+    dev = dict(device=study.device, dtype=study.dtype)
+    pats = torch.as_tensor(pats).to(**dev)
+    pats = (pats.expand(S, *pats.shape) if pats.dim() == 3 else pats).repeat_interleave(C, 0)
+    window = min(CHUNK, min_steps)
+    trackers = [memory.Curves(pats, window),
+                memory.Frames(None, max_steps, every=0, at={read_steps}),
+                memory.Settle(tol * window / 100.0, window, max(min_steps, read_steps))]
+    fields = {"F": F.to(**dev).repeat_interleave(C, 0), "K": K.to(**dev).repeat_interleave(C, 0)}
+    medium = dataclasses.replace(study.medium, inhibition=inhibition)
+    res = memory.recall(medium, fields, cues.to(**dev).reshape(S * C, H, W), max_steps,
+                        study.settings(progress), trackers)
+    settled_at = res["settled_at"].view(S, C)
+    steps = max_steps if settled_at.isnan().any() else int(settled_at.max())
+    return {"read": res["frames"][0].view(S, C, H, W), "final": res["V"].view(S, C, H, W).cpu(),
+            "steps": steps, "change": (res["change"] * 100.0 / window).view(-1, S, C),
+            "curves": {"steps": res["steps"], "cosine": res["similarity"].double()
+                       .view(-1, S, C, pats.shape[1])}, "settled_at": settled_at}
 
 
 def score(V, pats) -> dict:
@@ -486,8 +469,9 @@ def percolation(scarred) -> dict:
 
 def settle_summary(res) -> dict:
     settled = ~torch.isnan(res["settled_at"])
+    last = res["change"][-1]
     return {"steps_run": res["steps"], "settled_recalls": stats.rate(settled),
-            "largest_change_per_100_steps_at_end": float(res["change"][-1].max())}
+            "largest_change_per_100_steps_at_end": float(last[~last.isnan()].max())}
 
 
 def mean_curves(b: Battery, res) -> dict:
@@ -719,16 +703,13 @@ def learn_fields(study, pats, seeds, lam: float, args, tag="") -> tuple:
 
 
 def _late(study, U, V, F, K, steps: int):
-    """U, V after `steps` more steps without a gradient (the compiled stepper)."""
+    """U, V after `steps` more steps without a gradient (the engine, compiled stepper)."""
     if steps == 0:
         return U.detach(), V.detach()
-    B, H, W = V.shape
-    gs = substrate.GrayScott(H, W, batch=B, device=V.device, dtype=V.dtype, compile=True,
-                             **study.protocol.substrate())
-    gs.F, gs.K = F.detach().clone(), K.detach().clone()
-    gs.reset(V=V.detach(), U=U.detach())
-    gs.run(steps)
-    return gs.U, gs.V
+    medium = dataclasses.replace(study.medium, compile=True, inhibition=None)
+    res = memory.recall(medium, {"F": F.detach(), "K": K.detach()}, V.detach(), steps,
+                        memory.Settings(str(V.device), V.dtype), state=(U.detach(), V.detach()))
+    return res["state"]
 
 
 def learning_cues(study, pats, seeds, it: int) -> torch.Tensor:

@@ -321,8 +321,9 @@ class Frames(Tracker):
 
 class LitOutside(Tracker):
     """Fraction of the cells of a mask (B, H, W) (e.g. every cell away from the patterns)
-    where the activity exceeds `level`, every `every` steps: result {"lit_outside":
-    (T, B)} on the CPU."""
+    where the activity exceeds `level`, at the records of a Curves tracker of the same
+    cadence (every `every` steps, the end, a lesion): result {"lit_outside": (T, B)} on
+    the CPU."""
 
     def __init__(self, mask: torch.Tensor, every: int, level: float = 0.2):
         self.mask, self.every, self.level = mask.bool(), int(every), float(level)

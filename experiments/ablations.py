@@ -85,7 +85,7 @@ def run_condition(base, name, seeds, device):
     """Store A then B, recall each cue, noise and a uniform V, scarred and unscarred."""
     study, rule, sub = condition_study(base, name, device)
     p, S = study.protocol, len(seeds)
-    pats = torch.stack([patterns.make_pattern("square_spots", p.grid, p.grid),
+    pats = torch.stack([patterns.make_pattern(p.pattern, p.grid, p.grid),
                         patterns.make_pattern("ring", p.grid, p.grid)])
     stored = study.store(pats, seeds, p.multi_train_steps, rule=rule, substrate=sub,
                          first_index=NOISE["phase3_starts"][1], progress=f"store {name}")
@@ -164,7 +164,7 @@ def main(argv=None):
     conditions = run_all(protocol_of(args), names, seeds, device, t0)
     wall = time.perf_counter() - t0
     result = {**cli.envelope(args, seeds, device, wall), "conditions": conditions}
-    result["config"].update(patterns=["square_spots", "ring"],
+    result["config"].update(patterns=[args.pattern, "ring"],
                             uniform_level=args.multi_cue_strength * UNIFORM_OF_CUE,
                             note="scar_decay relaxes toward each condition's own (F0, K0); "
                                  "the scar clamps stay at F in [0.01, 0.08], K in "

@@ -43,10 +43,16 @@ QUICK = dict(grid=32, multi_train_steps=30, train_steps=40, multi_recall_steps=2
 UNIFORM_OF_CUE = 0.8   # the uniform V sits at the cue's in-shape level: strength x PEAK
 
 
-def build_patterns(grid):
-    """Stored (phase 3) and unstored patterns, named, all (H, W)."""
+def one_pattern_name(pattern: str) -> str:
+    """The name of the pattern stored alone (--pattern, at the reference position)."""
+    return "D_spots_ref" if pattern == "square_spots" else f"D_{pattern}"
+
+
+def build_patterns(grid, pattern="square_spots"):
+    """Stored (phase 3) and unstored patterns, named, all (H, W); the first unstored one
+    is stored alone (one_pattern_name)."""
     stored = patterns.phase3_targets(grid)
-    unstored = {"D_spots_ref": patterns.make_pattern("square_spots", grid, grid),
+    unstored = {one_pattern_name(pattern): patterns.make_pattern(pattern, grid, grid),
                 "E_cross": patterns.make_pattern("cross", grid, grid)}
     return stored, unstored
 
@@ -80,11 +86,12 @@ def build_cues(study, stored, unstored, seeds, shift):
 def run(study, seeds, shift):
     """Store both sets, recall every cue on [three, one, control]; the raw results."""
     p, S = study.protocol, len(seeds)
-    stored, unstored = build_patterns(p.grid)
+    stored, unstored = build_patterns(p.grid, p.pattern)
+    alone = one_pattern_name(p.pattern)
     names, cues, kept = build_cues(study, stored, unstored, seeds, shift)
     three = study.store(torch.stack(list(stored.values())), seeds, p.multi_train_steps,
                         first_index=NOISE["phase3_starts"][1], progress="store 3")
-    one = study.store(unstored["D_spots_ref"][None], seeds, p.train_steps,
+    one = study.store(unstored[alone][None], seeds, p.train_steps,
                       first_index=NOISE["phase1_start"][1], progress="store 1")
     F0, K0 = study.default_fields(S)
     res = study.recall(torch.cat([three["F"], one["F"], F0]), torch.cat([three["K"], one["K"], K0]),
@@ -92,7 +99,7 @@ def run(study, seeds, shift):
                        p.multi_recall_steps, return_fields=True, progress="recall")
     arms = {"three": slice(0, S), "one": slice(S, 2 * S), "control": slice(2 * S, 3 * S)}
     return {"stored": stored, "unstored": unstored, "cue_names": names, "kept": kept,
-            "three": three, "one": one, "res": res, "arms": arms}
+            "alone": alone, "three": three, "one": one, "res": res, "arms": arms}
 
 
 def summarize_matrix(m, bounds):
@@ -123,7 +130,7 @@ def report(r):
                                                          .mean(1), method="bootstrap_bca")
                                     for m in metrics.METRIC_NAMES}
                        for row in no_cue_rows}
-               for which, cols in (("three", stored_idx), ("one", [columns.index("D_spots_ref")]))}
+               for which, cols in (("three", stored_idx), ("one", [columns.index(r["alone"])]))}
     all_patterns = torch.stack([*r["stored"].values(), *r["unstored"].values()])
     P = len(columns)
     overlap = {m: metrics.METRICS[m](all_patterns.repeat_interleave(P, 0),
@@ -141,7 +148,7 @@ def report(r):
                    "control": block("control", "final")},
         "discrimination": {**disc("three"), "control": disc("control"),
                            "cue_at_step0": disc("three", "initial")},
-        "single_pattern": {"cues": names, "patterns": columns, "stored": ["D_spots_ref"],
+        "single_pattern": {"cues": names, "patterns": columns, "stored": [r["alone"]],
                            **block("one", "final"), "initial": block("one", "initial")},
         "imprint_no_cue_recall": imprint, "training": training, "pattern_overlap": overlap,
         "partial_cue_fraction_of_A_kept": r["kept"],
@@ -208,7 +215,7 @@ def main(argv=None):
     result = {**cli.envelope(args, seeds, device, wall), **body}
     result["config"].update(shift_cells=shift, rule=study.rule.as_dict(),
                             uniform_level=args.multi_cue_strength * UNIFORM_OF_CUE,
-                            stored_three=list(r["stored"]), stored_one=["D_spots_ref"],
+                            stored_three=list(r["stored"]), stored_one=[r["alone"]],
                             unstored=list(r["unstored"]))
     with cli.staged_output(args.out_dir(), Args.study) as out:
         plot(body, r["res"]["V"], r["arms"], out, fields=not args.quick)

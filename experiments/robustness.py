@@ -66,7 +66,7 @@ def conditions(args):
 
 def run(study, args, seeds):
     p, S = study.protocol, len(seeds)
-    target = patterns.make_pattern("square_spots", p.grid, p.grid)
+    target = patterns.make_pattern(p.pattern, p.grid, p.grid)
     stored = study.store(target[None], seeds, p.train_steps,
                          first_index=NOISE["phase1_start"][1], progress="store")
     conds = conditions(args)
@@ -167,7 +167,7 @@ def main(argv=None):
     body = report(conds, stored, res, len(seeds))
     wall = time.perf_counter() - t0
     result = {**cli.envelope(args, seeds, device, wall), **body}
-    result["config"].update(pattern="square_spots", rule=study.rule.as_dict(),
+    result["config"].update(pattern=args.pattern, rule=study.rule.as_dict(),
                             disc_radius_cells=DISC_RADIUS * args.grid / 256)
     with cli.staged_output(args.out_dir(), Args.study) as out:
         plot_cues(body, out, len(seeds), args.recall_steps)

@@ -87,7 +87,6 @@ QUICK = dict(grid=32, train_steps=60, recall_steps=40, multi_train_steps=40,
              multi_recall_steps=30, seeds=1)
 DEFAULT_BATCH, DEFAULT_WORKERS = 60, 2
 VERSION = "1"          # bump when a change here changes the numbers (part of chunk hashes)
-PATTERN = "square_spots"
 METRIC_NAMES = ("cosine", "iou", "pearson")
 HOLDS_RECALL, HOLDS_RATIO = 0.7, 1.5     # the study's success criteria
 KILL_AFTER_ENV = "SCARRING_SWEEP_TEST_KILL_AFTER"   # tests only: see _maybe_kill
@@ -210,7 +209,7 @@ def run_points(points, seeds, *, device="cpu", phase3=False, **constants) -> lis
     member_seeds = [s for _, s in members]
     F0, K0 = _member_fields(study, [p.get("f0", protocol.f0) for p, _ in members],
                             [p.get("k0", protocol.k0) for p, _ in members])
-    target = patterns.make_pattern(PATTERN, protocol.grid, protocol.grid,
+    target = patterns.make_pattern(protocol.pattern, protocol.grid, protocol.grid,
                                    dtype=study.dtype).to(study.device)
     out = phases_1_2(study, target, member_seeds, F0, K0)
     if phase3:

@@ -517,3 +517,41 @@ def run_cli(main) -> None:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
         raise
+
+
+# ---- a cache of finished results (resume a long run, or split it over processes) --------
+
+def cache_file(folder, name: str, key) -> Path:
+    """The file of result `name` computed under `key` (anything JSON can write: the
+    settings that determine it) in `folder`."""
+    import hashlib
+
+    text = json.dumps(key, sort_keys=True, default=str)
+    return Path(folder) / f"{name}-{hashlib.sha1(text.encode()).hexdigest()[:16]}.pt"
+
+
+def load_cache(path):
+    """The payload saved at path (None: no path, or nothing there yet). Tensors, numbers,
+    strings, lists and dicts only: nothing read back runs code."""
+    if path is None or not Path(path).is_file():
+        return None
+    import torch
+
+    print(f"taken from {path}", flush=True)
+    return torch.load(path, weights_only=True)
+
+
+def save_cache(path, payload) -> None:
+    """Write (payload, the commit it was computed at) beside its final name, then rename it
+    into place (a cache is keyed by settings, not by code: the commit says which code)."""
+    if path is None:
+        return
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(payload, tuple) and payload and isinstance(payload[0], dict):
+        payload[0]["computed_at_commit"] = git_commit()
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)

@@ -63,15 +63,25 @@ def final_metrics(V, target) -> dict:
 # ---- the phases -------------------------------------------------------------------------
 
 
-def phase1(study, target, seeds) -> dict:
-    """Train with scarring, and the control without, from the same starts."""
+def _medium(unscarred) -> dict:
+    """Study.store's arguments for per-member unscarred fields (F0, K0), each (B, H, W)
+    (experiments/sweep.py: one grid point per member); none for the protocol's medium."""
+    if unscarred is None:
+        return {}
+    F0, K0 = unscarred
+    return {"F": F0, "K": K0, "background": {"F": F0, "K": K0}}
+
+
+def phase1(study, target, seeds, unscarred=None) -> dict:
+    """Train with scarring, and the control without, from the same starts. unscarred:
+    per-member (F0, K0) (default: the protocol's medium)."""
     p = study.protocol
     index = NOISE["phase1_start"][1]   # training starts are always role "train"
     arms = {}
     for arm, scar in (("scarred", True), ("control", False)):
         run = study.store(target[None], seeds, p.train_steps, scar=scar, first_index=index,
                           record_every=p.record_every, frame_members=(0,),
-                          progress=f"phase 1: training, {arm}")
+                          progress=f"phase 1: training, {arm}", **_medium(unscarred))
         arms[arm] = {"final": final_metrics(run["V"], target), "V": run["V"].cpu(),
                      "F": run["F"], "K": run["K"], "curve": run["curves"][0],
                      "frames": run["frames"][0]}
@@ -83,12 +93,13 @@ def phase1(study, target, seeds) -> dict:
             "saturated_cells": ((F == p.f_max) & (K == p.k_min)).flatten(1).sum(1).cpu()}
 
 
-def phase2(study, target, F, K, seeds) -> dict:
-    """Recall from the cue and from noise alone, on the scarred and on the default F/K."""
+def phase2(study, target, F, K, seeds, unscarred=None) -> dict:
+    """Recall from the cue and from noise alone, on the scarred and on the default F/K
+    (unscarred: per-member (F0, K0); default: the protocol's medium)."""
     p, S = study.protocol, len(seeds)
     cue = study.cues(target[None], seeds, p.cue_strength, *NOISE["phase2_cue"])
     no_cue = study.cues(torch.zeros_like(target)[None], seeds, 0.0, *NOISE["phase2_no_cue"])
-    F0, K0 = study.default_fields(S)
+    F0, K0 = study.default_fields(S) if unscarred is None else unscarred
     # members: [scarred seeds, default seeds] x [cue, no cue]
     res = study.recall(torch.cat([F, F0]), torch.cat([K, K0]),
                        torch.cat([cue, no_cue], 1).repeat(2, 1, 1, 1), target[None],
@@ -107,14 +118,15 @@ def phase2(study, target, F, K, seeds) -> dict:
             "frames": {"scarred": res["frames"][:, 0], "control": res["frames"][:, 1]}}
 
 
-def phase3(study, targets, seeds) -> dict:
-    """Scar A, B, C in turn into the same F/K; recall each on scarred and default F/K."""
+def phase3(study, targets, seeds, unscarred=None) -> dict:
+    """Scar A, B, C in turn into the same F/K; recall each on scarred and default F/K
+    (unscarred: per-member (F0, K0); default: the protocol's medium)."""
     p, S = study.protocol, len(seeds)
     stacked = torch.stack(list(targets.values()))                        # (P, H, W)
-    stored = study.store(stacked, seeds, p.multi_train_steps,
-                         first_index=NOISE["phase3_starts"][1], progress="phase 3: training")
+    stored = study.store(stacked, seeds, p.multi_train_steps, progress="phase 3: training",
+                         first_index=NOISE["phase3_starts"][1], **_medium(unscarred))
     cues = study.cues(stacked, seeds, p.multi_cue_strength, *NOISE["phase3_cues"])  # (S, P, H, W)
-    F0, K0 = study.default_fields(S)
+    F0, K0 = study.default_fields(S) if unscarred is None else unscarred
     res = study.recall(torch.cat([stored["F"], F0]), torch.cat([stored["K"], K0]),
                        cues.repeat(2, 1, 1, 1), stacked, p.multi_recall_steps,
                        return_fields=True, progress="phase 3: recall")

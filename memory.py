@@ -497,10 +497,13 @@ def _drive(sim: Simulation, run: _Run, steps: int, trackers, target=None, learn=
 def store(medium: Medium, targets: torch.Tensor, seeds, steps: int, settings: Settings,
           fields: dict | None = None, learn: bool = True, first_index: int = 0,
           snapshots=(), record_every: int | None = None, frame_members=None,
-          protocol=None, background: dict | None = None) -> dict:
+          protocol=None, background: dict | None = None,
+          initial: tuple | None = None) -> dict:
     """Store targets (P, H, W) shared by the seeds, or (S, P, H, W) per seed, one after the
     other (module docstring); learn=False: the same training without the rule (the
     control). fields: the starting fields (default: the medium's unscarred fields).
+    initial: the medium's state (e.g. (U, V), each (S, H, W)) that the first pattern's
+    training starts from instead of the training start (a saved state continued).
     snapshots: pattern counts k after which a copy of the fields is kept. record_every:
     sample the similarity curve this often (default: only the end); frame_members: seed
     indices whose activity is filmed (~100 frames).
@@ -536,7 +539,9 @@ def store(medium: Medium, targets: torch.Tensor, seeds, steps: int, settings: Se
         if learn:
             current = dict(medium.prepare(current, t[:, p]))
         if sim is None:
-            sim = medium.simulation(medium.initial_state(start, current), current)
+            state = medium.initial_state(start, current) if initial is None else tuple(
+                x.to(device=settings.torch_device, dtype=settings.dtype) for x in initial)
+            sim = medium.simulation(state, current)
         else:
             sim.fields = current
             sim.reset(start)

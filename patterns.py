@@ -192,16 +192,10 @@ def _image_levels(img) -> np.ndarray:
     return on_white
 
 
-def load_image_pattern(path, height: int = 256, width: int = 256,
-                       invert: bool | None = None, dtype=torch.float32) -> torch.Tensor:
-    """A target from an image file: gray levels, resized to (H, W), scaled to peak PEAK.
-
-    Any 8- or 16-bit gray, colour or palette image; levels are scaled by the pixel type's
-    range, transparency handled as in `_image_levels`. Bright means "pattern".
-    invert=None inverts automatically when the contrast-stretched image is mostly bright
-    (dark ink on a light page); pass True/False to force it. Images over
-    MAX_IMAGE_PIXELS pixels are refused before decoding.
-    """
+def open_image(path):
+    """An image file opened (header only), refused in one line when it is missing, not an
+    image, or over MAX_IMAGE_PIXELS pixels (a decompression bomb) - before any decoding.
+    Every image a script reads goes through here. Use as `with open_image(p) as img:`."""
     import warnings
 
     from PIL import Image, UnidentifiedImageError
@@ -218,10 +212,26 @@ def load_image_pattern(path, height: int = 256, width: int = 256,
                          f"{MAX_IMAGE_PIXELS:,} (refused as a possible decompression bomb)") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"cannot read {path} as an image ({exc.__class__.__name__})") from None
-    with img:
-        if img.width * img.height > MAX_IMAGE_PIXELS:
-            raise ValueError(f"image {path} is {img.width} x {img.height} pixels, over the "
-                             f"limit of {MAX_IMAGE_PIXELS:,}: shrink it first")
+    if img.width * img.height > MAX_IMAGE_PIXELS:
+        img.close()
+        raise ValueError(f"image {path} is {img.width} x {img.height} pixels, over the "
+                         f"limit of {MAX_IMAGE_PIXELS:,}: shrink it first")
+    return img
+
+
+def load_image_pattern(path, height: int = 256, width: int = 256,
+                       invert: bool | None = None, dtype=torch.float32) -> torch.Tensor:
+    """A target from an image file: gray levels, resized to (H, W), scaled to peak PEAK.
+
+    Any 8- or 16-bit gray, colour or palette image; levels are scaled by the pixel type's
+    range, transparency handled as in `_image_levels`. Bright means "pattern".
+    invert=None inverts automatically when the contrast-stretched image is mostly bright
+    (dark ink on a light page); pass True/False to force it. Images over
+    MAX_IMAGE_PIXELS pixels are refused before decoding.
+    """
+    from PIL import Image
+
+    with open_image(path) as img:
         try:
             levels = _image_levels(img)
         except (OSError, SyntaxError, ValueError) as exc:   # truncated or corrupt pixel data

@@ -3,6 +3,7 @@
     python scarring_validation.py                 # 8 seeds, 256 x 256 -> scarring_results/scarring_validation/
     python scarring_validation.py --quick         # a smoke run: seconds, small grid
     python scarring_validation.py --help          # every constant of the protocol is a flag
+    python scarring_validation.py --replot DIR    # redraw a finished run's figures, no simulation
 
 Phase 1  train square_spots 1000 steps WITH scarring; the control trains the same start
          WITHOUT scarring. Final similarity of both, and the scar strength.
@@ -20,6 +21,7 @@ published study (docs/protocol.md), each a field of protocol.Protocol.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import ClassVar, Optional
@@ -41,6 +43,15 @@ class Args(RunArgs, Protocol):
     no_video: bool = arg(False, "skip the MP4s")
     target_image: Optional[str] = arg(None, "grayscale PNG/JPG used as the phase 1-2 target "
                                             "instead of --pattern (bright = pattern)")
+    init_from: Optional[str] = arg(None, "start from a saved state (a run's fields.npz, "
+                                         "common/state.py): phase 1 training continues from "
+                                         "its U, V, F, K; the control starts from its U, V on "
+                                         "the unscarred fields", metavar="FILE")
+    save_frames: bool = arg(False, "also store the videos' frame stacks in fields.npz (V "
+                                   "every 1%% of phases 1 and 2), so --replot redraws the MP4s")
+    replot: Optional[str] = arg(None, "redraw every figure of the finished run in DIR from its "
+                                      "results.json and fields.npz, without simulating (into "
+                                      "DIR, or --out; --format and --dpi apply)", metavar="DIR")
 
 
 # --quick: a smoke run (the physics is the same; the grid and step counts shrink)
@@ -72,17 +83,24 @@ def _medium(unscarred) -> dict:
     return {"F": F0, "K": K0, "background": {"F": F0, "K": K0}}
 
 
-def phase1(study, target, seeds, unscarred=None) -> dict:
-    """Train with scarring, and the control without, from the same starts. unscarred:
-    per-member (F0, K0) (default: the protocol's medium)."""
+def phase1(study, target, seeds, init=None, unscarred=None) -> dict:
+    """Train with scarring, and the control without, from the same starts (init: a saved
+    state, common/state.py: the scarred arm continues from its U, V, F, K, the control
+    starts from its U, V on the unscarred fields; unscarred: per-member (F0, K0), default
+    the protocol's medium)."""
     p = study.protocol
     index = NOISE["phase1_start"][1]   # training starts are always role "train"
     arms = {}
     for arm, scar in (("scarred", True), ("control", False)):
+        start = {} if init is None else {"initial": (init["U"], init["V"])}
+        if init is not None and scar:
+            start.update(F=init["F"], K=init["K"])
         run = study.store(target[None], seeds, p.train_steps, scar=scar, first_index=index,
+                          **{**_medium(unscarred), **start},
                           record_every=p.record_every, frame_members=(0,),
-                          progress=f"phase 1: training, {arm}", **_medium(unscarred))
+                          progress=f"phase 1: training, {arm}")
         arms[arm] = {"final": final_metrics(run["V"], target), "V": run["V"].cpu(),
+                     "U": run["state"][0].cpu(),
                      "F": run["F"], "K": run["K"], "curve": run["curves"][0],
                      "frames": run["frames"][0]}
     F, K = arms["scarred"]["F"], arms["scarred"]["K"]
@@ -305,6 +323,93 @@ def print_summary(results) -> None:
         print(f"  WARNING: {w}")
 
 
+# ---- the run's files: fields.npz is a saved state (common/state.py) ----------------------
+
+STATE_KEYS = {"V": "phase1_scarred_V", "F": "phase1_F", "K": "phase1_K"}
+
+
+def run_fields(target, targets, p1, p2, p3) -> dict:
+    """Every array the figures need, on the CPU: the targets, the final V of every arm
+    (seeds first), the cues, the scarred F and K, and the videos' frame stacks."""
+    a = {"target": target, "phase3_targets": torch.stack(list(targets.values()))}
+    a.update({f"phase1_{arm}_V": r["V"] for arm, r in p1["arms"].items()})
+    a.update({f"phase2_{arm}_V": r["V"] for arm, r in p2["arms"].items()})
+    a.update({f"phase3_{arm}_V": r["V"] for arm, r in p3["arms"].items()})
+    a.update(phase1_F=p1["F"], phase1_K=p1["K"], phase3_F=p3["F"], phase3_K=p3["K"],
+             phase2_cue=p2["cue"], phase3_cues=p3["cues"],
+             frames_phase1_scarred=p1["arms"]["scarred"]["frames"][:, 0],
+             frames_phase1_control=p1["arms"]["control"]["frames"][:, 0],
+             frames_phase2_scarred=p2["frames"]["scarred"],
+             frames_phase2_control=p2["frames"]["control"])
+    return {k: v.detach().cpu() for k, v in a.items()}
+
+
+def save_fields_state(path, args, rule, seeds, fields, U, step: int, frames: bool) -> None:
+    """fields.npz: the phase-1 scarred medium (U, V, F, K, its step count) as a state file
+    that --init-from and GrayScott.load read, the other arrays of run_fields as its extras
+    (frame stacks only with --save-frames)."""
+    from common.state import save_state
+
+    p = protocol_of(args)
+    extra = {k: v for k, v in fields.items() if k not in STATE_KEYS.values()
+             and (frames or not k.startswith("frames_"))}
+    save_state(path, U=U, **{k: fields[v] for k, v in STATE_KEYS.items()}, step=step,
+               seeds=seeds, rule=rule.as_dict(), protocol=dataclasses.asdict(p),
+               substrate={**p.substrate(), "clamp": True}, extra=extra)
+
+
+def fields_of_state(state) -> dict:
+    """run_fields' arrays back from a loaded fields.npz."""
+    return {**state["extra"], **{v: state[k] for k, v in STATE_KEYS.items()}}
+
+
+def load_init(args, seeds, dtype) -> dict | None:
+    """The --init-from state, checked against this run's grid and seeds."""
+    if args.init_from is None:
+        return None
+    from common.state import check_fits, load_state
+
+    state = load_state(args.init_from)
+    check_fits(state, grid=args.grid, batch=len(seeds))
+    if state["F"].dim() == 2:   # a shared field: one copy per seed
+        state.update(F=state["F"].expand_as(state["U"]), K=state["K"].expand_as(state["U"]))
+    return {**{k: state[k].to(dtype) for k in "UVFK"},
+            "source": {"path": str(args.init_from), "step": state["step"],
+                       "package_version": state["package_version"],
+                       "git_commit": state["git_commit"]}}
+
+
+def replot(args) -> None:
+    """Redraw every figure of a finished run from its results.json and fields.npz."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from common import figures
+    from common.state import load_state
+
+    run = Path(args.replot)
+    if not (run / "results.json").is_file() or not (run / "fields.npz").is_file():
+        raise FileNotFoundError(f"--replot {run}: needs results.json and fields.npz of a "
+                                f"finished run of this script")
+    try:
+        results = json.loads((run / "results.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--replot {run}/results.json: not valid JSON ({exc})") from None
+    if not isinstance(results, dict) or results.get("study") != Args.study:
+        raise ValueError(f"--replot {run}/results.json: not a results file of {Args.study}")
+    fields = fields_of_state(load_state(run / "fields.npz"))
+    out = Path(args.out) if args.out is not None else run
+    frames = "frames_phase1_scarred" in fields and not args.no_video
+    with cli.staged_output(out, Args.study) as stage:
+        for f in run.iterdir():   # the run's own files stay; figures are redrawn over them
+            if f.is_file() and f.name != cli.MARKER:
+                shutil.copy2(f, stage / f.name)
+        figures.write_all(stage, results, fields, video=frames)
+    print(f"redrew the figures of {run}/ into {out}/ ({args.format}"
+          f"{', and the videos' if frames else ''}); nothing was simulated")
+
+
 def load_targets(args, dtype):
     """The phase 1-2 target and the phase-3 targets, on the CPU."""
     if args.target_image:
@@ -317,15 +422,18 @@ def load_targets(args, dtype):
 
 def main(argv=None):
     args = cli.parse(Args, argv, description=__doc__.split("\n\n")[0], quick=QUICK)
+    if args.replot is not None:
+        cli.start(args, announce=False)
+        return replot(args)
+    init = load_init(args, args.seed_list(), protocol_of(args).torch_dtype())
     seeds, device = cli.start(args)
     study = scarring.Study(protocol_of(args), device)
-    target, targets = load_targets(args, study.dtype)
-    cli.check_memory(members=4 * len(seeds) + 2 * len(targets) * len(seeds),
-                     cells=args.grid ** 2, dtype=study.dtype, device=device)
+    target, targets = load_targets(args, study.dtype)   # memory: checked by cli.start
     target, targets = target.to(device), {k: v.to(device) for k, v in targets.items()}
     t0 = time.perf_counter()
     print(f"phase 1: {args.train_steps} steps training, scarred and control")
-    p1 = phase1(study, target, seeds)
+    p1 = phase1(study, target, seeds, None if init is None else
+                {k: init[k].to(device) for k in "UVFK"})
     print(f"phase 2: {args.recall_steps} steps recall from a {args.cue_strength:.0%} cue")
     p2 = phase2(study, target, p1["F"], p1["K"], seeds)
     print(f"phase 3: {args.multi_train_steps} steps training per pattern x {len(targets)}, "
@@ -334,9 +442,14 @@ def main(argv=None):
     wall = time.perf_counter() - t0
     results = build_results(args, study.rule, seeds, device, targets, p1, p2, p3, wall)
     from common import figures   # plotting and video at the edge, imported only when needed
+    fields = run_fields(target, targets, p1, p2, p3)
+    step = (init["source"]["step"] if init is not None else 0) + args.train_steps
+    if init is not None:   # where the run started: the saved state's file, step and code
+        results["init_from"] = init["source"]
     with cli.staged_output(args.out_dir(), Args.study) as out:
-        figures.write_all(out, results, target.cpu(), {k: v.cpu() for k, v in targets.items()},
-                          p1, p2, p3, video=not args.no_video)
+        figures.write_all(out, results, fields, video=not args.no_video)
+        save_fields_state(out / "fields.npz", args, study.rule, seeds, fields,
+                          p1["arms"]["scarred"]["U"], step, args.save_frames)
         cli.write_json_atomic(out / "results.json", results)
     print_summary(results)
     print(f"\nsimulation wall time {wall:.1f} s; results in {args.out_dir()}/results.json")

@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 import warnings
 
 import torch
 import torch.nn.functional as tnf
 
-from common import compiling
+from common import compiling, limits
 from common.compiling import compiler_available  # noqa: F401  (re-exported)
 from protocol import Protocol
 
@@ -180,8 +179,9 @@ def check_stability(Du: float, Dv: float, dt: float, stencil: str = "nine_point"
             reaction = f" + {what} = {rate:.4g}" if rate else ""
             raise ValueError(
                 f"unstable: dt * ({name} * {bound}{reaction}) = {product:.4g} exceeds "
-                f"{STABILITY_LIMIT} for the {stencil} stencil; need dt * {name} <= "
-                f"{max(STABILITY_LIMIT / dt - rate, 0.0) * dt / bound:.4g} (dt={dt}, "
+                f"{STABILITY_LIMIT} for the {stencil} stencil: lower dt to <= "
+                f"{STABILITY_LIMIT / (D * bound + rate):.4g} (or {name} to <= "
+                f"{max(STABILITY_LIMIT / dt - rate, 0.0) / bound:.4g}) (dt={dt}, "
                 f"{name}={D}, F_max={F_max:.4g}, K_max={K_max:.4g}, V_max={V_max:.4g})")
 
 
@@ -336,23 +336,6 @@ def _chunk_views(buffers, F, K, chunk, nd) -> list:
 
 # ---- the stepper -----------------------------------------------------------------------------
 
-def _available_memory(device: torch.device):
-    """Bytes free for new tensors on device, or None when unknown."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def _device(device) -> torch.device:
     """device (default: cuda if present, else cpu) as a torch.device that holds data."""
     if device is None:
@@ -450,13 +433,9 @@ class GrayScott:
     def _check_memory(self) -> None:
         need = MEMORY_TENSORS * self.batch * math.prod(g + 2 for g in self.grid) \
             * self.dtype.itemsize
-        free = _available_memory(self.device)
-        if free is not None and need > free:
-            raise ValueError(
-                f"a {'x'.join(map(str, self.grid))} grid with batch {self.batch} in "
-                f"{str(self.dtype).replace('torch.', '')} needs about {need / 2**30:.1f} GiB "
-                f"on {self.device} ({MEMORY_TENSORS} state-sized tensors); only "
-                f"{free / 2**30:.1f} GiB is available: use a smaller grid or batch")
+        limits.check(need, f"a {'x'.join(map(str, self.grid))} grid with batch {self.batch} "
+                     f"in {str(self.dtype).replace('torch.', '')} ({MEMORY_TENSORS} "
+                     f"state-sized tensors)", self.device, "use a smaller grid or batch")
 
     def _check_state(self) -> None:
         """U, V, F, K: shapes (coerced to this medium's dtype and device), finite, F and K
@@ -506,6 +485,46 @@ class GrayScott:
                   else self._coerce(U, "U"))
         self.V = (torch.zeros(shape, device=self.device, dtype=self.dtype) if V is None
                   else self._coerce(V, "V"))
+
+    # -- saving and loading ----------------------------------------------------------------
+    def physics(self) -> dict:
+        """The scalar constants of this medium, as GrayScott keyword arguments."""
+        return {"Du": self.Du, "Dv": self.Dv, "dt": self.dt, "decay": self.decay,
+                "stencil": self.stencil, "clamp": self.clamp}
+
+    def save(self, path, *, seeds=None, rule=None, protocol=None, extra=None):
+        """Write U, V, F, K, the steps taken and the physics constants to one state file
+        (common.state.save_state; seeds default to 0 .. batch-1)."""
+        from common.state import save_state
+
+        return save_state(path, U=self.U, V=self.V, F=self.F, K=self.K,
+                          step=self.steps_taken,
+                          seeds=list(range(self.batch)) if seeds is None else seeds,
+                          rule=rule, protocol=protocol, extra=extra, substrate=self.physics())
+
+    @classmethod
+    def load(cls, path, device=None, compile="auto") -> "GrayScott":
+        """A medium rebuilt from a state file (common.state.load_state): its grid, batch,
+        dtype, U, V, F, K, steps taken and physics constants (the defaults where the file
+        has none); the rest of the file (seeds, rule, protocol, extra) is `.saved`."""
+        from common.state import load_state
+
+        state = load_state(path)
+        U = state["U"]
+        grid = tuple(U.shape[1:])
+        physics = dict(state["substrate"] or {})
+        unknown = sorted(set(physics) - {"Du", "Dv", "dt", "decay", "stencil", "clamp"})
+        if unknown:
+            raise ValueError(f"state file {path}: unknown substrate constants {unknown}")
+        gs = cls(*grid[-2:], batch=U.shape[0], F=state["F"], K=state["K"], device=device,
+                 dtype=U.dtype, depth=grid[0] if len(grid) == 3 else None, compile=compile,
+                 **physics)
+        gs.reset(U=U, V=state["V"])
+        gs._check_state()
+        gs.steps_taken = state["step"]
+        gs.saved = {k: state[k] for k in ("seeds", "rule", "protocol", "extra", "step",
+                                          "package_version", "git_commit")}
+        return gs
 
     # -- running -------------------------------------------------------------------------------
     def step(self, n: int = 1) -> "GrayScott":

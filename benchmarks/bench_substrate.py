@@ -69,7 +69,10 @@ QUICK_TIMING = dict(MIN_ROUND_S=0.01, MAX_ROUND_S=0.2, MIN_RUN_STEPS=5, MAX_ROUN
 
 # ---- states ------------------------------------------------------------------------------
 def parse_grid(text):
-    dims = tuple(int(x) for x in text.lower().split("x"))
+    try:
+        dims = tuple(int(x) for x in text.lower().split("x"))
+    except ValueError:
+        dims = ()
     if len(dims) not in (2, 3) or min(dims) < 8:
         raise ValueError(f"grid {text!r}: want HxW or DxHxW with sides >= 8")
     return dims
@@ -458,8 +461,10 @@ def write_docs(md):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from common.cli import _one_line_parser
+
+    p = _one_line_parser()(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grids", nargs="+", default=GRIDS, help=f"HxW or DxHxW (default {GRIDS})")
     p.add_argument("--batches", nargs="+", type=int, default=BATCHES,
                    help=f"default {BATCHES}")
@@ -482,20 +487,27 @@ def build_parser():
 
 
 def parse(argv):
+    """The flags, checked (one line and exit 2 otherwise); --quick changes only the
+    settings the command line does not give."""
+    from common import limits
+
     p = build_parser()
     args = p.parse_args(argv)
+    explicit = build_parser()
+    for action in explicit._actions:
+        action.default = argparse.SUPPRESS
+    given = vars(explicit.parse_args(argv))
     if args.quick and args.write_docs:
         p.error("--write-docs needs a full run: a --quick run never writes docs")
     if args.quick:
-        for key, value in QUICK.items():
-            setattr(args, key, value)
-        args.e2e_repeats = 0
-        globals().update(QUICK_TIMING, STATE_GRID=QUICK["grids"][0],
-                         HEADLINE=(QUICK["grids"][0], max(QUICK["batches"]), "float32",
-                                   "scarred"))
+        for key, value in {**QUICK, "e2e_repeats": 0}.items():
+            if key not in given:
+                setattr(args, key, value)
     if args.rounds < 1 or args.e2e_repeats < 0 or (args.threads is not None
                                                   and args.threads < 1):
         p.error("--rounds and --threads must be >= 1, --e2e-repeats >= 0")
+    if min(args.batches) < 1:
+        p.error(f"--batches {' '.join(map(str, args.batches))}: each must be >= 1")
     if "published" not in args.paths:
         args.paths = ["published"] + args.paths
     try:
@@ -504,6 +516,20 @@ def parse(argv):
         p.error(str(exc))
     if args.device not in ("cpu", "cuda"):
         p.error(f"--device {args.device!r}: must be cpu or cuda")
+    itemsize = max(8 if d == "float64" else 4 for d in args.dtypes)
+    for grid in args.grids:   # the largest batch of each grid, before anything is built
+        limits.check_media(max(args.batches), math.prod(grid), itemsize, args.device,
+                           f"grid {'x'.join(map(str, grid))} at batch {max(args.batches)}",
+                           "use smaller --grids or --batches")
+    if args.quick:
+        globals().update(QUICK_TIMING)
+    labels = ["x".join(map(str, g)) for g in args.grids]
+    if args.quick or HEADLINE[0] not in labels or HEADLINE[1] not in args.batches \
+            or HEADLINE[2] not in args.dtypes:   # the headline: a configuration measured
+        flat = [label for label, g in zip(labels, args.grids) if len(g) == 2]
+        globals().update(STATE_GRID=flat[0] if flat else "",
+                         HEADLINE=(flat[0] if flat else labels[0], max(args.batches),
+                                   args.dtypes[0], "scarred" if flat else "noise"))
     return args
 
 

@@ -8,7 +8,7 @@ every value once, up front, with one clear line naming the flag and its allowed 
 --threads --quiet).
 
 Also here, the edges of a run: `staged_output` (a run's files appear together or not at
-all), `envelope` (the keys every results JSON starts with), `write_json_atomic`,
+all; one run at a time per folder; files a user added are kept), `envelope` (the keys every results JSON starts with), `write_json_atomic`,
 `progress` (bars on a terminal, a line every few seconds in a log) and `run_cli` (expected
 errors as one line on stderr, exit code 2).
 
@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib
 import json
 import math
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,8 +39,12 @@ from protocol import arg  # noqa: F401  (re-exported: scripts declare flags with
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_ROOT = Path("scarring_results")   # every study writes under scarring_results/<study>/
 SCHEMA_VERSION = 2
-MARKER = ".scarring_run"   # written into every output folder: marks it as ours to replace
+MARKER = ".scarring_run"   # a study's output folder: ours to replace (it lists the run's files)
+CHUNKS_MARKER = ".scarring_chunks"   # a sweep's chunk folder: kept, added to, never replaced
 MAX_SEED = 2 ** 63 // 100_000 - 1   # noise generator seeds are seed * 100000 + stream
+FIGURE_FORMATS = ("png", "pdf", "svg")
+# The flags every parser has besides its dataclass's: they steer parsing, not the run.
+CONFIG_FLAGS = ("config", "save_config", "version")
 
 # ---- declaring arguments ----------------------------------------------------------------
 
@@ -75,6 +81,8 @@ def check_value(name: str, value, meta, kind) -> None:
     if value is None:
         return
     where = f"{flag(name)} {value!r}"
+    if isinstance(value, str) and not value.strip():
+        raise ValueError(f"{where}: empty; give a value or leave the flag out")
     if kind is bool:
         if not isinstance(value, bool):
             raise ValueError(f"{where}: must be true or false")
@@ -95,13 +103,21 @@ def check_value(name: str, value, meta, kind) -> None:
         raise ValueError(f"{where}: must be {_range_text(meta)}")
 
 
-def validate(obj) -> None:
-    """Check every field of a dataclass built from `arg` fields, then its own `check()`."""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        if "help" not in f.metadata:
+@functools.lru_cache(maxsize=None)
+def _flag_kinds(cls) -> tuple:
+    """(field, element type, is_sequence) of each flag field (cached: a sweep validates
+    every grid point, and resolving the type hints is most of the cost)."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f, *_base_type(hints[f.name])) for f in dataclasses.fields(cls)
+                 if "help" in f.metadata)
+
+
+def validate(obj, fields=None) -> None:
+    """Check every field of a dataclass built from `arg` fields (or only those named in
+    `fields`), then its own `check()`."""
+    for f, kind, sequence in _flag_kinds(type(obj)):
+        if fields is not None and f.name not in fields:
             continue
-        kind, sequence = _base_type(hints[f.name])
         value = getattr(obj, f.name)
         for v in (value if sequence and value is not None else [value]):
             check_value(f.name, v, f.metadata, kind)
@@ -117,6 +133,8 @@ def validate(obj) -> None:
 class RunArgs:
     """--seeds --seed --device --out --quick --threads --quiet."""
     study: typing.ClassVar[str] = "study"   # names the default output folder and the JSON
+    members_per_seed: typing.ClassVar[int] = 10   # media per seed in the largest batch (the
+    # memory check at start: the main study's phase 2 runs 4 per seed, phase 3 six)
 
     seeds: int = arg(8, "number of independent seeds, run as one batch", lo=1, hi=100_000)
     seed: int = arg(0, "first seed; the run uses seeds SEED .. SEED+SEEDS-1", lo=0,
@@ -124,19 +142,21 @@ class RunArgs:
     device: typing.Optional[str] = arg(None, "torch device, e.g. cpu or cuda (default: "
                                        "cuda if present, else cpu)")
     out: typing.Optional[str] = arg(None, "output folder (default: scarring_results/<study>); "
-                                    "replaced whole by each run")
+                                    "replaced whole by each run (files you add are kept)")
     quick: bool = arg(False, "a smoke run (small grid, few steps): checks that everything "
                              "runs; its numbers are not comparable with the published ones")
     threads: typing.Optional[int] = arg(None, "torch CPU threads (default: torch's choice; "
                                         "1 is often faster on a loaded machine)", lo=1)
     quiet: bool = arg(False, "no progress bars")
+    format: str = arg("png", "file format of the figures", choices=FIGURE_FORMATS)
+    dpi: typing.Optional[int] = arg(None, "figure resolution in dots per inch (default: each "
+                                    "figure's own, 60-110); fields are drawn cell for cell "
+                                    "at any value", lo=30, hi=1200)
 
     def check(self) -> None:
         if self.seed + self.seeds - 1 > MAX_SEED:
             raise ValueError(f"--seed {self.seed} with --seeds {self.seeds}: the last seed "
                              f"must be <= {MAX_SEED}")
-        if self.out is not None and not self.out.strip():
-            raise ValueError("--out '': give a folder path")
         check_out_dir(self.out_dir())
 
     def seed_list(self) -> list[int]:
@@ -193,7 +213,31 @@ def build_parser(cls, description: str | None = None, quick: dict | None = None)
             kw["choices"] = f.metadata["choices"]
         kw["metavar"] = f.metadata["metavar"] or (None if "choices" in kw else f.name.upper())
         parser.add_argument(flag(f.name), **kw)
+    parser.add_argument("--config", metavar="FILE", help="read flags from a YAML or JSON file "
+                        "(keys are flag names; a results.json's config block reruns its run); "
+                        "flags on the command line win")
+    parser.add_argument("--save-config", metavar="FILE", dest="save_config",
+                        help="write the effective flags to FILE (.yaml, .yml or .json) and exit")
+    parser.add_argument("--version", action=_version_action(), nargs=0,
+                        help="print the version and git commit and exit")
     return parser
+
+
+def version_text() -> str:
+    return f"parametric-scarring {package_version()} (git commit: {git_commit()})"
+
+
+def _version_action():
+    import argparse
+
+    class Version(argparse.Action):
+        """Prints version_text() (computed only when asked: it runs git)."""
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            print(version_text())
+            parser.exit()
+
+    return Version
 
 
 def parse(cls, argv=None, *, description: str | None = None, quick: dict | None = None):
@@ -204,12 +248,173 @@ def parse(cls, argv=None, *, description: str | None = None, quick: dict | None 
     """
     parser = build_parser(cls, description, quick)
     given = vars(parser.parse_args(argv))     # only the flags on the command line
-    values = dict(quick or {}) if given.get("quick") else {}
+    config_file, save_to = given.pop("config", None), given.pop("save_config", None)
+    from_file = read_config(config_file, cls) if config_file is not None else {}
+    # precedence: defaults < --quick's values < the config file < the command line
+    values = dict(quick or {}) if given.get("quick", from_file.get("quick")) else {}
+    values.update(from_file)
     values.update(given)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     args = cls(**values)
     validate(args)
+    if save_to is not None:
+        write_config(save_to, args)
+        print(f"wrote the effective flags to {save_to}; run them with --config {save_to}")
+        sys.exit(0)
     return args
+
+
+# ---- config files -------------------------------------------------------------------------
+
+
+def flag_fields(cls) -> dict:
+    """{field name: (element type, is_sequence)} of the dataclass fields that are flags."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: _base_type(hints[f.name]) for f in dataclasses.fields(cls)
+            if "help" in f.metadata}
+
+
+def _yaml_load_unique(text: str, where: str):
+    """yaml.safe_load, refusing a mapping that repeats a key (safe_load keeps the last)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ValueError(f"{where}: key {key!r} appears twice (line "
+                                 f"{key_node.start_mark.line + 1})")
+            seen.add(key)
+        return loader.construct_mapping(node, deep)
+
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)   # a SafeLoader: no tags run code
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{where}: not valid YAML{line} "
+                         f"({getattr(exc, 'problem', None) or exc})") from None
+
+
+def _json_load_unique(text: str, where: str):
+    def pairs(items):
+        keys = [k for k, _ in items]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ValueError(f"{where}: key {twice[0]!r} appears twice")
+        return dict(items)
+
+    try:
+        return json.loads(text, object_pairs_hook=pairs)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: not valid JSON at line {exc.lineno} ({exc.msg})") from None
+
+
+def read_config(path, cls) -> dict:
+    """The flags a config file sets, as {field name: value}, checked against cls.
+
+    A YAML (.yaml, .yml, anything else) or JSON (.json) mapping of flag names (train_steps,
+    train-steps or --train-steps) to values; or a results file of this study, whose
+    `config` block is read (less `out`, so a rerun never replaces the run it checks, and
+    less the keys that are recorded settings rather than flags). Values are checked when
+    the arguments are validated; an unknown key or a wrong type is one line here."""
+    path = Path(path)
+    where = f"--config {path}"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{where}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{where}: cannot read it ({exc})") from None
+    data = (_json_load_unique(text, where) if path.suffix.lower() == ".json"
+            else _yaml_load_unique(text, where))
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: must hold a mapping of flag names to values, not "
+                         f"{type(data).__name__}")
+    fields = flag_fields(cls)
+    recorded = "schema_version" in data and isinstance(data.get("config"), dict)
+    if recorded:   # a results file: its config block, if it is this study's
+        if data.get("study") != cls.study:
+            raise ValueError(f"{where}: is a results file of study {data.get('study')!r}, "
+                             f"not {cls.study!r}")
+        data = {k: v for k, v in data["config"].items() if k in fields and k != "out"}
+    values = {}
+    for key, value in data.items():
+        name = str(key).lstrip("-").replace("-", "_")
+        if name in CONFIG_FLAGS or name not in fields:
+            raise ValueError(f"{where}: unknown key {key!r} (not a flag of this script; "
+                             f"see --help)")
+        if name in values:
+            raise ValueError(f"{where}: key {key!r} given twice (as {name})")
+        values[name] = _config_value(name, value, *fields[name], where)
+    return values
+
+
+_TYPE_TEXT = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _config_value(name, value, kind, sequence, where):
+    """A config file's value in the type of its flag (YAML reads 1e-3 as a string, and an
+    integer where a float is meant is that float)."""
+    def one(v):
+        if v is None:
+            return v
+        if kind is float and isinstance(v, str):
+            try:
+                return float(v)
+            except ValueError:
+                pass
+        if kind is float and isinstance(v, int) and not isinstance(v, bool):
+            return float(v)
+        if not isinstance(v, kind) or (kind is not bool and isinstance(v, bool)):
+            raise ValueError(f"{where}: {name}: {v!r} must be {_TYPE_TEXT.get(kind, kind)}")
+        return v
+
+    if sequence and value is not None:
+        return tuple(one(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+    return one(value)
+
+
+def write_config(path, args) -> Path:
+    """The flags of args as a config file (YAML for .yaml/.yml, JSON for .json)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".yaml", ".yml", ".json"):
+        raise ValueError(f"--save-config {path}: name a .yaml, .yml or .json file")
+    values = {name: list(v) if isinstance(v, tuple) else v
+              for name in flag_fields(type(args)) for v in [getattr(args, name)]}
+    if suffix == ".json":
+        text = json.dumps(values, indent=2) + "\n"
+    else:
+        import yaml
+        text = yaml.safe_dump(values, sort_keys=False)
+    write_text_atomic(path, text)
+    return path
+
+
+def write_text_atomic(path, text: str) -> Path:
+    """Write text beside `path`, then rename it into place (mode 0644 under umask 022)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".",
+                               prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def split_commas(argv, *flags) -> list[str]:
@@ -274,36 +479,17 @@ def resolve_device(name):
     return device
 
 
-TENSORS_PER_MEMBER = 12   # U, V, F, K, two padded buffers per field, temporaries of a step
-
-
-def available_memory(device) -> int | None:
-    """Bytes free for new tensors on the device (None if unknown)."""
-    import torch
-
-    if torch.device(device).type == "cuda":
-        return torch.cuda.mem_get_info(torch.device(device))[0]
-    try:
-        with open("/proc/meminfo") as f:
-            info = dict(line.split(":", 1) for line in f)
-        return int(info["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        try:
-            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return None
-
-
 def check_memory(members: int, cells: int, dtype, device) -> None:
-    """Refuse, before any work, a run whose largest batch cannot fit in memory."""
-    import torch
+    """Refuse, before any work, a run whose largest batch cannot fit in memory (the one
+    check, common.limits.check, with a study's words)."""
+    from common import limits
 
-    need = members * cells * torch.finfo(dtype).bits // 8 * TENSORS_PER_MEMBER
-    free = available_memory(device)
-    if free is not None and need > free:
-        raise ValueError(f"this run needs about {need / 2**30:.1f} GiB for its largest batch "
-                         f"({members} media of {cells:,} cells) but {free / 2**30:.1f} GiB "
-                         f"is free on {device}: use a smaller --grid or fewer --seeds")
+    limits.check_media(members, cells, _itemsize(dtype), device)
+
+
+def _itemsize(dtype) -> int:
+    return getattr(dtype, "itemsize", None) or {"float64": 8, "double": 8}.get(
+        str(dtype).replace("torch.", ""), 4)
 
 
 def apply_threads(threads) -> None:
@@ -312,15 +498,26 @@ def apply_threads(threads) -> None:
         torch.set_num_threads(int(threads))
 
 
-def start(args) -> tuple:
-    """The common start of a run: (seeds, device); sets threads and quiet progress and
-    says what runs where (a --quick run says it is a smoke run)."""
+def start(args, announce: bool = True) -> tuple:
+    """The common start of a run: (seeds, device); sets threads, quiet progress and the
+    figures' format and dpi, and says what runs where (a --quick run says it is a smoke
+    run); announce=False: the settings only, (None, None)."""
     global QUIET
+    from common import figure_options
+
     QUIET = bool(getattr(args, "quiet", False))
+    figure_options.FORMAT = getattr(args, "format", "png")
+    figure_options.DPI = getattr(args, "dpi", None)
+    if not announce:
+        return None, None
     seeds = args.seed_list()
     apply_threads(args.threads)
     device = resolve_device(args.device)
     grid = getattr(args, "grid", None)
+    if isinstance(grid, int) and not isinstance(grid, bool):
+        check_memory(len(seeds) * type(args).members_per_seed, grid * grid,
+                     getattr(args, "dtype", "float32"), device)
+    lock_output(args.out_dir())
     print(f"{type(args).study}: {len(seeds)} seed{'s' * (len(seeds) != 1)} on {device}"
           f"{f', grid {grid}x{grid}' if grid else ''}, output -> {args.out_dir()}/", flush=True)
     if getattr(args, "quick", False):
@@ -374,19 +571,41 @@ class progress:
 # ---- outputs ----------------------------------------------------------------------------
 
 
-def _is_ours_or_empty(out: Path) -> bool:
-    return (out / MARKER).is_file() or not any(out.iterdir())
+def folder_kind(folder: Path) -> str | None:
+    """"run" (a study's output), "chunks" (a sweep's chunk folder), "empty", or None
+    (someone else's folder)."""
+    folder = Path(folder)
+    if (folder / CHUNKS_MARKER).is_file():
+        return "chunks"
+    if (folder / MARKER).is_file():
+        try:   # chunk folders of earlier versions carried the run marker, saying so
+            legacy = (folder / MARKER).read_text().startswith("sweep chunks")
+        except (OSError, UnicodeDecodeError):
+            legacy = False
+        return "chunks" if legacy else "run"
+    return "empty" if not any(folder.iterdir()) else None
 
 
-def check_out_dir(out) -> Path:
-    """Refuse an output folder a run must not replace (before any long work)."""
+KIND_WORDS = {"run": f"a study's output folder ({MARKER})",
+              "chunks": f"a sweep's chunk folder ({CHUNKS_MARKER})"}
+
+
+def check_out_dir(out, kind: str = "run") -> Path:
+    """Refuse, before any long work, a folder a run must not write: one that exists and is
+    not a folder, someone else's non-empty folder, or a folder of the other kind (a study
+    never replaces a sweep's chunks). kind: "run" (replaced whole by staged_output) or
+    "chunks" (a sweep's work folder, added to)."""
     out = Path(out)
     parent = out.resolve().parent
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and not _is_ours_or_empty(out):
+    found = folder_kind(out) if out.is_dir() else "empty"
+    if found is None:
         raise ValueError(f"--out {out}: folder exists, is not empty and was not written by a "
                          f"run of this project ({MARKER} missing); choose a new or empty folder")
+    if found not in ("empty", kind):
+        raise ValueError(f"{out} is {KIND_WORDS[found]}, not {KIND_WORDS[kind]}: choose "
+                         f"another folder")
     try:
         parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=parent, prefix=".write_test_"):
@@ -397,32 +616,147 @@ def check_out_dir(out) -> Path:
     return out
 
 
+_LOCKS: dict = {}   # resolved output folder -> open lock file held by this process
+
+
+def _lock_path(out: Path) -> Path:
+    out = Path(out).resolve()
+    return out.parent / f".{out.name}.lock"
+
+
+def lock_output(out) -> None:
+    """Hold the output folder's lock until this run has written it (staged_output lets it
+    go): a second run on the same folder is refused at its start instead of silently
+    replacing the first one's output. The kernel releases the lock when a process dies,
+    so a killed run never blocks the next."""
+    import fcntl
+
+    key = Path(out).resolve()
+    if key in _LOCKS:
+        return
+    path = _lock_path(key)
+    key.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        f = open(path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            f.close()
+            raise ValueError(f"another run (pid {pid}) is writing {out}; wait for it or "
+                             f"choose another --out") from None
+        try:   # the holder before us may have removed the file as we opened it: retry
+            same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        f.close()
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _LOCKS[key] = f
+
+
+def unlock_output(out) -> None:
+    key = Path(out).resolve()
+    f = _LOCKS.pop(key, None)
+    if f is not None:
+        _lock_path(key).unlink(missing_ok=True)   # while held, so no one else's lock
+        f.close()   # closing the file releases the lock
+
+
+def _remove_stale_stages(out: Path) -> None:
+    """Staging folders of runs that died (SIGKILL, power cut) before they cleaned up. Only
+    called with the folder's lock held, so none of them belongs to a live run."""
+    import glob
+
+    for stale in out.resolve().parent.glob(f".{glob.escape(out.name)}.*-*"):
+        kind = stale.name[len(out.name) + 2:].split("-", 1)[0]
+        if kind in ("partial", "old") and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _run_files(out: Path) -> set[str] | None:
+    """Names of the entries the run that wrote `out` made (None: not recorded, i.e. a
+    folder of an earlier version: all of it is the run's)."""
+    try:
+        record = json.loads((out / MARKER).read_text())
+        return set(record["files"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def _keep_user_files(old: Path, stage: Path) -> list[str]:
+    """Move what a user added to the previous output folder into the new one (a name the
+    new run also wrote keeps the user's file as NAME.user). Returns the names kept."""
+    theirs = _run_files(old)
+    if theirs is None:
+        return []
+    kept = []
+    for entry in sorted(old.iterdir()):
+        if entry.name in theirs or entry.name == MARKER:
+            continue
+        target = stage / entry.name
+        if target.exists() or target.is_symlink():
+            target = stage / f"{entry.name}.user"
+            print(f"warning: this run also wrote {entry.name}; your file is kept as "
+                  f"{target.name}", file=sys.stderr)
+        os.replace(entry, target)
+        kept.append(target.name)
+    return kept
+
+
+COMMITTED: list = []   # output folders this process has finished writing
+
+
 @contextlib.contextmanager
 def staged_output(out, study: str = ""):
     """Yield a fresh folder beside `out`; on success swap it in as `out` whole.
 
     A run's files therefore appear together or not at all: an interrupted or failed run
     leaves the previous run's folder untouched, and a folder never mixes two runs. Only a
-    folder that a previous run wrote (it holds the marker file) or an empty one is replaced.
+    folder that a previous run wrote (it holds the marker file) or an empty one is replaced;
+    files a user added to it are carried into the new folder. The folder's lock is held
+    throughout (see lock_output), and staging folders left by killed runs are removed.
     """
     out = check_out_dir(out)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.resolve().parent))
+    lock_output(out)
+    try:
+        _remove_stale_stages(out)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-",
+                                      dir=out.resolve().parent))
+        os.chmod(stage, 0o777 & ~_umask())   # mkdtemp makes 0700; give the usual mode
+        try:
+            yield stage
+            from common.report import write_index   # the run's report page, index.html
+            write_index(stage)
+            written = sorted(p.name for p in stage.iterdir())
+            write_json_atomic(stage / MARKER, {"study": study, "files": written})
+            if out.is_dir():
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=stage.parent))
+                _keep_user_files(out, stage)
+                os.replace(out, old / out.name)
+                os.replace(stage, out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(stage, out)
+            COMMITTED.append(out)
+        except BaseException as exc:
+            if isinstance(exc, OSError) and not exc.filename:   # e.g. a full disk mid-write
+                exc.filename = str(out)
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+    finally:
+        unlock_output(out)
+
+
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(stage, 0o777 & ~umask)   # mkdtemp makes 0700; give the folder the usual mode
-    try:
-        (stage / MARKER).write_text(f"{study}\n")
-        yield stage
-        if out.is_dir():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=stage.parent))
-            os.replace(out, old / out.name)
-            os.replace(stage, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+    return umask
 
 
 def _json_safe(obj):
@@ -446,35 +780,42 @@ def _json_safe(obj):
 
 def write_json_atomic(path, data) -> Path:
     """Write JSON to a temporary file beside `path`, then rename it into place, so a
-    crash never leaves a half-written file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_json_safe(data), f, indent=2, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give it the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    crash never leaves a half-written file (common.sweep.write_atomic)."""
+    from common.sweep import write_atomic
+
+    text = json.dumps(_json_safe(data), indent=2, allow_nan=False)
+    write_atomic(path, text.encode())
+    return Path(path)
+
+
+NOT_A_CHECKOUT = "not a git checkout"
 
 
 def git_commit() -> str:
-    """The repository's commit (with "-dirty" when tracked files changed), or "unknown"."""
+    """The repository's commit (with "-dirty" when tracked files changed), or "not a git
+    checkout" (no git, or the code does not sit in a git work tree)."""
     try:
         run = dict(cwd=ROOT, capture_output=True, text=True, timeout=10)
         head = subprocess.run(["git", "rev-parse", "HEAD"], **run)
         if head.returncode != 0:
-            return "unknown"
+            return NOT_A_CHECKOUT
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **run)
         return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
+        return NOT_A_CHECKOUT
+
+
+def package_version() -> str:
+    """The project's version: pyproject.toml's [project] version (the one place it is
+    written), or "unknown" where that file is missing."""
+    import re
+
+    try:
+        text = (ROOT / "pyproject.toml").read_text()
+    except OSError:
         return "unknown"
+    found = re.search(r'^\[project\][^\[]*?^version\s*=\s*"([^"]+)"', text, re.M | re.S)
+    return found.group(1) if found else "unknown"
 
 
 def envelope(args, seeds, device, wall_time_s: float) -> dict:
@@ -490,7 +831,8 @@ def envelope(args, seeds, device, wall_time_s: float) -> dict:
         hardware["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return {"schema_version": SCHEMA_VERSION, "study": type(args).study,
             "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-            "seeds": list(seeds), "git_commit": git_commit(), "versions": versions,
+            "seeds": list(seeds), "package_version": package_version(),
+            "git_commit": git_commit(), "versions": versions,
             "device": device, "hardware": hardware, "wall_time_s": wall_time_s,
             "smoke_run": bool(getattr(args, "quick", False)),
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -501,57 +843,44 @@ def envelope(args, seeds, device, wall_time_s: float) -> dict:
 
 
 def run_cli(main) -> None:
-    """Call main(); turn expected failures into one line on stderr and exit code 2.
-    Figures go to files: the Agg backend is chosen here, in command-line runs only."""
+    """Call main(); turn expected failures into one line on stderr and exit code 2: bad
+    values, missing files, file-system errors (naming the file) and memory exhaustion
+    (naming the size). Figures go to files: the Agg backend is chosen here, in
+    command-line runs only."""
     os.environ.setdefault("MPLBACKEND", "Agg")
     try:
         main()
-    except (ValueError, FileNotFoundError, PermissionError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # the output is complete: exit 0
     except KeyboardInterrupt:
+        if COMMITTED:
+            print(f"interrupted after the output was complete in {COMMITTED[-1]}",
+                  file=sys.stderr)
+            sys.exit(0)
         print("interrupted (no output written)", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:
-        if type(exc).__name__ == "SimulationError":   # substrate's, without importing it
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
-        raise
+    except BaseException as exc:   # noqa: BLE001  (SystemExit passes through below)
+        line = error_line(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(2)
 
 
-# ---- a cache of finished results (resume a long run, or split it over processes) --------
-
-def cache_file(folder, name: str, key) -> Path:
-    """The file of result `name` computed under `key` (anything JSON can write: the
-    settings that determine it) in `folder`."""
-    import hashlib
-
-    text = json.dumps(key, sort_keys=True, default=str)
-    return Path(folder) / f"{name}-{hashlib.sha1(text.encode()).hexdigest()[:16]}.pt"
-
-
-def load_cache(path):
-    """The payload saved at path (None: no path, or nothing there yet). Tensors, numbers,
-    strings, lists and dicts only: nothing read back runs code."""
-    if path is None or not Path(path).is_file():
-        return None
-    import torch
-
-    print(f"taken from {path}", flush=True)
-    return torch.load(path, weights_only=True)
-
-
-def save_cache(path, payload) -> None:
-    """Write (payload, the commit it was computed at) beside its final name, then rename it
-    into place (a cache is keyed by settings, not by code: the commit says which code)."""
-    if path is None:
-        return
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(payload, tuple) and payload and isinstance(payload[0], dict):
-        payload[0]["computed_at_commit"] = git_commit()
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+def error_line(exc: BaseException) -> str | None:
+    """The one line a command-line user sees for an expected failure (None: a bug, whose
+    traceback they should see)."""
+    if isinstance(exc, (ValueError, ImportError)) or type(exc).__name__ == "SimulationError":
+        return " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "alloc" in str(exc)
+                                        and "memory" in str(exc).lower()):
+        detail = " ".join(str(exc).split())[:200]
+        return (f"out of memory{': ' + detail if detail else ''}: use a smaller --grid, "
+                f"fewer --seeds or a smaller input")
+    if isinstance(exc, OSError):
+        if isinstance(exc, (FileNotFoundError, PermissionError)) and not exc.filename:
+            return " ".join(str(exc).split())
+        where = exc.filename or "a file"
+        where = f"{where} -> {exc.filename2}" if exc.filename2 else where
+        why = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+        return f"{where}: {why}"
+    return None

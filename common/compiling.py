@@ -28,10 +28,20 @@ _RAN_SHAPES: set = set()  # (key, shapes) that already ran compiled in this proc
 
 def compiler_available(device) -> bool:
     """True when torch.compile can build kernels for this device here.
-    The environment variable SUBSTRATE_NO_COMPILE switches compiling off."""
+    The environment variable SUBSTRATE_NO_COMPILE=1 (or true, yes, on) switches compiling
+    off; unset, empty, 0, false, no or off leave it on."""
     device = torch.device(device)
-    return _compiler_available(device.type, bool(os.environ.get("SUBSTRATE_NO_COMPILE")),
-                               os.environ.get("CXX"))
+    return _compiler_available(device.type, no_compile_requested(), os.environ.get("CXX"))
+
+
+def no_compile_requested() -> bool:
+    """SUBSTRATE_NO_COMPILE read as a switch: "0" means compile, as it reads."""
+    value = os.environ.get("SUBSTRATE_NO_COMPILE", "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"SUBSTRATE_NO_COMPILE={value!r}: use 1 (no compiling) or 0 (compile)")
 
 
 @functools.lru_cache(maxsize=None)

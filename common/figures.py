@@ -7,6 +7,7 @@ backend); command-line entry points choose one before drawing.
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -15,31 +16,133 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from common import figure_options
+
 CMAP = "viridis"
 VIDEO_CRF = 18          # libx264 quality (0 lossless .. 51 worst; 18 looks lossless)
 VIDEO_PRESET = "veryfast"   # libx264 speed: 2.5x faster than its default on our fields,
                             # same size within 3% (100 frames of 512 x 1024)
 
 
-def save_fields(path, fields, titles, ncols=None, suptitle=None, vmax=1.0, cmap=CMAP,
-                cbar_label="V (activator concentration)"):
-    """A row (or grid) of 2D fields with titles, one shared colour scale, its colour bar
-    labelled `cbar_label` (say what the colour is: "V", "F", "cosine similarity")."""
-    n = len(fields)
-    ncols = ncols or n
+MIN_FONT_PT = 8          # no annotation is drawn smaller (save_figure enforces it)
+PANEL_INCHES = 2.6       # a field panel's target width; the cell scale is an integer
+VECTOR_FORMATS = ("pdf", "svg")
+MAX_AUTO_DPI = 600       # the most save_figure raises the dpi to (a bound on file size)
+
+
+def figure_format() -> str:
+    return figure_options.FORMAT
+
+
+def figure_path(path) -> Path:
+    """path with the suffix of the run's --format (scripts name their figures .png)."""
+    path = Path(path)
+    return path.with_suffix("." + figure_format()) if path.suffix == ".png" else path
+
+
+def figure_dpi(default: int) -> int:
+    """The run's --dpi, or the figure's own default."""
+    return int(figure_options.DPI) if figure_options.DPI is not None else int(default)
+
+
+def _image_cells_dpi(fig) -> float:
+    """The dpi at which every image of the figure gets at least one pixel per cell."""
+    need = 0.0
+    for ax in fig.axes:
+        for im in ax.get_images():
+            rows, cols = im.get_array().shape[:2]
+            box = ax.get_position()
+            w_in, h_in = box.width * fig.get_figwidth(), box.height * fig.get_figheight()
+            if w_in > 0 and h_in > 0:
+                need = max(need, cols / w_in, rows / h_in)
+    return need
+
+
+def prepare_for_print(fig, path) -> None:
+    """What every saved figure gets: no text below MIN_FONT_PT, and images drawn cell for
+    cell (nearest neighbour on raster output, the raw array embedded in PDF and SVG)."""
+    import matplotlib.text
+
+    fig.canvas.draw()   # creates the tick labels, so that they are found below
+    for text in fig.findobj(matplotlib.text.Text):
+        if text.get_text() and text.get_fontsize() < MIN_FONT_PT:
+            text.set_fontsize(MIN_FONT_PT)
+    vector = Path(path).suffix.lstrip(".") in VECTOR_FORMATS
+    for ax in fig.axes:
+        for im in ax.get_images():
+            im.set_interpolation("none" if vector else "nearest")
+
+
+def save_figure(fig, path, dpi: int = 90, layout: bool = True) -> Path:
+    """Lay out, write and close a figure, in the run's --format and --dpi (the dpi raised
+    where an image would get less than one pixel per cell); returns the path written."""
+    path = figure_path(path)
+    prepare_for_print(fig, path)
+    if layout:
+        fig.tight_layout()
+    dpi = max(figure_dpi(dpi), min(MAX_AUTO_DPI, math.ceil(_image_cells_dpi(fig))))
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def field_layout(shape, n: int, ncols: int, dpi: int, title_lines: int = 1,
+                 suptitle: bool = False) -> dict:
+    """Pixel geometry of a grid of field panels drawn cell for cell: each cell is an
+    integer `scale` x `scale` block of pixels and every panel starts on a whole pixel, so
+    the PNG holds each field exactly (as imsave would write it, enlarged)."""
+    H, W = shape
     nrows = (n + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.7 * nrows), squeeze=False)
-    for ax in axes.flat:
+    scale = max(1, round(PANEL_INCHES * dpi / max(H, W)))
+    px = lambda inches: int(math.ceil(inches * dpi))   # noqa: E731
+    pw, ph = W * scale, H * scale
+    gap, title = px(0.15), px(0.2 + 0.17 * title_lines)
+    top = px(0.4) if suptitle else px(0.05)
+    bar = px(1.0)   # the colour bar and its label
+    width = px(0.1) + ncols * pw + (ncols - 1) * gap + bar
+    height = top + nrows * (title + ph) + (nrows - 1) * gap + px(0.1)
+    panels = [(px(0.1) + (i % ncols) * (pw + gap),
+               top + (i // ncols) * (title + ph + gap) + title) for i in range(n)]
+    return {"scale": scale, "panel": (pw, ph), "size": (width, height), "panels": panels,
+            "top": top, "bar_x": px(0.1) + ncols * pw + (ncols - 1) * gap + px(0.15),
+            "bar_w": px(0.15)}
+
+
+def save_fields(path, fields, titles, ncols=None, suptitle=None, vmax=1.0, cmap=CMAP,
+                cbar_label="V (activator concentration)", dpi: int = 90) -> Path:
+    """A row (or grid) of 2D fields with titles, one shared colour scale, its colour bar
+    labelled `cbar_label` (say what the colour is: "V", "F", "cosine similarity").
+
+    Drawn cell for cell: every field is shown at an integer number of pixels per cell
+    (field_layout), never resampled between cells; returns the path written."""
+    path = figure_path(path)
+    dpi = figure_dpi(dpi)
+    arrays = [f.detach().cpu().numpy() if isinstance(f, torch.Tensor) else np.asarray(f)
+              for f in fields]
+    n = len(arrays)
+    ncols = ncols or n
+    lines = max(str(t).count("\n") + 1 for t in titles)
+    geo = field_layout(arrays[0].shape, n, ncols, dpi, lines, bool(suptitle))
+    Wf, Hf = geo["size"]
+    fig = plt.figure(figsize=(Wf / dpi, Hf / dpi), dpi=dpi)
+    pw, ph = geo["panel"]
+    top = vmax if vmax is not None else max(float(a.max()) for a in arrays)
+    for a, title, (x, y) in zip(arrays, titles, geo["panels"]):
+        if a.shape != arrays[0].shape:
+            raise ValueError(f"save_fields: fields of shapes {a.shape} and {arrays[0].shape}")
+        ax = fig.add_axes((x / Wf, 1 - (y + ph) / Hf, pw / Wf, ph / Hf))
+        im = ax.imshow(a, cmap=cmap, vmin=0, vmax=top, interpolation="nearest", aspect="auto")
         ax.axis("off")
-    for ax, field, title in zip(axes.flat, fields, titles):
-        field = field.cpu().numpy() if isinstance(field, torch.Tensor) else field
-        im = ax.imshow(field, cmap=cmap, vmin=0, vmax=vmax if vmax is not None else field.max())
         ax.set_title(title, fontsize=9)
     if suptitle:
-        fig.suptitle(suptitle, fontsize=10)
-    fig.colorbar(im, ax=axes, shrink=0.8, label=cbar_label)
-    fig.savefig(path, dpi=90)
+        fig.suptitle(suptitle, fontsize=10, y=1 - geo["top"] * 0.35 / Hf)
+    cax = fig.add_axes((geo["bar_x"] / Wf, 1 - (geo["panels"][0][1] + ph) / Hf,
+                        geo["bar_w"] / Wf, ph / Hf))
+    fig.colorbar(im, cax=cax, label=cbar_label)
+    prepare_for_print(fig, path)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
+    return path
 
 
 def _video_frame(frames_by_panel, labels, t, step_text, scale):
@@ -153,7 +256,7 @@ def _band(ax, steps, curves, label, color, bounds=(0.0, 1.0)):
     metric's bounds, as stats.summarize does). curves: (T, S)."""
     from stats import t_quantile_975
 
-    c = curves.double().numpy()
+    c = np.asarray(curves.cpu() if isinstance(curves, torch.Tensor) else curves, dtype=np.float64)
     mean = c.mean(1)
     S = c.shape[1]
     ax.plot(steps, mean, label=label, color=color)
@@ -196,14 +299,12 @@ def summary_figure(path, results):
     ax.set(title=f"Phase 3: recall of each of 3 stored ({cfg['multi_recall_steps']} steps, "
                  f"{n} seeds)", ylabel="cosine similarity to its pattern")
     for ax in axes:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     grid = cfg["grid"]
     smoke = "" if results["reference_scale"] else f" - smoke run at {grid}x{grid}"
     fig.suptitle(f"Parametric scarring, mean and 95% interval over {n} seeds{smoke}",
                  fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _bar_errs(stats):
@@ -213,47 +314,59 @@ def _bar_errs(stats):
     return [lo, hi]
 
 
-def write_all(out, results, target, targets, p1, p2, p3, video=True):
-    """Every PNG (and MP4) of the main study into `out`, and the final fields as .npz."""
+def _first_seed(stat) -> float:
+    return stat["per_seed"][0]
+
+
+def write_all(out, results, fields, video=True) -> None:
+    """Every figure (and, with the frame stacks, the MP4s) of the main study into `out`,
+    from its results and its fields (scarring_validation.run_fields: the arrays of
+    fields.npz), so a finished run redraws without simulating (--replot). Field panels
+    show the first seed; their titles quote that seed's figures from the results."""
     out = Path(out)
-    seed, names, cfg = results["seeds"][0], list(targets), results["config"]
-    a1, a2, a3 = p1["arms"], p2["arms"], p3["arms"]
-    save_fields(out / "target.png", [target] + list(targets.values()),
+    seed, cfg = results["seeds"][0], results["config"]
+    r1, r2, r3 = results["phase1"], results["phase2"], results["phase3"]
+    names = list(r3["pattern_recall_qualities"])
+    targets = dict(zip(names, fields["phase3_targets"]))
+    save_fields(out / "target.png", [fields["target"]] + list(targets.values()),
                 ["phase 1-2 target"] + [f"phase 3 {n}" for n in names])
-    save_fields(out / "phase1_training.png", [target, a1["scarred"]["V"][0], a1["control"]["V"][0]],
-                ["target", f"scarred (sim {a1['scarred']['final']['cosine'][0]:.2f})",
-                 f"control (sim {a1['control']['final']['cosine'][0]:.2f})"],
+    save_fields(out / "phase1_training.png",
+                [fields["target"], fields["phase1_scarred_V"][0], fields["phase1_control_V"][0]],
+                ["target", f"scarred (sim {_first_seed(r1['scarred_final_similarity']):.2f})",
+                 f"control (sim {_first_seed(r1['control_final_similarity']):.2f})"],
                 suptitle=f"Phase 1, seed {seed}: V after {cfg['train_steps']} training steps")
-    sim = {arm: a2[arm]["final"]["cosine"][0] for arm in a2}
     save_fields(out / "phase2_recall.png",
-                [p2["cue"][0], a2["scarred"]["V"][0], a2["control"]["V"][0], a2["uncued"]["V"][0]],
-                [f"cue (sim {p2['cue_metrics']['cosine'][0]:.2f})",
-                 f"scarred (sim {sim['scarred']:.2f})", f"control (sim {sim['control']:.2f})",
-                 f"scarred, no cue (sim {sim['uncued']:.2f})"],
+                [fields["phase2_cue"][0], fields["phase2_scarred_V"][0],
+                 fields["phase2_control_V"][0], fields["phase2_uncued_V"][0]],
+                [f"cue (sim {_first_seed(r2['cue_similarity']):.2f})",
+                 f"scarred (sim {_first_seed(r2['scarred_recall_quality']):.2f})",
+                 f"control (sim {_first_seed(r2['control_recall_quality']):.2f})",
+                 f"scarred, no cue (sim {_first_seed(r2['uncued_recall_quality']):.2f})"],
                 suptitle=f"Phase 2, seed {seed}: V after {cfg['recall_steps']} recall steps")
-    fields, titles = [], []
+    panels, titles = [], []
     for i, n in enumerate(names):
-        sc, ct = a3["scarred"], a3["control"]
-        fields += [targets[n], p3["cues"][0, i], sc["V"][0, i], ct["V"][0, i]]
-        titles += [f"{n}", "cue", f"scarred (sim {sc['matrix']['cosine'][0, i, i]:.2f})",
-                   f"control (sim {ct['matrix']['cosine'][0, i, i]:.2f})"]
-    save_fields(out / "phase3_recall.png", fields, titles, ncols=4,
+        panels += [targets[n], fields["phase3_cues"][0, i], fields["phase3_scarred_V"][0, i],
+                   fields["phase3_control_V"][0, i]]
+        titles += [f"{n}", "cue",
+                   f"scarred (sim {_first_seed(r3['pattern_recall_qualities'][n]):.2f})",
+                   f"control (sim {_first_seed(r3['control_recall_qualities'][n]):.2f})"]
+    save_fields(out / "phase3_recall.png", panels, titles, ncols=4,
                 suptitle=f"Phase 3, seed {seed}: recall of each stored pattern "
                          f"({cfg['multi_recall_steps']} steps)")
-    strength = results["phase1"]["total_scar_strength"]["per_seed"][0]
+    strength = _first_seed(r1["total_scar_strength"])
     save_fields(out / "scar_maps.png",
-                [p1["F"][0].cpu(), p1["K"][0].cpu(), p3["F"][0].cpu(), p3["K"][0].cpu()],
+                [fields["phase1_F"][0], fields["phase1_K"][0], fields["phase3_F"][0],
+                 fields["phase3_K"][0]],
                 [f"phase 1 F (F0={cfg['f0']})", f"phase 1 K (K0={cfg['k0']})",
                  "phase 3 F (A+B+C)", "phase 3 K (A+B+C)"], ncols=4, vmax=cfg["f_max"],
                 cmap="magma", suptitle=f"Scar maps, seed {seed} (scar strength {strength:.1f})",
                 cbar_label="F and K")
     summary_figure(out / "summary.png", results)
-    save_final_fields(out, p1, p2, p3)
-    if video:
-        fr1 = (a1["scarred"]["frames"][:, 0], a1["control"]["frames"][:, 0])
+    if video and "frames_phase1_scarred" in fields:
+        fr1 = (fields["frames_phase1_scarred"], fields["frames_phase1_control"])
         write_video(out / "phase1_training.mp4", list(fr1), ["scarred", "control"],
                     steps=_frame_steps(cfg["train_steps"], len(fr1[0])))
-        fr2 = (p2["frames"]["scarred"], p2["frames"]["control"])
+        fr2 = (fields["frames_phase2_scarred"], fields["frames_phase2_control"])
         write_video(out / "phase2_recall.mp4", list(fr2), ["scarred recall", "control recall"],
                     steps=_frame_steps(cfg["recall_steps"], len(fr2[0])))
 
@@ -265,36 +378,25 @@ def _frame_steps(steps: int, frames: int) -> list[int]:
     return [i * every for i in range(frames)]
 
 
-def save_final_fields(out, p1, p2, p3) -> None:
-    """The final V of every arm and the scarred F, K, as arrays to re-plot without
-    re-running: fields.npz (keys phase1_scarred_V, ..., phase3_F; seeds first)."""
-    arrays = {f"phase1_{a}_V": r["V"] for a, r in p1["arms"].items()}
-    arrays.update({f"phase2_{a}_V": r["V"] for a, r in p2["arms"].items()})
-    arrays.update({f"phase3_{a}_V": r["V"] for a, r in p3["arms"].items()})
-    arrays.update(phase1_F=p1["F"], phase1_K=p1["K"], phase3_F=p3["F"], phase3_K=p3["K"],
-                  phase2_cue=p2["cue"], phase3_cues=p3["cues"])
-    np.savez_compressed(Path(out) / "fields.npz",
-                        **{k: v.detach().cpu().numpy() for k, v in arrays.items()})
-
-
 # ---- panels shared by the studies ---------------------------------------------------------
 
-def plot_matrix(ax, mean, rows, cols, title, vmin=0.0, vmax=1.0, cmap="viridis", n=None,
-                cbar_label="cosine similarity", xlabel="stored pattern", ylabel="cue"):
-    """Heat map of a (C, P) matrix with its values written in the cells, a labelled
-    colour bar (cbar_label=None: none, e.g. when panels share one) and the number of
-    seeds behind each mean in the title (n)."""
+def plot_matrix(ax, mean, rows, cols, title, vmin=0.0, vmax=1.0, cmap="viridis", n=None, *,
+                cbar_label, xlabel="stored pattern", ylabel="cue"):
+    """Heat map of a (C, P) matrix with its values written in the cells, a colour bar
+    labelled with the matrix's own quantity (cbar_label, required: "IoU", "cosine
+    similarity"; None: no bar, e.g. when panels share one) and the number of seeds behind
+    each mean in the title (n)."""
     m = np.asarray(mean, dtype=float)
     im = ax.imshow(m, vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto")
-    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
-            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
+            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8,
                     color="white" if m[i, j] < (vmin + vmax) / 2 else "black")
     ax.set_title(title if n is None else f"{title} (n = {n})", fontsize=8)
-    ax.set_xlabel(xlabel, fontsize=7)
-    ax.set_ylabel(ylabel, fontsize=7)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
     if cbar_label is not None:
         ax.figure.colorbar(im, ax=ax, label=cbar_label, shrink=0.85)
     return im
@@ -323,13 +425,6 @@ def plot_band(ax, x, stats, label, ylabel=None, **kw):
     return line
 
 
-def save_figure(fig, path, dpi: int = 90) -> None:
-    """Lay out, write and close a figure."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-
-
 # ---- experiments/associative.py ------------------------------------------------------
 
 def associative_rows(figures, conditions, path) -> None:
@@ -356,14 +451,12 @@ def associative_rows(figures, conditions, path) -> None:
         row[0].contour(f["half_B_keep"].float(), levels=[0.5], colors="cyan", linewidths=0.5)
         row[0].set_ylabel(f"{name}\n({e['grid']}^2)", fontsize=7)
     fig.suptitle("V in [0, 0.6]; seed 0", fontsize=7)
-    from common import figures as figs
-    figs.save_figure(fig, path, dpi=60)
+    save_figure(fig, path, dpi=60)
 
 
 def associative_capacity(body, path, n) -> None:
     """Settled completion and selectivity (cosine) against k, each condition and the
     modern Hopfield network on the same cues; mean and 95% interval."""
-    from common import figures as figs
 
     curves = {name: e["capacity"] for name, e in body["conditions"].items() if "capacity" in e}
     curves["modern Hopfield"] = body["references"]["modern_hopfield"]["capacity"]
@@ -372,11 +465,11 @@ def associative_capacity(body, path, n) -> None:
         ks = cap["ks"]
         st = [cap["by_k"][str(k)]["settled"] for k in ks]
         style = {"ls": "--", "color": "k"} if name == "modern Hopfield" else {}
-        figs.plot_band(axes[0], ks, [s["completion"]["cosine"] for s in st], name, **style)
-        figs.plot_band(axes[1], ks, [s["completion"]["iou"] for s in st], name, **style)
+        plot_band(axes[0], ks, [s["completion"]["cosine"] for s in st], name, **style)
+        plot_band(axes[1], ks, [s["completion"]["iou"] for s in st], name, **style)
         kk = [k for k, s in zip(ks, st) if "selectivity" in s]
         if kk:
-            figs.plot_band(axes[2], kk, [cap["by_k"][str(k)]["settled"]["selectivity"]["cosine"]
+            plot_band(axes[2], kk, [cap["by_k"][str(k)]["settled"]["selectivity"]["cosine"]
                                          for k in kk], name, **style)
     for ax, title, line in zip(axes, ("completion (cosine)", "completion (IoU)",
                                       "selectivity of half cues (cosine)"), (0.8, 0.8, 0.5)):
@@ -384,13 +477,12 @@ def associative_capacity(body, path, n) -> None:
         ax.set_xscale("log", base=2)
         ax.set(xlabel="k stored (held-out blobs)", title=f"{title}, settled, n={n}")
     axes[-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    figs.save_figure(fig, path, dpi=70)
+    save_figure(fig, path, dpi=70)
 
 
 def associative_targets(body, path, n, names_of_patterns=("A", "B", "C")) -> None:
     """Each condition's settled read-outs against the issue's targets (dots: mean; bars:
     95% interval; dotted line: the target)."""
-    from common import figures as figs
 
     conds = body["conditions"]
     names = list(conds)
@@ -416,7 +508,7 @@ def associative_targets(body, path, n, names_of_patterns=("A", "B", "C")) -> Non
         ax.legend(fontsize=5)
         ax.set_xlabel(f"cosine, settled, n={n}", fontsize=7)
     axes[0].set_yticks(y, names, fontsize=7)
-    figs.save_figure(fig, path, dpi=70)
+    save_figure(fig, path, dpi=70)
 
 
 def _dots(ax, y, stats, label) -> None:

@@ -51,6 +51,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,10 +63,20 @@ PROGRESS_EVERY_S = 5.0      # seconds between progress lines when stderr is not 
 SUBMITIT_POLL_S = 5.0       # how often the slurm executor asks whether tasks are done
 ROUND_DIGITS = 12           # range values rounded to this many significant digits, so
                             # 0.010:0.080:36 gives 0.012, not 0.012000000000000002
+MAX_POINTS = 100_000        # grid points of one sweep (checked before any list is built)
+MAX_MEMBERS = 1_000_000     # points x seeds of one sweep
 
 
 class GridError(ValueError):
     """Bad grid input: one line naming the value and the rule it breaks."""
+
+
+class SweepSubmitted(RuntimeError):
+    """--no-wait: the chunks are submitted and the submitting process may end now."""
+
+    def __init__(self, message, job_ids):
+        super().__init__(message)
+        self.job_ids = job_ids
 
 
 class SweepIncomplete(RuntimeError):
@@ -100,9 +111,9 @@ def _range(spec: str, name: str) -> list:
         raise GridError(f"--grid-{_flag(name)} {spec!r}: a range is lo:hi:n (3 fields)")
     lo, hi = _number(parts[0], name, spec), _number(parts[1], name, spec)
     n = _number(parts[2], name, spec)
-    if not isinstance(n, int) or n < 1:
+    if not isinstance(n, int) or not 1 <= n <= MAX_POINTS:
         raise GridError(f"--grid-{_flag(name)} {spec!r}: n={parts[2].strip()} must be an "
-                        f"integer >= 1")
+                        f"integer in [1, {MAX_POINTS:,}]")
     if n > 1 and lo > hi:
         raise GridError(f"--grid-{_flag(name)} {spec!r}: lo={lo} > hi={hi} (need lo <= hi)")
     if n == 1:
@@ -134,7 +145,10 @@ def parse_values(spec, name: str = "value") -> list:
         raise GridError(f"--grid-{_flag(name)} {spec!r}: expected a range, a list or a number")
     if not values:
         raise GridError(f"--grid-{_flag(name)}: no values given")
-    repeated = sorted({v for v in values if values.count(v) > 1})
+    if len(values) > MAX_POINTS:
+        raise GridError(f"--grid-{_flag(name)}: {len(values):,} values, more than the "
+                        f"{MAX_POINTS:,} a sweep takes")
+    repeated = sorted(v for v, count in Counter(values).items() if count > 1)
     if repeated:
         raise GridError(f"--grid-{_flag(name)} {spec!r}: value {repeated[0]} appears twice "
                         f"(each point must be unique)")
@@ -150,6 +164,11 @@ def parse_grid(specs: Mapping, allowed: Sequence[str] | None = None) -> dict:
         if allowed is not None and name not in allowed:
             raise GridError(f"unknown constant {name!r}; allowed: {', '.join(allowed)}")
         grid[name] = parse_values(spec, name)
+    points = math.prod(len(v) for v in grid.values())
+    if points > MAX_POINTS:
+        raise GridError(f"the grid has {points:,} points ("
+                        f"{' x '.join(str(len(v)) for v in grid.values())}), more than the "
+                        f"{MAX_POINTS:,} a sweep takes: split it or use fewer values")
     return grid
 
 
@@ -162,15 +181,36 @@ def load_grid_file(path, allowed: Sequence[str] | None = None) -> dict:
     except OSError as exc:
         raise GridError(f"grid file {path}: cannot read it ({exc.strerror or exc})") from None
     try:
-        specs = yaml.safe_load(text)
+        specs = yaml.load(text, Loader=_unique_key_loader())
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
-        raise GridError(f"grid file {path}: does not parse as YAML/JSON{at}") from None
+        problem = getattr(exc, "problem", None) or ""
+        why = f": {problem}" if "twice" in problem else ""
+        raise GridError(f"grid file {path}: does not parse as YAML/JSON{at}{why}") from None
     if not isinstance(specs, dict):
         raise GridError(f"grid file {path}: expected a mapping of constant -> values, got "
                         f"{type(specs).__name__}")
     return parse_grid({str(k): v for k, v in specs.items()}, allowed)
+
+
+def _unique_key_loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """yaml.safe_load, refusing a key given twice (YAML would keep the last)."""
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return Loader
 
 
 def expand(grid: Mapping[str, Sequence]) -> list[dict]:
@@ -230,6 +270,10 @@ def plan(grid: Mapping, seeds: Sequence, batch: int, fixed: Mapping | None = Non
     rule's constants...): no chunk mixes two values of one of them, and the runner
     also gets each one's value as a keyword argument."""
     seeds = _check_seeds(seeds)
+    points = math.prod(len(v) for v in grid.values())
+    if points * len(seeds) > MAX_MEMBERS:
+        raise GridError(f"{points:,} points x {len(seeds):,} seeds is more than the "
+                        f"{MAX_MEMBERS:,} members a sweep takes: use fewer points or seeds")
     fixed = dict(fixed or {})
     both = sorted(set(grid) & set(fixed))
     if both:
@@ -279,6 +323,9 @@ def write_atomic(path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -298,16 +345,67 @@ def chunk_path(out, chunk: Chunk) -> Path:
     return Path(out) / CHUNKS_DIR / f"{chunk.hash}.json"
 
 
-def load_chunk(out, chunk: Chunk) -> list | None:
-    """The chunk's rows if its file exists with the same configuration, else None."""
+def load_chunk(out, chunk: Chunk, check_row: Callable | None = None,
+               warn: bool = False) -> list | None:
+    """The chunk's rows if its file exists with the same configuration and rows that fit
+    it (see chunk_problem), else None: a damaged or foreign file is a miss, rerun (with a
+    warning line when `warn`)."""
     path = chunk_path(out, chunk)
     try:
         saved = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return None
-    if saved.get("hash") != chunk.hash or saved.get("config") != chunk.config:
+    except (OSError, ValueError) as exc:
+        saved = exc
+    problem = chunk_problem(saved, chunk, check_row)
+    if problem is not None:
+        if warn:
+            print(f"warning: chunk file {path}: {problem}; running it again", file=sys.stderr,
+                  flush=True)
         return None
     return saved["rows"]
+
+
+def rows_digest(rows) -> str:
+    return hashlib.sha256(_canonical(rows).encode()).hexdigest()
+
+
+def chunk_problem(saved, chunk: Chunk, check_row: Callable | None = None) -> str | None:
+    """Why a chunk file's content cannot stand for the chunk (None: it can): it must be
+    this chunk's record, its rows one per point x seed in order with plain, finite values,
+    matching their digest, and accepted by check_row (which raises ValueError)."""
+    if isinstance(saved, Exception):
+        return f"unreadable ({type(saved).__name__})"
+    if not isinstance(saved, dict) or saved.get("hash") != chunk.hash \
+            or saved.get("config") != chunk.config:
+        return "not this chunk's record"
+    rows = saved.get("rows")
+    if not isinstance(rows, list) or len(rows) != chunk.members:
+        return (f"{len(rows) if isinstance(rows, list) else 'no'} rows for "
+                f"{chunk.members} points x seeds")
+    expected = [(p, s) for p in chunk.points for s in chunk.seeds]
+    for row, (point, seed) in zip(rows, expected):
+        if not isinstance(row, dict) or row.get("seed") != seed \
+                or any(row.get(k) != v for k, v in point.items()):
+            return f"a row is not the one of {dict(point)}, seed {seed}"
+        for key, value in row.items():
+            if not (value is None or isinstance(value, (str, bool, int)) or (
+                    isinstance(value, float) and math.isfinite(value))):
+                return f"{key}={value!r} is not a finite number, a string or empty"
+        if check_row is not None:
+            try:
+                check_row(row)
+            except ValueError as exc:
+                return str(exc)
+    if "rows_sha256" in saved and saved["rows_sha256"] != rows_digest(rows):
+        return "its rows do not match their digest (edited or damaged)"
+    return None
+
+
+def _finite_or_none(row: dict) -> dict:
+    """NaN and infinities (e.g. a correlation of a uniform field) are written as empty."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in row.items()}
 
 
 def _complete_rows(rows, chunk: Chunk, fixed: Mapping) -> list:
@@ -343,9 +441,10 @@ def run_chunk(runner: Callable, chunk: Chunk, out) -> dict:
     fixed = chunk.config["fixed"]
     shared = {n: chunk.points[0][n] for n in chunk.config["per_batch"]}
     rows = runner([dict(p) for p in chunk.points], list(chunk.seeds), **fixed, **shared)
-    rows = _complete_rows(rows, chunk, fixed)
+    rows = [_finite_or_none(r) for r in _complete_rows(rows, chunk, fixed)]
     wall = time.perf_counter() - t
-    record = {"hash": chunk.hash, "config": chunk.config, "wall_s": wall, "rows": rows}
+    record = {"hash": chunk.hash, "config": chunk.config, "wall_s": wall, "rows": rows,
+              "rows_sha256": rows_digest(rows)}
     path = chunk_path(out, chunk)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(record).encode())
@@ -367,6 +466,9 @@ class SlurmOptions:
     array_parallelism: int = 256
     additional: dict = field(default_factory=dict)
     cluster: str = "slurm"
+    account: str | None = None      # shared clusters: whose allocation is charged
+    qos: str | None = None          # the quality of service (queue limits, priority)
+    constraint: str | None = None   # node features, e.g. "a100" or "a100|h100"
 
     def minutes(self) -> int:
         return parse_minutes(self.time)
@@ -381,12 +483,19 @@ class SlurmOptions:
             raise GridError(f"--slurm-mem {self.mem!r}: expected a size like 16G or 4000M")
         if self.cluster not in ("slurm", "local", "debug"):
             raise GridError(f"slurm cluster {self.cluster!r} is not one of slurm, local, debug")
+        for name in ("account", "qos", "constraint", "partition"):
+            v = getattr(self, name)   # each becomes one #SBATCH line: no spaces, no newlines
+            if v is not None and not re.fullmatch(r"[A-Za-z0-9_.,:|&!*\[\]()+=@/-]+", str(v)):
+                raise GridError(f"--slurm-{name} {v!r}: expected one word such as a name "
+                                f"or a feature expression (letters, digits, _.,:|&!*[]()+=@/-)")
         params = {"timeout_min": self.minutes(), "slurm_partition": self.partition,
                   "slurm_gpus_per_task": self.gpus_per_task, "cpus_per_task": self.cpus_per_task,
                   "slurm_mem": self.mem, "slurm_array_parallelism": self.array_parallelism,
                   "name": "sweep"}
-        if self.additional:
-            params["slurm_additional_parameters"] = dict(self.additional)
+        extra = {k: getattr(self, k) for k in ("account", "qos", "constraint")
+                 if getattr(self, k) is not None}
+        if self.additional or extra:
+            params["slurm_additional_parameters"] = {**extra, **dict(self.additional)}
         return {k: v for k, v in params.items() if v is not None}
 
 
@@ -456,12 +565,70 @@ def make_submitit_executor(folder, options: SlurmOptions):
     return executor
 
 
-def _run_submitit(runner, chunks, out, report, fail_fast, options: SlurmOptions, poll_s):
+JOBS_DIR = "jobs"   # CHUNKS_DIR/jobs/HASH.json: the job that was submitted for a chunk
+
+
+def job_record_path(out, chunk: Chunk) -> Path:
+    return Path(out) / CHUNKS_DIR / JOBS_DIR / f"{chunk.hash}.json"
+
+
+def record_job(out, chunk: Chunk, job_id, cluster: str) -> None:
+    """Remember which job computes a chunk, so that a later run (--collect, or a rerun
+    after the submitting process died) waits for it instead of submitting it again."""
+    path = job_record_path(out, chunk)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"hash": chunk.hash, "job_id": str(job_id), "cluster": cluster,
+              "submitted_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_atomic(path, json.dumps(record).encode())
+
+
+def load_job_record(out, chunk: Chunk) -> dict | None:
+    try:
+        record = json.loads(job_record_path(out, chunk).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("hash") == chunk.hash else None
+
+
+def job_is_active(out, record: dict) -> bool:
+    """Whether a recorded job may still write its chunk (pending or running), as submitit
+    sees it (Slurm: squeue/sacct). Debug jobs run inside the submitting process, so
+    none outlives it; without submitit nothing can be asked, and the job counts as gone."""
+    try:
+        import submitit
+    except ImportError:
+        return False
+    folder = Path(out) / "submitit"
+    try:
+        if record.get("cluster") == "slurm":
+            job = submitit.SlurmJob(folder=folder, job_id=record["job_id"])
+        elif record.get("cluster") == "local":
+            job = submitit.LocalJob(folder=folder, job_id=record["job_id"])
+        else:
+            return False
+        return not job.done()
+    except Exception:  # noqa: BLE001  (an unknown or expired job id: not running)
+        return False
+
+
+def _submit(runner, chunks, out, options: SlurmOptions) -> list:
+    """One job array, one task per chunk; each task's job id recorded beside the chunks."""
     executor = make_submitit_executor(Path(out) / "submitit", options)
     jobs = executor.map_array(run_chunk, [runner] * len(chunks), chunks,
                               [str(out)] * len(chunks))
+    for job, chunk in zip(jobs, chunks):
+        record_job(out, chunk, job.job_id, options.cluster)
+    return jobs
+
+
+def _run_submitit(runner, chunks, out, report, fail_fast, options: SlurmOptions, poll_s,
+                  in_flight=()):
+    """Submit `chunks` and wait for them, and for the chunks whose jobs an earlier run
+    submitted and that are still running (in_flight: they are not submitted again)."""
+    jobs = _submit(runner, chunks, out, options) if chunks else []
     pending = dict(zip(jobs, chunks))
-    while pending:
+    waiting = list(in_flight)
+    while pending or waiting:
         for job in [j for j in pending if j.done()]:
             chunk = pending.pop(job)
             try:
@@ -472,19 +639,72 @@ def _run_submitit(runner, chunks, out, report, fail_fast, options: SlurmOptions,
                     for j in pending:
                         j.cancel(check=False)
                     return
-        if pending:
+        for chunk in list(waiting):
+            active = job_is_active(out, load_job_record(out, chunk) or {})
+            if load_chunk(out, chunk) is not None:   # read after asking: no race with the job
+                waiting.remove(chunk)
+                report(chunk, {"index": chunk.index, "members": chunk.members}, None)
+            elif not active:
+                waiting.remove(chunk)
+                report(chunk, None, RuntimeError(
+                    f"job {(load_job_record(out, chunk) or {}).get('job_id')} ended without "
+                    f"writing its chunk file"))
+        if pending or waiting:
             time.sleep(poll_s)
+
+
+def _array_id(jobs) -> str:
+    """The job array's id from its tasks' ids (ARRAY_TASK on Slurm)."""
+    ids = sorted({str(j.job_id).split("_")[0] for j in jobs})
+    return ", ".join(ids)
+
+
+SBATCH = {"slurm_partition": "partition", "timeout_min": "time", "cpus_per_task":
+          "cpus-per-task", "slurm_gpus_per_task": "gpus-per-task", "slurm_mem": "mem",
+          "name": "job-name"}
+
+
+def dry_run_text(chunks: Sequence[Chunk], out, executor: str,
+                 slurm: SlurmOptions | None = None) -> str:
+    """What a run would do, without doing it: each chunk (done, running as a recorded job,
+    or to run) and, for Slurm, the job array and the #SBATCH options it would submit."""
+    lines, todo = [], []
+    for c in chunks:
+        record = load_job_record(out, c)
+        if load_chunk(out, c) is not None:
+            status = "done"
+        elif executor == "slurm" and record and job_is_active(out, record):
+            status = f"running (job {record['job_id']})"
+        else:
+            status, todo = "to run", todo + [c]
+        lines.append(f"  chunk {c.index:4d} {c.hash}  {len(c.points)} point(s) x "
+                     f"{len(c.seeds)} seed(s) = {c.members:4d} members  {status}")
+    head = [f"dry run: {len(chunks)} chunk(s) in {out}, {len(todo)} to run; nothing is run "
+            f"or submitted"]
+    if executor != "slurm" or not todo:
+        return "\n".join(head + lines)
+    options = slurm or SlurmOptions()
+    params = options.parameters()
+    array = [f"job array of {len(todo)} task(s), one per chunk to run (chunks "
+             f"{', '.join(str(c.index) for c in todo)}); submitit writes its sbatch file "
+             f"with these options:",
+             f"  #SBATCH --array=0-{len(todo) - 1}%{min(options.array_parallelism, len(todo))}"]
+    array += [f"  #SBATCH --{SBATCH[k]}={v}" for k, v in params.items() if k in SBATCH]
+    array += [f"  #SBATCH --{k}={v}" for k, v in
+              params.get("slurm_additional_parameters", {}).items()]
+    return "\n".join(head + lines + array)
 
 
 # ---- the table ---------------------------------------------------------------------------------
 
-def collect(out, chunks: Sequence[Chunk], seeds: Sequence[int]) -> list[dict] | None:
+def collect(out, chunks: Sequence[Chunk], seeds: Sequence[int],
+            check_row: Callable | None = None) -> list[dict] | None:
     """All rows in table order (grid order, then `seeds` order); None if a chunk is
     missing. The order does not depend on how the points were chunked."""
     rank = {s: i for i, s in enumerate(seeds)}
     keyed = []
     for chunk in chunks:
-        rows = load_chunk(out, chunk)
+        rows = load_chunk(out, chunk, check_row)
         if rows is None:
             return None
         members = [(p, s) for p in chunk.point_indices for s in chunk.seeds]
@@ -613,7 +833,9 @@ def run_sweep(runner: Callable, grid: Mapping, seeds: Sequence[int], out, *,
               executor: str = "local", workers: int = 1, threads: int = 1,
               slurm: SlurmOptions | None = None, formats: Sequence[str] | None = None,
               per_batch: Sequence[str] = (), fail_fast: bool = False,
-              progress: bool = True, poll_s: float = SUBMITIT_POLL_S) -> SweepResult:
+              progress: bool = True, poll_s: float = SUBMITIT_POLL_S,
+              check_row: Callable | None = None, submit_only: bool = False,
+              collect_only: bool = False) -> SweepResult:
     """Run every chunk not done yet, then rebuild the table from the chunk files.
 
     grid: {name: [values]} (parse_grid); seeds: ints; fixed: settings passed to every
@@ -622,17 +844,33 @@ def run_sweep(runner: Callable, grid: Mapping, seeds: Sequence[int], out, *,
     in this process; workers=N: N spawned processes with `threads` CPU threads each) or
     "slurm" (submitit, `slurm` options). A failing chunk is recorded and the others go
     on (fail_fast stops at the first); then SweepIncomplete is raised and the finished
-    chunks stay on disk for the rerun. Returns the rows, the table paths and a summary.
+    chunks stay on disk for the rerun. check_row(row) raises ValueError for a row a chunk
+    file cannot hold (values out of their range): such a file is run again. Returns the
+    rows, the table paths and a summary.
+
+    With "slurm", each submitted chunk's job id is recorded (record_job) and a chunk whose
+    job is still pending or running is never submitted again. submit_only: submit the
+    chunks not done and not running, then raise SweepSubmitted at once (the submitting
+    process may end). collect_only: submit nothing; build the table if every chunk is
+    done, else raise SweepIncomplete saying which are still running and which are missing.
     """
     if executor not in ("local", "slurm"):
         raise GridError(f"--executor {executor!r} is not one of local, slurm")
+    if submit_only and (executor != "slurm" or collect_only):
+        raise GridError("--no-wait submits and returns: it needs --executor slurm and "
+                        "cannot be combined with --collect")
     for name, n in (("workers", workers), ("threads", threads)):
         if isinstance(n, bool) or int(n) != n or n < 1:
             raise GridError(f"--{name} {n}: must be an integer >= 1")
     chunks = plan(grid, seeds, batch, fixed, version, runner_name(runner), per_batch)
     out = Path(out)
     (out / CHUNKS_DIR).mkdir(parents=True, exist_ok=True)
-    todo = [c for c in chunks if load_chunk(out, c) is None]
+    todo = [c for c in chunks if load_chunk(out, c, check_row, warn=True) is None]
+    # chunks an earlier run submitted and whose jobs still run are waited for, not resubmitted
+    in_flight = [c for c in todo if executor == "slurm" or collect_only
+                 if job_is_active(out, load_job_record(out, c) or {})]
+    todo = [c for c in todo if c in in_flight or load_chunk(out, c, check_row) is None]
+    fresh = [c for c in todo if c not in in_flight]
     prog = Progress(len(chunks), seeds, enabled=progress)
     prog.skipped = len(chunks) - len(todo)
 
@@ -648,8 +886,18 @@ def run_sweep(runner: Callable, grid: Mapping, seeds: Sequence[int], out, *,
                 traceback.print_exception(exc, file=prog.stream)
         prog.update()
 
-    if todo and executor == "slurm":
-        _run_submitit(runner, todo, out, report, fail_fast, slurm or SlurmOptions(), poll_s)
+    if collect_only:
+        pass
+    elif submit_only:
+        jobs = _submit(runner, fresh, out, slurm or SlurmOptions()) if fresh else []
+        raise SweepSubmitted(
+            f"submitted {len(jobs)} chunk(s) as job array "
+            f"{_array_id(jobs) or '(none)'}; {len(in_flight)} chunk(s) still running from "
+            f"before, {prog.skipped} done; gather them with --collect",
+            [str(j.job_id) for j in jobs])
+    elif todo and executor == "slurm":
+        _run_submitit(runner, fresh, out, report, fail_fast, slurm or SlurmOptions(), poll_s,
+                      in_flight)
     elif todo and workers > 1:
         _run_in_workers(runner, todo, out, report, fail_fast, int(workers), int(threads))
     elif todo:
@@ -659,9 +907,18 @@ def run_sweep(runner: Callable, grid: Mapping, seeds: Sequence[int], out, *,
     planned = {chunk_path(out, c).name for c in chunks}
     summary["stale_chunk_files"] = sum(p.name not in planned
                                        for p in (out / CHUNKS_DIR).glob("*.json"))
-    rows = collect(out, chunks, list(seeds))
+    rows = collect(out, chunks, list(seeds), check_row)
+    if rows is None and collect_only:
+        running = [c for c in in_flight if load_chunk(out, c, check_row) is None]
+        missing = sum(load_chunk(out, c, check_row) is None for c in chunks) - len(running)
+        ids = sorted({load_job_record(out, c)["job_id"] for c in running})
+        raise SweepIncomplete(f"{len(chunks) - len(running) - missing} of {len(chunks)} "
+                              f"chunks are done, {len(running)} still running (jobs "
+                              f"{', '.join(ids) or '-'}), {missing} missing (never submitted "
+                              f"or their job failed: a run without --collect submits "
+                              f"them)", summary)
     if rows is None:
-        missing = sum(load_chunk(out, c) is None for c in chunks)
+        missing = sum(load_chunk(out, c, check_row) is None for c in chunks)
         first = summary["errors"][0] if summary["errors"] else "not run"
         raise SweepIncomplete(f"{missing} of {len(chunks)} chunks are not done (first: "
                               f"{first}); finished chunks are kept in {out / CHUNKS_DIR}, "
@@ -684,8 +941,11 @@ def add_grid_flags(parser, names: Sequence[str]) -> None:
 def grid_from_flags(args, names: Sequence[str]) -> dict:
     """The grid from --grid-file, then the --grid-NAME flags (a flag wins)."""
     specs = {}
-    if getattr(args, "grid_file", None):
-        specs.update(load_grid_file(args.grid_file, names))
+    path = getattr(args, "grid_file", None)
+    if path is not None:
+        if not path.strip():
+            raise GridError("--grid-file '': give a file path or leave the flag out")
+        specs.update(load_grid_file(path, names))
     for name in names:
         spec = getattr(args, f"grid_{name}", None)
         if spec is not None:
@@ -708,6 +968,17 @@ def add_executor_flags(parser) -> None:
     g.add_argument("--slurm-mem", help="memory per task, e.g. 16G")
     g.add_argument("--slurm-array-parallelism", type=int, default=256,
                    help="most array tasks running at once (default 256)")
+    g.add_argument("--slurm-account", help="the account charged (sbatch --account)")
+    g.add_argument("--slurm-qos", help="quality of service (sbatch --qos)")
+    g.add_argument("--slurm-constraint", help="node features, e.g. a100 (sbatch --constraint)")
+    g.add_argument("--no-wait", action="store_true", dest="no_wait",
+                   help="slurm: submit the chunks not done and not running, record their job "
+                        "ids in the chunk folder and return; gather them with --collect")
+    g.add_argument("--collect", action="store_true",
+                   help="submit nothing: build the results from the finished chunks (says "
+                        "which are still running or missing)")
+    g.add_argument("--dry-run", action="store_true", dest="dry_run",
+                   help="print the chunks and the job array a run would submit, and exit")
 
 
 def executor_from_flags(args) -> dict:
@@ -715,10 +986,17 @@ def executor_from_flags(args) -> dict:
     slurm = SlurmOptions(partition=args.slurm_partition, time=args.slurm_time,
                          gpus_per_task=args.slurm_gpus_per_task,
                          cpus_per_task=args.slurm_cpus_per_task, mem=args.slurm_mem,
-                         array_parallelism=args.slurm_array_parallelism)
+                         array_parallelism=args.slurm_array_parallelism,
+                         account=getattr(args, "slurm_account", None),
+                         qos=getattr(args, "slurm_qos", None),
+                         constraint=getattr(args, "slurm_constraint", None))
     slurm.parameters()  # bad options fail here, before any work
+    no_wait, collect_only = bool(getattr(args, "no_wait", False)), bool(getattr(args, "collect", False))
+    if no_wait and (args.executor != "slurm" or collect_only):
+        raise GridError("--no-wait submits and returns: it needs --executor slurm and "
+                        "cannot be combined with --collect")
     return {"executor": args.executor, "batch": args.batch, "workers": args.workers,
-            "slurm": slurm}
+            "slurm": slurm, "submit_only": no_wait, "collect_only": collect_only}
 
 
 # ---- heatmap (the edge: matplotlib is imported only here) --------------------------------
@@ -778,5 +1056,5 @@ def heatmap(path, rows, metric: str, label: str | None = None, x: str = "f0", y:
     ax.set_title(f"{label or metric}: {len(xs)} x {len(ys)} points, {n_text} seeds per "
                  f"cell", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    from common import figures
+    figures.save_figure(fig, path, dpi=110, layout=False)

@@ -446,7 +446,7 @@ def run(args, seeds, device) -> tuple:
     pats = torch.stack(list(patterns.phase3_targets(args.grid).values())).to(device, study.dtype)
     conditions, figures = {}, {}
     for name in args.rules:
-        cached = cli.load_cache(_cache_path(args, name, seeds))
+        cached = load_cached(args, name, seeds)
         if cached is not None:
             conditions[name], figures[name] = cached
         elif name == "learned":
@@ -457,7 +457,7 @@ def run(args, seeds, device) -> tuple:
                                                       tag=f"{name}: ")
             conditions[name]["capacity"] = run_capacity(study, cond, seeds, args, f"{name}: ")
         if cached is None:
-            cli.save_cache(_cache_path(args, name, seeds), (conditions[name], figures[name]))
+            save_cached(args, name, seeds, conditions[name], figures[name])
         print_condition(name, conditions[name], flush=True)
     references = {"connected_shape_alone": connected_alone(study, seeds, args),
                   "modern_hopfield": {"abc": hopfield_abc(study, pats, seeds, args),
@@ -473,13 +473,36 @@ LEARN_ONLY = ("learn_grid", "learn_iters", "learn_steps", "learn_lams", "learn_s
 CAPACITY_ONLY = ("ks", "capacity_steps", "capacity_cued", "beta_per_sqrt_n", "blob_count")
 
 
-def _cache_path(args, name, seeds):
-    """The cache file of condition `name` under these settings (None: no --cache)."""
+def _cache_entry(args, name, seeds):
+    """The cache entry of condition `name` under these settings (None: no --cache)."""
     if args.cache is None:
         return None
+    from common import cache
+
     skip = NOT_SETTINGS + (CAPACITY_ONLY if name == "learned" else LEARN_ONLY)
     settings = {k: v for k, v in cli.config_of(args).items() if k not in skip}
-    return cli.cache_file(args.cache, name, [name, list(seeds), settings])
+    return cache.Entry(args.cache, name, {"seeds": list(seeds), "settings": settings})
+
+
+def load_cached(args, name, seeds):
+    """(entry, figure) of a finished condition, or None; an entry that does not read as
+    a condition (print_condition fails on it) is recomputed."""
+    import contextlib
+    import io
+
+    entry = _cache_entry(args, name, seeds)
+
+    def check(value):
+        with contextlib.redirect_stdout(io.StringIO()):
+            print_condition(name, value[0])
+
+    return None if entry is None else entry.load(check)
+
+
+def save_cached(args, name, seeds, entry, figure) -> None:
+    cached = _cache_entry(args, name, seeds)
+    if cached is not None:
+        cached.save((entry, figure))
 
 
 def run_learned(protocol, device, seeds, args) -> tuple:

@@ -418,7 +418,8 @@ def _plot_examples(fig, ref, methods, examples, names, n):
         ax = fig.add_subplot(4, len(methods), len(methods) + j + 1)
         cos = ref[m]["cue15"]["cosine"]
         im = figures.plot_matrix(ax, np.asarray(cos["matrix_mean"]), names, names,
-                                 f"disc {cos['discrimination']['mean']:.2f}")
+                                 f"disc {cos['discrimination']['mean']:.2f}",
+                                 cbar_label=None)   # one bar for the row, below
         ax.set_xlabel("stored pattern", fontsize=7)
         if j == 0:
             ax.set_ylabel(f"cue (mean of n={n})", fontsize=7)
@@ -492,8 +493,8 @@ def plot(result, examples, path):
     _plot_robustness(fig.add_subplot(4, 2, 6), result, ref, methods, n)
     _plot_capacity(fig, result["capacity"], methods, n)
     fig.subplots_adjust(hspace=0.6, wspace=0.5, right=0.88)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    from common import figures
+    figures.save_figure(fig, path, dpi=80, layout=False)
 
 
 # ------------------------------------------------------------------ main

@@ -314,11 +314,10 @@ def print_family(family, fam):
 
 def save(fig, path) -> None:
     """Lay out below the suptitle, write and close a figure."""
-    import matplotlib.pyplot as plt
 
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    from common import figures
+    figures.save_figure(fig, path, dpi=90, layout=False)
 
 
 def figure_table(body, out, n):

@@ -290,8 +290,8 @@ def plot_heatmaps(results, n, path):
                  fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.9, 1))
     fig.colorbar(im, ax=axes, fraction=0.03, label="test accuracy (fraction; cells in %)")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    from common import figures
+    figures.save_figure(fig, path, dpi=90, layout=False)
 
 
 def _bars(ax, results, keys, metric):
@@ -331,8 +331,8 @@ def plot_summary(results, n, path):
     axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     fig.suptitle(f"mean and 95% interval over n={n} seeds", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    from common import figures
+    figures.save_figure(fig, path, dpi=90, layout=False)
 
 
 def plot_fields(fields, path):
@@ -362,8 +362,8 @@ def plot_fields(fields, path):
             "intensity", fontsize=6)
     fig.suptitle("evolved field intensity (|psi|^2, or V for Gray-Scott) for task-1 test "
                  "digits, before and after training task 2 (finetune, first seed)", fontsize=8)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    from common import figures
+    figures.save_figure(fig, path, dpi=90, layout=False)
     return True
 
 

@@ -38,6 +38,17 @@ class Args(RunArgs, Protocol):
     study: ClassVar[str] = "cue_specificity"
     shift: int = arg(8, "cells the shifted cue is moved by (reference grid; scales)", lo=1)
 
+    def shift_cells(self) -> int:
+        """The shift on this grid: --shift scaled from the 256 reference grid."""
+        return max(1, round(self.shift * self.grid / 256))
+
+    def check(self) -> None:
+        if self.shift_cells() % self.grid == 0:   # the periodic grid: a whole turn
+            raise ValueError(f"--shift {self.shift}: moves the cue by {self.shift_cells()} "
+                             f"cells on a {self.grid}-cell grid, a whole period, so the "
+                             f"'shifted' cue would be the cue itself; choose a shift whose "
+                             f"cells (shift x grid / 256) are not a multiple of --grid")
+
 
 QUICK = dict(grid=32, multi_train_steps=30, train_steps=40, multi_recall_steps=20)
 UNIFORM_OF_CUE = 0.8   # the uniform V sits at the cue's in-shape level: strength x PEAK
@@ -176,13 +187,13 @@ def plot(body, V, arms, out, fields=True):
 
     mx, n_seeds = body["matrix"], V.shape[0] // 3
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.6))
-    panels = ((mx["initial"]["cosine"], "cue itself at step 0 (cosine)"),
-              (mx["cosine"], "after recall, 3 stored A,B,C (cosine)"),
-              (mx["iou"], "after recall, 3 stored (IoU)"),
-              (mx["control"]["cosine"], "after recall, no scar (cosine)"))
-    for ax, (block, title) in zip(axes, panels):
+    panels = ((mx["initial"]["cosine"], "cue itself at step 0 (cosine)", "cosine similarity"),
+              (mx["cosine"], "after recall, 3 stored A,B,C (cosine)", "cosine similarity"),
+              (mx["iou"], "after recall, 3 stored (IoU)", "IoU of thresholded masks"),
+              (mx["control"]["cosine"], "after recall, no scar (cosine)", "cosine similarity"))
+    for ax, (block, title, quantity) in zip(axes, panels):
         figures.plot_matrix(ax, block["mean"], mx["cues"], mx["patterns"],
-                            f"{title}, n={n_seeds}")
+                            f"{title}, n={n_seeds}", cbar_label=quantity)
     for ax in axes[1:]:
         ax.set_yticklabels([])
     figures.save_figure(fig, out / f"{Args.study}.png")
@@ -208,7 +219,7 @@ def main(argv=None):
     seeds, device = cli.start(args)
     study = scarring.Study(protocol_of(args), device)
     t0 = time.perf_counter()
-    shift = max(1, round(args.shift * args.grid / 256))
+    shift = args.shift_cells()
     r = run(study, seeds, shift)
     body = report(r)
     wall = time.perf_counter() - t0

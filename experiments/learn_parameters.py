@@ -346,8 +346,8 @@ def plot_curves(results, n, path):
         ax.set_title(f"{res['target']} ({res['loss']}), {n} starts", fontsize=9)
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     fig.subplots_adjust(left=0.12, right=0.8, bottom=0.18, top=0.85, wspace=0.6)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    from common import figures
+    figures.save_figure(fig, path, dpi=90, layout=False)
 
 
 def plot_patterns(rows, steps, path):
@@ -370,8 +370,8 @@ def plot_patterns(rows, steps, path):
         fig.colorbar(im, ax=list(axes[r]), fraction=0.03, label="V")
     fig.suptitle(f"V after {steps} steps", fontsize=8)
     fig.subplots_adjust(left=0.04, right=0.85, bottom=0.05, top=0.85, wspace=0.3, hspace=0.8)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    from common import figures
+    figures.save_figure(fig, path, dpi=90, layout=False)
 
 
 def plot_pairwise(pair, names, path):
@@ -395,8 +395,8 @@ def plot_pairwise(pair, names, path):
         ax.set_title(f"{ln} loss between targets", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046, label=f"log10 {ln} loss")
     fig.subplots_adjust(left=0.08, right=0.95, bottom=0.22, top=0.88, wspace=0.6)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    from common import figures
+    figures.save_figure(fig, path, dpi=90, layout=False)
 
 
 def write_video(path, Vt, path_params, args, physics, dtype, seed):

@@ -216,8 +216,8 @@ def plot_main(results, fields, f0, k0, n, steps, path):
         ax.axis("off")
         fig.colorbar(im, ax=ax, fraction=0.046, label="|F - F0| + |K - K0|")
     fig.subplots_adjust(left=0.08, right=0.9, bottom=0.1, top=0.88, wspace=0.6, hspace=0.5)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    from common import figures
+    figures.save_figure(fig, path, dpi=90, layout=False)
 
 
 def plot_capacity(rows, n, steps, path):
@@ -241,8 +241,8 @@ def plot_capacity(rows, n, steps, path):
         a.set_title(f"mean and 95% interval, n={n} seeds, {steps} recall steps", fontsize=8)
     ax[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     fig.subplots_adjust(left=0.08, right=0.85, bottom=0.18, top=0.85, wspace=0.35)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    from common import figures
+    figures.save_figure(fig, path, dpi=90, layout=False)
 
 
 # ---- the run ------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ torch = cli.lazy("torch")
 np = cli.lazy("numpy")
 metrics = cli.lazy("metrics")
 nca = cli.lazy("models.nca")
+patterns = cli.lazy("patterns")
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_PATH = ROOT / "assets" / "nca_target.png"
@@ -115,11 +116,11 @@ def load_target(path, grid: int, size: int) -> torch.Tensor:
         raise FileNotFoundError(f"target image not found: {path} (draw it with --draw-target)")
     if not 3 <= size <= grid:
         raise ValueError(f"target size {size} must be in [3, grid={grid}]")
-    try:
-        with Image.open(path) as im:
+    with patterns.open_image(path) as im:   # missing, not an image, or a bomb: one line
+        try:
             im = im.convert("RGBA").resize((size, size), Image.LANCZOS)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"cannot read {path} as an image ({exc.__class__.__name__})") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise ValueError(f"cannot decode {path} ({exc.__class__.__name__})") from None
     a = torch.as_tensor(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
     a[:3] *= a[3:4]  # premultiplied alpha: transparent cells are all zero
     if a[3].sum() < 1:
@@ -331,8 +332,8 @@ def plot(res, frames, target, loss, n, path):
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     _plot_hidden(fig, fig.add_subplot(3, 3, 8), fig.add_subplot(3, 3, 9), res["pca"])
     fig.subplots_adjust(hspace=0.45, wspace=0.95, left=0.05, right=0.92)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    from common import figures
+    figures.save_figure(fig, path, dpi=90, layout=False)
 
 
 # ---- the run ------------------------------------------------------------------------------

@@ -60,7 +60,6 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import sys
 import time
 from collections import Counter
@@ -69,7 +68,7 @@ from pathlib import Path
 from typing import ClassVar, Optional
 
 import stats
-from common import cli, sweep
+from common import cli, limits, sweep
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol
 
@@ -89,13 +88,14 @@ DEFAULT_BATCH, DEFAULT_WORKERS = 60, 2
 VERSION = "1"          # bump when a change here changes the numbers (part of chunk hashes)
 METRIC_NAMES = ("cosine", "iou", "pearson")
 HOLDS_RECALL, HOLDS_RATIO = 0.7, 1.5     # the study's success criteria
-KILL_AFTER_ENV = "SCARRING_SWEEP_TEST_KILL_AFTER"   # tests only: see _maybe_kill
+RECALL_ARMS = 4        # the largest batch: phase 2's recall, scarred and control F/K, cue and none
 
 
 @dataclass
 class Args(RunArgs, Protocol):
     """The protocol's constants (each a plain flag and a --grid-NAME), and the sweep's."""
     study: ClassVar[str] = "sweep"
+    members_per_seed: ClassVar[int] = 0    # memory is checked per chunk (parse_args)
     seeds: int = arg(3, "seeds per point, run in the same batch as the points", lo=1,
                      hi=100_000)
     grid: int = arg(128, "grid size H = W (the reference geometry scales with it)", lo=16,
@@ -129,13 +129,16 @@ def parse_args(argv=None):
             action.help = (action.help.split(" (default")[0] + f" (default {default}"
                            + (f"; --quick: {quick})" if quick != default else ")"))
     given = vars(parser.parse_args(argv))
+    config_file, save_to = given.pop("config", None), given.pop("save_config", None)
     sweep_keys = {a.dest for a in parser._actions if a.dest.startswith(("grid_", "slurm_"))}
-    sweep_keys |= {"executor", "batch", "workers"}
+    sweep_keys |= {"executor", "batch", "workers", "no_wait", "collect", "dry_run"}
     flags = argparse_namespace({k: given.pop(k, None) for k in sweep_keys})
     for name, (default, quick) in own.items():
         if getattr(flags, name) is None:
             setattr(flags, name, quick if given.get("quick") else default)
-    values = dict(QUICK) if given.get("quick") else {}
+    from_file = cli.read_config(config_file, Args) if config_file is not None else {}
+    values = dict(QUICK) if given.get("quick", from_file.get("quick")) else {}
+    values.update(from_file)
     values.update(given)
     args = Args(**values)
     try:
@@ -150,11 +153,24 @@ def parse_args(argv=None):
     if execution["executor"] == "local" and execution["workers"] > 1:
         execution["threads"] = args.threads or 1
     check_points(args, grid)
+    if execution["executor"] == "local":   # a Slurm task's machine is not this one
+        members = min(execution["batch"], math.prod(map(len, grid.values())) * args.seeds)
+        side = max(grid.get("grid", [args.grid]))
+        limits.check_media(RECALL_ARMS * members, side ** 2, 4,
+                           cli.resolve_device(args.device),
+                           f"a chunk of {members} members at {side}x{side}",
+                           "use a smaller --grid or --batch")
     work, out = args.work_dir().resolve(), args.out_dir().resolve()
     if work == out or out in work.parents:
         raise ValueError(f"--work {args.work}: must lie outside --out {out} (each run "
                          f"replaces --out whole, and the chunks must survive it)")
-    cli.check_out_dir(args.work_dir())
+    cli.check_out_dir(args.work_dir(), kind="chunks")
+    if save_to is not None:
+        cli.write_config(save_to, args)
+        print(f"wrote the effective flags to {save_to} (the grid and executor flags are not "
+              f"in it); run them with --config {save_to}")
+        sys.exit(0)
+    execution["dry_run"] = bool(flags.dry_run)
     return args, grid, execution
 
 
@@ -165,7 +181,8 @@ def argparse_namespace(values: dict):
 
 def grid_of(args, flags) -> dict:
     """The grid from --grid-file and --grid-NAME, or the default (--quick: a tiny one)."""
-    given = flags.grid_file or any(getattr(flags, f"grid_{n}") for n in SWEEPABLE)
+    given = flags.grid_file is not None or any(getattr(flags, f"grid_{n}") is not None
+                                               for n in SWEEPABLE)
     if not given:
         return sweep.parse_grid(QUICK_GRID if args.quick else DEFAULT_GRID, SWEEPABLE)
     return sweep.grid_from_flags(flags, SWEEPABLE)
@@ -173,12 +190,18 @@ def grid_of(args, flags) -> dict:
 
 def check_points(args, grid) -> None:
     """Every point's protocol is valid (ranges, clamps, stability): one line if not."""
-    base = protocol_fields(args)
-    for point in sweep.expand(grid):
+    base = protocol_fields(args)   # checked with the flags; each swept value once here
+    for name, values in grid.items():
+        for value in values:
+            try:
+                cli.validate(Protocol(**{**base, name: value}), fields=(name,))
+            except ValueError as exc:
+                raise ValueError(f"grid point ({name}={value}): {exc}") from None
+    for point in sweep.expand(grid):   # then what depends on several constants
         try:
             protocol = Protocol(**{**base, **point})
-            cli.validate(protocol)
-            scarring.check_protocol(protocol)
+            cli.validate(protocol, fields=())
+            scarring.check_protocol(protocol)   # stability, the rule: before any chunk
         except ValueError as exc:
             shown = ", ".join(f"{k}={v}" for k, v in point.items())
             raise ValueError(f"grid point ({shown}): {exc}") from None
@@ -202,7 +225,6 @@ def run_points(points, seeds, *, device="cpu", phase3=False, **constants) -> lis
 
     points: dicts of swept constants; the per-batch ones are equal across the chunk and
     also come in `constants` with every fixed protocol constant."""
-    _maybe_kill()
     protocol = Protocol(**{k: v for k, v in constants.items() if k in PROTOCOL_NAMES})
     study = scarring.Study(protocol, torch.device(device))
     members = [(p, s) for p in points for s in seeds]
@@ -227,19 +249,19 @@ def run_points(points, seeds, *, device="cpu", phase3=False, **constants) -> lis
 PROTOCOL_NAMES = {f.name for f in dataclasses.fields(Protocol)}
 
 
-def _maybe_kill() -> None:
-    """Tests only: with SCARRING_SWEEP_TEST_KILL_AFTER=N in the environment, the process
-    kills itself (SIGKILL: no clean-up, like a power cut) when its runner is called for
-    the (N+1)-th time, i.e. after N chunk files were written."""
-    limit = os.environ.get(KILL_AFTER_ENV)
-    if limit is None:
-        return
-    _CALLS.append(1)
-    if len(_CALLS) > int(limit):
-        os.kill(os.getpid(), signal.SIGKILL)
+ROW_RANGES = {"cosine": (-1.0, 1.0), "iou": (0.0, 1.0), "pearson": (-1.0, 1.0)}
 
 
-_CALLS: list = []
+def check_row(row) -> None:
+    """A chunk file's row read back: every similarity, ratio and count in its range
+    (ValueError otherwise, and the chunk is run again)."""
+    for key, value in row.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        lo, hi = BOUNDS.get(key) or ROW_RANGES.get(key.rsplit("_", 1)[-1]) or (
+            (0, math.inf) if key.endswith("_cells") else (-math.inf, math.inf))
+        if not lo - 1e-6 <= value <= hi + 1e-6:
+            raise ValueError(f"{key}={value} lies outside [{lo}, {hi}]")
 
 
 def _scalar(x):
@@ -527,9 +549,8 @@ def category_map(path, points, x, y, kind, marked, where="") -> str:
     ax.set_title(f"{title}{where}\n{len(xs)} x {len(ys)} points, n = {n[0]}"
                  f"{'' if len(n) == 1 else f'-{n[-1]}'} seeds per point", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return Path(path).name
+    from common import figures
+    return figures.save_figure(fig, path, dpi=90, layout=False).name
 
 
 # ---- the run ----------------------------------------------------------------------------
@@ -558,22 +579,34 @@ def fixed_settings(args, grid, execution) -> dict:
 
 def main(argv=None):
     args, grid, execution = parse_args(argv)
-    seeds, device = cli.start(args)
+    dry_run = execution.pop("dry_run")
+    seeds, device = cli.start(args, announce=not dry_run)
     from experiments.sweep import run_points as runner   # by module name, also under -m
     n_points = math.prod(len(v) for v in grid.values())
     work = args.work_dir()
+    per_batch = [n for n in grid if n not in per_member(args)]
+    if dry_run:
+        chunks = sweep.plan(grid, args.seed_list(), execution["batch"],
+                            fixed_settings(args, grid, execution), VERSION,
+                            sweep.runner_name(runner), per_batch)
+        print(f"sweep: {n_points} points x {args.seeds} seeds over {', '.join(grid)}, "
+              f"{execution['executor']} executor, batch {execution['batch']}")
+        print(sweep.dry_run_text(chunks, work, execution["executor"], execution["slurm"]))
+        return
     print(f"sweep: {n_points} points x {len(seeds)} seeds over {', '.join(grid)}, "
           f"{execution['executor']} executor, batch {execution['batch']}, "
           f"chunks -> {work}/", flush=True)
     work.mkdir(parents=True, exist_ok=True)
-    (work / cli.MARKER).write_text("sweep chunks\n")
+    (work / cli.CHUNKS_MARKER).write_text("sweep chunks\n")
     load = os.getloadavg()
     t0 = time.perf_counter()
-    per_batch = [n for n in grid if n not in per_member(args)]
     try:
         result = sweep.run_sweep(runner, grid, seeds, work, per_batch=per_batch, formats=(),
                                  fixed=fixed_settings(args, grid, execution), version=VERSION,
-                                 progress=not args.quiet, **execution)
+                                 progress=not args.quiet, check_row=check_row, **execution)
+    except sweep.SweepSubmitted as exc:    # --no-wait: the jobs run on without us
+        print(exc)
+        return
     except sweep.SweepIncomplete as exc:   # the finished chunks stay for the rerun
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -372,6 +372,29 @@ def published_vowel_image(vowel: str, height: int = 256, width: int = 256,
     return (img - img.min()) / (img.max() - img.min() + 1e-8) * peak
 
 
+# The waveform of the published experiments 1A-rev1 and 1A-rev2 (audio injected into the
+# medium directly): a 120 Hz carrier times 0.6 sin(F1) + 0.4 sin(F2), 50 ms linear attack
+# and release, peak-normalised; their rate was 44.1 kHz.
+PUBLISHED_CARRIER_HZ, PUBLISHED_RAMP_S = 120.0, 0.05
+
+
+def published_phoneme_audio(vowel: str, seconds: float = 0.5,
+                            sample_rate: float = 44100.0) -> np.ndarray:
+    if vowel not in PUBLISHED_FORMANTS:
+        raise ValueError(f"published vowel {vowel!r} is not one of {sorted(PUBLISHED_FORMANTS)}")
+    f1, f2 = PUBLISHED_FORMANTS[vowel]
+    t = np.linspace(0.0, seconds, int(sample_rate * seconds))
+    x = np.sin(2 * np.pi * PUBLISHED_CARRIER_HZ * t) * (0.6 * np.sin(2 * np.pi * f1 * t)
+                                                        + 0.4 * np.sin(2 * np.pi * f2 * t))
+    ramp = min(int(PUBLISHED_RAMP_S * sample_rate), t.size // 2)
+    env = np.ones_like(t)
+    if ramp:
+        env[:ramp] = np.linspace(0.0, 1.0, ramp)
+        env[-ramp:] = np.linspace(1.0, 0.0, ramp)
+    x = x * env
+    return x / np.abs(x).max()
+
+
 # ---- recordings named like FSDD: {digit}_{speaker}_{index}.wav -------------------------------
 
 FSDD_NAME = re.compile(r"^(?P<digit>[0-9])_(?P<speaker>[A-Za-z0-9]+)_(?P<index>[0-9]+)\.wav$")

@@ -36,7 +36,6 @@ cross-entropy, a fixed number of epochs per task, shuffled mini-batches.
 """
 from __future__ import annotations
 
-import gzip
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,21 +145,76 @@ def load_digits_data(side: int = 16, limit: int | None = None) -> Data:
     return _make_data(images[i_tr], target[i_tr], images[i_te], target[i_te], side, "digits")
 
 
-def read_idx(path) -> np.ndarray:
-    """Read one IDX file (MNIST format), gzipped or not (told by the gzip magic bytes, not
-    the name). A truncated or corrupt file is a one-line ValueError naming it."""
+def _idx_bytes(header: bytes) -> int | None:
+    """The whole size an IDX file's header promises (None: header incomplete or invalid)."""
+    if len(header) < 4 or header[0] != 0 or header[1] != 0 or header[2] not in _IDX_DTYPES:
+        return None
+    ndim = header[3]
+    if len(header) < 4 + 4 * ndim:
+        return None
+    dims = struct.unpack(f">{ndim}I", header[4:4 + 4 * ndim])
+    count = int(np.prod(dims, dtype=object)) if ndim else 1
+    return 4 + 4 * ndim + count * np.dtype(_IDX_DTYPES[header[2]]).itemsize
+
+
+def _gunzip_idx(path: Path) -> bytes:
+    """A gzipped IDX file, decompressed in pieces: its header's promised size passes the
+    memory check before the body is inflated, and no more than that is ever inflated (a
+    small .gz that expands to gigabytes is refused in one line, not a MemoryError)."""
     import zlib
 
+    from common import limits
+
+    inflate, out, need, pending = zlib.decompressobj(wbits=31), bytearray(), None, b""
+    with open(path, "rb") as f:
+        while not inflate.eof:
+            if not pending:
+                pending = f.read(1 << 20)
+                if not pending:
+                    break
+            room = 1 << 12 if need is None else need + 1 - len(out)
+            out += inflate.decompress(pending, max(room, 1))
+            pending = inflate.unconsumed_tail
+            if need is None:
+                need = _idx_bytes(bytes(out))
+                if need is None and len(out) >= 4 and (
+                        out[:2] != b"\0\0" or len(out) >= 4 + 4 * out[3]):
+                    return bytes(out)   # not an IDX header: read_idx says what is wrong
+                if need is not None:
+                    limits.check(9 * need, f"{path} decompressed ({need:,} bytes) with "
+                                 f"its float64 copy", "cpu", "use a smaller MNIST file")
+            if need is not None and len(out) > need:
+                raise ValueError(f"{path}: holds more data than its IDX header promises "
+                                 f"({need:,} bytes; truncated header or corrupt file)")
+    if not inflate.eof:
+        raise ValueError(f"{path}: truncated or corrupt gzip data (ends early)")
+    return bytes(out)
+
+
+def read_idx(path) -> np.ndarray:
+    """Read one IDX file (MNIST format), gzipped or not (told by the gzip magic bytes, not
+    the name). A truncated or corrupt file is a one-line ValueError naming it; one too
+    large for memory (after decompression) is refused before it is read."""
+    import zlib
+
+    from common import limits
+
     path = Path(path)
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic == b"\x1f\x8b":
         try:
-            raw = gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as exc:
+            raw = _gunzip_idx(path)
+        except (EOFError, zlib.error) as exc:
             why = " ".join(str(exc).split()) or exc.__class__.__name__
             raise ValueError(f"{path}: truncated or corrupt gzip data ({why})") from None
     elif path.suffix == ".gz":
         raise ValueError(f"{path}: named .gz but not gzip data")
+    else:
+        size = path.stat().st_size
+        limits.check(9 * size, f"{path} ({size:,} bytes) with its float64 copy", "cpu",
+                     "use a smaller MNIST file")
+        raw = path.read_bytes()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(f"{path} is not an IDX file (bad magic number)")
     code, ndim = raw[2], raw[3]

@@ -262,7 +262,8 @@ def load_weights(path, device=None) -> tuple[NCA, dict]:
         detail = detail.split(" was not")[0].replace("WeightsUnpickler error: ", "")
         raise refuse(f"refused, not a file of tensors and plain data only (loading other "
                      f"objects could run code){'; ' + detail if detail else ''}") from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError, UnicodeDecodeError) as exc:   # what garbage bytes raise in torch.load
         raise refuse(f"not a readable torch file ({exc.__class__.__name__})") from None
     keys = ("state_dict", "channels", "hidden", "fire_rate")
     if not isinstance(blob, dict) or any(k not in blob for k in keys):

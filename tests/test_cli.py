@@ -105,10 +105,10 @@ def test_staged_output_appears_whole_or_not_at_all(tmp_path):
         with cli.staged_output(out, "toy") as stage:
             (stage / "b.txt").write_text("second")
             raise KeyboardInterrupt
-    assert sorted(p.name for p in out.iterdir()) == sorted([cli.MARKER, "a.txt"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([cli.MARKER, "a.txt", "index.html"])
     with cli.staged_output(out, "toy") as stage:
         (stage / "c.txt").write_text("third")
-    assert sorted(p.name for p in out.iterdir()) == sorted([cli.MARKER, "c.txt"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([cli.MARKER, "c.txt", "index.html"])
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
 
 
@@ -133,7 +133,8 @@ def test_envelope_keys(tmp_path):
     env = cli.envelope(a, [0], "cpu", 1.0)
     assert env["study"] == "toy" and env["schema_version"] == cli.SCHEMA_VERSION
     assert env["config"]["steps"] == 100 and env["smoke_run"] is False
-    assert env["git_commit"] == "unknown" or len(env["git_commit"].split("-")[0]) == 40
+    assert env["git_commit"] == "not a git checkout" or len(env["git_commit"].split("-")[0]) == 40
+    assert env["package_version"] == cli.package_version() != "unknown"
 
 
 def test_lazy_module_imports_on_first_use():
@@ -156,6 +157,9 @@ def test_every_script_answers_help_without_its_heavy_imports(module):
                           timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--quick" in proc.stdout
+    if module != "benchmarks.bench_substrate":   # its own parser, and it draws no figure
+        for common_flag in ("--format", "--dpi", "--config", "--save-config", "--version"):
+            assert common_flag in proc.stdout, common_flag
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
                 if line.startswith("import time:")}
     assert "common.cli" in imported   # the import log was read

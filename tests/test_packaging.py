@@ -34,13 +34,43 @@ def test_requirements_match_pyproject():
     assert set(extras["dev"]) <= set(reqs)            # ... and the tests
 
 
-def test_listed_modules_and_packages_exist():
+def test_the_install_routes_agree():
+    """requirements.txt and pip install ".[all]" install the same set."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert extras["all"] == ["parametric-scarring[mnist,audio,dev]"]
+    named = set(_requirement_lines(project["dependencies"]))
+    for extra in ("mnist", "audio", "dev"):
+        named |= set(_requirement_lines(extras[extra]))
+    assert named == set(_requirement_lines((ROOT / "requirements.txt").read_text().splitlines()))
+
+
+def test_clone_only_installs_no_module():
+    """pyproject.toml says the project runs from a clone and lists nothing to install."""
     tomllib = pytest.importorskip("tomllib")
     tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    for mod in tool["py-modules"]:
-        assert (ROOT / f"{mod}.py").is_file(), mod
-    tops = {p.split(".")[0] for p in tool["packages"]["find"]["include"]}
-    present = {p for p in tops if (ROOT / p / "__init__.py").is_file()}
-    assert {"models", "common", "experiments", "benchmarks"} <= present
-    top_level = {p.stem for p in ROOT.glob("*.py")}
-    assert top_level <= set(tool["py-modules"]), top_level - set(tool["py-modules"])
+    assert tool["py-modules"] == [] and tool["packages"] == []
+    assert "runs from a clone" in (ROOT / "pyproject.toml").read_text()
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_metadata_only(tmp_path):
+    """What `pip install .` would put into site-packages: the dist-info, no module."""
+    import subprocess
+    import sys
+    import zipfile
+
+    import shutil
+
+    pytest.importorskip("setuptools")
+    src = tmp_path / "src"   # the whole clone, so that anything it would install is there
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", "scarring_results", "__pycache__", "build", "*.egg-info", ".venv"))
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                           "--no-build-isolation", "-q", "-w", str(tmp_path), str(src)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    wheel, = tmp_path.glob("parametric_scarring-*.whl")
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert all(t.endswith(".dist-info") for t in tops), tops

@@ -119,7 +119,7 @@ def test_batch_members_are_independent():
 
 @pytest.mark.parametrize("kwargs, needle", [
     (dict(dt=10.0), "unstable"),
-    (dict(Du=2.0), r"need dt \* Du <= 1.25"),
+    (dict(Du=2.0), r"lower dt to <= 0.625 \(or Du to <= 1.25\)"),
     (dict(Dv=0.3, stencil="five_point"), "0.25"),
     (dict(dt=-1.0), "dt=-1.0"),
     (dict(decay=1.5), "decay"),

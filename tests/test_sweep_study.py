@@ -65,12 +65,38 @@ def test_tiny_sweep_writes_the_table_heatmaps_and_envelope(tiny):
     assert {"scarred_recall.png", "control_recall.png", "ratio.png", "uncued_recall.png",
             "holds.png", "regime.png"} <= set(report["figures"])
     assert (out.parent / "run.chunks" / "chunks").is_dir()     # the work folder stays
+    assert (out.parent / "run.chunks" / study.cli.CHUNKS_MARKER).is_file()   # not a study's
     assert "SMOKE RUN" in proc.stdout
+
+
+# The sweep with its runner wrapped to SIGKILL the process (no clean-up, like a power cut)
+# when called for the (N+1)-th time, i.e. after N chunk files were written. Test-only: the
+# script itself has no such hook.
+KILLER = """
+import functools, os, signal, sys
+import experiments.sweep as study
+limit, calls, real = int(sys.argv[1]), [], study.run_points
+
+@functools.wraps(real)   # same name, so the same chunk hashes
+def run_points(*args, **kwargs):
+    calls.append(1)
+    if len(calls) > limit:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+
+study.run_points = run_points
+study.main(sys.argv[2:])
+"""
+
+
+def run_killed_after(chunks, *args):
+    return subprocess.run([sys.executable, "-c", KILLER, str(chunks), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
 
 
 def test_a_killed_sweep_resumes_to_the_same_table(tiny, tmp_path):
     out = tmp_path / "run"
-    killed = run(*TINY, "--out", str(out), env={study.KILL_AFTER_ENV: "2"})
+    killed = run_killed_after(2, *TINY, "--out", str(out))
     assert killed.returncode == -signal.SIGKILL
     assert not out.exists()                                  # nothing half-written
     assert len(list((tmp_path / "run.chunks" / "chunks").glob("*.json"))) == 2

@@ -84,9 +84,9 @@ def test_results_follow_the_schema_and_are_consistent(quick_run):
     qualities = r["phase3"]["pattern_recall_qualities"]
     for i, m in enumerate(r["phase3"]["min_recall"]["per_seed"]):
         assert m == pytest.approx(min(q["per_seed"][i] for q in qualities.values()))
-    fields = np.load(out / "fields.npz")
-    assert fields["phase1_scarred_V"].shape == (3, 32, 32)
-    assert fields["phase3_scarred_V"].shape == (3, 3, 32, 32)
+    fields = np.load(out / "fields.npz")          # a state file (common/state.py)
+    assert fields["V"].shape == (3, 32, 32)       # the phase-1 scarred medium
+    assert fields["extra.phase3_scarred_V"].shape == (3, 3, 32, 32)
 
 
 def test_same_seed_same_results_and_batch_independent(tmp_path, quick_run):
@@ -107,7 +107,7 @@ def test_custom_target_image_is_what_gets_scarred(tmp_path):
     Image.fromarray(img).save(tmp_path / "bar.png")
     run(*TINY, "--seeds", "2", "--no-video", "--target-image", str(tmp_path / "bar.png"),
         "--gate", "0.3", "--out", str(tmp_path / "o"))
-    F = np.load(tmp_path / "o" / "fields.npz")["phase1_F"]
+    F = np.load(tmp_path / "o" / "fields.npz")["F"]
     scarred = (F != F[:, :1, :1]).any(0)        # cells whose feed moved away from F0
     bar = np.zeros((32, 32), bool)
     bar[4:28, 12:20] = True                     # the bar on the 32 x 32 grid

@@ -1,0 +1,132 @@
+"""Experiment 2A's media as memories the competing-memories battery can drive (its
+`Memory`: store(patterns, seeds, snapshots) and recall(stored, cues)).
+
+Both media read a V-like cue (the battery's: clamp(0.2 x pattern + noise), pattern cells
+at patterns.PEAK) as a two-level input: a cell at the cue's on level (`on_level`, the
+battery's 0.2 x PEAK) or above is "on", at 0 it is "off", in between it is in between:
+the Kuramoto medium starts at phase pi x level (on cells in antiphase), the Hopfield
+substrate at 2 level - 1 (on +1, off -1). Stored patterns are shown as the same levels
+(pattern / its peak). Activities are scaled to PEAK, the patterns' level. Recall runs
+until the largest change of the activity over `check_every` steps is below `tolerance`
+(settled) or `max_steps` pass; each seed's cues run as one batch on that seed's fields
+(the Kuramoto medium keeps 28 couplings per cell, so seeds run in turn to bound memory).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from models.hopfield_substrate import HopfieldSubstrate
+from models.kuramoto import Kuramoto
+from patterns import PEAK
+from protocol import noise_seeds
+
+ON_LEVEL = 0.2 * PEAK
+
+
+def levels(V: torch.Tensor, on_level: float) -> torch.Tensor:
+    return (V / on_level).clamp(0.0, 1.0)
+
+
+def _noise(seeds, shape, index: int) -> torch.Tensor:
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(g))
+                        for g in noise_seeds(seeds, "train", index)])
+
+
+def _settle(step, activity, state, max_steps: int, check_every: int, tolerance: float,
+            min_steps: int = 0):
+    """Run `step(state, n)` until the activity's largest change over check_every steps is
+    below tolerance per member (settled members stop; not before min_steps: a state near
+    an unstable fixed point leaves it slowly) or max_steps pass."""
+    B = activity(state).shape[0]
+    steps = torch.full((B,), max_steps, dtype=torch.long)
+    settled = torch.zeros(B, dtype=torch.bool)
+    done = 0
+    while done < max_steps:
+        before = activity(state)
+        n = min(check_every, max_steps - done)
+        new = step(state, n)
+        done += n
+        change = (activity(new) - before).abs().flatten(1).amax(1)
+        now = (change < tolerance) & ~settled & (done >= min_steps)
+        steps[now] = done
+        state = tuple(torch.where(settled.view(-1, *[1] * (s.dim() - 1)), s, t)
+                      for s, t in zip(state, new))
+        settled |= now
+        if settled.all():
+            break
+    return state, steps, settled
+
+
+@dataclass
+class KuramotoMemory:
+    medium: Kuramoto = field(default_factory=Kuramoto)
+    train_steps: int = 100
+    max_steps: int = 1000
+    check_every: int = 50
+    tolerance: float = 0.01
+    min_steps: int = 300
+    on_level: float = ON_LEVEL
+    jitter: float = 0.05         # phase noise of every start, radians (exact 0 / pi is a
+    name: str = "kuramoto"       # fixed point of sin coupling: nothing would move)
+
+    def store(self, patterns, seeds, snapshots=()):
+        S, P, H, W = patterns.shape
+        targets = patterns / patterns.amax((-2, -1), keepdim=True).clamp_min(1e-12)
+        fields, by_k = self.medium.fields(S, H, W), {}
+        for p in range(P):
+            noise = 0.1 * _noise(seeds, (1, H, W), 9_000 + p)
+            fields = self.medium.train(fields, targets[:, p:p + 1], self.train_steps, noise)
+            if p + 1 in snapshots:
+                by_k[p + 1] = {k: v.clone() for k, v in fields.items()}
+        return fields, by_k
+
+    def recall(self, stored, cues):
+        S, C, H, W = cues.shape
+        m, out, steps, settled = self.medium, [], [], []
+        for s in range(S):
+            f = {k: v[s:s + 1].expand(C, *v.shape[1:]) if v.dim() else v for k, v in stored.items()}
+            (theta,) = m.initial_state(levels(cues[s], self.on_level))
+            g = torch.Generator().manual_seed(7_919 + s)
+            state = (theta + self.jitter * torch.randn(theta.shape, generator=g),)
+            state, n, ok = _settle(lambda st, k: m.step(st, f, k), m.activity, state,
+                                   self.max_steps, self.check_every, self.tolerance,
+                                   self.min_steps)
+            out.append(PEAK * m.activity(state))
+            steps.append(n)
+            settled.append(ok)
+        return torch.stack(out), {"steps": torch.stack(steps).float().mean().item(),
+                                  "settled": torch.stack(settled)}
+
+
+@dataclass
+class HopfieldMemory:
+    medium: HopfieldSubstrate = field(default_factory=lambda: HopfieldSubstrate(scale=1.0))
+    max_steps: int = 1000
+    check_every: int = 10
+    tolerance: float = 0.01
+    on_level: float = ON_LEVEL
+    name: str = "hopfield_substrate"
+
+    def store(self, patterns, seeds, snapshots=()):
+        S, P, H, W = patterns.shape
+        fields, by_k = self.medium.fields(S, H, W), {}
+        for p in range(P):
+            fields = self.medium.scar(None, patterns[:, p], fields)
+            if p + 1 in snapshots:
+                by_k[p + 1] = dict(fields)
+        return fields, by_k
+
+    def recall(self, stored, cues):
+        S, C, H, W = cues.shape
+        m = self.medium
+        f = {"p": stored["p"]}          # (S, P, N), shared by each seed's C cues
+        state = m.initial_state(2 * levels(cues.flatten(0, 1), self.on_level) - 1)
+        state, n, ok = _settle(lambda st, k: m.step(st, f, k), m.activity, state,
+                               self.max_steps, self.check_every, self.tolerance)
+        return (PEAK * m.activity(state)).view(S, C, H, W), {
+            "steps": n.float().mean().item(), "settled": ok.view(S, C)}
+
+
+MEMORIES = {"kuramoto": KuramotoMemory, "hopfield_substrate": HopfieldMemory}

@@ -1,0 +1,144 @@
+"""The media of experiment 2A (models/kuramoto.py, models/hopfield_substrate.py): each
+test fails if its mechanism breaks."""
+import math
+
+import pytest
+import torch
+
+from memory import MEDIA
+from models.hopfield_substrate import HopfieldSubstrate, hebbian_vector
+from models.kuramoto import (Kuramoto, coupling_drive, disc_offsets, neighbour_stack,
+                                   order_parameter)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny grids: one torch thread is many times faster than several on a loaded machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def disc(H, cy, cx, r):
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(H), indexing="ij")
+    return (((yy - cy) ** 2 + (xx - cx) ** 2) < r * r).float()
+
+
+def test_media_are_registered_by_name():
+    assert MEDIA["kuramoto"] is Kuramoto and MEDIA["hopfield_substrate"] is HopfieldSubstrate
+    assert MEDIA["kuramoto"](radius=2).radius == 2
+    with pytest.raises(ValueError, match="radius"):
+        Kuramoto(radius=0)
+
+
+def test_disc_offsets_radius_3_has_28_neighbours():
+    assert len(disc_offsets(3)) == 28 and (0, 0) not in disc_offsets(3)
+
+
+def test_coupling_pulls_a_neighbour_towards_its_phase():
+    # two cells one apart on a 5x5 grid, the rest at the first cell's phase: the drive on
+    # the odd cell has the sign of sin(theta_j - theta_i) (attractive coupling)
+    theta = torch.zeros(1, 5, 5)
+    theta[0, 2, 2] = 0.5
+    d = coupling_drive(theta, torch.tensor(1.0), disc_offsets(1))
+    assert d[0, 2, 2] < 0 and d[0, 2, 3] > 0
+    J = torch.ones(1, 4, 5, 5)
+    assert torch.allclose(d, coupling_drive(theta, J, disc_offsets(1)), atol=1e-6)
+
+
+def test_uniform_coupling_synchronises_identical_oscillators():
+    g = torch.Generator().manual_seed(0)
+    m = Kuramoto(coupling=1.0, scar_field="none", radius=2)
+    theta = 0.6 * torch.randn(1, 12, 12, generator=g)   # a broad but not uniform start
+    (end,) = m.step((theta,), m.fields(1, 12, 12), 400)
+    assert order_parameter(theta) < 0.9 < 0.99 < order_parameter(end)
+
+
+def test_hebbian_scar_is_symmetric_and_completes_a_half_cue():
+    H = 24
+    target = disc(H, 12, 12, 5)
+    m = Kuramoto()                 # coupling scar, radius 3
+    g = torch.Generator().manual_seed(1)
+    fields = m.train(m.fields(1, H, H), target[None, None], 60,
+                     0.1 * torch.randn(1, 1, H, H, generator=g))
+    # J_{i,e} equals J_{i+e,-e}: the rule reads cos(theta_j - theta_i), symmetric in i, j
+    offs = m.offsets
+    back = neighbour_stack(fields["J"][0, offs.index((1, 2))][None], [(-1, -2)])[0, 0]
+    assert torch.allclose(fields["J"][0, offs.index((-1, -2))], back, atol=1e-5)
+    # bonds across the disc's edge went negative, inside and outside stayed positive
+    edge = fields["J"][0, offs.index((0, 1))][12, 16]     # (12, 16) in, (12, 17) out
+    assert edge < 0 < fields["J"][0, offs.index((0, 1))][12, 12]
+    half = target * (torch.arange(H) < 12).float()
+    (theta,) = m.initial_state(half[None])
+    act = m.activity(m.step((theta + 0.1 * torch.randn(1, H, H, generator=g),), fields, 300))[0]
+    on, off = act[target > 0], act[target == 0]
+    assert (on > 0.5).float().mean() > 0.9 and (off < 0.1).float().mean() > 0.9
+
+
+def test_unscarred_kuramoto_keeps_no_pattern():
+    # without a scar the coupling only synchronises: a cued disc fades into the background
+    H = 16
+    m = Kuramoto(coupling=1.0, scar_field="none")
+    (theta,) = m.initial_state(0.6 * disc(H, 8, 8, 4)[None])
+    act = m.activity(m.step((theta,), m.fields(1, H, H), 300))
+    assert act.max() < 0.05
+
+
+def test_frequency_scar_raises_natural_frequency_only_on_target_cells():
+    H = 8
+    m = Kuramoto(scar_field="frequency", learning_rate=1.0, dt=0.1)
+    target = disc(H, 4, 4, 2)[None]
+    f = m.scar(m.initial_state(target), target, m.fields(1, H, H))
+    assert torch.allclose(f["omega"], 0.1 * target)
+
+
+def test_hopfield_field_input_is_the_dense_hebbian_matrix():
+    g = torch.Generator().manual_seed(2)
+    m = HopfieldSubstrate(scale=1.0)
+    pats = torch.rand(1, 3, 6, 6, generator=g)
+    fields = m.fields(1, 6, 6)
+    for i in range(3):
+        fields = m.scar(None, pats[:, i], fields)
+    p = hebbian_vector(pats[0])            # (3, 36)
+    W = p.T @ p
+    W.fill_diagonal_(0)
+    x = torch.rand(1, 6, 6, generator=g) * 2 - 1
+    assert torch.allclose(m.field_input(x, fields["p"]).flatten(), W @ x.flatten(), atol=1e-5)
+
+
+def test_hopfield_with_gain_retrieves_and_published_scale_only_decays():
+    g = torch.Generator().manual_seed(3)
+    H = 12
+    pats = (torch.rand(2, H, H, generator=g) > 0.5).float()
+    flip = torch.rand(H, H, generator=g) < 0.2
+    cue = torch.where(flip, 1 - pats[0], pats[0]) * 2 - 1      # +-1, 20% wrong
+    sign = hebbian_vector(pats[:1]).view(H, H).sign()
+    for scale, retrieves in ((1.0, True), ("published", False)):
+        m = HopfieldSubstrate(scale=scale, max_steps=200)
+        fields = m.fields(1, H, H)
+        for i in range(2):
+            fields = m.scar(None, pats[i:i + 1], fields)
+        (x,), _ = m.settle(m.initial_state(cue[None]), fields)
+        agree = (x[0].sign() == sign).float().mean()
+        if retrieves:
+            assert agree > 0.97 and x.abs().mean() > 0.5
+        else:   # the loop gain 1/(N T) << 1: the cue only shrinks, wrong cells stay wrong
+            assert x.abs().max() < 0.01 and math.isclose(float(agree), 0.8, abs_tol=0.05)
+
+
+@pytest.mark.slow
+def test_battery_adapters_recall_a_stored_disc_from_its_half():
+    from models.memories_2a import ON_LEVEL, HopfieldMemory, KuramotoMemory
+    from patterns import PEAK
+
+    H = 20
+    pats = PEAK * torch.stack([disc(H, 6, 6, 4), disc(H, 14, 14, 4)])[None]   # (1, 2, H, W)
+    half = ON_LEVEL / PEAK * pats[:, :1] * (torch.arange(H) < 6).float()
+    for mem in (KuramotoMemory(max_steps=400), HopfieldMemory()):
+        stored, by_k = mem.store(pats, [0], snapshots=(1, 2))
+        assert set(by_k) == {1, 2}
+        V, info = mem.recall(stored, half)
+        assert V.shape == (1, 1, H, H) and info["settled"].shape == (1, 1)
+        lit = V[0, 0] > 0.5 * PEAK
+        assert lit[pats[0, 0] > 0].float().mean() > 0.9, mem.name

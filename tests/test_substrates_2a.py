@@ -1,0 +1,34 @@
+"""experiments/substrates_2a end to end at a small size, and its bad input."""
+import json
+
+import pytest
+
+from experiments import substrates_2a
+
+
+def test_bad_audio_rate_is_one_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="--audio-rate 3000"):
+        substrates_2a.main(["--parts", "rev1", "--audio-rate", "3000", "--out",
+                            str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_quick_run_writes_the_tables_and_the_figure(tmp_path):
+    out = tmp_path / "o"
+    substrates_2a.main(["--quick", "--threads", "1", "--quiet", "--grid", "24",
+                        "--parts", "2a", "rev2", "rev1",
+                        "--audio-grid", "32", "--audio-seconds", "0.02",
+                        "--substrates", "rd", "hopfield", "kuramoto", "kuramoto_hebbian",
+                        "--out", str(out)])
+    res = json.loads((out / "substrates_2a.json").read_text())
+    assert (out / "substrates_2a.png").is_file()
+    # 2A's Hopfield weights are ~1/N: its recall is the decayed cue, read as the cue is
+    assert res["2a"]["hopfield"]["answers"] == res["2a"]["cue_alone"]["answers"]
+    for name in ("rd", "hopfield", "kuramoto", "kuramoto_hebbian", "cue_alone"):
+        acc = res["2a"][name]["accuracy"]
+        assert 0 <= acc["mean"] <= 1 and acc["n"] == 2
+    assert res["2a"]["rd"]["published"] == 0.667
+    for part in ("rev1", "rev2"):
+        assert 0 <= res[part]["off_diagonal"]["mean"] <= 1
+        assert len(res[part]["answers"]) == 2

@@ -588,10 +588,6 @@ def write_outputs(out, rule, body, figs, data, args) -> None:
             out, raw, data, encoding("digits", name), f"audio{tag}_{name}")
 
 
-def fmt_rate(a) -> str:
-    return f"{a['mean']:.3f} [{a['ci95_low']:.3f}, {a['ci95_high']:.3f}]"
-
-
 def print_report(bodies, wall) -> None:
     print(f"{Args.study}: {wall:.0f} s")
     for rule, body in bodies.items():
@@ -606,7 +602,7 @@ def print_report(bodies, wall) -> None:
             for label, g, _ in es:
                 acc, own, mc = g["accuracy"], g["own_similarity"], g["mcnemar_medium_vs_cue"]
                 print(f"  {label} (n={g['n_units']}): " + ", ".join(
-                    f"{m.replace('modern_', '')} {fmt_rate(acc[m])}" for m in METHODS)
+                    f"{m.replace('modern_', '')} {stats.format_stat(acc[m])}" for m in METHODS)
                     + f"; McNemar p={mc['p_value']:.2g}; own recall "
                     f"{own['medium']['mean']:.3f} (cue at step 0 {own['cue']['mean']:.3f}); "
                     f"lit {g['mechanism']['lit_fraction']:.2f}, others' cells lit "

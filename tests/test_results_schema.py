@@ -10,7 +10,8 @@ import stats
 from tests.schema_check import check_results
 
 ENVELOPE = {"schema_version": 2, "study": "toy", "command": "python toy.py", "seeds": [0, 1],
-            "git_commit": "unknown", "versions": {"python": "3", "torch": "2", "numpy": "1",
+            "package_version": "0.1",
+            "git_commit": "0" * 40, "versions": {"python": "3", "torch": "2", "numpy": "1",
                                                   "platform": "x"},
             "device": "cpu", "hardware": {"cpu_threads": 1}, "wall_time_s": 1.0,
             "smoke_run": True, "date_utc": "today", "config": {}}

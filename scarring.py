@@ -419,6 +419,11 @@ class GlobalInhibition:
         """GrayScott.run hook: (the inhibited feed, K unchanged, nothing returned)."""
         return self.feed(V, F_base), K, None
 
+    def kernel_feed_inhibition(self):
+        """(gain, set_point): the CPU kernel runs `epilogue` inside its step
+        (substrate.fused_feed) instead of calling it after every step."""
+        return self.gain, self.set_point
+
 
 @register
 @dataclass(frozen=True)

@@ -14,21 +14,25 @@ States are (B, H, W), or (B, D, H, W) for a 3D medium: B seeds or patterns advan
 one call. F and K are one grid-shaped field shared by the batch or one per member.
 
 `gray_scott_step` is the pure reference step (tensors in, tensors out). `GrayScott` holds
-the state as plain tensors and owns the loop, `GrayScott.run`, on one of two paths that
+the state as plain tensors and owns the loop, `GrayScott.run`, on one of three paths that
 give the same numbers to float rounding: eager (gray_scott_step, a finiteness flag kept
-on the device) or compiled (common/compiling.py: one torch.compile'd kernel per step,
-reading circularly padded ping-pong buffers with plain slices, a per-step hook fused in;
-with one CPU thread and no hook, the batch in cache-sized chunks of members, each taken
-through every step up to the next record: CHUNK_BYTES).
-With clamp on and finite inputs every value stays in [0, 1], so the compiled path checks
-finiteness once per run (and replays the run eagerly to name the step if it failed).
-compile="auto" compiles only runs big enough to repay it (AUTO_COMPILE_*) when a C++
-compiler (CPU) or Triton (CUDA) is present. Nothing in the loop waits for the host.
+on the device), compiled (common/compiling.py: one torch.compile'd kernel per step,
+reading circularly padded ping-pong buffers with plain slices, a per-step hook fused in)
+or, on the CPU, the hand-written kernel (common/cpu_kernel.py, numba: bit-identical to
+the eager step, quiet ground skipped exactly, no compiler needed at run time).
+With clamp on and finite inputs every value stays in [0, 1], so the fast paths check
+finiteness once per run (and replay the run eagerly to name the step if it failed).
+compile="auto": a 2D CPU medium runs on the kernel (with no hook, or one it fuses:
+fused_feed; SUBSTRATE_NO_KERNEL switches it off); otherwise only runs big enough to repay
+compiling (AUTO_COMPILE_*) are compiled, when a C++ compiler (CPU) or Triton (CUDA) is
+present. compile=True and False name the compiled and the eager path. Nothing in the
+loop waits for the host.
 """
 from __future__ import annotations
 
 import math
 import numbers
+import os
 import warnings
 
 import torch
@@ -88,24 +92,37 @@ FLUSH_BELOW = 1e-18
 # grid) and the run has at least this many cell-updates ahead of it (or behind it).
 AUTO_COMPILE_MIN_CELLS = 1 << 17
 AUTO_COMPILE_WORK = 2e8
-# Cache blocking of the compiled CPU path (one thread, no hook): the batch is stepped a
-# chunk of members at a time through every step up to the next record, so a chunk's
-# working set (both padded buffers of U and V, and F, K per member: 1.6 MB per 256^2
-# float32 member) stays in cache between steps instead of the whole batch streaming
-# through memory every step. A chunk is the largest divisor of the batch (one kernel per
-# run) whose working set fits CHUNK_BYTES, a third of the 48 MB L3 here: 8 members at
-# 256^2 float32, 4 in float64; none once one member alone exceeds it. Measured on the
-# scarred state, 256^2, batch 32, float32, 1 thread, 25 interleaved rounds (machine
-# shared, load 5 on 2 cores): 1.19x [1.16, 1.23] faster than the whole batch per call on
-# plain runs, 1.06x [1.03, 1.09] with a cosine record every 10 steps (the recall's shape;
-# the records' own cost dilutes it). Chunks of 8 beat 4, 2 and 16. Smaller chunks lose
-# to the ~60 us fixed cost of a compiled call. Not with more threads: each call is a
-# parallel region whose threads wait for one another, and chunks multiply the calls
-# (2 threads, loaded machine: chunks of 16 ran 0.6x, of 8 0.3x).
-CHUNK_BYTES = 16 << 20
 # Peak memory of a run, in state-sized tensors (B x grid): U, V, two padded buffers
 # each, F, K per member with their hook copies, and the eager path's temporaries.
 MEMORY_TENSORS = 14
+
+
+_KERNEL_DECLINED: set = set()   # hooks the kernel did not fuse (warned once each)
+
+
+def kernel_available() -> bool:
+    """True when the hand-written CPU kernel (numba) can run here; the environment
+    variable SUBSTRATE_NO_KERNEL switches it off (the compiled or eager path then)."""
+    if os.environ.get("SUBSTRATE_NO_KERNEL"):
+        return False
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def fused_feed(hook):
+    """(gain, set_point) when hook is a feed inhibition the CPU kernel runs inside its
+    step: a bound `epilogue` of an object with `kernel_feed_inhibition()`, promising
+    F = F_base * clamp(1 - gain * (mean V - set_point), 0, 1) per member, K unchanged,
+    out None (scarring.GlobalInhibition). None for any other hook."""
+    owner = getattr(hook, "__self__", None)
+    spec = getattr(owner, "kernel_feed_inhibition", None)
+    if spec is None or getattr(hook, "__name__", None) != "epilogue":
+        return None
+    gain, set_point = spec()
+    return float(gain), float(set_point)
 
 
 class SimulationError(RuntimeError):
@@ -319,19 +336,6 @@ def _merge(tensors, constants) -> tuple:
     it = iter(tensors)
     return tuple(constants[i] if i in constants else next(it)
                  for i in range(len(tensors) + len(constants)))
-
-
-def _chunk_views(buffers, F, K, chunk, nd) -> list:
-    """Per chunk of `chunk` batch members: ([(U, V, halo pairs)] of both ping-pong
-    buffers, F, K), views of the run's tensors (a grid-shaped F, K is shared). The halo
-    views are built once per run (building them costs more than the copies)."""
-    chunks = []
-    for b in range(0, buffers[0][0].shape[0], chunk):
-        part = slice(b, b + chunk)
-        bufs = [(U[part], V[part], compiling.halo_copies(U[part], nd)
-                 + compiling.halo_copies(V[part], nd)) for U, V in buffers]
-        chunks.append((bufs, *(X[part] if X.dim() > nd else X for X in (F, K))))
-    return chunks
 
 
 # ---- the stepper -----------------------------------------------------------------------------
@@ -564,7 +568,9 @@ class GrayScott:
         constants = {i: a for i, a in enumerate(hook_args) if not isinstance(a, torch.Tensor)}
         key = self._key(hook, constants)
         result = None
-        if self._use_compiled(steps, key):
+        if self._use_kernel(hook):
+            result = self._run_kernel(hook_args=tuple(hook_args), **loop)
+        elif self._use_compiled(steps, key):
             result = self._run_compiled(key, tensors, constants, **loop)
         if result is None:
             result = self._run_eager(hook_args=tuple(hook_args), **loop) + ("eager",)
@@ -574,6 +580,66 @@ class GrayScott:
         physics = (self.Du, self.Dv, self.dt, self.decay, self.stencil, self.clamp)
         return ("gray_scott", physics, self.ndim, self.device.type, hook,
                 tuple(sorted(constants.items())))
+
+    def _use_kernel(self, hook) -> bool:
+        """The hand-written CPU kernel serves compile="auto" runs of 2D CPU media with no
+        hook or one it fuses (fused_feed); any other hook runs on the compiled path (or
+        eagerly), which fuses arbitrary tensor code: said once per hook."""
+        if not (self.compile == "auto" and self.device.type == "cpu" and self.ndim == 2
+                and kernel_available()):
+            return False
+        if hook is None or fused_feed(hook) is not None:
+            return True
+        name = getattr(hook, "__qualname__", repr(hook))
+        if name not in _KERNEL_DECLINED:
+            _KERNEL_DECLINED.add(name)
+            warnings.warn(f"the CPU kernel does not fuse the hook {name}: its runs take the "
+                          f"compiled path (or the eager one)", RuntimeWarning, stacklevel=4)
+        return False
+
+    def _run_kernel(self, steps, hook, hook_args, record_every, on_record):
+        """The run on the CPU kernel (common/cpu_kernel.py): (U, V, F, K, first bad step
+        or -1, "kernel"). A fused hook (fused_feed) runs inside the kernel's step."""
+        from common import cpu_kernel as ck
+        ck.use_threads(torch.get_num_threads())
+        feed = fused_feed(hook)
+        # two buffers per field: step s reads A (s odd) or B (s even) and writes the other
+        A_U, A_V = self.U.contiguous().clone(), self.V.contiguous().clone()
+        B_U, B_V = torch.empty_like(A_U), torch.empty_like(A_V)
+        F, K = self._fields_for(hook)
+        F, K = (X.reshape(-1, *self.grid).contiguous() for X in (F, K))
+        F_run, refresh = F, False
+        state = ck.State(self.batch, self.height, self.width, self.dtype)
+        if feed is not None:   # hook_args = (F_base,): F = F_base * factor after each step
+            F_run = hook_args[0].to(self.dtype).expand(self.batch, *self.grid).contiguous()
+            refresh = not torch.equal(F_run, F.expand_as(F_run))
+        args = ck.arguments(self.dtype, self.Du, self.Dv, self.dt, self.decay, self.stencil,
+                            self.clamp, FLUSH_BELOW, feed)
+        arrays = [t.numpy() for t in (A_U, A_V, B_U, B_V)]
+        done = 0
+        while done < steps:
+            end = min(steps, (done // record_every + 1) * record_every)
+            start = done + 1
+            if refresh and done == 0:     # step 1 reads F; the rest F_base * factor
+                ck.run(*arrays, F.numpy(), K.numpy(), 1, 1, state, args)
+                state.step_everything_next()
+                start = 2
+            if start <= end:
+                ck.run(*arrays, F_run.numpy(), K.numpy(), start, end, state, args)
+            done = end
+            if on_record is not None:
+                U_now, V_now = (B_U, B_V) if done % 2 else (A_U, A_V)
+                on_record(done, U_now, V_now, None)
+        U, V = (B_U, B_V) if steps % 2 else (A_U, A_V)
+        if feed is not None:
+            F = F_run * torch.from_numpy(state.scale[:, 1]).view(-1, *[1] * self.ndim)
+        else:
+            F, K = self.F, self.K
+        if self.clamp or bool(torch.isfinite(U.sum() + V.sum())):
+            return U, V, F, K, -1, "kernel"
+        # a blow-up (clamp off): replay eagerly to name the step
+        first_bad = self._run_eager(steps, hook, hook_args, steps, None)[-1]
+        return U, V, F, K, first_bad if first_bad >= 0 else None, "kernel"
 
     def _use_compiled(self, steps, key) -> bool:
         if self.compile is False or not compiling.compiler_available(self.device) \
@@ -615,19 +681,6 @@ class GrayScott:
                 on_record(i, U, V, out)
         return U, V, F, K, int(first_bad)
 
-    def _chunk_members(self, hook, record_every) -> int:
-        """Batch members per kernel call on the compiled path (CHUNK_BYTES): the whole
-        batch with a hook (it may read every member), more than one thread, a record
-        every step or a member too big for the cache."""
-        if (hook is not None or self.device.type != "cpu" or record_every < 2
-                or torch.get_num_threads() != 1):
-            return self.batch
-        fields = math.prod(self.grid) * sum(X.dim() > self.ndim for X in (self.F, self.K))
-        per_member = (4 * math.prod(g + 2 for g in self.grid) + fields) * self.dtype.itemsize
-        fit = CHUNK_BYTES // per_member
-        return max([d for d in range(1, self.batch + 1)
-                    if self.batch % d == 0 and d <= fit] or [self.batch])
-
     def _run_compiled(self, key, tensors, constants, steps, hook, record_every, on_record):
         """The run on the compiled path: (U, V, F, K, first bad step or -1, "compiled"),
         or None if compiling turned out to be impossible here (nothing has changed
@@ -639,28 +692,25 @@ class GrayScott:
         buffers = [(compiling.pad(self.U, nd), compiling.pad(self.V, nd))]
         buffers.append(tuple(torch.empty_like(t) for t in buffers[0]))
         F, K = self._fields_for(hook)
-        chunks = _chunk_views(buffers, F, K, self._chunk_members(hook, record_every), nd)
-        done, out = 0, None
-        while done < steps:   # one segment: every chunk steps on to the next record
-            end = min(steps, (done // record_every + 1) * record_every)
-            for bufs, F_c, K_c in chunks:
-                for i in range(done + 1, end + 1):
-                    (Up, Vp, _), (Uo, Vo, halo) = bufs[(i - 1) % 2], bufs[i % 2]
-                    try:
-                        out = kernel(Up, Vp, F_c, K_c, Uo, Vo, *tensors)
-                    except Exception as exc:  # no working compiler after all: fall back, once
-                        if i > 1 or compiling.ran(key, self._shapes()):
-                            raise
-                        first = str(exc).splitlines()[0] if str(exc) else ""
-                        warnings.warn(f"torch.compile failed ({exc.__class__.__name__}: "
-                                      f"{first}); using the eager stepper", RuntimeWarning,
-                                      stacklevel=3)
-                        compiling.mark_failed(key)
-                        return None
-                    compiling.fill_halo(halo)
-            done = end
-            if on_record is not None:
-                on_record(done, *(t[inner] for t in buffers[done % 2]), out)
+        halos = [compiling.halo_copies(U, nd) + compiling.halo_copies(V, nd)
+                 for U, V in buffers]   # built once per run: they cost more than the copies
+        out = None
+        for i in range(1, steps + 1):
+            (Up, Vp), (Uo, Vo) = buffers[(i - 1) % 2], buffers[i % 2]
+            try:
+                out = kernel(Up, Vp, F, K, Uo, Vo, *tensors)
+            except Exception as exc:  # no working compiler after all: fall back, once
+                if i > 1 or compiling.ran(key, self._shapes()):
+                    raise
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                warnings.warn(f"torch.compile failed ({exc.__class__.__name__}: "
+                              f"{first}); using the eager stepper", RuntimeWarning,
+                              stacklevel=3)
+                compiling.mark_failed(key)
+                return None
+            compiling.fill_halo(halos[i % 2])
+            if on_record is not None and (i % record_every == 0 or i == steps):
+                on_record(i, Uo[inner], Vo[inner], out)
         compiling.mark_ran(key, self._shapes())
         U, V = (t[inner].contiguous() for t in buffers[steps % 2])
         # with clamp on and no hook every value stays in [0, 1]; otherwise one check

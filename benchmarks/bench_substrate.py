@@ -18,10 +18,9 @@ Paths:
                      per-cell throughput against it, on the same state and grid.
   published_batched  the same code at the configuration's batch in one conv2d call.
   eager              GrayScott(compile=False).
-  compiled           GrayScott(compile=True): with one thread the batch is stepped in
-                     cache-sized chunks of members (substrate.CHUNK_BYTES).
-  compiled_unblocked the same with the whole batch in every kernel call (CHUNK_BYTES = 0):
-                     the gain of the chunks. With more threads both are the same path.
+  compiled           GrayScott(compile=True): torch.compile'd, one kernel call per step.
+  kernel             GrayScott(compile="auto") on the CPU: the hand-written numba kernel
+                     (common/cpu_kernel.py).
 Timing: ROUNDS interleaved rounds (every path sees the same load), each at least
 MIN_ROUND_S seconds (at most MAX_ROUND_S) and, on the compiled path, at least
 MIN_RUN_STEPS steps (one GrayScott.run: its fixed cost, packing and checks, is included). Ratios are the geometric mean of the
@@ -45,10 +44,11 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT_MD = ROOT / "docs" / "performance.md"
 
 # ---- knobs (most are flags) ----------------------------------------------------------
-GRIDS = ["256x256", "1024x1024", "64x64x64"]
+GRIDS = ["256x256"]
 BATCHES = [1, 32]
-DTYPES = ["float32", "float64"]
-PATHS = ["published", "published_batched", "eager", "compiled", "compiled_unblocked"]
+DTYPES = ["float32"]
+ALL_PATHS = ["published", "published_batched", "eager", "compiled", "kernel"]
+PATHS = ["published", "compiled", "kernel"]
 STATE_GRID = "256x256"      # the protocol's grid: the scarred state exists only there
 RECALL_STEPS = 300          # recall steps from the cue before the scarred state is taken
 TRAIN_STEPS = 1000          # phase-1 training steps
@@ -62,7 +62,7 @@ HEADLINE = ("256x256", 32, "float32", "scarred")
 E2E_REPEATS = 2
 E2E_TIMEOUT_S = 1800
 QUICK = dict(grids=["32x32", "8x8x8"], batches=[1, 4], dtypes=["float32"],
-             paths=["published", "published_batched", "eager"], rounds=2)
+             paths=["published", "published_batched", "eager", "kernel"], rounds=2)
 QUICK_TIMING = dict(MIN_ROUND_S=0.01, MAX_ROUND_S=0.2, MIN_RUN_STEPS=5, MAX_ROUND_STEPS=10,
                     TRAIN_STEPS=30, RECALL_STEPS=20)
 
@@ -100,10 +100,9 @@ def scarred_state(grid, batch, dtype, device):
     from protocol import Protocol
     target = make_pattern("square_spots", *grid).to(dtype)
     seeds = list(range(batch))
-    study = scarring.Study(Protocol(grid=grid[-1], dtype=str(dtype).replace("torch.", "")),
-                           device)
+    study = scarring.Study(Protocol(dtype=str(dtype).replace("torch.", "")), device=device)
     stored = study.store(target[None], seeds, TRAIN_STEPS, progress="scarred state: training")
-    cue = scarring.make_cues(target[None], 0.15, seeds=seeds)[:, 0]
+    cue = study.cues(target[None], seeds, 0.15)[:, 0]
     gs = scarring.GrayScott(*grid, batch=batch, F=stored["F"], K=stored["K"],
                             device=device, dtype=dtype)
     gs.reset(V=cue.to(device))
@@ -161,9 +160,10 @@ class Runner:
             self.sim = substrate.GrayScott(grid[-2], grid[-1], batch=V.shape[0], F=F, K=K,
                                            depth=grid[0] if len(grid) == 3 else None,
                                            device=device, dtype=V.dtype,
-                                           compile=path.startswith("compiled"))
+                                           compile="auto" if path == "kernel"
+                                           else path.startswith("compiled"))
             self.sim.reset(U=U, V=V)
-            self.min_steps = MIN_RUN_STEPS if path.startswith("compiled") else 1
+            self.min_steps = MIN_RUN_STEPS if path.startswith(("compiled", "kernel")) else 1
         self.cells = V[:1].numel() if path == "published" else V.numel()
         self.first_call_s = self.run(1)     # compiles on the compiled path
         per_step = max(self.run(2) / 2, 1e-7)
@@ -171,18 +171,11 @@ class Runner:
         self.steps = int(max(1, min(steps, MAX_ROUND_S // per_step)))
 
     def run(self, n):
-        import substrate
-        chunk_bytes = substrate.CHUNK_BYTES
-        if self.path == "compiled_unblocked":
-            substrate.CHUNK_BYTES = 0      # no chunk fits: the whole batch per call
-        try:
-            synchronize(self.device)
-            t = time.perf_counter()
-            self.sim.step(n)
-            synchronize(self.device)
-            return time.perf_counter() - t
-        finally:
-            substrate.CHUNK_BYTES = chunk_bytes
+        synchronize(self.device)
+        t = time.perf_counter()
+        self.sim.step(n)
+        synchronize(self.device)
+        return time.perf_counter() - t
 
     def seconds_per_cell(self):
         """One timing round: seconds per cell-update."""
@@ -190,7 +183,8 @@ class Runner:
 
     @property
     def fell_back(self):
-        return self.path.startswith("compiled") and self.sim.last_path != "compiled"
+        want = {"kernel": "kernel"}.get(self.path, "compiled")
+        return self.path.startswith(("compiled", "kernel")) and self.sim.last_path != want
 
 
 def measure(setups, device, rounds):
@@ -202,7 +196,8 @@ def measure(setups, device, rounds):
         for label, r in runners.items():
             times[label].append(r.seconds_per_cell())
     if any(r.fell_back for r in runners.values()):
-        print("  note: the compiled path fell back to eager (no compiler?)", flush=True)
+        print("  note: the compiled path or the kernel fell back (no compiler or numba?)",
+              flush=True)
     return times, {label: r.first_call_s for label, r in runners.items()}
 
 
@@ -254,7 +249,8 @@ def table_section(args, states, device):
                         print(f"    {p:18s} {1e-6 / min(times[p]):9.1f} Mcells/s  "
                               f"{fmt_ratio(r) if r else ''}", flush=True)
                     if (label, batch, dt, name) == HEADLINE:
-                        best = "compiled" if "compiled" in times else "eager"
+                        best = next(p for p in ("kernel", "compiled", "eager")
+                                    if p in times)
                         headline = ratio_stat(times["published"], times[best]) | {"path": best}
     return md + [""], headline
 
@@ -302,58 +298,26 @@ def threads_section(args, states, device):
         for p in paths:
             md.append(f"| {threads} | {p} | {1e-6 / min(times[p]):.3g} | "
                       f"{fmt_ratio(ratio_stat(times['published'], times[p]))} |")
-        if {"compiled", "compiled_unblocked"} <= set(times):
-            gain = fmt_ratio(ratio_stat(times["compiled_unblocked"], times["compiled"]))
-            md.append(f"| {threads} | compiled vs compiled_unblocked (chunks' gain) | - | "
-                      f"{gain} |")
-            print(f"    threads={threads}: compiled vs compiled_unblocked {gain}", flush=True)
     torch.set_num_threads(saved)
     return md + [""]
 
 
-STARTUP_SNIPPET = """
-import time; t0 = time.perf_counter()
-import torch; t1 = time.perf_counter()
-import scarring, substrate; t2 = time.perf_counter()
-torch.set_num_threads({threads})
-for batch in (8, 24):
-    gs = substrate.GrayScott(256, 256, batch=batch, compile=True)
-    t = time.perf_counter(); gs.run(1); print(f"first_run_batch{{batch}}_s={{time.perf_counter() - t:.2f}}")
-print(f"import_torch_s={{t1 - t0:.2f}}"); print(f"import_ours_s={{t2 - t1:.2f}}")
-"""
-
-
-def startup_section(threads):
-    """What a fresh process pays before its first fast step (warm inductor cache)."""
-    proc = subprocess.run([sys.executable, "-c", STARTUP_SNIPPET.format(threads=threads)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=E2E_TIMEOUT_S)
-    found = dict(re.findall(r"^(\w+)=([\d.]+)$", proc.stdout, re.M))
-    md = ["### Start-up of a fresh process (inductor's disk cache warm)", "",
-          "| part | s |", "|---|---|"]
-    names = {"import_torch_s": "`import torch`", "import_ours_s": "`import scarring, substrate`",
-             "first_run_batch8_s": "first compiled run (imports dynamo and inductor, traces "
-                                   "256^2 batch 8)",
-             "first_run_batch24_s": "a second static kernel (batch 24)"}
-    for key, text in names.items():
-        md.append(f"| {text} | {found.get(key, 'failed')} |")
-    return md + [""]
-
-
 def time_script(argv, sim_pattern):
-    """(wall s, simulation s or None, status) of `python <argv>` from the repository root
-    in this environment (threads as a user gets them): start-up, compilation, figures and
-    videos included."""
+    """(wall s, simulation s or None, status, stdout) of `python <argv>` from the
+    repository root in this environment (threads as a user gets them): start-up,
+    compilation, figures and videos included."""
     t = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True,
                               timeout=E2E_TIMEOUT_S, cwd=ROOT)
     except subprocess.TimeoutExpired:
-        return None, None, f"timed out after {E2E_TIMEOUT_S} s"
+        return None, None, f"timed out after {E2E_TIMEOUT_S} s", ""
     wall = time.perf_counter() - t
     if proc.returncode != 0:
-        return None, None, f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}"
+        return (None, None, f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}",
+                proc.stdout)
     found = re.search(sim_pattern, proc.stdout)
-    return wall, float(found.group(1)) if found else None, "ok"
+    return wall, float(found.group(1)) if found else None, "ok", proc.stdout
 
 
 def e2e_section(args):
@@ -379,9 +343,11 @@ def e2e_section(args):
         for _ in range(args.e2e_repeats):
             for name, argv, pattern in runs:
                 print(f"end to end: {name} ...", flush=True)
-                wall, sim, status = time_script(argv, pattern)
+                wall, sim, status, stdout = time_script(argv, pattern)
                 if wall is not None:
                     walls[name].append(wall)
+                if name == "ours":
+                    args.ours_stdout = stdout
                 rest = f"{wall - sim:.1f}" if wall is not None and sim is not None else "-"
                 md.append(f"| `python {' '.join(argv[:2]) if name == 'published' else argv[0]}`"
                           f" | {'-' if wall is None else f'{wall:.1f}'} | "
@@ -392,7 +358,46 @@ def e2e_section(args):
         md += ["", f"Default 8-seed study: {', '.join(f'{w:.1f}' for w in walls['ours'])} s; "
                    f"published single seed: {', '.join(f'{w:.1f}' for w in walls['published'])}"
                    f" s: the 8-seed study is **{verdict}** in every pair."]
+        ratios = [p / o for o, p in zip(walls["ours"], walls["published"])]
+        stat = (ratio_stat(walls["published"], walls["ours"]) if len(ratios) > 1 else
+                {"mean": ratios[0], "low": None, "high": None})
+        from benchmarks.kernel_targets import target_row
+        args.target_rows.append(target_row(
+            "end to end: default 8-seed run vs one published seed (published / ours)",
+            stat, 1.0, reason="training runs the scar rule's hook, which the kernel does "
+                              "not fuse: it takes the compiled path, whose start "
+                              "(torch.compile) and the figures and videos dominate"))
     return md + [""]
+
+
+def targets_sections(args, states):
+    """The kernel's targets against the compiled path, the roofline and the scaling
+    figure (benchmarks/kernel_targets.py, benchmarks/roofline.py)."""
+    import torch
+
+    from benchmarks import kernel_targets as kt
+    from benchmarks import roofline as rl
+    md = ["## The CPU kernel against the compiled path", ""]
+    for section, rows in (kt.throughput_targets(states, args.rounds),
+                          kt.dead_background_target(args.rounds),
+                          kt.startup_target(torch.get_num_threads())):
+        md += section
+        args.target_rows += rows
+    rates = {}
+    for line in md:   # the headline configuration's best rates, from the table above
+        m = re.match(r"\| 32 \| (\d+) \| (\d+) \|", line)
+        if m:
+            rates = {"kernel": float(m.group(1)), "compiled": float(m.group(2))}
+    scaling, png = None, None
+    if not args.no_scaling:
+        print("[targets] scaling ...", flush=True)
+        scaling = rl.scaling({"kernel": "auto", "compiled": True})
+        png = "figures/performance_scaling.png"
+        if args.write_docs:
+            rl.plot_scaling(scaling, ["kernel", "compiled"], OUT_MD.parent / png,
+                            note=f"; {os.cpu_count()} CPUs, load {load_average()}")
+    md += kt.roofline_section(rates, 2, png if args.write_docs else None, scaling)
+    return md
 
 
 # ---- the report --------------------------------------------------------------------------
@@ -433,10 +438,9 @@ def preamble(args, command):
             "`benchmarks/published.py` as published, one grid per call with a host sync "
             "every step: the baseline, at batch 1, on the same state; **published_batched** "
             "= the same at the row's batch in one conv2d call; **eager** = "
-            "`GrayScott(compile=False)`; **compiled** = `GrayScott(compile=True)`, which with "
-            "one thread steps the batch in cache-sized chunks of members "
-            "(`substrate.CHUNK_BYTES`); **compiled_unblocked** = the same with the whole batch "
-            "in every kernel call (with more threads the two are one path). Each "
+            "`GrayScott(compile=False)`; **compiled** = `GrayScott(compile=True)` (torch.compile); "
+            "**kernel** = `GrayScott(compile='auto')` on the CPU: the hand-written numba "
+            "kernel (`common/cpu_kernel.py`). Each "
             f"ratio is the geometric mean of {args.rounds} paired, interleaved rounds with "
             "its 95% interval; Mcells/s is the best round. 'first call' includes "
             "compilation. The scarred state is built by our stepper, which flushes "
@@ -469,7 +473,7 @@ def build_parser():
     p.add_argument("--batches", nargs="+", type=int, default=BATCHES,
                    help=f"default {BATCHES}")
     p.add_argument("--dtypes", nargs="+", default=DTYPES, choices=["float32", "float64"])
-    p.add_argument("--paths", nargs="+", default=PATHS, choices=PATHS,
+    p.add_argument("--paths", nargs="+", default=PATHS, choices=ALL_PATHS,
                    help="published (the baseline) is always included")
     p.add_argument("--rounds", type=int, default=ROUNDS, help=f"default {ROUNDS}")
     p.add_argument("--e2e-repeats", type=int, default=E2E_REPEATS,
@@ -478,6 +482,11 @@ def build_parser():
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of the tables (default: torch's default); the threads "
                         "section measures 1 and 2, the end-to-end runs use the environment's")
+    p.add_argument("--reference-log", default=None,
+                   help="stdout of `python scarring_validation.py` at another commit: the "
+                        "default run's table is compared with it, line by line")
+    p.add_argument("--no-scaling", action="store_true",
+                   help="skip the Mcells/s against grid and batch sweep (and its figure)")
     p.add_argument("--quick", action="store_true",
                    help="tiny grids, no compilation, no end-to-end runs (seconds); never "
                         "writes docs")
@@ -544,6 +553,7 @@ def main(argv=None):
     command = "python -m benchmarks.bench_substrate " + " ".join(
         argv if argv is not None else sys.argv[1:])
     md = preamble(args, command.strip())
+    args.targets_at = len(md)     # the targets table goes first, once it is known
     md += [f"## {device.type.upper()}: {machine_description(device)}", ""]
     want_scarred = any("x".join(map(str, g)) == STATE_GRID for g in args.grids)
     states = States(device, args.batches, args.dtypes, want_scarred)
@@ -553,13 +563,21 @@ def main(argv=None):
         md += states_section(args, states, device)
     if device.type == "cpu" and not args.quick:
         md += threads_section(args, states, device)
-        md += startup_section(torch.get_num_threads())
+    args.target_rows, args.ours_stdout = [], None
+    if device.type == "cpu" and not args.quick and states.scarred:
+        md += targets_sections(args, states)
     if device.type != "cuda":
-        md += ["## GPU", "", "Unmeasured: no GPU was available to this run. The code is "
-               "device-agnostic (the compiled path uses Triton on CUDA), but it has not been "
-               "run on a GPU.", ""]
+        md += ["## GPU", "", "Unmeasured: no GPU was available to this run (none was lent to the "
+               "kernel's session either). The kernel is CPU-only; on CUDA the compiled "
+               "path (Triton) serves as before.", ""]
     if args.e2e_repeats:
         md += e2e_section(args)
+    if args.target_rows or args.ours_stdout:
+        from benchmarks import kernel_targets as kt
+        section, rows = kt.exactness_section(args.ours_stdout, args.reference_log)
+        md += section
+        md = md[:args.targets_at] + kt.targets_table(args.target_rows + rows) + \
+            md[args.targets_at:]
     if headline is None:
         raise ValueError(f"the headline configuration {HEADLINE} was not measured: include "
                          f"grid {HEADLINE[0]}, batch {HEADLINE[1]} and {HEADLINE[2]}")

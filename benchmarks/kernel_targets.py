@@ -1,0 +1,254 @@
+"""The CPU kernel's targets, side by side with the compiled path, for bench_substrate.
+
+Each section returns markdown lines and a list of target rows (name, measured, interval,
+target, met, reason). Ratios are compiled time / kernel time over interleaved rounds in
+one process (the geometric mean of the paired per-round ratios, 95% t-interval on the
+logarithm); the machine is shared, so the rows carry the load average.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+
+from benchmarks.bench_substrate import ROOT, fmt_ratio, load_average, ratio_stat
+
+RECALL_STEPS = 500            # the main study's phase-2 recall
+RECALL_SEEDS = 8
+TRAIN_STEPS = 1000
+STARTUP_REPEATS = 3
+
+
+def target_row(name, stat, target, unit="x", higher=True, reason=""):
+    """One row of the targets table: stat {"mean", "low", "high"} against target."""
+    worst = stat["low"] if higher else stat["high"]
+    met = worst is not None and (worst >= target if higher else worst <= target)
+    interval = ("-" if stat["low"] is None else
+                f"[{stat['low']:.2f}, {stat['high']:.2f}]")
+    return {"name": name, "measured": f"{stat['mean']:.2f}{unit}", "interval": interval,
+            "target": f"{'>=' if higher else '<='} {target}{unit}",
+            "met": "met" if met else "not met", "reason": reason}
+
+
+def _timed_runs(sims, steps, rounds, record_every=10):
+    """{label: [seconds per run]} of GrayScott objects, interleaved, each restarted from
+    its own saved state every round (the same work every round)."""
+    times = {label: [] for label in sims}
+    for _ in range(rounds):
+        for label, (gs, U, V) in sims.items():
+            gs.reset(U=U, V=V)
+            t = time.perf_counter()
+            gs.run(steps, record_every=record_every, on_record=lambda *a: None)
+            times[label].append(time.perf_counter() - t)
+    return times
+
+
+def throughput_targets(states, rounds, threads=2):
+    """Kernel against compiled on the scarred state, 256^2, batch 32 and batch 1, at
+    `threads` threads: (markdown, target rows)."""
+    import torch
+
+    import substrate
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    md = [f"### Kernel against the compiled path (scarred state, 256x256, float32, "
+          f"{threads} threads)", "",
+          "Each round runs 100 steps with a record every 10 (the recall's shape) from the "
+          "same scarred state on both paths; load average at start "
+          f"{load_average()}.", "",
+          "| batch | kernel Mcells/s (best) | compiled Mcells/s (best) | kernel vs compiled |",
+          "|---|---|---|---|"]
+    rows = []
+    for batch, target in ((32, 2.5), (1, 3.0)):
+        U, V, F, K, _ = states.get("scarred", (256, 256), batch, "float32")
+        sims = {}
+        for label, compile in (("kernel", "auto"), ("compiled", True)):
+            gs = substrate.GrayScott(256, 256, batch=batch, F=F, K=K, device="cpu",
+                                     compile=compile)
+            gs.reset(U=U, V=V)
+            gs.run(2)
+            sims[label] = (gs, U, V)
+        print(f"[targets] throughput batch {batch} ...", flush=True)
+        times = _timed_runs(sims, 100, rounds)
+        stat = ratio_stat(times["compiled"], times["kernel"])
+        cells = batch * 256 * 256 * 100
+        md.append(f"| {batch} | {cells / min(times['kernel']) / 1e6:.0f} | "
+                  f"{cells / min(times['compiled']) / 1e6:.0f} | {fmt_ratio(stat)} |")
+        rows.append(target_row(f"step throughput, scarred state, 256^2, batch {batch}, "
+                               f"{threads} threads", stat, target))
+    torch.set_num_threads(saved)
+    return md + [""], rows
+
+
+def _dead_background_fields(seeds):
+    """Stored F, K of `--rule surround_inhibited` (8 seeds, 1000 training steps) and the
+    phase-2 cues: the study's own dead-background recall."""
+    import torch
+
+    from patterns import make_pattern
+    from protocol import Protocol
+    from scarring import Study
+    study = Study(Protocol(rule="surround_inhibited"))
+    target = make_pattern("square_spots", 256, 256).to(torch.float32)
+    stored = study.store(target[None], seeds, TRAIN_STEPS)
+    return study, stored["F"], stored["K"], study.cues(target[None], seeds, 0.15), target
+
+
+def dead_background_target(rounds):
+    """Phase-2 recall of `--rule surround_inhibited` (global inhibition fused into the
+    kernel), kernel against compiled: (markdown, target rows)."""
+    print("[targets] dead-background recall: training surround_inhibited ...", flush=True)
+    seeds = list(range(RECALL_SEEDS))
+    study, F, K, cues, target = _dead_background_fields(seeds)
+    times, quality = {"kernel": [], "compiled": []}, {}
+    for label, compile in (("compiled", True), ("kernel", "auto")):   # warm-up
+        study.recall(F, K, cues, target[None], 2, substrate={"compile": compile})
+    for _ in range(rounds):
+        for label, compile in (("kernel", "auto"), ("compiled", True)):
+            t = time.perf_counter()
+            out = study.recall(F, K, cues, target[None], RECALL_STEPS,
+                               substrate={"compile": compile})
+            times[label].append(time.perf_counter() - t)
+            quality[label] = out["final"]["cosine"].flatten()
+    stat = ratio_stat(times["compiled"], times["kernel"])
+    same = bool((quality["kernel"] - quality["compiled"]).abs().max() < 5e-4)
+    diff = float((quality["kernel"] - quality["compiled"]).abs().max())
+    md = ["### Dead-background recall (`--rule surround_inhibited`, phase 2)", "",
+          f"{RECALL_SEEDS} seeds, 256x256, {RECALL_STEPS} recall steps from the 15% cue "
+          "under the rule's global inhibition (fused into the kernel's step), "
+          f"{rounds} interleaved rounds; load average {load_average()}.", "",
+          f"- kernel {min(times['kernel']):.2f} s, compiled {min(times['compiled']):.2f} s "
+          f"(best round): kernel vs compiled {fmt_ratio(stat)}",
+          f"- final recall cosine per seed, largest difference between the paths: "
+          f"{diff:.2g} ({'the same' if same else 'NOT the same'} to 3 decimals); mean "
+          f"{float(quality['kernel'].mean()):.3f}", ""]
+    reason = ("exact skipping needs U and V unchanged to the bit in a tile and its "
+              "neighbours; in this recall V is 0 on most of the grid but U there keeps "
+              "relaxing toward 1 by ulps (rate F per step) for hundreds of steps, so most "
+              "tiles still change (see Skipping)")
+    return md, [target_row("dead-background recall (surround_inhibited, phase 2)", stat,
+                           5.0, reason=reason)]
+
+
+STARTUP_SNIPPET = """
+import time; t0 = time.perf_counter()
+import torch, substrate
+torch.set_num_threads({threads})
+gs = substrate.GrayScott(256, 256, batch=8, compile={compile!r})
+t = time.perf_counter(); gs.run(1)
+print(f"first_step_s={{time.perf_counter() - t:.3f}} imports_s={{t - t0:.3f}} path={{gs.last_path}}")
+"""
+
+
+def startup_target(threads):
+    """First step of a fresh process (caches warm: one untimed process first), kernel
+    and compiled, alternating, STARTUP_REPEATS each: (markdown, target rows)."""
+    from metrics import summarize
+    found = {"auto": [], True: []}
+    for i in range(STARTUP_REPEATS + 1):
+        for compile in ("auto", True):
+            proc = subprocess.run([sys.executable, "-c", STARTUP_SNIPPET.format(
+                threads=threads, compile=compile)], capture_output=True, text=True,
+                cwd=ROOT, timeout=600)
+            m = re.search(r"first_step_s=([\d.]+) imports_s=([\d.]+) path=(\w+)", proc.stdout)
+            if m and i > 0:
+                found[compile].append((float(m.group(1)), float(m.group(2)), m.group(3)))
+    md = ["### First step of a fresh process (caches warm)", "",
+          f"`GrayScott(256, 256, batch=8).run(1)` in a new Python process after `import "
+          f"torch, substrate` (not counted: the imports, listed beside), {STARTUP_REPEATS} "
+          f"processes per path, alternating, after one warm-up each; load average "
+          f"{load_average()}.", "", "| path | first step s | imports s |", "|---|---|---|"]
+    rows = []
+    for compile, label in (("auto", "kernel"), (True, "compiled")):
+        firsts = [f for f, _, _ in found[compile]]
+        md.append(f"| {label} ({', '.join(sorted({p for _, _, p in found[compile]}))}) | "
+                  f"{', '.join(f'{f:.2f}' for f in firsts) or 'failed'} | "
+                  f"{', '.join(f'{i:.2f}' for _, i, _ in found[compile])} |")
+        if label == "kernel" and firsts:
+            s = summarize(firsts)
+            stat = {"mean": s["mean"], "low": s["ci95_low"], "high": s["ci95_high"]}
+            rows.append(target_row("first step of a fresh process (kernel)", stat, 1.0,
+                                   unit=" s", higher=False,
+                                   reason="numba's import and loading its cached "
+                                          "functions; on a loaded machine every part "
+                                          "stretches with the load"))
+    return md + [""], rows
+
+
+def table_lines(text):
+    """The results table of scarring_validation's output: the lines from the header
+    ('metric') to the first blank line after it."""
+    lines, inside = [], False
+    for line in text.splitlines():
+        if re.match(r"\s+metric\s", line):
+            inside = True
+        if inside:
+            if not line.strip() and lines:
+                break
+            lines.append(line.rstrip())
+    return lines
+
+
+def exactness_section(ours_stdout, reference_log):
+    """The default run's table against a reference run's (same command at the start
+    commit): (markdown, target rows)."""
+    md = ["### Exactness of the default run", ""]
+    if not ours_stdout or not reference_log or not os.path.exists(reference_log):
+        md += ["Not compared: no reference log given (`--reference-log`).", ""]
+        return md, []
+    ours, ref = table_lines(ours_stdout), table_lines(open(reference_log).read())
+    differ = [(a, b) for a, b in zip(ours, ref) if a != b] + \
+        [("(missing)", b) for b in ref[len(ours):]]
+    md += [f"The table of `python scarring_validation.py` (8 seeds) against "
+           f"`{reference_log}` (the same command at the start commit): "
+           f"{len(ref)} lines, {len(differ)} differ.", ""]
+    for a, b in differ:
+        md += [f"- ours: `{a.strip()}`", f"  reference: `{b.strip()}`"]
+    stat = {"mean": float(len(differ)), "low": float(len(differ)),
+            "high": float(len(differ))}
+    return md + [""], [target_row("default run table identical to every digit (lines "
+                                  "differing)", stat, 0, unit="", higher=False,
+                                  reason="recall on the kernel is bit-identical to the "
+                                         "eager step, the compiled path is not (its "
+                                         "compiler may fuse multiply-adds)")]
+
+
+def targets_table(rows):
+    md = ["## Targets", "", "| target | measured | 95% interval | wanted | verdict | "
+          "why, where not met |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['name']} | {r['measured']} | {r['interval']} | {r['target']} | "
+                  f"{r['met']} | {r['reason'] if r['met'] != 'met' else ''} |")
+    return md + [""]
+
+
+def roofline_section(headline_rates, threads, scaling_png=None, scaling=None):
+    """The machine's limits and each path's fraction of them at the headline
+    configuration (headline_rates: {path: Mcells/s})."""
+    from benchmarks import roofline as rl
+    bw, fma, peak = rl.copy_bandwidth(), rl.fma_rate(), rl.fma_peak_from_clock()
+    md = ["## Roofline", "",
+          f"Copy bandwidth {bw / 1e9:.1f} GB/s (one thread, numpy copy of 128 MiB); FMA "
+          f"rate {fma / 1e9:.1f} GFlop/s per thread (float32 a*y+b in L1), the ISA's peak "
+          f"{(peak or math.nan) / 1e9:.1f} GFlop/s per core (2 FMA pipes x 8 lanes x 2 x "
+          f"clock); both timed on the thread's CPU clock. A step's compulsory traffic is "
+          f"{rl.BYTES_PER_CELL['float32']} B per cell (float32) and its arithmetic "
+          f"{rl.FLOPS_PER_CELL} flops per cell. Fractions at the throughput target's "
+          f"configuration with {threads} threads (limits x threads):", "",
+          "| path | Mcells/s | GB/s if streamed | of copy bandwidth | GFlop/s | of FMA rate "
+          "| of ISA peak |", "|---|---|---|---|---|---|---|"]
+    for path, rate in headline_rates.items():
+        gbs = rate * 1e6 * rl.BYTES_PER_CELL["float32"]
+        flops = rate * 1e6 * rl.FLOPS_PER_CELL
+        md.append(f"| {path} | {rate:.0f} | {gbs / 1e9:.1f} | {gbs / (bw * threads):.0%} | "
+                  f"{flops / 1e9:.1f} | {flops / (fma * threads):.0%} | "
+                  f"{flops / ((peak or math.nan) * threads):.0%} |")
+    if scaling_png:
+        md += ["", f"![Mcells/s against grid and batch]({scaling_png})", ""]
+    if scaling:
+        md += ["| path | grid | batch | Mcells/s (best of 3) |", "|---|---|---|---|"]
+        md += [f"| {p} | {g}^2 | {b} | {v:.0f} |" for (p, g, b), v in sorted(scaling.items())]
+    return md + [""]

@@ -1,0 +1,214 @@
+"""The hand-written CPU kernel (common/cpu_kernel.py): the numpy float64 reference, bit
+for bit the eager step, quiet tiles skipped without changing a bit, blocking in time
+without changing a bit, the subnormal flush, both dtypes and stencils, the fused feed
+inhibition, and the fall-back for a hook it cannot fuse. Small grids; the kernel is
+compiled once per dtype and cached on disk by numba."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import substrate
+from substrate import GrayScott, SimulationError, gray_scott_step
+from tests import reference_numpy
+
+ck = pytest.importorskip("common.cpu_kernel")
+
+STENCIL_CONSTANTS = {"nine_point": (0.16, 0.08), "five_point": (0.04, 0.02)}
+
+
+def random_state(B, H, W, dtype, seed=0, quiet_rows=0, per_member=True):
+    """Random U, V and per-cell F, K; the first quiet_rows rows at the fixed point
+    U = 1, V = 0, and the lower right corner dead (V = 0, U a few ulps below 1)."""
+    g = torch.Generator().manual_seed(seed)
+    U = torch.rand((B, H, W), generator=g, dtype=torch.float64)
+    V = 0.5 * torch.rand((B, H, W), generator=g, dtype=torch.float64)
+    fshape = (B, H, W) if per_member else (H, W)
+    F = 0.01 + 0.07 * torch.rand(fshape, generator=g, dtype=torch.float64)
+    K = 0.03 + 0.05 * torch.rand(fshape, generator=g, dtype=torch.float64)
+    U, V, F, K = (t.to(dtype) for t in (U, V, F, K))
+    U[:, :quiet_rows], V[:, :quiet_rows] = 1.0, 0.0
+    corner = (slice(None), slice(H // 2, None), slice(W // 2, None))
+    U[corner] = 1.0 - 3 * torch.finfo(dtype).eps / 2
+    V[corner] = 0.0
+    return U, V, F, K
+
+
+def kernel_medium(U, V, F, K, stencil="nine_point", compile="auto"):
+    B, H, W = U.shape
+    Du, Dv = STENCIL_CONSTANTS[stencil]
+    gs = GrayScott(H, W, batch=B, F=F, K=K, Du=Du, Dv=Dv, stencil=stencil, device="cpu",
+                   dtype=U.dtype, compile=compile)
+    gs.reset(U=U, V=V)
+    return gs
+
+
+def eager_steps(U, V, F, K, stencil, steps):
+    Du, Dv = STENCIL_CONSTANTS[stencil]
+    for _ in range(steps):
+        U, V = gray_scott_step(U, V, F, K, Du, Dv, stencil=stencil)
+    return U, V
+
+
+@pytest.mark.parametrize("stencil", ["nine_point", "five_point"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernel_matches_the_numpy_float64_reference(stencil, dtype):
+    """Random per-cell F, K: the kernel against tests/reference_numpy.py (float64,
+    np.roll), within float32 rounding in float32 and 1e-12 in float64."""
+    U, V, F, K = random_state(2, 12, 10, torch.float64, seed=1)
+    gs = kernel_medium(*(t.to(dtype) for t in (U, V, F, K)), stencil=stencil)
+    gs.step(5)
+    assert gs.last_path == "kernel"
+    Du, Dv = STENCIL_CONSTANTS[stencil]
+    Ur, Vr = U.numpy(), V.numpy()
+    for _ in range(5):
+        Ur, Vr = reference_numpy.step(Ur, Vr, F.numpy(), K.numpy(), Du, Dv, stencil=stencil)
+    tol = 2e-6 if dtype == torch.float32 else 1e-12
+    np.testing.assert_allclose(gs.U.double().numpy(), Ur, atol=tol)
+    np.testing.assert_allclose(gs.V.double().numpy(), Vr, atol=tol)
+
+
+@pytest.mark.parametrize("stencil", ["nine_point", "five_point"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch, per_member", [(1, False), (3, True), (4, False)])
+def test_kernel_is_bit_identical_to_the_eager_step(stencil, dtype, batch, per_member):
+    """Batch 1 and 3 share each step's tiles among the threads, batch 4 gives whole
+    members to threads; shared and per-member F, K; quiet rows and a dead corner so
+    that tiles are skipped. Every value equals the eager step's, bit for bit."""
+    U, V, F, K = random_state(batch, 20, 70, dtype, seed=2, quiet_rows=8,
+                              per_member=per_member)
+    gs = kernel_medium(U, V, F, K, stencil)
+    gs.step(13)
+    assert gs.last_path == "kernel"
+    U_ref, V_ref = eager_steps(U, V, F, K, stencil, 13)
+    assert torch.equal(gs.U, U_ref) and torch.equal(gs.V, V_ref)
+
+
+def _raw(U, V, F, K, steps, tile, every_step_everything=False, members=None):
+    """Run the kernel's drivers directly: (U, V, flags of the last step)."""
+    A = [U.numpy().copy(), V.numpy().copy()]
+    Bf = [np.empty_like(A[0]), np.empty_like(A[1])]
+    state = ck.State(U.shape[0], U.shape[1], U.shape[2], U.dtype, tile)
+    args = ck.arguments(U.dtype, 0.16, 0.08, 1.0, 0.9995, "nine_point", True,
+                        substrate.FLUSH_BELOW, None)
+    driver = {None: ck.run, True: ck.run_members, False: ck.run_tiles}[members]
+    for s in range(1, steps + 1) if every_step_everything or members is not None else [1]:
+        if every_step_everything:
+            state.step_everything()
+        first, last = (s, s) if every_step_everything or members is not None else (1, steps)
+        if driver is ck.run:
+            ck.run(*A, *Bf, F.numpy(), K.numpy(), first, last, state, args)
+        else:
+            driver(*A, *Bf, F.numpy(), K.numpy(), first, last, state.changed, state.vsum,
+                   state.scale, state.shape, *args)
+    out = Bf if steps % 2 else A
+    return out[0], out[1], state.changed[:, steps % 2]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_quiet_skipping_is_bit_identical_to_stepping_every_tile(dtype):
+    """A random state with quiet regions: with skipping, some tiles are skipped (the
+    test would be empty otherwise) and every value equals stepping every tile."""
+    U, V, F, K = random_state(2, 48, 40, dtype, seed=3, quiet_rows=36)
+    U_skip, V_skip, flags = _raw(U, V, F, K, 10, (4, 8))
+    U_all, V_all, _ = _raw(U, V, F, K, 10, (4, 8), every_step_everything=True)
+    assert not flags.all(), "no tile was quiet: the test checks nothing"
+    assert np.array_equal(U_skip, U_all) and np.array_equal(V_skip, V_all)
+
+
+def test_the_fixed_point_is_exact_for_any_feed_and_kill():
+    """U = 1, V = 0 stays exactly so under the project's own step (decay and clamp
+    included) for any F, K in range and both stencils: why a quiet tile needs no step."""
+    U, V = torch.ones(1, 6, 6), torch.zeros(1, 6, 6)
+    F, K = torch.rand(1, 6, 6), torch.rand(1, 6, 6)
+    for stencil in ("nine_point", "five_point"):
+        U1, V1 = eager_steps(U, V, F, K, stencil, 1)
+        assert torch.equal(U1, U) and torch.equal(V1, V)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_blocking_in_time_is_bit_identical_to_stepping_the_batch(dtype):
+    """Whole members through many steps per call (run_members) against the batch one
+    step at a time (run_tiles), and a run cut by records against one without."""
+    U, V, F, K = random_state(3, 16, 24, dtype, seed=4, quiet_rows=4)
+    blocked = _raw(U, V, F, K, 11, (4, 8))
+    U_m, V_m, _ = _raw(U, V, F, K, 11, (4, 8), members=True)
+    U_t, V_t, _ = _raw(U, V, F, K, 11, (4, 8), members=False)
+    assert np.array_equal(U_m, U_t) and np.array_equal(V_m, V_t)
+    assert np.array_equal(blocked[0], U_t) and np.array_equal(blocked[1], V_t)
+    gs, recorded = kernel_medium(U, V, F, K), kernel_medium(U, V, F, K)
+    gs.step(11)
+    seen = []
+    recorded.run(11, record_every=3, on_record=lambda s, U_, V_, out: seen.append(s))
+    assert seen == [3, 6, 9, 11]
+    assert torch.equal(gs.U, recorded.U) and torch.equal(gs.V, recorded.V)
+    assert torch.equal(gs.U, torch.from_numpy(U_t))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_subnormals_are_flushed(dtype):
+    tiny = torch.finfo(dtype).tiny
+    U, V, F, K = random_state(2, 10, 12, dtype, seed=5)
+    V = torch.full_like(V, tiny / 4)                  # subnormal
+    V.view(2, -1)[:, ::3] = tiny * 1e3                # normal, but V * V is not
+    V.view(2, -1)[:, 1::7] = 1e-30
+    V[:, :3, :3] = 0.4                                # a live patch
+    gs = kernel_medium(U, V, F, K)
+    gs.step(1)
+    assert gs.last_path == "kernel"
+    for X in (gs.U, gs.V):
+        assert X[X != 0].abs().min() >= substrate.FLUSH_BELOW
+    assert (gs.V[:, :3, :3] > 0).any()
+
+
+def test_fused_feed_inhibition_matches_its_hook():
+    """GlobalInhibition runs inside the kernel: the same state as the eager hook, to
+    float32 rounding of the mean (summed in float64 here), exactly while the feed
+    factor is clamped; F comes back as F_base * factor."""
+    from scarring import GlobalInhibition
+    U, V, F, K = random_state(3, 16, 20, torch.float32, seed=6, quiet_rows=6)
+    V[1] *= 0.05   # member 1 below the set point, 0 and 2 partly inhibited
+    for gain, exact in ((5.0, False), (0.0, True)):
+        inhibition = GlobalInhibition(gain=gain, set_point=0.02)
+        runs = []
+        for compile in (False, "auto"):
+            gs = kernel_medium(U, V, F, K, compile=compile)
+            gs.run(9, hook=inhibition.epilogue, hook_args=(F.clone(),))
+            runs.append(gs)
+        assert runs[1].last_path == "kernel"
+        for name in "UVF":
+            a, b = getattr(runs[0], name), getattr(runs[1], name)
+            assert torch.equal(a, b) if exact else torch.allclose(a, b, atol=1e-5), name
+
+
+def test_a_hook_it_cannot_fuse_falls_back_and_says_so_once():
+    def hook(V, F, K):
+        return F * 1.0, K, V.mean()
+
+    U, V, F, K = random_state(2, 8, 8, torch.float32, seed=7)
+    substrate._KERNEL_DECLINED.discard(hook.__qualname__)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            gs = kernel_medium(U, V, F, K)
+            gs.run(2, hook=hook)
+            assert gs.last_path != "kernel"
+    assert sum("does not fuse" in str(w.message) for w in caught) == 1
+
+
+def test_switched_off_by_the_environment(monkeypatch):
+    monkeypatch.setenv("SUBSTRATE_NO_KERNEL", "1")
+    gs = GrayScott(8, 8, device="cpu", compile="auto")
+    gs.step(1)
+    assert gs.last_path != "kernel"
+
+
+def test_a_blow_up_on_the_kernel_names_its_step():
+    V = torch.zeros(1, 8, 8)
+    V[0, 3, 3] = 2.0
+    gs = GrayScott(8, 8, clamp=False, device="cpu", compile="auto")
+    gs.reset(V=V)
+    with pytest.raises(SimulationError, match=r"first at step \d+"):
+        gs.step(40)
+    assert gs.last_path is None and torch.equal(gs.V, V)

@@ -34,7 +34,7 @@ from typing import ClassVar
 
 import torch
 
-from metrics import cosine_similarity, state_change
+from metrics import METRICS, cosine_similarity, similarity_curves, state_change
 from patterns import make_cue
 from protocol import noise_seeds
 
@@ -249,22 +249,28 @@ def _put(full: torch.Tensor, run, part: torch.Tensor) -> torch.Tensor:
 
 
 class Curves(Tracker):
-    """Cosine similarity of each member's activity to its target ((H, W) shared or
-    (B, H, W)), every `every` steps: result {"steps": [..], "similarity": (T, B)} on the
-    CPU. A member that left the batch keeps its last value."""
+    """Similarity of each member's activity to its target every `every` steps: target
+    (H, W) shared or (B, H, W) per member gives result {"steps": [..], "similarity":
+    (T, B)}; targets (B, P, H, W) give (T, B, P), one curve per pattern. metric: a name
+    in metrics.METRICS. On the CPU; a member that left the batch keeps its last value."""
 
-    def __init__(self, target: torch.Tensor, every: int):
-        self.target, self.every = target, int(every)
+    def __init__(self, target: torch.Tensor, every: int, metric: str = "cosine"):
+        if metric not in METRICS:
+            raise ValueError(f"metric={metric!r} is not one of {sorted(METRICS)}")
+        self.target, self.every, self.metric = target, int(every), metric
         self.steps, self.values = [], []
         self.ends = set()
 
     def record(self, step, activity, similarity, run):
         if (step % self.every and step not in self.ends) or (self.steps and self.steps[-1] == step):
             return
-        if similarity is None:
-            full = self.target.dim() == 2 or run.active.shape[0] == run.batch
-            similarity = cosine_similarity(activity, self.target if full
-                                           else self.target[run.active])
+        t = self.target
+        if t.dim() > 2 and run.active.shape[0] != run.batch:
+            t = t[run.active]
+        if t.dim() == 4:
+            similarity = similarity_curves(activity.unsqueeze(0), t, self.metric)[0]
+        elif similarity is None or self.metric != "cosine":
+            similarity = METRICS[self.metric](activity, t)
         self.steps.append(step)
         self.values.append(_put(self.values[-1], run, similarity) if self.values else similarity)
 
@@ -273,35 +279,51 @@ class Curves(Tracker):
 
 
 class Frames(Tracker):
-    """Activity of the members `members` (original indices) about `count` times over the
-    run, step 0 included: result {"frames": (N, M, H, W)} on the CPU."""
+    """Activity of the members `members` (original indices; None: every member) every
+    `every` steps (default: about 100 frames over `steps`; 0: none) from step 0 on, and
+    at each step of `at`: result {"frames": (N, M, H, W), "frame_steps": [..]} on the CPU. A
+    member that left the batch keeps the frame it left with."""
 
-    def __init__(self, members, steps: int, count: int = 100):
-        self.members = list(members)
-        self.every = max(1, int(steps) // count)
-        self.frames = []
+    def __init__(self, members, steps: int, count: int = 100, every: int | None = None,
+                 at=()):
+        self.members = None if members is None else list(members)
+        self.every = max(1, int(steps) // count) if every is None else int(every)
+        self.at = {int(t) for t in at}
+        self.frames, self.frame_steps = [], []
+
+    def marks(self, steps):
+        return {t for t in self.at if not self.every or t % self.every}
 
     def record(self, step, activity, similarity, run):
-        if step % self.every:
+        if (not self.every or step % self.every) and step not in self.at:
             return
+        if self.frame_steps and self.frame_steps[-1] == step:
+            return
+        members = range(run.batch) if self.members is None else self.members
         if run.active.shape[0] == run.batch:
-            frame = activity[self.members].clone()
-        else:   # a member that left keeps the frame it left with
+            frame = activity[list(members)].clone()
+        else:
             where = {int(a): i for i, a in enumerate(run.active.tolist())}
             frame = self.frames[-1].clone()
-            for j, m in enumerate(self.members):
+            for j, m in enumerate(members):
                 if m in where:
                     frame[j] = activity[where[m]]
         self.frames.append(frame)
+        self.frame_steps.append(step)
+
+    def at_mark(self, step, sim, run):
+        self.record(step, sim.activity(), None, run)
 
     def result(self):
-        return {"frames": torch.stack(self.frames).cpu() if self.frames else None}
+        return {"frames": torch.stack(self.frames).cpu() if self.frames else None,
+                "frame_steps": list(self.frame_steps)}
 
 
 class LitOutside(Tracker):
     """Fraction of the cells of a mask (B, H, W) (e.g. every cell away from the patterns)
-    where the activity exceeds `level`, every `every` steps: result {"lit_outside":
-    (T, B)} on the CPU."""
+    where the activity exceeds `level`, at the records of a Curves tracker of the same
+    cadence (every `every` steps, the end, a lesion): result {"lit_outside": (T, B)} on
+    the CPU."""
 
     def __init__(self, mask: torch.Tensor, every: int, level: float = 0.2):
         self.mask, self.every, self.level = mask.bool(), int(every), float(level)
@@ -437,8 +459,9 @@ def _drive(sim: Simulation, run: _Run, steps: int, trackers, target=None, learn=
     stops = sorted({m for ms in marks.values() for m in ms if 0 < m < steps} | {steps})
     cadences = [t.every for t in trackers if t.every] + ([50] if progress else [])
     every = math.gcd(*cadences) if cadences else 0
-    for t in trackers:
-        t.ends = set(stops)
+    ends = {steps} | {s for t in trackers if isinstance(t, Damage) for s in marks[t]}
+    for t in trackers:    # curves also record at the end and around a lesion
+        t.ends = ends
     for t in trackers:
         t.record(0, sim.activity(), None, run)
     for t in trackers:
@@ -474,7 +497,8 @@ def _drive(sim: Simulation, run: _Run, steps: int, trackers, target=None, learn=
 def store(medium: Medium, targets: torch.Tensor, seeds, steps: int, settings: Settings,
           fields: dict | None = None, learn: bool = True, first_index: int = 0,
           snapshots=(), record_every: int | None = None, frame_members=None,
-          protocol=None, initial: tuple | None = None) -> dict:
+          protocol=None, background: dict | None = None,
+          initial: tuple | None = None) -> dict:
     """Store targets (P, H, W) shared by the seeds, or (S, P, H, W) per seed, one after the
     other (module docstring); learn=False: the same training without the rule (the
     control). fields: the starting fields (default: the medium's unscarred fields).
@@ -487,7 +511,7 @@ def store(medium: Medium, targets: torch.Tensor, seeds, steps: int, settings: Se
     Returns {"fields": the final fields, each also under its own name (e.g. "F", "K");
     "V": (S, H, W) final activity; "train_similarity": (P, S) cosine at the end of each
     pattern's training; "scar_strength": (P, S) after each pattern, against the unscarred
-    medium; "snapshots": {k: fields}; "curves": [{"steps", "similarity": (T, S)}] and
+    medium (or `background`: {name: scalar or field}); "snapshots": {k: fields}; "curves": [{"steps", "similarity": (T, S)}] and
     "frames": [(N, M, H, W) or None] per pattern}.
     """
     seeds = list(seeds)
@@ -502,7 +526,7 @@ def store(medium: Medium, targets: torch.Tensor, seeds, steps: int, settings: Se
     bad = [k for k in snapshots if not 1 <= k <= P]
     if bad:
         raise ValueError(f"snapshots {sorted(bad)} outside 1..{P} stored patterns")
-    background = medium.background(protocol)
+    background = medium.background(protocol) if background is None else background
     current = as_fields(background if fields is None else fields, S, H, W, settings)
     sim = None
     out = {"train_similarity": [], "scar_strength": [], "snapshots": {}, "curves": [],
@@ -543,18 +567,21 @@ def store(medium: Medium, targets: torch.Tensor, seeds, steps: int, settings: Se
 
 
 def recall(medium: Medium, fields: dict, cues: torch.Tensor, steps: int,
-           settings: Settings, trackers=()) -> dict:
+           settings: Settings, trackers=(), state: tuple | None = None) -> dict:
     """Run every cue, (B, H, W), as one batch member on its fields ({name: (B, H, W),
     (H, W) or a scalar}) for `steps` steps, observed by `trackers` (members that a Settle
     tracker stops leave the batch). Returns {"V": (B, H, W) final activity (a settled
     member's from when it settled), "state": the final state, "start": the activity at
-    step 0} and every tracker's result."""
+    step 0} and every tracker's result. state: start from this full state instead (cues
+    then only give the shape), e.g. to run on from where another run stopped."""
     if int(steps) != steps or steps < 0:
         raise ValueError(f"steps={steps} must be a non-negative integer")
     cues = torch.as_tensor(cues).to(device=settings.torch_device, dtype=settings.dtype)
     B, H, W = cues.shape
     fields = as_fields(fields, B, H, W, settings)
-    sim = medium.simulation(medium.initial_state(cues, fields), fields)
+    start = medium.initial_state(cues, fields) if state is None else tuple(
+        s.to(device=settings.torch_device, dtype=settings.dtype) for s in state)
+    sim = medium.simulation(start, fields)
     run = _Run(sim)
     if steps:
         _drive(sim, run, int(steps), list(trackers), progress=settings.progress)

@@ -3,14 +3,10 @@
 `cosine_similarity` is the reference study's "recall quality". Cosine ignores scale (a
 faint copy of the target scores 1.0), so the study also reports `iou` of thresholded
 masks (scale-aware) and `pearson` correlation (ignores offset and scale, but not shape).
-`summarize` turns per-seed values into mean, std and a 95% interval that fits the data:
-Student-t for roughly normal means (clipped to a bounded metric's range), Wilson for
-0/1 success rates, a seeded BCa bootstrap for far-from-normal values
-(`wilson_interval`, `clopper_pearson_interval`, `bootstrap_interval`).
+Per-seed values become a statistics block in stats.py.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -90,133 +86,6 @@ METRIC_NAMES = tuple(METRICS)
 BOUNDS = {"cosine": (0.0, 1.0), "iou": (0.0, 1.0), "pearson": (-1.0, 1.0)}
 
 
-@functools.lru_cache(maxsize=None)
-def t_quantile_975(dof: int) -> float:
-    """Two-sided 95% quantile of Student's t with `dof` degrees of freedom."""
-    from scipy.special import (
-        stdtrit,  # what scipy.stats.t.ppf calls; 1 s less to import
-    )
-    return float(stdtrit(dof, 0.975))
-
-
-SUMMARY_KINDS = ("mean", "rate", "bootstrap")
-BOOTSTRAP_RESAMPLES = 9999
-BOOTSTRAP_SEED = 0
-
-
-def summarize(values, kind: str = "mean", bounds=None, seed: int = BOOTSTRAP_SEED) -> dict:
-    """Mean, sample std and a 95% interval over seeds; `method` names the interval.
-
-    kind="mean": Student-t interval of the mean (roughly normal per-seed values). With
-        `bounds=(low, high)` (a bounded metric: cosine, IoU, accuracy in [0, 1]) a t
-        interval reaching past a bound is clipped to it (method "t, clipped to bounds").
-        Clipping keeps the t interval's coverage, since the true mean lies inside the
-        bounds; a percentile bootstrap, the other option, covers less than 95% at 3-8
-        seeds.
-    kind="rate": values are 0/1 outcomes (success per seed); the mean is the success
-        rate and the interval Wilson's score interval, always inside [0, 1].
-    kind="bootstrap": far-from-normal values (e.g. seven 0.000 and one 0.166): BCa
-        bootstrap of the mean (`bootstrap_interval`, seeded, so the same values give
-        the same interval); inside [min, max] of the values, so inside any bounds.
-    With a single value, or a non-finite one, the interval is undefined and reported as
-    null (None).
-    """
-    if kind not in SUMMARY_KINDS:
-        raise ValueError(f"summarize kind {kind!r} is not one of {', '.join(SUMMARY_KINDS)}")
-    vals = [float(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
-    n = len(vals)
-    if n == 0:
-        raise ValueError("summarize() needs at least one value")
-    if kind == "rate" and any(v not in (0.0, 1.0) for v in vals):
-        raise ValueError(f"summarize(kind='rate') takes 0/1 outcomes, got {vals}")
-    mean = sum(vals) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else None
-    out = {"mean": mean, "std": std, "ci95_low": None, "ci95_high": None, "n": n,
-           "per_seed": vals, "method": None}
-    if kind == "rate":
-        lo, hi = wilson_interval(sum(vals), n)
-        return {**out, "ci95_low": lo, "ci95_high": hi, "method": "wilson"}
-    if n == 1:
-        return out
-    if not all(math.isfinite(v) for v in vals):   # a diverged seed: no interval, said so
-        return {**out, "method": "undefined: non-finite values"}
-    if kind == "bootstrap":
-        lo, hi = bootstrap_interval(vals, seed=seed)
-        return {**out, "ci95_low": lo, "ci95_high": hi, "method": "bootstrap BCa"}
-    half = t_quantile_975(n - 1) * std / math.sqrt(n)
-    lo, hi, method = mean - half, mean + half, "t"
-    if bounds is not None:
-        low, high = float(bounds[0]), float(bounds[1])
-        if not low <= mean <= high:
-            raise ValueError(f"mean {mean} lies outside the metric's bounds {tuple(bounds)}")
-        if lo < low or hi > high:
-            lo, hi, method = max(lo, low), min(hi, high), "t, clipped to bounds"
-    return {**out, "ci95_low": lo, "ci95_high": hi, "method": method}
-
-
-def _normal_quantile(confidence: float) -> float:
-    from scipy.special import ndtri
-    return float(ndtri(0.5 + confidence / 2))
-
-
-def _check_count(successes, n):
-    if int(n) != n or n < 1 or int(successes) != successes or not 0 <= successes <= n:
-        raise ValueError(f"need integers 0 <= successes <= n and n >= 1, got {successes}/{n}")
-    return int(successes), int(n)
-
-
-def wilson_interval(successes, n, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial rate successes / n (Wilson 1927; Newcombe
-    1998, method 3). Inside [0, 1], and sensible at 0/n and n/n."""
-    k, n = _check_count(successes, n)
-    z = _normal_quantile(confidence)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
-    return (0.0 if k == 0 else lo), (1.0 if k == n else hi)
-
-
-def clopper_pearson_interval(successes, n, confidence: float = 0.95) -> tuple[float, float]:
-    """Clopper-Pearson ("exact") interval for a binomial rate: beta quantiles, never
-    below the nominal coverage (conservative)."""
-    from scipy.special import betaincinv
-
-    k, n = _check_count(successes, n)
-    alpha = 1 - confidence
-    lo = 0.0 if k == 0 else float(betaincinv(k, n - k + 1, alpha / 2))
-    hi = 1.0 if k == n else float(betaincinv(k + 1, n - k, 1 - alpha / 2))
-    return lo, hi
-
-
-def bootstrap_interval(values, stat=None, n_resamples: int = BOOTSTRAP_RESAMPLES,
-                       seed: int = BOOTSTRAP_SEED, confidence: float = 0.95,
-                       method: str = "BCa") -> tuple[float, float]:
-    """Bootstrap interval of stat(values) (default the mean) via scipy.stats.bootstrap,
-    BCa by default ("percentile" also accepted); the same seed gives the same interval.
-    Equal values give the zero-width interval at that value. Needs >= 2 values."""
-    import numpy as np
-    from scipy import stats   # ~1.5 s to import: only when a bootstrap is asked for
-
-    x = np.asarray([float(v) for v in values], dtype=np.float64)
-    if len(x) < 2:
-        raise ValueError(f"a bootstrap interval needs >= 2 values, got {len(x)}")
-    stat = np.mean if stat is None else stat
-    if np.ptp(x) == 0:
-        v = float(stat(x))
-        return v, v
-    res = stats.bootstrap((x,), stat, n_resamples=int(n_resamples), confidence_level=confidence,
-                          method=method, rng=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
-def format_stat(stat: dict, digits: int = 3) -> str:
-    """'0.933 [0.921, 0.945]' (mean [95% interval]), or just the mean for n=1."""
-    if stat.get("ci95_low") is None:
-        return f"{stat['mean']:.{digits}f}"
-    return f"{stat['mean']:.{digits}f} [{stat['ci95_low']:.{digits}f}, {stat['ci95_high']:.{digits}f}]"
-
-
 def discrimination_index(matrix) -> float:
     """How much more each cue recalls its own pattern than the other stored ones.
 
@@ -280,20 +149,6 @@ def capacity_readout(ks, recall_mean, discrimination_low=None, recall_threshold:
             break
         capacity = k
     return capacity
-
-
-def summarize_tensor(x, kind: str = "mean", bounds=None) -> object:
-    """metrics.summarize over the first (seed) dim of x, nested as lists for the rest:
-    (S,) -> dict, (S, n) -> [dict] * n, (S, n, m) -> [[dict] * m] * n."""
-    x = torch.as_tensor(x, dtype=torch.float64)
-    if x.dim() == 1:
-        return summarize(x, kind, bounds)
-    return [summarize_tensor(x[:, i], kind, bounds) for i in range(x.shape[1])]
-
-
-def mean_ci(stat: dict) -> list:
-    """[mean, ci95_low, ci95_high] of a summarize dict (for compact tables)."""
-    return [stat["mean"], stat["ci95_low"], stat["ci95_high"]]
 
 
 # ---- sequence read-outs -----------------------------------------------------------------
@@ -500,15 +355,6 @@ def rejection(similarities: torch.Tensor, V: torch.Tensor, foreign_mask: torch.T
 def state_change(V_before: torch.Tensor, V_after: torch.Tensor) -> torch.Tensor:
     """Mean |V_after - V_before| per cell over the last two dims: (..., H, W) -> (...)."""
     return (V_after - V_before).abs().mean((-2, -1))
-
-
-def settled_index(change: torch.Tensor, tolerance: float = 1e-4) -> int | None:
-    """change (T, ...): state_change per 100 steps at T recorded times. The first index
-    from which every later change of every member stays below `tolerance` (the medium
-    has settled), or None if it never does within the recording."""
-    c = torch.as_tensor(change).reshape(len(change), -1).amax(1)
-    ok = (c < tolerance).flip(0).cumprod(0).flip(0).bool()
-    return int(ok.nonzero()[0]) if ok.any() else None
 
 
 def associative_capacity(ks, completion_mean, selectivity_mean,

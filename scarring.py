@@ -159,7 +159,7 @@ class ScarRule(StorageRule):
             raise ValueError(f"match_threshold={self.match_threshold}: must be in [0, 1)")
 
     def update(self, V, target, F, K, similarity):
-        """One scar update for a batch (see apply_scar). Pure: returns new (F, K)."""
+        """One scar update for a batch (module docstring). Pure: returns new (F, K)."""
         gated = (similarity > self.gate).view(-1, *([1] * (V.dim() - 1)))
         match = (match_map(V, target, self.match_threshold) & gated).to(F.dtype)
         if F.dim() < match.dim() and match.shape[0] != 1:

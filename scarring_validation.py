@@ -26,9 +26,12 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
+import stats
 from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, PUBLISHED, Protocol, protocol_of
+
+REFERENCE = Protocol()
 
 torch, metrics, patterns, scarring = cli.lazy_modules("torch", "metrics", "patterns", "scarring")
 
@@ -71,10 +74,20 @@ def final_metrics(V, target) -> dict:
 # ---- the phases -------------------------------------------------------------------------
 
 
-def phase1(study, target, seeds, init=None) -> dict:
+def _medium(unscarred) -> dict:
+    """Study.store's arguments for per-member unscarred fields (F0, K0), each (B, H, W)
+    (experiments/sweep.py: one grid point per member); none for the protocol's medium."""
+    if unscarred is None:
+        return {}
+    F0, K0 = unscarred
+    return {"F": F0, "K": K0, "background": {"F": F0, "K": K0}}
+
+
+def phase1(study, target, seeds, init=None, unscarred=None) -> dict:
     """Train with scarring, and the control without, from the same starts (init: a saved
     state, common/state.py: the scarred arm continues from its U, V, F, K, the control
-    starts from its U, V on the unscarred fields)."""
+    starts from its U, V on the unscarred fields; unscarred: per-member (F0, K0), default
+    the protocol's medium)."""
     p = study.protocol
     index = NOISE["phase1_start"][1]   # training starts are always role "train"
     arms = {}
@@ -83,7 +96,7 @@ def phase1(study, target, seeds, init=None) -> dict:
         if init is not None and scar:
             start.update(F=init["F"], K=init["K"])
         run = study.store(target[None], seeds, p.train_steps, scar=scar, first_index=index,
-                          **start,
+                          **{**_medium(unscarred), **start},
                           record_every=p.record_every, frame_members=(0,),
                           progress=f"phase 1: training, {arm}")
         arms[arm] = {"final": final_metrics(run["V"], target), "V": run["V"].cpu(),
@@ -98,12 +111,13 @@ def phase1(study, target, seeds, init=None) -> dict:
             "saturated_cells": ((F == p.f_max) & (K == p.k_min)).flatten(1).sum(1).cpu()}
 
 
-def phase2(study, target, F, K, seeds) -> dict:
-    """Recall from the cue and from noise alone, on the scarred and on the default F/K."""
+def phase2(study, target, F, K, seeds, unscarred=None) -> dict:
+    """Recall from the cue and from noise alone, on the scarred and on the default F/K
+    (unscarred: per-member (F0, K0); default: the protocol's medium)."""
     p, S = study.protocol, len(seeds)
     cue = study.cues(target[None], seeds, p.cue_strength, *NOISE["phase2_cue"])
     no_cue = study.cues(torch.zeros_like(target)[None], seeds, 0.0, *NOISE["phase2_no_cue"])
-    F0, K0 = study.default_fields(S)
+    F0, K0 = study.default_fields(S) if unscarred is None else unscarred
     # members: [scarred seeds, default seeds] x [cue, no cue]
     res = study.recall(torch.cat([F, F0]), torch.cat([K, K0]),
                        torch.cat([cue, no_cue], 1).repeat(2, 1, 1, 1), target[None],
@@ -122,14 +136,15 @@ def phase2(study, target, F, K, seeds) -> dict:
             "frames": {"scarred": res["frames"][:, 0], "control": res["frames"][:, 1]}}
 
 
-def phase3(study, targets, seeds) -> dict:
-    """Scar A, B, C in turn into the same F/K; recall each on scarred and default F/K."""
+def phase3(study, targets, seeds, unscarred=None) -> dict:
+    """Scar A, B, C in turn into the same F/K; recall each on scarred and default F/K
+    (unscarred: per-member (F0, K0); default: the protocol's medium)."""
     p, S = study.protocol, len(seeds)
     stacked = torch.stack(list(targets.values()))                        # (P, H, W)
-    stored = study.store(stacked, seeds, p.multi_train_steps,
-                         first_index=NOISE["phase3_starts"][1], progress="phase 3: training")
+    stored = study.store(stacked, seeds, p.multi_train_steps, progress="phase 3: training",
+                         first_index=NOISE["phase3_starts"][1], **_medium(unscarred))
     cues = study.cues(stacked, seeds, p.multi_cue_strength, *NOISE["phase3_cues"])  # (S, P, H, W)
-    F0, K0 = study.default_fields(S)
+    F0, K0 = study.default_fields(S) if unscarred is None else unscarred
     res = study.recall(torch.cat([stored["F"], F0]), torch.cat([stored["K"], K0]),
                        cues.repeat(2, 1, 1, 1), stacked, p.multi_recall_steps,
                        return_fields=True, progress="phase 3: recall")
@@ -147,10 +162,10 @@ def phase3(study, targets, seeds) -> dict:
 UNIT = (0.0, 1.0)   # cosine and IoU of non-negative fields, fractions
 
 
-def stat(values, published=None, reference_scale=True, bounds=UNIT, kind="mean") -> dict:
+def stat(values, published=None, reference_scale=True, bounds=UNIT, method="t") -> dict:
     """A stat block; bounded metrics keep their interval inside their range, and outcomes
     that are mostly exact zeros (recall from noise alone) get a bootstrap interval."""
-    s = metrics.summarize(values, kind=kind, bounds=bounds)
+    s = stats.summarize(values, method, bounds=bounds)
     s["published"] = published if reference_scale else None
     return s
 
@@ -178,9 +193,9 @@ def phase2_results(p2, ref: bool) -> dict:
         "control_recall_quality": stat(ct, pub["control_recall_quality"], ref),
         "improvement_ratio": stat(sc / ct.clamp_min(0.01), pub["improvement_ratio"], ref,
                                   bounds=None),
-        "uncued_recall_quality": stat(arms["uncued"]["final"]["cosine"], kind="bootstrap"),
+        "uncued_recall_quality": stat(arms["uncued"]["final"]["cosine"], method="bootstrap_bca"),
         "control_uncued_recall_quality": stat(arms["control_uncued"]["final"]["cosine"],
-                                              kind="bootstrap"),
+                                              method="bootstrap_bca"),
         "cue_similarity": stat(cue["cosine"]),
         "scarred_gain_over_cue": stat(sc - cue["cosine"], bounds=(-1.0, 1.0)),
         "control_gain_over_cue": stat(ct - cue["cosine"], bounds=(-1.0, 1.0)),
@@ -189,7 +204,7 @@ def phase2_results(p2, ref: bool) -> dict:
         b = metrics.BOUNDS[m]
         for arm in ("scarred", "control", "uncued"):
             out[f"{arm}_recall_{m}"] = stat(arms[arm]["final"][m], bounds=b,
-                                            kind="bootstrap" if arm == "uncued" else "mean")
+                                            method="bootstrap_bca" if arm == "uncued" else "t")
         out[f"cue_{m}"] = stat(cue[m], bounds=b)
     return out
 
@@ -242,7 +257,9 @@ def degenerate_warnings(p1, p2, p3, seeds) -> list[str]:
 
 
 def build_results(args, rule, seeds, device, targets, p1, p2, p3, wall) -> dict:
-    ref = args.grid == REFERENCE_GRID and not args.quick
+    # the published figures are of square_spots at 256 x 256
+    ref = args.grid == REFERENCE_GRID and not args.quick and (
+        args.pattern == REFERENCE.pattern or args.target_image is not None)
     results = {**cli.envelope(args, seeds, device, wall),
                "phase1": phase1_results(p1, ref), "phase2": phase2_results(p2, ref),
                "phase3": phase3_results(p3, targets, ref), "reference_scale": ref}
@@ -289,11 +306,14 @@ def print_summary(results) -> None:
         pub = "" if not ref else "-" if pub is None else (
             f"{pub:.3f}" if isinstance(pub, float) else str(pub))
         shown = (f"{s['mean']:.3f} (every seed: n = 1)" if s.get("std") == 0
-                 else metrics.format_stat(s))   # a deterministic figure has no spread
+                 else stats.format_stat(s))   # a deterministic figure has no spread
         print(f"{phase:8}{name:34}{shown:34}{pub}")
     print()
-    if not ref:
-        grid = results["config"]["grid"]
+    grid, pattern = results["config"]["grid"], results["config"]["pattern"]
+    if not ref and grid == REFERENCE_GRID and not results["smoke_run"]:
+        print(f"  --pattern {pattern}: the published figures and success criteria are those "
+              f"of {REFERENCE.pattern} (phases 1-2)")
+    elif not ref:
         print(f"  SMOKE RUN at {grid}x{grid}{' (--quick)' if results['smoke_run'] else ''}: "
               f"the published figures and success criteria apply at "
               f"{REFERENCE_GRID}x{REFERENCE_GRID} only")

@@ -203,7 +203,7 @@ def measure(setups, device, rounds):
 
 def ratio_stat(base, other):
     """Geometric mean of base/other over paired rounds, with a 95% t-interval."""
-    from metrics import summarize
+    from stats import summarize
     s = summarize([math.log(b / o) for b, o in zip(base, other)])
     lo = None if s["ci95_low"] is None else math.exp(s["ci95_low"])
     hi = None if s["ci95_high"] is None else math.exp(s["ci95_high"])

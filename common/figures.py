@@ -253,8 +253,8 @@ def write_video(path, frames_by_panel, labels, steps=None, fps=20, scale=2) -> s
 
 def _band(ax, steps, curves, label, color, bounds=(0.0, 1.0)):
     """Mean curve over seeds with its 95% interval shaded (a t interval clipped to the
-    metric's bounds, as metrics.summarize does). curves: (T, S)."""
-    from metrics import t_quantile_975
+    metric's bounds, as stats.summarize does). curves: (T, S)."""
+    from stats import t_quantile_975
 
     c = np.asarray(curves.cpu() if isinstance(curves, torch.Tensor) else curves, dtype=np.float64)
     mean = c.mean(1)
@@ -423,3 +423,96 @@ def plot_band(ax, x, stats, label, ylabel=None, **kw):
     if ylabel is not None:
         ax.set_ylabel(ylabel)
     return line
+
+
+# ---- experiments/associative.py ------------------------------------------------------
+
+def associative_rows(figures, conditions, path) -> None:
+    """Per condition (seed 0): the half cue of the ring, its recall at the protocol's
+    length and settled, the settled uniform V, and the scar map (F minus the background)."""
+    names = list(figures)
+    fig, axes = plt.subplots(len(names), 5, figsize=(8, 1.7 * len(names) + 0.4), squeeze=False)
+    for row, name in zip(axes, names):
+        f, e = figures[name], conditions[name]
+        comp = e["settled"]["parts"]["B 0.5"]["completion"]["cosine"]["mean"]
+        settled = (f"settled (step {e['settle']['steps_run']}), completion "
+                   f"{'nan' if comp is None else f'{comp:.2f}'}")
+        panels = (("half cue of B (cyan: kept part)", f["cue"], "magma", (0, 0.6)),
+                  ("recall at the protocol's length", f["read"], "magma", (0, 0.6)),
+                  (settled, f["settled"], "magma", (0, 0.6)),
+                  ("uniform V start, settled", f["uniform"], "magma", (0, 0.6)),
+                  ("scar map: F - F background", f["F"] - f["F_bg"], "coolwarm", (-0.05, 0.05)))
+        for ax, (title, img, cmap, (lo, hi)) in zip(row, panels):
+            if img is not None:
+                ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi)
+            ax.set_title(title, fontsize=6)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].contour(f["half_B_keep"].float(), levels=[0.5], colors="cyan", linewidths=0.5)
+        row[0].set_ylabel(f"{name}\n({e['grid']}^2)", fontsize=7)
+    fig.suptitle("V in [0, 0.6]; seed 0", fontsize=7)
+    save_figure(fig, path, dpi=60)
+
+
+def associative_capacity(body, path, n) -> None:
+    """Settled completion and selectivity (cosine) against k, each condition and the
+    modern Hopfield network on the same cues; mean and 95% interval."""
+
+    curves = {name: e["capacity"] for name, e in body["conditions"].items() if "capacity" in e}
+    curves["modern Hopfield"] = body["references"]["modern_hopfield"]["capacity"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for name, cap in curves.items():
+        ks = cap["ks"]
+        st = [cap["by_k"][str(k)]["settled"] for k in ks]
+        style = {"ls": "--", "color": "k"} if name == "modern Hopfield" else {}
+        plot_band(axes[0], ks, [s["completion"]["cosine"] for s in st], name, **style)
+        plot_band(axes[1], ks, [s["completion"]["iou"] for s in st], name, **style)
+        kk = [k for k, s in zip(ks, st) if "selectivity" in s]
+        if kk:
+            plot_band(axes[2], kk, [cap["by_k"][str(k)]["settled"]["selectivity"]["cosine"]
+                                         for k in kk], name, **style)
+    for ax, title, line in zip(axes, ("completion (cosine)", "completion (IoU)",
+                                      "selectivity of half cues (cosine)"), (0.8, 0.8, 0.5)):
+        ax.axhline(line, color="gray", lw=0.6, ls=":")
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="k stored (held-out blobs)", title=f"{title}, settled, n={n}")
+    axes[-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    save_figure(fig, path, dpi=70)
+
+
+def associative_targets(body, path, n, names_of_patterns=("A", "B", "C")) -> None:
+    """Each condition's settled read-outs against the issue's targets (dots: mean; bars:
+    95% interval; dotted line: the target)."""
+
+    conds = body["conditions"]
+    names = list(conds)
+    panels = (("half-cue completion", lambda s, p: s["parts"][f"{p} 0.5"]["completion"]["cosine"], 0.8),
+              ("half-cue selectivity", lambda s, p: s["selectivity_half"][p]["cosine"], 0.5),
+              ("stored-cue recall", lambda s, p: s["stored"][p]["cosine"], 0.9))
+    fig, axes = plt.subplots(1, 5, figsize=(15, 0.35 * len(names) + 1.6), sharey=True)
+    y = np.arange(len(names))
+    for ax, (title, get, line) in zip(axes, panels):
+        for j, p in enumerate(names_of_patterns):
+            _dots(ax, y + 0.2 * (j - 1), [get(conds[c]["settled"], p) for c in names], p)
+        ax.axvline(line, color="gray", ls=":")
+        ax.set_title(title, fontsize=8)
+    for ax, (title, key) in zip(axes[3:], (("uniform V: largest", "uniform"),
+                                           ("never-stored: largest", "never_stored"))):
+        levels = list(conds[names[0]]["settled"][key])
+        for j, lvl in enumerate(levels):
+            _dots(ax, y + 0.8 * (j / max(1, len(levels) - 1) - 0.5) * (len(levels) > 1),
+                  [conds[c]["settled"][key][lvl]["largest"]["cosine"] for c in names], lvl)
+        ax.axvline(0.3, color="gray", ls=":")
+        ax.set_title(title, fontsize=8)
+    for ax in axes:
+        ax.legend(fontsize=5)
+        ax.set_xlabel(f"cosine, settled, n={n}", fontsize=7)
+    axes[0].set_yticks(y, names, fontsize=7)
+    save_figure(fig, path, dpi=70)
+
+
+def _dots(ax, y, stats, label) -> None:
+    mean = np.array([np.nan if s["mean"] is None else s["mean"] for s in stats])
+    lo = np.array([m if s["ci95_low"] is None else s["ci95_low"] for s, m in zip(stats, mean)])
+    hi = np.array([m if s["ci95_high"] is None else s["ci95_high"] for s, m in zip(stats, mean)])
+    ax.errorbar(mean, y, xerr=[mean - lo, hi - mean], fmt="o", ms=3, label=label, lw=0.8)

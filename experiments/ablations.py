@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
+import stats
 from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol, protocol_of
@@ -84,7 +85,7 @@ def run_condition(base, name, seeds, device):
     """Store A then B, recall each cue, noise and a uniform V, scarred and unscarred."""
     study, rule, sub = condition_study(base, name, device)
     p, S = study.protocol, len(seeds)
-    pats = torch.stack([patterns.make_pattern("square_spots", p.grid, p.grid),
+    pats = torch.stack([patterns.make_pattern(p.pattern, p.grid, p.grid),
                         patterns.make_pattern("ring", p.grid, p.grid)])
     stored = study.store(pats, seeds, p.multi_train_steps, rule=rule, substrate=sub,
                          first_index=NOISE["phase3_starts"][1], progress=f"store {name}")
@@ -127,7 +128,7 @@ def per_seed_readouts(res, S):
 def run_all(base, names, seeds, device, t0):
     """Every condition; a condition that diverges (clamp off) is a result, not a crash."""
     raw, conditions = {}, {}
-    fmt = metrics.format_stat
+    fmt = stats.format_stat
     for name in names:
         try:
             info, per_seed = run_condition(base, name, seeds, device)
@@ -138,9 +139,9 @@ def run_all(base, names, seeds, device, t0):
             print(f"  {name}: diverged ({exc})", flush=True)
             continue
         raw[name] = per_seed
-        info["scar_strength"] = metrics.summarize(info["scar_strength"])
-        info["train_similarity"] = metrics.summarize_tensor(info["train_similarity"])
-        c = conditions[name] = {**info, **{m: {k: metrics.summarize(v, bounds=(-1.0, 1.0))
+        info["scar_strength"] = stats.summarize(info["scar_strength"])
+        info["train_similarity"] = stats.summarize_tensor(info["train_similarity"])
+        c = conditions[name] = {**info, **{m: {k: stats.summarize(v, bounds=(-1.0, 1.0))
                                                for k, v in d.items()}
                                            for m, d in per_seed.items()}}
         print(f"  {name}: recall {fmt(c['cosine']['recall'])} disc "
@@ -149,7 +150,7 @@ def run_all(base, names, seeds, device, t0):
               flush=True)
     for name in raw:  # paired differences from the reference, per seed
         conditions[name]["minus_reference"] = {
-            m: {k: metrics.summarize(raw[name][m][k] - raw["reference"][m][k], bounds=(-2.0, 2.0))
+            m: {k: stats.summarize(raw[name][m][k] - raw["reference"][m][k], bounds=(-2.0, 2.0))
                 for k in ("recall", "discrimination", "uniform_cue_recall")}
             for m in metrics.METRIC_NAMES}
     return conditions
@@ -163,7 +164,7 @@ def main(argv=None):
     conditions = run_all(protocol_of(args), names, seeds, device, t0)
     wall = time.perf_counter() - t0
     result = {**cli.envelope(args, seeds, device, wall), "conditions": conditions}
-    result["config"].update(patterns=["square_spots", "ring"],
+    result["config"].update(patterns=[args.pattern, "ring"],
                             uniform_level=args.multi_cue_strength * UNIFORM_OF_CUE,
                             note="scar_decay relaxes toward each condition's own (F0, K0); "
                                  "the scar clamps stay at F in [0.01, 0.08], K in "

@@ -48,27 +48,19 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
+import stats
 from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol, protocol_of
 
 torch, np, metrics, patterns, scarring = cli.lazy_modules(
     "torch", "numpy", "metrics", "patterns", "scarring")
-hopfield, differentiable, adam, substrate = cli.lazy_modules(
-    "models.hopfield", "models.differentiable", "models.adam", "substrate")
+memory, hopfield, battery = cli.lazy_modules("memory", "models.hopfield", "models.associative")
 
 CONDITIONS = ("match_map", "graded", "channel", "surround", "surround_inhibited", "junction",
               "learned")
-NAMES = ("A", "B", "C")                 # the protocol's A_square_spots, B_ring, C_line
-PART_KIND = ("components", "arc", "segment")   # how a part of A, B, C is cut
-LINE_AXIS = math.pi / 4                 # the line runs along +x +y
 CHUNK = 500                             # steps between settle checks and curve records
-THRESHOLD = 0.3                         # masks: V or target above this (IoU, completion)
-FOREIGN_ON = (0.25, 0.5)                # never-stored "on": this fraction on stored cells
-FOREIGN_MOAT = 4                        # never-stored "off": no cell within this (ref. cells)
-BLOB_COUNT, BLOB_RADIUS = 4, 18         # held-out family: discs per pattern, reference radius
-LEARN_UNIFORM = 0.12                    # learned scars: the uniform V they learn to refuse
-LEARN_LATE, LEARN_LATE_GRAD = 1000, 50   # and the late read-out: step, gradient steps
+BLOB_COUNT = 4                          # held-out family: discs per pattern
 TARGETS = {"completion": (">=", 0.8), "selectivity": (">=", 0.5), "uniform": ("<=", 0.3),
            "rejection": ("<=", 0.3), "stored": (">=", 0.9), "capacity": (">=", 8)}
 
@@ -132,11 +124,6 @@ class Args(RunArgs, Protocol):
             raise ValueError(f"--capacity-steps {self.capacity_steps}: must be >= "
                              f"--multi-recall-steps ({self.multi_recall_steps})")
 
-    def storage_rule(self):
-        """What Protocol.check validates: the published rule with these constants (each
-        condition builds its own, `make_condition`)."""
-        return dataclasses.replace(protocol_of(self), rule="match_map").storage_rule()
-
 
 QUICK = dict(seeds=2, grid=32, multi_train_steps=30, multi_recall_steps=20, settle_steps=60,
              settle_min=40, uniform_levels=(0.12,), noise_levels=(0.2,), arc_fractions=(0.5,),
@@ -160,7 +147,7 @@ class Condition:
 
 
 def make_condition(name: str, protocol, grid: int) -> Condition:
-    base = dataclasses.replace(protocol, rule="match_map").storage_rule()
+    base = scarring.storage_rule(dataclasses.replace(protocol, rule="match_map"))
     if name == "learned":
         return Condition(name, None, grid=grid)
     rule = (base if name == "match_map" else scarring.JunctionScar() if name == "junction"
@@ -187,221 +174,54 @@ def scar_map(F, K, background) -> torch.Tensor:
 def recall(study, F, K, cues, pats, max_steps: int, read_steps: int, min_steps: int,
            tol: float, inhibition=None, progress=None) -> dict:
     """Run every cue (S, C, H, W) on per-seed fields F, K (S, H, W) for up to max_steps
-    steps, in chunks; stop early once every recall changes by less than tol per cell per
-    100 steps (after min_steps). Returns {"read": V at read_steps, "final": V at the end,
-    "steps": steps run, "curves": {"steps", "cosine": (T, S, C, P)}, "change": (T, S, C)
-    per 100 steps at each record, "settled_at": (S, C) first record step from which
-    every later change is below tol (nan: never)}."""
-    p = study.protocol
+    steps on the engine (memory.recall); a recall stops (memory.Settle) once it changes
+    by less than tol per cell per 100 steps over a window of CHUNK steps, from min_steps
+    on. Returns {"read": V at read_steps, "final": V when it stopped, "steps": steps run,
+    "curves": {"steps", "cosine": (T, S, C, P)}, "change": (T, S, C) per 100 steps at
+    each check (nan once stopped), "settled_at": (S, C) step it stopped at (nan: never)}."""
     S, C, H, W = cues.shape
-    gs = substrate.GrayScott(H, W, batch=S * C, device=study.device, dtype=study.dtype,
-                             **p.substrate())
-    gs.F = F.to(study.device, study.dtype).repeat_interleave(C, 0).contiguous()
-    gs.K = K.to(study.device, study.dtype).repeat_interleave(C, 0).contiguous()
-    gs.reset(V=cues.to(study.device, study.dtype).reshape(S * C, H, W))
-    hook, hook_args = (None, ()) if inhibition is None else (inhibition.epilogue, (gs.F.clone(),))
-    chunk = min(CHUNK, min_steps)
-    marks = sorted({read_steps, max_steps} | set(range(chunk, max_steps + 1, chunk)))
-    steps, cos, change = [0], [score(gs.V.view(S, C, H, W), pats)["cosine"]], [None]
-    out, prev, t = {}, gs.V.clone(), 0
-    with cli.progress(max_steps, progress) as bar:
-        for mark in marks:
-            gs.run(mark - t, hook=hook, hook_args=hook_args)
-            V = gs.V.view(S, C, H, W)
-            change.append((metrics.state_change(prev, gs.V) * 100.0 / (mark - t)).view(S, C).cpu())
-            bar.update(mark - t)
-            t, prev = mark, gs.V.clone()
-            steps.append(t)
-            cos.append(score(V, pats)["cosine"])
-            if t == read_steps:
-                out["read"] = V.cpu().clone()
-            if t >= min_steps and t >= read_steps and change[-1].max() < tol:
-                break
-    change[0] = torch.full_like(change[1], math.nan)
-    ch = torch.stack(change)
-    below = (ch < tol).flip(0).cumprod(0).flip(0).bool()     # below from here to the end
-    first = torch.where(below.any(0), below.float().argmax(0), torch.full((S, C), -1))
-    times = torch.tensor(steps, dtype=torch.float64)
-    settled_at = torch.where(first >= 0, times[first.clamp_min(0)], torch.tensor(math.nan,
-                                                                                  dtype=torch.float64))
-    out.update(final=gs.V.view(S, C, H, W).cpu().clone(), steps=t, change=ch,
-               curves={"steps": steps, "cosine": torch.stack(cos)}, settled_at=settled_at)
-    return out
-
-
-def score(V, pats) -> dict:
-    """V (S, C, H, W) against pats (S, P, H, W) or (P, H, W): {"cosine", "iou": (S, C, P)}."""
-    S, C, H, W = V.shape
-    pats = torch.as_tensor(pats).to(V.device, V.dtype)
-    if pats.dim() == 3:
-        pats = pats.expand(S, *pats.shape)
-    P = pats.shape[1]
-    out = {m: torch.empty(S, C, P, dtype=torch.float64) for m in ("cosine", "iou")}
-    v = V.reshape(S * C, H, W)
-    for j in range(P):
-        t = pats[:, j].repeat_interleave(C, 0)
-        out["cosine"][:, :, j] = metrics.cosine_similarity(v, t).view(S, C).cpu()
-        out["iou"][:, :, j] = metrics.iou(v, t, THRESHOLD).view(S, C).cpu()
-    return out
-
-
-def masked_iou(V, target, region) -> torch.Tensor:
-    """IoU of V > 0.3 and target > 0.3 on the cells of `region` only (leading dims
-    batched); 0 where the union is empty there."""
-    v, t, r = V > THRESHOLD, target > THRESHOLD, region.to(torch.bool)
-    inter = (v & t & r).flatten(-2).sum(-1).double()
-    union = ((v | t) & r).flatten(-2).sum(-1).double()
-    return torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(union))
-
-
-def completion_pair(V_part, V_full, target, keep) -> dict:
-    """Completion by cosine (metrics.completion) and by IoU (the same ratio of masked IoUs
-    on the missing cells), (S,) each; NaN where the full-cue recall is empty there."""
-    missing = (target > THRESHOLD) & ~keep.to(torch.bool)
-    part, full = masked_iou(V_part, target, missing), masked_iou(V_full, target, missing)
-    by_iou = torch.where(full > 0, part / full.clamp_min(1e-12), torch.full_like(part, math.nan))
-    by_cos = metrics.completion(V_part, V_full, target, keep, THRESHOLD).double()
-    return {"cosine": by_cos, "iou": by_iou}
-
-
-# ---- statistics -------------------------------------------------------------------------------
-
-def stat(values) -> dict:
-    """Mean and 95% interval over seeds: the percentile bootstrap of the mean (it stays
-    inside the range of the data, so a bounded metric stays in bounds); n = 1 when every
-    seed gave the same value (a deterministic condition); NaN seeds are dropped, counted."""
-    x = np.asarray(torch.as_tensor(values, dtype=torch.float64).flatten().tolist(), float)
-    ok = x[np.isfinite(x)]
-    out = {"mean": None, "ci95_low": None, "ci95_high": None, "n": len(ok),
-           "per_seed": [None if not np.isfinite(v) else float(v) for v in x],
-           "nan_seeds": int(len(x) - len(ok))}
-    if len(ok) == 0:
-        return out
-    out["mean"] = float(ok.mean())
-    if np.ptp(ok) <= 1e-9 * max(1.0, abs(out["mean"])):
-        out.update(n=1, identical_in_every_seed=len(ok) > 1)
-        return out
-    from scipy.stats import bootstrap
-
-    ci = bootstrap((ok,), np.mean, confidence_level=0.95, n_resamples=4999,
-                   method="percentile", random_state=0).confidence_interval
-    out.update(ci95_low=float(ci.low), ci95_high=float(ci.high))
-    return out
-
-
-def rate(flags) -> dict:
-    """Share of seeds where a condition holds, with its Wilson 95% interval."""
-    from scipy.stats import binomtest
-
-    f = [bool(v) for v in torch.as_tensor(flags).flatten().tolist()]
-    k, n = sum(f), len(f)
-    ci = binomtest(k, n).proportion_ci(0.95, method="wilson")
-    return {"rate": k / n, "ci95_low": float(ci.low), "ci95_high": float(ci.high),
-            "k": k, "n": n}
-
-
-def fmt(s: dict) -> str:
-    if s is None or s.get("mean") is None:
-        return "nan"
-    if s.get("ci95_low") is None:
-        return f"{s['mean']:.3f} (n=1)"
-    return f"{s['mean']:.3f} [{s['ci95_low']:.3f}, {s['ci95_high']:.3f}]"
+    dev = dict(device=study.device, dtype=study.dtype)
+    pats = torch.as_tensor(pats).to(**dev)
+    pats = (pats.expand(S, *pats.shape) if pats.dim() == 3 else pats).repeat_interleave(C, 0)
+    window = min(CHUNK, min_steps)
+    trackers = [memory.Curves(pats, window),
+                memory.Frames(None, max_steps, every=0, at={read_steps}),
+                memory.Settle(tol * window / 100.0, window, max(min_steps, read_steps))]
+    fields = {"F": F.to(**dev).repeat_interleave(C, 0), "K": K.to(**dev).repeat_interleave(C, 0)}
+    medium = dataclasses.replace(study.medium, inhibition=inhibition)
+    res = memory.recall(medium, fields, cues.to(**dev).reshape(S * C, H, W), max_steps,
+                        study.settings(progress), trackers)
+    settled_at = res["settled_at"].view(S, C)
+    steps = max_steps if settled_at.isnan().any() else int(settled_at.max())
+    return {"read": res["frames"][0].view(S, C, H, W), "final": res["V"].view(S, C, H, W).cpu(),
+            "steps": steps, "change": (res["change"] * 100.0 / window).view(-1, S, C),
+            "curves": {"steps": res["steps"], "cosine": res["similarity"].double()
+                       .view(-1, S, C, pats.shape[1])}, "settled_at": settled_at}
 
 
 # ---- the imprint battery's cues -----------------------------------------------------------------
 
-def part_masks(mask, kind: str, fraction: float, seeds, salt: int) -> torch.Tensor:
-    """(S, H, W) bool: per seed, the kept part of `mask` (H, W bool). components: a random
-    subset of its connected parts (a straight cut if it has one); arc: an arc about its
-    centroid from a random start; segment: a segment along the line's axis from a random
-    end. The same seed and salt give nested parts for growing fractions."""
-    out = []
-    for s in seeds:
-        rng = np.random.default_rng([int(s), int(salt)])
-        if kind == "components":
-            from scipy import ndimage
-            n = ndimage.label(mask.numpy(), structure=np.ones((3, 3)))[1]
-            out.append(patterns.component_part(mask, fraction, int(rng.integers(2 ** 31)))
-                       if n >= 2 else patterns.sweep_part(mask, fraction,
-                                                          float(rng.uniform(0, 2 * math.pi))))
-        elif kind == "arc":
-            out.append(patterns.arc_part(mask, fraction, float(rng.uniform(0, 2 * math.pi))))
-        else:
-            out.append(patterns.sweep_part(mask, fraction,
-                                           LINE_AXIS + math.pi * int(rng.integers(2))))
-    return torch.stack(out)
 
-
-def foreign_patterns(union, grid: int, seeds, on: bool) -> torch.Tensor:
-    """(S, H, W) never-stored patterns of A's family (four discs of radius 15 reference
-    cells), placed per seed: on: 25-50% of the area on `union` (the stored masks);
-    off: no cell within FOREIGN_MOAT reference cells of it."""
-    from scipy import ndimage
-
-    radius = 15 * grid / 256
-    near = torch.as_tensor(ndimage.binary_dilation(
-        union.numpy(), iterations=max(1, round(FOREIGN_MOAT * grid / 256))))
-    out = []
-    for s in seeds:
-        for attempt in range(2000):
-            q = patterns.random_spot_patterns(1, grid, grid, spots=4, radius=radius,
-                                              seed=int(s) * 7919 + attempt + (0 if on else 10 ** 6),
-                                              disjoint=True, gap=2.0)[0]
-            m = q > THRESHOLD
-            frac = float(patterns.overlap_fraction(m, union if on else near))
-            if (on and FOREIGN_ON[0] <= frac <= FOREIGN_ON[1]) or (not on and frac == 0.0):
-                out.append(q)
-                break
-        else:
-            raise ValueError(f"no never-stored pattern {'on' if on else 'off'} the scars "
-                             f"found for seed {s} on a {grid}^2 grid")
-    return torch.stack(out)
-
-
-class Battery:
-    """The named cues of one store: (S, C, H, W) starting V fields, the kept part of
-    each partial cue (S, H, W) and the stored pattern it belongs to (None: no pattern)."""
-
-    def __init__(self, seeds, grid):
-        self.seeds, self.grid = list(seeds), grid
-        self.names, self.cues, self.keep, self.pattern, self.foreign = [], [], [], [], {}
-
-    def add(self, name, cue, keep=None, pattern=None):
-        self.names.append(name)
-        self.cues.append(cue)
-        self.keep.append(keep)
-        self.pattern.append(pattern)
-
-    def index(self, name) -> int:
-        return self.names.index(name)
-
-    def has(self, name) -> bool:
-        return name in self.names
-
-    def stacked(self):
-        return torch.stack(self.cues, 1)
-
-
-def abc_battery(study, pats, seeds, args) -> Battery:
+def abc_battery(study, pats, seeds, args) -> battery.Battery:
     """Every cue of the imprint battery for the three stored patterns pats (3, H, W)."""
     p, grid = study.protocol, pats.shape[-1]
     S, noise = len(seeds), p.cue_noise
-    b = Battery(seeds, grid)
+    b = battery.Battery(seeds, grid)
     idx = iter(range(400, 10_000))              # noise draws of the cues beyond phase 3's
     role, first = NOISE["phase3_cues"]
-    for i, n in enumerate(NAMES):              # the phase-3 cues themselves (same draws)
+    for i, n in enumerate(battery.NAMES):              # the phase-3 cues themselves (same draws)
         b.add(f"full {n}", study.cues(pats[i:i + 1], seeds, p.multi_cue_strength, role,
                                       first + i)[:, 0], torch.ones(S, grid, grid, dtype=torch.bool), i)
     fractions = sorted(set(args.arc_fractions) | {0.25, 0.5})
-    for i, (n, kind) in enumerate(zip(NAMES, PART_KIND)):
-        mask = pats[i] > THRESHOLD
+    for i, (n, kind) in enumerate(zip(battery.NAMES, battery.PART_KIND)):
+        mask = pats[i] > battery.THRESHOLD
         for f in ([0.25, 0.5] if kind == "components" else fractions):
-            keep = part_masks(mask, kind, f, seeds, salt=i)
+            keep = battery.part_masks(mask, kind, f, seeds, salt=i)
             b.add(f"part {n} {f:g}", patterns.masked_cue(
                 pats[i], keep, p.multi_cue_strength, noise,
                 scarring.noise_seeds(seeds, "cue", next(idx))), keep, i)
         if kind != "components":
-            keep = part_masks(mask, kind, 0.5, seeds, salt=i)
+            keep = battery.part_masks(mask, kind, 0.5, seeds, salt=i)
             for s in args.half_strengths:
                 b.add(f"part {n} 0.5 s={s:g}", patterns.masked_cue(
                     pats[i], keep, s, noise, scarring.noise_seeds(seeds, "cue", next(idx))),
@@ -411,67 +231,17 @@ def abc_battery(study, pats, seeds, args) -> Battery:
     for j, sd in enumerate(args.noise_levels):
         b.add(f"noise {sd:g}", patterns.uniform_cue(grid, grid, 0.0, sd, scarring.noise_seeds(
             seeds, "other", 400 + j)))
-    union = (pats > THRESHOLD).any(0)
+    union = (pats > battery.THRESHOLD).any(0)
     for where in ("on", "off"):
-        q = foreign_patterns(union, grid, seeds, where == "on")
+        q = battery.foreign_patterns(union, grid, seeds, where == "on")
         b.foreign[where] = q
         b.add(f"never-stored {where}", patterns.make_cue(
             q, p.multi_cue_strength, noise, scarring.noise_seeds(seeds, "cue", next(idx))),
-            q > THRESHOLD)
+            q > battery.THRESHOLD)
     return b
 
 
 # ---- read-outs ----------------------------------------------------------------------------------
-
-def _both(fn):
-    return {m: fn(m) for m in ("cosine", "iou")}
-
-
-def abc_readouts(b: Battery, V, pats, scarred) -> dict:
-    """Per-seed read-outs (S,) of the battery's fields V (S, C, H, W) at one time (the
-    cues themselves: the step-0 scores), nested by cue group and metric."""
-    sims = score(V, pats)
-    full = [b.index(f"full {n}") for n in NAMES]
-    out = {"stored": {n: _both(lambda m, c=c, i=i: sims[m][:, c, i])
-                      for i, (n, c) in enumerate(zip(NAMES, full))}}
-    parts = {}
-    for c, name in enumerate(b.names):
-        if not name.startswith("part "):
-            continue
-        i = b.pattern[c]
-        comp = completion_pair(V[:, c], V[:, full[i]], pats[i], b.keep[c])
-        parts[name[5:]] = {"completion": comp, "own": _both(lambda m, c=c, i=i: sims[m][:, c, i]),
-                           "kept_fraction": patterns.overlap_fraction(
-                               pats[i].expand_as(b.keep[c]) > THRESHOLD, b.keep[c]).double()}
-    out["parts"] = parts
-    for label, key in (("full", "full {}"), ("half", "part {} 0.5"), ("quarter", "part {} 0.25")):
-        rows = [b.index(key.format(n)) for n in NAMES]
-        sel = _both(lambda m, rows=rows: metrics.selectivity(sims[m][:, rows, :]))
-        out[f"selectivity_{label}"] = {n: {m: sel[m][:, i] for m in sel}
-                                       for i, n in enumerate(NAMES)}
-    for group in ("uniform", "noise"):
-        out[group] = {name.split()[1]: {"largest": _both(
-            lambda m, c=c: metrics.largest_similarity(sims[m][:, c]))}
-            for c, name in enumerate(b.names) if name.startswith(group + " ")}
-    out["never_stored"] = {}
-    for where in ("on", "off"):
-        c = b.index(f"never-stored {where}")
-        q = b.keep[c]
-        rej = metrics.rejection(sims["cosine"][:, c], V[:, c], q, THRESHOLD)
-        out["never_stored"][where] = {
-            "largest": _both(lambda m, c=c: metrics.largest_similarity(sims[m][:, c])),
-            "amplified_iou": rej["amplified"].double(),
-            "on_scars": patterns.overlap_fraction(q, scarred.expand_as(q)).double(),
-            "on_stored_masks": patterns.overlap_fraction(
-                q, (pats > THRESHOLD).any(0).expand_as(q)).double()}
-    return out
-
-
-def summarize_tree(tree):
-    """Every per-seed tensor of a nested dict -> stat()."""
-    if isinstance(tree, dict):
-        return {k: summarize_tree(v) for k, v in tree.items()}
-    return stat(tree)
 
 
 def _hi(s):   # the upper end of an interval (the mean when n = 1)
@@ -493,10 +263,10 @@ def judge(settled: dict) -> dict:
     parts = settled["parts"]
     verdict = {
         "completion": {n: ok(_lo(parts[f"{n} 0.5"]["completion"]["cosine"]), "completion")
-                       for n in NAMES},
+                       for n in battery.NAMES},
         "selectivity": {n: ok(_lo(settled["selectivity_half"][n]["cosine"]), "selectivity")
-                        for n in NAMES},
-        "stored": {n: ok(_lo(settled["stored"][n]["cosine"]), "stored") for n in NAMES},
+                        for n in battery.NAMES},
+        "stored": {n: ok(_lo(settled["stored"][n]["cosine"]), "stored") for n in battery.NAMES},
         "uniform": {lvl: ok(_hi(v["largest"]["cosine"]), "uniform")
                     for lvl, v in settled["uniform"].items()},
         "rejection": {w: ok(_hi(v["largest"]["cosine"]), "rejection")
@@ -505,39 +275,6 @@ def judge(settled: dict) -> dict:
     flat = [x for group in verdict.values() for x in group.values()]
     verdict.update(passed=sum(flat), of=len(flat), all=all(flat))
     return verdict
-
-
-def percolation(scarred) -> dict:
-    """Does the union of scarred cells (S, H, W) connect opposite edges (4-connected,
-    not wrapping)? Rate over seeds, largest cluster's share of the grid, scarred share."""
-    from scipy import ndimage
-
-    spans, largest = [], []
-    for m in scarred.cpu().numpy():
-        lab, n = ndimage.label(m)
-        largest.append(np.bincount(lab.ravel())[1:].max() / m.size if n else 0.0)
-        across = (set(lab[:, 0]) & set(lab[:, -1])) | (set(lab[0]) & set(lab[-1]))
-        spans.append(bool(across - {0}))
-    return {"spans_the_grid": rate(spans), "largest_cluster_share": stat(largest),
-            "scarred_share": stat(scarred.double().flatten(1).mean(1))}
-
-
-def settle_summary(res) -> dict:
-    settled = ~torch.isnan(res["settled_at"])
-    return {"steps_run": res["steps"], "settled_recalls": rate(settled),
-            "largest_change_per_100_steps_at_end": float(res["change"][-1].max())}
-
-
-def mean_curves(b: Battery, res) -> dict:
-    """Mean over seeds of each cue's cosine to its own pattern (to the closest stored one
-    for cues of no pattern) at every record."""
-    cos = res["curves"]["cosine"]                      # (T, S, C, P)
-    out = {}
-    for c, name in enumerate(b.names):
-        i = b.pattern[c]
-        track = cos[:, :, c, i] if i is not None else cos[:, :, c].amax(-1)
-        out[name] = track.mean(1).tolist()
-    return {"steps": res["curves"]["steps"], "cosine": out}
 
 
 # ---- one condition on the three reference patterns ------------------------------------------------
@@ -550,8 +287,8 @@ def run_abc(study, cond: Condition, pats, seeds, args, fields=None, tag="") -> d
     if fields is None:
         stored = store(study, cond, pats, seeds, progress=f"{tag}store")
         F, K = stored["F"], stored["K"]
-        training = {"train_similarity": summarize_tree(dict(zip(NAMES, stored["train_similarity"]))),
-                    "scar_size_after": summarize_tree(dict(zip(NAMES, stored["scar_strength"])))}
+        training = {"train_similarity": battery.summarize_tree(dict(zip(battery.NAMES, stored["train_similarity"]))),
+                    "scar_size_after": battery.summarize_tree(dict(zip(battery.NAMES, stored["scar_strength"])))}
     else:
         F, K = fields
         training = {}
@@ -561,14 +298,14 @@ def run_abc(study, cond: Condition, pats, seeds, args, fields=None, tag="") -> d
     cues = b.stacked()
     res = recall(study, F, K, cues, pats, args.settle_steps, p.multi_recall_steps,
                  args.settle_min, args.settle_tol, cond.inhibition, progress=f"{tag}recall")
-    tree = {when: summarize_tree(abc_readouts(b, V, pats, scarred))
+    tree = {when: battery.summarize_tree(battery.abc_readouts(b, V, pats, scarred))
             for when, V in (("step0", cues.cpu()), ("read", res["read"]),
                             ("settled", res["final"]))}
     entry = {"grid": pats.shape[-1], "n_seeds": S, "rule": _rule_dict(cond),
              "cues": b.names, **training,
-             "scar_size": stat(scarring.scar_strength(F, K, *background).cpu()),
-             "scar_map": percolation(scarred), "settle": settle_summary(res), **tree,
-             "verdict": judge(tree["settled"]), "curves": mean_curves(b, res),
+             "scar_size": battery.stat(scarring.scar_strength(F, K, *background).cpu()),
+             "scar_map": battery.percolation(scarred), "settle": battery.settle_summary(res), **tree,
+             "verdict": judge(tree["settled"]), "curves": battery.mean_curves(b, res),
              "wall_s": time.perf_counter() - t0}
     figure = {"F": F[0].cpu(), "F_bg": background[0], "half_B_keep": b.keep[b.index("part B 0.5")][0],
               "cue": cues[0, b.index("part B 0.5")].cpu(),
@@ -591,211 +328,53 @@ def hopfield_abc(study, pats, seeds, args) -> dict:
     read and the settled state)."""
     b = abc_battery(study, pats, seeds, args)
     cues = b.stacked()
-    V = hopfield_recall(pats.expand(len(seeds), *pats.shape), cues, args.beta_per_sqrt_n)
+    V = battery.hopfield_recall(pats.expand(len(seeds), *pats.shape), cues, args.beta_per_sqrt_n)
     scarred = torch.zeros(len(seeds), *pats.shape[-2:], dtype=torch.bool)
-    tree = {"step0": summarize_tree(abc_readouts(b, cues.cpu(), pats, scarred)),
-            "settled": summarize_tree(abc_readouts(b, V, pats, scarred))}
+    tree = {"step0": battery.summarize_tree(battery.abc_readouts(b, cues.cpu(), pats, scarred)),
+            "settled": battery.summarize_tree(battery.abc_readouts(b, V, pats, scarred))}
     return {**tree, "verdict": judge(tree["settled"])}
 
 
-def hopfield_recall(pats, cues, beta_per_sqrt_n) -> torch.Tensor:
-    """Modern Hopfield recall (experiments/baselines.py's settings): patterns (S, P, H, W)
-    stored per seed, cues (S, C, H, W) binarised at their two-means threshold, output
-    read back as PEAK * (s + 1) / 2. Returns (S, C, H, W)."""
-    S, _, H, W = cues.shape
-    out = []
-    for s in range(S):
-        net = hopfield.ModernHopfield(hopfield.to_bipolar(pats[s].cpu()),
-                                      beta_per_sqrt_n / math.sqrt(H * W))
-        x, _ = net.recall(hopfield.binarize(cues[s].cpu()))
-        out.append(hopfield.to_image(x, H, W))
-    return torch.stack(out).to(torch.float32)
-
-
 # ---- capacity on a held-out family ---------------------------------------------------------------
-
-def held_out(n: int, grid: int, seeds, count: int = BLOB_COUNT) -> torch.Tensor:
-    """(S, n, H, W): n random-blob patterns per seed (`count` discs of BLOB_RADIUS
-    reference cells, placed independently: patterns overlap by chance)."""
-    return torch.stack([torch.stack([
-        patterns.make_pattern("blobs", grid, grid, seed=int(s) * 1009 + j + 50_000,
-                              count=count, radius=BLOB_RADIUS) for j in range(n)])
-        for s in seeds])
-
-
-def capacity_cues(study, pats, n: int, seeds):
-    """Full and half cues of the first n of pats (S, k, H, W), and a uniform V of the
-    cue's in-shape level: (S, 2n + 1, H, W) and the half cues' kept parts [(S, H, W)] * n."""
-    p = study.protocol
-    full = study.cues(pats[:, :n], seeds, p.multi_cue_strength, "cue", 600)
-    keeps, halves = [], []
-    for i in range(n):
-        keep = torch.stack([part_masks(pats[j, i].cpu() > THRESHOLD, "components", 0.5, [s],
-                                       salt=1000 + i)[0] for j, s in enumerate(seeds)])
-        keeps.append(keep)
-        halves.append(patterns.masked_cue(pats[:, i], keep.to(pats.device), p.multi_cue_strength,
-                                          p.cue_noise, scarring.noise_seeds(seeds, "cue", 700 + i)))
-    level = p.multi_cue_strength * patterns.PEAK
-    uniform = patterns.uniform_cue(*pats.shape[-2:], level, 0.0, seeds).to(full)
-    return torch.cat([full, torch.stack(halves, 1).to(full), uniform[:, None]], 1), keeps
-
-
-def capacity_readouts(V, pats, n: int, keeps) -> dict:
-    """Per-seed read-outs of a capacity recall: completion (mean over the n cued
-    patterns), selectivity of the half cues against all k stored, stored-cue recall and
-    the uniform V's largest similarity."""
-    sims, k = score(V, pats), pats.shape[1]
-    comp = [completion_pair(V[:, n + i], V[:, i], pats[:, i], keeps[i]) for i in range(n)]
-    out = {"completion": {m: torch.stack([c[m] for c in comp], 1).nanmean(1) for m in ("cosine", "iou")},
-           "stored": _both(lambda m: sims[m][:, torch.arange(n), torch.arange(n)].mean(1)),
-           "uniform_largest": _both(lambda m: sims[m][:, 2 * n].amax(-1))}
-    if k >= 2:
-        out["selectivity"] = _both(lambda m: metrics.selectivity(sims[m][:, n:2 * n]).mean(1))
-    return out
 
 
 def run_capacity(study, cond: Condition, seeds, args, tag="") -> dict:
     """Store the held-out family in turn (fields kept after each k), recall full and half
     cues of up to --capacity-cued stored patterns and a uniform V at every k."""
     p = study.protocol
-    fam = held_out(args.ks[-1], p.grid, seeds, args.blob_count).to(study.device, study.dtype)
+    fam = battery.held_out(args.ks[-1], p.grid, seeds, args.blob_count).to(study.device, study.dtype)
     stored = store(study, cond, fam, seeds, snapshots=args.ks, progress=f"{tag}store family")
     background = cond.background(p)
     by_k = {}
     for k in args.ks:
         F, K = stored["snapshots"][k]
-        pats, cued = capacity_patterns(fam, k, args.capacity_cued)
-        cues, keeps = capacity_cues(study, pats, len(cued), seeds)
+        pats, cued = battery.capacity_patterns(fam, k, args.capacity_cued)
+        cues, keeps = battery.capacity_cues(study, pats, len(cued), seeds)
         res = recall(study, F, K, cues, pats, args.capacity_steps, p.multi_recall_steps,
                      args.capacity_steps, args.settle_tol, cond.inhibition,
                      progress=f"{tag}recall k={k}")
         pc = pats.cpu()
-        by_k[str(k)] = {"cued": cued, "scar_map": percolation(scar_map(F, K, background).cpu()),
-                        "settle": settle_summary(res),
-                        **{when: summarize_tree(capacity_readouts(V, pc, len(cued), keeps))
+        by_k[str(k)] = {"cued": cued, "scar_map": battery.percolation(scar_map(F, K, background).cpu()),
+                        "settle": battery.settle_summary(res),
+                        **{when: battery.summarize_tree(battery.capacity_readouts(V, pc, len(cued), keeps))
                            for when, V in (("step0", cues.cpu()), ("settled", res["final"]))}}
-    return {"ks": list(args.ks), "by_k": by_k, "capacity": capacity_of(args.ks, by_k)}
-
-
-def capacity_patterns(fam, k: int, n_cued: int):
-    """The first k patterns of the family, reordered so that the cued ones (spread over
-    the storage order: first, last and between) come first; and their indices."""
-    n = min(k, n_cued)
-    cued = sorted({int(round(x)) for x in np.linspace(0, k - 1, n)})
-    order = cued + [j for j in range(k) if j not in cued]
-    return fam[:, order], cued
+    return {"ks": list(args.ks), "by_k": by_k, "capacity": battery.capacity_of(args.ks, by_k)}
 
 
 def hopfield_capacity(study, seeds, args) -> dict:
     """The modern Hopfield network on the capacity study's patterns and cues."""
-    fam = held_out(args.ks[-1], study.protocol.grid, seeds, args.blob_count)
+    fam = battery.held_out(args.ks[-1], study.protocol.grid, seeds, args.blob_count)
     by_k = {}
     for k in args.ks:
-        pats, cued = capacity_patterns(fam, k, args.capacity_cued)
-        cues, keeps = capacity_cues(study, pats.to(study.device, study.dtype), len(cued), seeds)
-        V = hopfield_recall(pats, cues.cpu(), args.beta_per_sqrt_n)
-        by_k[str(k)] = {"cued": cued, "settled": summarize_tree(
-            capacity_readouts(V, pats, len(cued), keeps))}
-    return {"ks": list(args.ks), "by_k": by_k, "capacity": capacity_of(args.ks, by_k)}
-
-
-def capacity_of(ks, by_k) -> int:
-    """metrics.associative_capacity of the settled means (cosine)."""
-    comp = [by_k[str(k)]["settled"]["completion"]["cosine"]["mean"] for k in ks]
-    sel = [by_k[str(k)]["settled"]["selectivity"]["cosine"]["mean"]
-           if "selectivity" in by_k[str(k)]["settled"] else None for k in ks]
-    comp = [math.nan if c is None else c for c in comp]
-    sel = [math.nan if (s is None and k > 1) else s for s, k in zip(sel, ks)]
-    return metrics.associative_capacity(ks, comp, sel)
+        pats, cued = battery.capacity_patterns(fam, k, args.capacity_cued)
+        cues, keeps = battery.capacity_cues(study, pats.to(study.device, study.dtype), len(cued), seeds)
+        V = battery.hopfield_recall(pats, cues.cpu(), args.beta_per_sqrt_n)
+        by_k[str(k)] = {"cued": cued, "settled": battery.summarize_tree(
+            battery.capacity_readouts(V, pats, len(cued), keeps))}
+    return {"ks": list(args.ks), "by_k": by_k, "capacity": battery.capacity_of(args.ks, by_k)}
 
 
 # ---- family 4: scars learned by gradient ---------------------------------------------------------
-
-def learn_fields(study, pats, seeds, lam: float, args, tag="") -> tuple:
-    """Per-seed fields F, K (S, H, W) learned by gradient through the substrate, bounded
-    by the match-map rule's clamps, from the unscarred (F0, K0). Loss per seed: for each
-    stored pattern, 1 - cosine of the recall from a half cue (a new part and noise every
-    iteration) plus its largest cosine to another stored pattern; the largest cosine to
-    any stored pattern of the recall from a uniform V and from a never-stored cue; each
-    read after --learn-steps steps (full BPTT) and at step LEARN_LATE (gradient through
-    its last LEARN_LATE_GRAD steps); plus lam * scar size. Adam on the logits."""
-    p = study.protocol
-    S, H = len(seeds), pats.shape[-1]
-    rule = dataclasses.replace(p, rule="match_map").storage_rule()
-    lo_hi = ((rule.F_min, rule.F_max), (rule.K_min, rule.K_max))
-    logits = [torch.full((S, H, H), float(np.log((x - lo) / (hi - x))), requires_grad=True)
-              for x, (lo, hi) in zip((p.f0, p.k0), lo_hi)]
-    moments, history = adam.adam_state(logits), []
-    physics = differentiable.Physics(stencil=p.stencil, decay=p.substrate()["decay"],
-                                     clamp=True, dt=p.dt)
-    targets = pats.float()
-    with cli.progress(args.learn_iters, f"{tag}learn lam={lam:g}") as bar:
-        for it in range(args.learn_iters):
-            F, K = (lo + (hi - lo) * torch.sigmoid(a) for a, (lo, hi) in zip(logits, lo_hi))
-            V0 = learning_cues(study, pats, seeds, it).float()          # (S, M, H, W)
-            M = V0.shape[1]
-            Fm, Km = F.repeat_interleave(M, 0), K.repeat_interleave(M, 0)
-            U, V = differentiable.rollout(torch.ones_like(V0.flatten(0, 1)), V0.flatten(0, 1),
-                                          Fm, Km, p.du, p.dv, args.learn_steps, physics,
-                                          checkpoint_every=50 if args.learn_steps > 50 else 0)
-            loss = learning_loss(V.view(S, M, H, H), targets)
-            late = LEARN_LATE - args.learn_steps
-            if late > 0:
-                U2, V2 = _late(study, U, V, Fm, Km, late - min(late, LEARN_LATE_GRAD))
-                U2, V2 = differentiable.rollout(U2, V2, Fm, Km, p.du, p.dv,
-                                                min(late, LEARN_LATE_GRAD), physics)
-                loss = loss + learning_loss(V2.view(S, M, H, H), targets)
-            size = scarring.scar_strength(F, K, p.f0, p.k0)
-            total = loss + lam * size
-            grads = torch.autograd.grad(total.sum(), logits)
-            adam.adam_step(logits, grads, moments, it + 1, args.learn_lr)
-            history.append({"loss": loss.detach().tolist(), "scar_size": size.detach().tolist()})
-            bar.update(1)
-    with torch.no_grad():
-        F, K = (lo + (hi - lo) * torch.sigmoid(a) for a, (lo, hi) in zip(logits, lo_hi))
-    return F, K, history
-
-
-def _late(study, U, V, F, K, steps: int):
-    """U, V after `steps` more steps without a gradient (the compiled stepper)."""
-    if steps == 0:
-        return U.detach(), V.detach()
-    B, H, W = V.shape
-    gs = substrate.GrayScott(H, W, batch=B, device=V.device, dtype=V.dtype, compile=True,
-                             **study.protocol.substrate())
-    gs.F, gs.K = F.detach().clone(), K.detach().clone()
-    gs.reset(V=V.detach(), U=U.detach())
-    gs.run(steps)
-    return gs.U, gs.V
-
-
-def learning_cues(study, pats, seeds, it: int) -> torch.Tensor:
-    """(S, P + 2, H, W): half cues of each stored pattern (part drawn per seed and
-    iteration), a uniform V of LEARN_UNIFORM, a never-stored pattern's cue."""
-    p, H = study.protocol, pats.shape[-1]
-    cues = []
-    for i, kind in enumerate(PART_KIND[:pats.shape[0]]):
-        keep = part_masks(pats[i] > THRESHOLD, kind, 0.5, seeds, salt=10_000 + 97 * it + i)
-        cues.append(patterns.masked_cue(pats[i], keep, p.multi_cue_strength, p.cue_noise,
-                                        [s * 100_003 + 31 * it + i for s in seeds]))
-    cues.append(patterns.uniform_cue(H, H, LEARN_UNIFORM, 0.0, seeds))
-    q = torch.stack([patterns.random_spot_patterns(1, H, H, spots=4, radius=15 * H / 256,
-                                                   seed=2_000_000 + 1009 * s + it)[0]
-                     for s in seeds])
-    cues.append(patterns.make_cue(q, p.multi_cue_strength, p.cue_noise,
-                                  [s * 100_003 + 31 * it + 99 for s in seeds]))
-    return torch.stack(cues, 1)
-
-
-def learning_loss(V, targets) -> torch.Tensor:
-    """(S,) loss of learn_fields for V (S, P + 2, H, W) and targets (P, H, W)."""
-    S, M = V.shape[:2]
-    P = targets.shape[0]
-    cos = torch.stack([differentiable.cosine(V.flatten(0, 1), targets[j].expand(S * M, *targets.shape[1:]))
-                       for j in range(P)], -1).view(S, M, P)
-    own = cos[:, torch.arange(P), torch.arange(P)]
-    others = cos[:, :P].masked_fill(torch.eye(P, dtype=torch.bool), -1.0).amax(-1)
-    return (1 - own).sum(1) + others.clamp_min(0).sum(1) + cos[:, P:].amax(-1).sum(1)
 
 
 def learned_condition(study, pats, seeds, args) -> tuple:
@@ -809,15 +388,15 @@ def learned_condition(study, pats, seeds, args) -> tuple:
     sweep_seeds = seeds[:args.learn_sweep_seeds]
     sweep = []
     for lam in args.learn_lams:
-        F, K, hist = learn_fields(study, pats, sweep_seeds, lam, args, "learned sweep: ")
+        F, K, hist = battery.learn_fields(study, pats, sweep_seeds, lam, args, "learned sweep: ")
         size = float(scarring.scar_strength(F, K, study.protocol.f0, study.protocol.k0).mean())
         sweep.append({"lambda": lam, "scar_size": size, "final_loss": hist[-1]["loss"]})
     best = min(sweep, key=lambda r: abs(math.log(max(r["scar_size"], 1e-9) / goal)))
-    F, K, hist = learn_fields(study, pats, seeds, best["lambda"], args, "learned: ")
+    F, K, hist = battery.learn_fields(study, pats, seeds, best["lambda"], args, "learned: ")
     return (F, K), {"match_map_scar_size": goal, "sweep": sweep, "lambda": best["lambda"],
                     "sweep_seeds": list(sweep_seeds), "history": hist,
                     "iterations": args.learn_iters, "recall_steps_trained": args.learn_steps,
-                    "late_step": LEARN_LATE, "late_gradient_steps": LEARN_LATE_GRAD}, \
+                    "late_step": battery.LEARN_LATE, "late_gradient_steps": battery.LEARN_LATE_GRAD}, \
         (stored["F"], stored["K"])
 
 
@@ -837,7 +416,7 @@ def connected_alone(study, seeds, args) -> dict:
         stored = study.store(pat, seeds, p.train_steps, first_index=NOISE["phase1_start"][1],
                              progress=f"{name} alone: store")
         keeps = [torch.ones(S, grid, grid, dtype=torch.bool)] + [
-            part_masks(pat[0].cpu() > THRESHOLD, PART_KIND[i], f, seeds, salt=i) for f in (0.5, 0.25)]
+            battery.part_masks(pat[0].cpu() > battery.THRESHOLD, battery.PART_KIND[i], f, seeds, salt=i) for f in (0.5, 0.25)]
         cues = torch.stack([patterns.masked_cue(pat[0], k.to(pat.device), p.cue_strength, p.cue_noise,
                                                 scarring.noise_seeds(seeds, *NOISE["phase2_cue"]))
                             for k in keeps], 1)
@@ -849,8 +428,8 @@ def connected_alone(study, seeds, args) -> dict:
         V, cos = res["final"], res["curves"]["cosine"][..., 0]          # (T, 2S, 3)
         entry = {"steps": res["curves"]["steps"]}
         for arm, rows in (("scarred", slice(0, S)), ("unscarred", slice(S, 2 * S))):
-            entry[arm] = {cue: {"cosine": [stat(c) for c in cos[:, rows, j]],
-                                "completion": summarize_tree(completion_pair(
+            entry[arm] = {cue: {"cosine": [battery.stat(c) for c in cos[:, rows, j]],
+                                "completion": battery.summarize_tree(battery.completion_pair(
                                     V[rows, j], V[rows, 0], pat[0].cpu(), keeps[j]))
                                 if j else None}
                           for j, cue in enumerate(("full", "half", "quarter"))}
@@ -952,11 +531,11 @@ def overall_verdict(conditions) -> dict:
 
 def print_condition(name, e, flush=False) -> None:
     s = e["settled"]
-    comp = " ".join(f"{n} {fmt(s['parts'][f'{n} 0.5']['completion']['cosine'])}" for n in NAMES)
-    sel = " ".join(f"{n} {fmt(s['selectivity_half'][n]['cosine'])}" for n in NAMES)
-    sto = " ".join(f"{n} {fmt(s['stored'][n]['cosine'])}" for n in NAMES)
-    uni = " ".join(f"{lvl}: {fmt(v['largest']['cosine'])}" for lvl, v in s["uniform"].items())
-    rej = " ".join(f"{w}: {fmt(v['largest']['cosine'])}" for w, v in s["never_stored"].items())
+    comp = " ".join(f"{n} {stats.format_stat(s['parts'][f'{n} 0.5']['completion']['cosine'])}" for n in battery.NAMES)
+    sel = " ".join(f"{n} {stats.format_stat(s['selectivity_half'][n]['cosine'])}" for n in battery.NAMES)
+    sto = " ".join(f"{n} {stats.format_stat(s['stored'][n]['cosine'])}" for n in battery.NAMES)
+    uni = " ".join(f"{lvl}: {stats.format_stat(v['largest']['cosine'])}" for lvl, v in s["uniform"].items())
+    rej = " ".join(f"{w}: {stats.format_stat(v['largest']['cosine'])}" for w, v in s["never_stored"].items())
     v = e["verdict"]
     print(f"  {name} ({e['grid']}^2, settled after {e['settle']['steps_run']} steps, "
           f"{v['passed']}/{v['of']} targets): half-cue completion {comp}; selectivity {sel}; "
@@ -974,16 +553,18 @@ def main(argv=None):
     result = {**cli.envelope(args, seeds, device, wall),
               "definitions": DEFINITIONS, "targets": {k: list(v) for k, v in TARGETS.items()},
               **body}
-    result["config"].update(rules=list(args.rules), chunk=CHUNK, threshold=THRESHOLD,
-                            foreign_on_fraction=list(FOREIGN_ON), foreign_moat=FOREIGN_MOAT,
+    result["config"].update(rules=list(args.rules), chunk=CHUNK, threshold=battery.THRESHOLD,
+                            foreign_on_fraction=list(battery.FOREIGN_ON), foreign_moat=battery.FOREIGN_MOAT,
                             held_out_family={"pattern": "blobs", "count": args.blob_count,
-                                             "radius": BLOB_RADIUS},
-                            learned={"uniform": LEARN_UNIFORM, "late_step": LEARN_LATE,
-                                     "late_gradient_steps": LEARN_LATE_GRAD})
+                                             "radius": battery.BLOB_RADIUS},
+                            learned={"uniform": battery.LEARN_UNIFORM, "late_step": battery.LEARN_LATE,
+                                     "late_gradient_steps": battery.LEARN_LATE_GRAD})
+    from common import figures as plots   # plotting at the edge, imported only here
     with cli.staged_output(args.out_dir(), Args.study) as out:
-        plot_rows(figures, body["conditions"], out / "associative_rows.png")
-        plot_capacity(body, out / "associative_capacity.png", len(seeds))
-        plot_targets(body, out / "associative_targets.png", len(seeds))
+        plots.associative_rows(figures, body["conditions"], out / "associative_rows.png")
+        plots.associative_capacity(body, out / "associative_capacity.png", len(seeds))
+        plots.associative_targets(body, out / "associative_targets.png", len(seeds),
+                                  battery.NAMES)
         cli.write_json_atomic(out / f"{Args.study}.json", result)
     print(f"{Args.study}: {len(seeds)} seeds, grid {args.grid}, {wall:.0f} s -> {args.out_dir()}")
     for name, entry in body["conditions"].items():
@@ -1013,105 +594,6 @@ DEFINITIONS = {
 
 
 # ---- figures ----------------------------------------------------------------------------------------
-
-def plot_rows(figures, conditions, path) -> None:
-    """Per condition (seed 0): the half cue of the ring, its recall at the protocol's
-    length and settled, the settled uniform V, and the scar map (F minus the background)."""
-    import matplotlib.pyplot as plt
-
-    names = list(figures)
-    fig, axes = plt.subplots(len(names), 5, figsize=(8, 1.7 * len(names) + 0.4), squeeze=False)
-    for row, name in zip(axes, names):
-        f, e = figures[name], conditions[name]
-        comp = e["settled"]["parts"]["B 0.5"]["completion"]["cosine"]["mean"]
-        settled = (f"settled (step {e['settle']['steps_run']}), completion "
-                   f"{'nan' if comp is None else f'{comp:.2f}'}")
-        panels = (("half cue of B (cyan: kept part)", f["cue"], "magma", (0, 0.6)),
-                  ("recall at the protocol's length", f["read"], "magma", (0, 0.6)),
-                  (settled, f["settled"], "magma", (0, 0.6)),
-                  ("uniform V start, settled", f["uniform"], "magma", (0, 0.6)),
-                  ("scar map: F - F background", f["F"] - f["F_bg"], "coolwarm", (-0.05, 0.05)))
-        for ax, (title, img, cmap, (lo, hi)) in zip(row, panels):
-            if img is not None:
-                ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi)
-            ax.set_title(title, fontsize=6)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        row[0].contour(f["half_B_keep"].float(), levels=[0.5], colors="cyan", linewidths=0.5)
-        row[0].set_ylabel(f"{name}\n({e['grid']}^2)", fontsize=7)
-    fig.suptitle("V in [0, 0.6]; seed 0", fontsize=7)
-    from common import figures as figs
-    figs.save_figure(fig, path, dpi=60)
-
-
-def plot_capacity(body, path, n) -> None:
-    """Settled completion and selectivity (cosine) against k, each condition and the
-    modern Hopfield network on the same cues; mean and 95% interval."""
-    import matplotlib.pyplot as plt
-
-    from common import figures as figs
-
-    curves = {name: e["capacity"] for name, e in body["conditions"].items() if "capacity" in e}
-    curves["modern Hopfield"] = body["references"]["modern_hopfield"]["capacity"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for name, cap in curves.items():
-        ks = cap["ks"]
-        st = [cap["by_k"][str(k)]["settled"] for k in ks]
-        style = {"ls": "--", "color": "k"} if name == "modern Hopfield" else {}
-        figs.plot_band(axes[0], ks, [s["completion"]["cosine"] for s in st], name, **style)
-        figs.plot_band(axes[1], ks, [s["completion"]["iou"] for s in st], name, **style)
-        kk = [k for k, s in zip(ks, st) if "selectivity" in s]
-        if kk:
-            figs.plot_band(axes[2], kk, [cap["by_k"][str(k)]["settled"]["selectivity"]["cosine"]
-                                         for k in kk], name, **style)
-    for ax, title, line in zip(axes, ("completion (cosine)", "completion (IoU)",
-                                      "selectivity of half cues (cosine)"), (0.8, 0.8, 0.5)):
-        ax.axhline(line, color="gray", lw=0.6, ls=":")
-        ax.set_xscale("log", base=2)
-        ax.set(xlabel="k stored (held-out blobs)", title=f"{title}, settled, n={n}")
-    axes[-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    figs.save_figure(fig, path, dpi=70)
-
-
-def plot_targets(body, path, n) -> None:
-    """Each condition's settled read-outs against the issue's targets (dots: mean; bars:
-    95% interval; dotted line: the target)."""
-    import matplotlib.pyplot as plt
-
-    from common import figures as figs
-
-    conds = body["conditions"]
-    names = list(conds)
-    panels = (("half-cue completion", lambda s, p: s["parts"][f"{p} 0.5"]["completion"]["cosine"], 0.8),
-              ("half-cue selectivity", lambda s, p: s["selectivity_half"][p]["cosine"], 0.5),
-              ("stored-cue recall", lambda s, p: s["stored"][p]["cosine"], 0.9))
-    fig, axes = plt.subplots(1, 5, figsize=(15, 0.35 * len(names) + 1.6), sharey=True)
-    y = np.arange(len(names))
-    for ax, (title, get, line) in zip(axes, panels):
-        for j, p in enumerate(NAMES):
-            _dots(ax, y + 0.2 * (j - 1), [get(conds[c]["settled"], p) for c in names], p)
-        ax.axvline(line, color="gray", ls=":")
-        ax.set_title(title, fontsize=8)
-    for ax, (title, key) in zip(axes[3:], (("uniform V: largest", "uniform"),
-                                           ("never-stored: largest", "never_stored"))):
-        levels = list(conds[names[0]]["settled"][key])
-        for j, lvl in enumerate(levels):
-            _dots(ax, y + 0.8 * (j / max(1, len(levels) - 1) - 0.5) * (len(levels) > 1),
-                  [conds[c]["settled"][key][lvl]["largest"]["cosine"] for c in names], lvl)
-        ax.axvline(0.3, color="gray", ls=":")
-        ax.set_title(title, fontsize=8)
-    for ax in axes:
-        ax.legend(fontsize=5)
-        ax.set_xlabel(f"cosine, settled, n={n}", fontsize=7)
-    axes[0].set_yticks(y, names, fontsize=7)
-    figs.save_figure(fig, path, dpi=70)
-
-
-def _dots(ax, y, stats, label) -> None:
-    mean = np.array([np.nan if s["mean"] is None else s["mean"] for s in stats])
-    lo = np.array([m if s["ci95_low"] is None else s["ci95_low"] for s, m in zip(stats, mean)])
-    hi = np.array([m if s["ci95_high"] is None else s["ci95_high"] for s, m in zip(stats, mean)])
-    ax.errorbar(mean, y, xerr=[mean - lo, hi - mean], fmt="o", ms=3, label=label, lw=0.8)
 
 
 if __name__ == "__main__":

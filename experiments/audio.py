@@ -34,7 +34,7 @@ one connected network that any cue lights whole.
 audio.json: the envelope, then "rules": {rule: {"published": {"single_a", "three"},
 "vowels": {"3" | "5": {encoding: task}}, "digits": {encoding: task}}}. A task holds its
 classes, grid, cue strength, encoding, cost and "groups" ("all", or "held_out" and
-"other_speakers"), each with "accuracy" per method (rate, Wilson interval, n),
+"other_speakers"), each with "accuracy" per method (a stats block: mean = the rate, Wilson interval, n),
 "mcnemar_medium_vs_cue", "own_similarity" (cosine to the own template: cue at step 0,
 medium, unscarred; t-interval over units), "confusion" (rows: class; columns: answer,
 the last "none"), "similarity_by_class", "mechanism" and "verdict".
@@ -51,6 +51,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
+import stats
 from common import cli
 from common.cli import RunArgs, arg
 from protocol import Protocol, noise_seeds, protocol_of
@@ -128,24 +129,6 @@ QUICK = {"grid": 32, "vowel_grid": 32, "digit_grid": 32, "seeds": 2, "digit_seed
 
 
 # ---- statistics ------------------------------------------------------------------------
-
-def wilson_interval(rate: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson 95% interval of a rate over n independent units: metrics.wilson_interval's
-    formula for a rate rather than a count, because a recording's correct share is
-    averaged over seeds, so rate * n need not be an integer."""
-    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def rate_stat(unit_rates) -> dict:
-    """{rate, ci95_low, ci95_high, n, method} of per-unit correct shares."""
-    rates = torch.as_tensor(unit_rates, dtype=torch.float64)
-    rate, n = float(rates.mean()), rates.numel()
-    lo, hi = wilson_interval(rate, n)
-    lo, hi = min(lo, rate), max(hi, rate)    # rounding at a rate of 0 or 1
-    return {"rate": rate, "ci95_low": lo, "ci95_high": hi, "n": n, "method": "Wilson"}
-
 
 def sign_test(a, b) -> dict:
     """Exact McNemar over units: a unit counts for a when its correct share is higher
@@ -336,13 +319,13 @@ def summarize_group(raw, idx, per_recording: bool, classes) -> dict:
         torch.tensor(1), accumulate=True).tolist() for m in METHODS}
     sim_by_class = {m: torch.stack([raw["sims"][m][:, idx][:, lab == c].mean((0, 1))
                                     for c in range(P)]).tolist() for m in raw["sims"]}
-    acc = {m: rate_stat(v) for m, v in correct.items()}
+    acc = {m: stats.rate(v, "wilson") for m, v in correct.items()}
     return {
         "n_units": int(correct["medium"].numel()),
         "unit": "recording (correct share over seeds)" if per_recording else "seed x cue",
         "chance": 1 / P, "accuracy": acc,
         "mcnemar_medium_vs_cue": sign_test(correct["medium"], correct["cue"]),
-        "own_similarity": {m: metrics.summarize(units(v), bounds=metrics.BOUNDS["cosine"])
+        "own_similarity": {m: stats.summarize(units(v), bounds=metrics.BOUNDS["cosine"])
                            for m, v in own.items()},
         "confusion": confusion,   # rows: true class; columns: answer, last "none" (a tie)
         "similarity_by_class": sim_by_class,
@@ -357,7 +340,7 @@ def summarize_group(raw, idx, per_recording: bool, classes) -> dict:
 def task_block(raw, classes, groups, per_recording, **about) -> dict:
     P = len(classes)
     return {**about, "classes": classes,
-            "train_similarity": [metrics.summarize(raw["train_similarity"][p],
+            "train_similarity": [stats.summarize(raw["train_similarity"][p],
                                                    bounds=metrics.BOUNDS["cosine"])
                                  for p in range(P)],
             "scarred_fraction": raw["scarred_fraction"],
@@ -381,11 +364,11 @@ def run_published(study, seeds, args) -> tuple[dict, dict]:
                        progress="published /a/ recall")
     recall, control = res["final"]["cosine"][:S, 0, 0], res["final"]["cosine"][S:, 0, 0]
     cos = metrics.BOUNDS["cosine"]
-    single = {"cue_step0": metrics.summarize(res["initial"]["cosine"][:S, 0, 0], bounds=cos),
-              "recall": metrics.summarize(recall, bounds=cos),
-              "unscarred": metrics.summarize(control, bounds=cos),
-              "ratio": metrics.summarize(recall / control),
-              "train_similarity": metrics.summarize(store["train_similarity"][0], bounds=cos),
+    single = {"cue_step0": stats.summarize(res["initial"]["cosine"][:S, 0, 0], bounds=cos),
+              "recall": stats.summarize(recall, bounds=cos),
+              "unscarred": stats.summarize(control, bounds=cos),
+              "ratio": stats.summarize(recall / control),
+              "train_similarity": stats.summarize(store["train_similarity"][0], bounds=cos),
               "published": PUBLISHED}
     raw = run_task(study, T, T, torch.arange(3), seeds, p.multi_cue_strength,
                    args.beta_per_sqrt_n, "published a,i,u")
@@ -494,7 +477,7 @@ def plot_confusions(path, entries) -> None:
             share = counts / counts.sum(1, keepdim=True).clamp_min(1)
             acc = block["accuracy"][m]
             figures.plot_matrix(axes[r, j], share.numpy(), classes, [*classes, "none"],
-                                f"{label}\n{m}: {acc['rate']:.2f} [{acc['ci95_low']:.2f}, "
+                                f"{label}\n{m}: {acc['mean']:.2f} [{acc['ci95_low']:.2f}, "
                                 f"{acc['ci95_high']:.2f}]",
                                 cbar_label="share of the class's cues" if j == len(METHODS) - 1
                                 else None, xlabel="answer (nearest template)", ylabel="class")
@@ -513,9 +496,9 @@ def plot_accuracy(path, entries, rule) -> None:
     width = 0.8 / len(METHODS)
     for j, m in enumerate(METHODS):
         acc = [e[1]["accuracy"][m] for e in entries]
-        rate = np.array([a["rate"] for a in acc])
-        err = np.array([[a["rate"] - a["ci95_low"] for a in acc],
-                        [a["ci95_high"] - a["rate"] for a in acc]])
+        rate = np.array([a["mean"] for a in acc])
+        err = np.array([[a["mean"] - a["ci95_low"] for a in acc],
+                        [a["ci95_high"] - a["mean"] for a in acc]])
         ax.bar(np.arange(len(entries)) + (j - (len(METHODS) - 1) / 2) * width, rate, width,
                yerr=np.maximum(err, 0), capsize=2, label=m.replace("_", " "))
     for i, e in enumerate(entries):
@@ -605,25 +588,21 @@ def write_outputs(out, rule, body, figs, data, args) -> None:
             out, raw, data, encoding("digits", name), f"audio{tag}_{name}")
 
 
-def fmt_rate(a) -> str:
-    return f"{a['rate']:.3f} [{a['ci95_low']:.3f}, {a['ci95_high']:.3f}]"
-
-
 def print_report(bodies, wall) -> None:
     print(f"{Args.study}: {wall:.0f} s")
     for rule, body in bodies.items():
         print(f"rule {rule}:")
         if "published" in body:
             s = body["published"]["single_a"]
-            print(f"  published /a/: recall {metrics.format_stat(s['recall'])} (its cue at step "
-                  f"0 {metrics.format_stat(s['cue_step0'])}), unscarred "
-                  f"{metrics.format_stat(s['unscarred'])}, ratio {metrics.format_stat(s['ratio'])}"
+            print(f"  published /a/: recall {stats.format_stat(s['recall'])} (its cue at step "
+                  f"0 {stats.format_stat(s['cue_step0'])}), unscarred "
+                  f"{stats.format_stat(s['unscarred'])}, ratio {stats.format_stat(s['ratio'])}"
                   f" (published 0.888, 0.452, 1.97)")
         for es in entries_of(body).values():
             for label, g, _ in es:
                 acc, own, mc = g["accuracy"], g["own_similarity"], g["mcnemar_medium_vs_cue"]
                 print(f"  {label} (n={g['n_units']}): " + ", ".join(
-                    f"{m.replace('modern_', '')} {fmt_rate(acc[m])}" for m in METHODS)
+                    f"{m.replace('modern_', '')} {stats.format_stat(acc[m])}" for m in METHODS)
                     + f"; McNemar p={mc['p_value']:.2g}; own recall "
                     f"{own['medium']['mean']:.3f} (cue at step 0 {own['cue']['mean']:.3f}); "
                     f"lit {g['mechanism']['lit_fraction']:.2f}, others' cells lit "
@@ -661,7 +640,7 @@ def main(argv=None):
         vowel_formants=dict(audio.VOWEL_FORMANTS),
         formant_bandwidths=list(audio.FORMANT_BANDWIDTHS),
         published_formants=dict(audio.PUBLISHED_FORMANTS),
-        wilson="computed in experiments/audio.py (wilson_interval)")
+        wilson="stats.rate (Wilson score interval of the units' correct shares)")
     with cli.staged_output(args.out_dir(), Args.study) as out:
         for rule, body in bodies.items():
             write_outputs(out, rule, body, figs[rule], data, args)

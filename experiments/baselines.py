@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import stats
 from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol, protocol_of
@@ -217,8 +218,8 @@ def stored_numbers(method, mem, n_patterns, N, nca_params, f0, k0) -> dict:
     if method == "scarring":
         changed = ((mem["F"] != f0) | (mem["K"] != k0)).flatten(1).sum(1).double()
         total = 2 * changed  # an F and a K value per scarred cell
-        return {"total": metrics.summarize(total),
-                "per_pattern": metrics.summarize(total / n_patterns),
+        return {"total": stats.summarize(total),
+                "per_pattern": stats.summarize(total / n_patterns),
                 "what": "F and K values of the cells whose F or K differs from F0/K0"}
     if method in ("hopfield_sync", "hopfield_async", "hopfield_centred"):
         return {"total": mem[0].stored_numbers(), "per_pattern": N,
@@ -239,11 +240,11 @@ def summarize_scores(sc: dict) -> dict:
         S, C, P = x.shape
         n = min(C, P)
         diag = x[:, range(n), range(n)]
-        entry = {"recall": metrics.summarize(diag.mean(1)),
-                 "recall_per_pattern": [metrics.summarize(diag[:, i]) for i in range(n)],
+        entry = {"recall": stats.summarize(diag.mean(1)),
+                 "recall_per_pattern": [stats.summarize(diag[:, i]) for i in range(n)],
                  "matrix_mean": x.mean(0)}
         if n >= 2:
-            entry["discrimination"] = metrics.summarize(metrics.discrimination_per_seed(x))
+            entry["discrimination"] = stats.summarize(metrics.discrimination_per_seed(x))
         out[m] = entry
     return out
 
@@ -348,8 +349,8 @@ def study_reference(methods, seeds, grid):
             if cname == "cue15":
                 examples[method] = V[0]
         if method == "scarring":
-            entry["scar_strength"] = metrics.summarize(mem["scar_strength"][-1])
-            entry["train_similarity"] = [metrics.summarize(x) for x in mem["train_similarity"]]
+            entry["scar_strength"] = stats.summarize(mem["scar_strength"][-1])
+            entry["train_similarity"] = [stats.summarize(x) for x in mem["train_similarity"]]
         res[method] = entry
     return {"patterns": names, "cue_sets": list(cue_sets), "methods": res}, pats, examples
 
@@ -517,9 +518,9 @@ def report(reference, capacity):
     print(f"{'method':16s} {'cosine':>24s} {'iou':>24s} {'discrimination(cos)':>24s}  capacity")
     for m in METHODS:
         c = ref[m]["cue15"]
-        print(f"{m:16s} {metrics.format_stat(c['cosine']['recall']):>24s} "
-              f"{metrics.format_stat(c['iou']['recall']):>24s} "
-              f"{metrics.format_stat(c['cosine']['discrimination']):>24s}  "
+        print(f"{m:16s} {stats.format_stat(c['cosine']['recall']):>24s} "
+              f"{stats.format_stat(c['iou']['recall']):>24s} "
+              f"{stats.format_stat(c['cosine']['discrimination']):>24s}  "
               f"{capacity['methods'][m]['capacity']}")
 
 

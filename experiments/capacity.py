@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
+import stats
 from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol, protocol_of
@@ -102,7 +103,7 @@ def run_family(study, family, ks, seeds):
 
 def k_entry(res, stored, k, f0, k0):
     """The read-outs at k stored patterns, per metric."""
-    n, stat = N_NOVEL, metrics.summarize
+    n, stat = N_NOVEL, stats.summarize
     entry = {"k": k}
     for m in metrics.METRIC_NAMES:
         b, signed = metrics.BOUNDS[m], (-1.0, 1.0)
@@ -121,15 +122,15 @@ def k_entry(res, stored, k, f0, k0):
             "novel_cue_at_step0": stat(
                 ini[:, k:k + n, k:k + n].diagonal(dim1=1, dim2=2).mean(1), bounds=b),
             # mostly exact zeros: a bootstrap interval
-            "noise_cue_recall": stat(fin[:, k + n, :k].mean(1), kind="bootstrap"),
+            "noise_cue_recall": stat(fin[:, k + n, :k].mean(1), method="bootstrap_bca"),
             "uniform_cue_recall": stat(fin[:, k + n + 1, :k].mean(1), bounds=b),
-            "per_pattern_recall": metrics.summarize_tensor(diag, bounds=b),
+            "per_pattern_recall": stats.summarize_tensor(diag, bounds=b),
         }
     F, K = stored["snapshots"][k]
-    entry["scar_strength"] = metrics.summarize(stored["scar_strength"][k - 1])
-    entry["train_similarity_last"] = metrics.summarize(stored["train_similarity"][k - 1],
+    entry["scar_strength"] = stats.summarize(stored["scar_strength"][k - 1])
+    entry["train_similarity_last"] = stats.summarize(stored["train_similarity"][k - 1],
                                                        bounds=(0.0, 1.0))
-    entry["scarred_fraction"] = metrics.summarize(((F - f0).abs() + (K - k0).abs() > 1e-9)
+    entry["scarred_fraction"] = stats.summarize(((F - f0).abs() + (K - k0).abs() > 1e-9)
                                           .flatten(1).float().mean(1).cpu())
     return entry
 
@@ -139,10 +140,10 @@ def family_summary(ks, pats, stored, recalls, control, f0, k0):
     by_k = {str(k): k_entry(recalls[k], stored, k, f0, k0) for k in ks}
     kmax = ks[-1]
     out = {"ks": list(ks), "by_k": by_k,
-           "control_recall_no_scar": {m: metrics.summarize(
+           "control_recall_no_scar": {m: stats.summarize(
                control["final"][m][:, :kmax].diagonal(dim1=1, dim2=2).mean(1))
                for m in metrics.METRIC_NAMES},
-           "train_similarity": metrics.summarize_tensor(stored["train_similarity"].T),
+           "train_similarity": stats.summarize_tensor(stored["train_similarity"].T),
            "pair_overlap_iou": _pair_overlap(pats), "capacity": {},
            "forgetting_first_pattern": {}}
     for m in metrics.METRIC_NAMES:
@@ -153,7 +154,7 @@ def family_summary(ks, pats, stored, recalls, control, f0, k0):
         out["capacity"][m] = metrics.capacity_readout(ks, rec, dlow, RECALL_THRESHOLD, 0.0)
         first_1 = torch.tensor(by_k[str(ks[0])][m]["first_recall"]["per_seed"])
         out["forgetting_first_pattern"][m] = {
-            str(k): metrics.summarize(first_1 - torch.tensor(by_k[str(k)][m]["first_recall"]
+            str(k): stats.summarize(first_1 - torch.tensor(by_k[str(k)][m]["first_recall"]
                                                               ["per_seed"])) for k in ks}
     return out
 
@@ -168,12 +169,12 @@ def _pair_overlap(pats):
     union = (m.unsqueeze(1) | m.unsqueeze(2)).flatten(3).sum(3).float()
     iou = inter / union
     off = ~torch.eye(P, dtype=torch.bool)
-    return metrics.summarize(iou[:, off].mean(1))
+    return stats.summarize(iou[:, off].mean(1))
 
 
 
 def print_report(families):
-    fmt = metrics.format_stat
+    fmt = stats.format_stat
     for f, fam in families.items():
         print(f"  {f}: capacity {fam['capacity']}")
         for k in fam["ks"]:

@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
+import stats
 from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol, protocol_of
@@ -121,8 +122,7 @@ class Args(RunArgs, Protocol):
 QUICK = dict(grid=32, multi_train_steps=40, multi_recall_steps=40, settle_steps=120)
 
 
-def bounded(values, low=0.0, high=1.0):
-    return sq.bounded_stat(values, low, high)
+UNIT = (0.0, 1.0)
 
 
 def scores(V, target):
@@ -170,7 +170,7 @@ def run_family(study, seeds, family, spec, settle):
         st = study.store(torch.stack([image(w) for w in wholes]), seeds, p.multi_train_steps,
                          first_index=NOISE["phase3_starts"][1])
         media[label] = (st["F"], st["K"])
-        train[label] = metrics.summarize_tensor(st["train_similarity"].T)
+        train[label] = stats.summarize_tensor(st["train_similarity"].T)
     media["unscarred"] = study.default_fields(S)
     runs = plan_runs(family, spec)
     F = torch.stack([media[m][0] for _, m, _, _ in runs], 1)               # (S, R, H, W)
@@ -207,26 +207,25 @@ def report_family(study, spec, raw, settle):
         for name, t in times.items():
             sc = scores(frames[t][:, i], tgt)
             per_seed[(key, name)] = sc
-            row[name] = {m: bounded(v) for m, v in sc.items()}
+            row[name] = {m: stats.summarize(v, bounds=UNIT) for m, v in sc.items()}
         for name in ("recall", "settled"):
-            row[f"unscarred_{name}"] = {m: bounded(v) for m, v in
+            row[f"unscarred_{name}"] = {m: stats.summarize(v, bounds=UNIT) for m, v in
                                         scores(frames[times[name]][:, u], tgt).items()}
         F, K = raw["media"][medium]
         mask = imprint_mask(F, K, background, raw["cue_imgs"][i], margin).to(tgt) * patterns.PEAK
         for name in ("recall", "settled"):   # lit scars, and off them what the cue does alone
             pred = scores(torch.maximum(mask, frames[times[name]][:, u]), tgt)
             per_seed[(key, f"imprint_{name}")] = pred
-            row[f"imprint_{name}"] = {m: bounded(v) for m, v in pred.items()}
+            row[f"imprint_{name}"] = {m: stats.summarize(v, bounds=UNIT) for m, v in pred.items()}
         cases[key] = row
     comp, ctrl = spec["compare"]
     compare = {}
     for name in ("recall", "settled"):
         diff = {src: {m: per_seed[(comp, src)][m] - per_seed[(ctrl, src)][m] for m in METRIC_NAMES}
                 for src in (name, f"imprint_{name}")}
-        compare[name] = {m: {"measured": sq.bounded_stat(diff[name][m], -1, 1),
-                             "imprint": sq.bounded_stat(diff[f"imprint_{name}"][m], -1, 1),
-                             "measured_minus_imprint": sq.bounded_stat(
-                                 diff[name][m] - diff[f"imprint_{name}"][m], -2, 2)}
+        compare[name] = {m: {"measured": stats.summarize(diff[name][m], bounds=(-1, 1)),
+                             "imprint": stats.summarize(diff[f"imprint_{name}"][m], bounds=(-1, 1)),
+                             "measured_minus_imprint": stats.summarize(diff[name][m] - diff[f"imprint_{name}"][m], bounds=(-2, 2))}
                          for m in METRIC_NAMES}
     return {"cases": cases, "train_similarity": raw["train"],
             "compare": {"cases": [comp, ctrl], **compare},
@@ -263,11 +262,11 @@ def additivity(spec, raw, index, times, background, margin):
             for where, m in (("field", torch.ones_like(on)), ("on_scars", on)):
                 w, u = scores(V[:, i] * m, tgt), scores(union * m, tgt)
                 block[name][where] = {
-                    "whole_vs_union_cosine": bounded(metrics.cosine_similarity(V[:, i] * m,
-                                                                               union * m)),
-                    "whole_to_target": {k: bounded(v) for k, v in w.items()},
-                    "union_to_target": {k: bounded(v) for k, v in u.items()},
-                    "gain": {k: sq.bounded_stat(w[k] - u[k], -1, 1) for k in METRIC_NAMES}}
+                    "whole_vs_union_cosine": stats.summarize(
+                        metrics.cosine_similarity(V[:, i] * m, union * m), bounds=UNIT),
+                    "whole_to_target": {k: stats.summarize(v, bounds=UNIT) for k, v in w.items()},
+                    "union_to_target": {k: stats.summarize(v, bounds=UNIT) for k, v in u.items()},
+                    "gain": {k: stats.summarize(w[k] - u[k], bounds=(-1, 1)) for k in METRIC_NAMES}}
         out[f"{medium}: {'+'.join(parts)}"] = block
     return out
 
@@ -293,7 +292,7 @@ def verdict(fam):
 
 
 def print_family(family, fam):
-    f = lambda s: metrics.format_stat(s, 2)
+    f = lambda s: stats.format_stat(s, 2)
     print(f"{family}:")
     for key, row in fam["cases"].items():
         print(f"  {key:9s} {row['what'][:46]:46s} cue {f(row['cue_step0']['cosine'])} / "

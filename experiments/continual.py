@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
+import stats
 from common import cli
 from common.cli import RunArgs, arg
 
@@ -231,16 +232,16 @@ def summarise(results):
         res["summary"] = {}
         for n in sorted({2, res["tasks"]}):
             per = [cl.sequence_metrics(r["acc"], n) for r in res["runs"]]
-            s = {name: metrics.summarize([p[name] for p in per])
+            s = {name: stats.summarize([p[name] for p in per])
                  for name in ("avg_final_acc", "avg_forgetting", "task1_after_task1",
                               "task1_final", "last_task_acc")}
-            s["forgetting_per_task"] = [metrics.summarize([p["forgetting"][j] for p in per])
+            s["forgetting_per_task"] = [stats.summarize([p["forgetting"][j] for p in per])
                                         for j in range(n - 1)]
             s["acc_matrix_mean"] = np.mean([np.asarray(r["acc"])[:n, :n] for r in res["runs"]],
                                            0).tolist()
             res["summary"][str(n)] = s
         if "physics_change" in res["runs"][0]:
-            res["physics_change"] = metrics.summarize([r["physics_change"] for r in res["runs"]])
+            res["physics_change"] = stats.summarize([r["physics_change"] for r in res["runs"]])
 
 
 def pct(stat):

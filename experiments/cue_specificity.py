@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
+import stats
 from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol, protocol_of
@@ -53,10 +54,16 @@ QUICK = dict(grid=32, multi_train_steps=30, train_steps=40, multi_recall_steps=2
 UNIFORM_OF_CUE = 0.8   # the uniform V sits at the cue's in-shape level: strength x PEAK
 
 
-def build_patterns(grid):
-    """Stored (phase 3) and unstored patterns, named, all (H, W)."""
+def one_pattern_name(pattern: str) -> str:
+    """The name of the pattern stored alone (--pattern, at the reference position)."""
+    return "D_spots_ref" if pattern == "square_spots" else f"D_{pattern}"
+
+
+def build_patterns(grid, pattern="square_spots"):
+    """Stored (phase 3) and unstored patterns, named, all (H, W); the first unstored one
+    is stored alone (one_pattern_name)."""
     stored = patterns.phase3_targets(grid)
-    unstored = {"D_spots_ref": patterns.make_pattern("square_spots", grid, grid),
+    unstored = {one_pattern_name(pattern): patterns.make_pattern(pattern, grid, grid),
                 "E_cross": patterns.make_pattern("cross", grid, grid)}
     return stored, unstored
 
@@ -90,11 +97,12 @@ def build_cues(study, stored, unstored, seeds, shift):
 def run(study, seeds, shift):
     """Store both sets, recall every cue on [three, one, control]; the raw results."""
     p, S = study.protocol, len(seeds)
-    stored, unstored = build_patterns(p.grid)
+    stored, unstored = build_patterns(p.grid, p.pattern)
+    alone = one_pattern_name(p.pattern)
     names, cues, kept = build_cues(study, stored, unstored, seeds, shift)
     three = study.store(torch.stack(list(stored.values())), seeds, p.multi_train_steps,
                         first_index=NOISE["phase3_starts"][1], progress="store 3")
-    one = study.store(unstored["D_spots_ref"][None], seeds, p.train_steps,
+    one = study.store(unstored[alone][None], seeds, p.train_steps,
                       first_index=NOISE["phase1_start"][1], progress="store 1")
     F0, K0 = study.default_fields(S)
     res = study.recall(torch.cat([three["F"], one["F"], F0]), torch.cat([three["K"], one["K"], K0]),
@@ -102,13 +110,13 @@ def run(study, seeds, shift):
                        p.multi_recall_steps, return_fields=True, progress="recall")
     arms = {"three": slice(0, S), "one": slice(S, 2 * S), "control": slice(2 * S, 3 * S)}
     return {"stored": stored, "unstored": unstored, "cue_names": names, "kept": kept,
-            "three": three, "one": one, "res": res, "arms": arms}
+            "alone": alone, "three": three, "one": one, "res": res, "arms": arms}
 
 
 def summarize_matrix(m, bounds):
     """(S, C, P) -> {"mean": C x P, "ci95_low", "ci95_high", "std", "per_seed": S x C x P}."""
-    stats = metrics.summarize_tensor(m, bounds=bounds)
-    return {key: [[s[key] for s in row] for row in stats]
+    blocks = stats.summarize_tensor(m, bounds=bounds)
+    return {key: [[s[key] for s in row] for row in blocks]
             for key in ("mean", "ci95_low", "ci95_high", "std")} | {"per_seed": m.tolist()}
 
 
@@ -123,23 +131,23 @@ def report(r):
                 for m in metrics.METRIC_NAMES}
 
     def disc(which, key="final"):
-        return {m: metrics.summarize(metrics.discrimination_per_seed(
+        return {m: stats.summarize(metrics.discrimination_per_seed(
             res[key][m][arms[which]], stored_idx, stored_idx), bounds=(-1.0, 1.0))
             for m in metrics.METRIC_NAMES}
 
     no_cue_rows = [names.index(n) for n in names[-3:]]
     # what grows without a cue is often exactly 0 in most seeds: a bootstrap interval
-    imprint = {which: {names[row]: {m: metrics.summarize(res["final"][m][arms[which]][:, row, cols]
-                                                         .mean(1), kind="bootstrap")
+    imprint = {which: {names[row]: {m: stats.summarize(res["final"][m][arms[which]][:, row, cols]
+                                                         .mean(1), method="bootstrap_bca")
                                     for m in metrics.METRIC_NAMES}
                        for row in no_cue_rows}
-               for which, cols in (("three", stored_idx), ("one", [columns.index("D_spots_ref")]))}
+               for which, cols in (("three", stored_idx), ("one", [columns.index(r["alone"])]))}
     all_patterns = torch.stack([*r["stored"].values(), *r["unstored"].values()])
     P = len(columns)
     overlap = {m: metrics.METRICS[m](all_patterns.repeat_interleave(P, 0),
                                      all_patterns.repeat(P, 1, 1)).reshape(P, P)
                for m in metrics.METRIC_NAMES}
-    training = {f"{which}_{key}": metrics.summarize_tensor(r[which][src].T)
+    training = {f"{which}_{key}": stats.summarize_tensor(r[which][src].T)
                 for which in ("three", "one")
                 for key, src in (("final_similarity", "train_similarity"),
                                  ("scar_strength", "scar_strength"))}
@@ -151,7 +159,7 @@ def report(r):
                    "control": block("control", "final")},
         "discrimination": {**disc("three"), "control": disc("control"),
                            "cue_at_step0": disc("three", "initial")},
-        "single_pattern": {"cues": names, "patterns": columns, "stored": ["D_spots_ref"],
+        "single_pattern": {"cues": names, "patterns": columns, "stored": [r["alone"]],
                            **block("one", "final"), "initial": block("one", "initial")},
         "imprint_no_cue_recall": imprint, "training": training, "pattern_overlap": overlap,
         "partial_cue_fraction_of_A_kept": r["kept"],
@@ -162,12 +170,12 @@ def print_report(body, seeds, grid, wall, out):
     print(f"{Args.study}: {len(seeds)} seeds, grid {grid}, {wall:.0f} s -> {out}")
     d = body["discrimination"]
     for m in metrics.METRIC_NAMES:
-        print(f"  discrimination ({m}): {metrics.format_stat(d[m])}  (control "
-              f"{metrics.format_stat(d['control'][m])}, cue at step 0 "
-              f"{metrics.format_stat(d['cue_at_step0'][m])})")
+        print(f"  discrimination ({m}): {stats.format_stat(d[m])}  (control "
+              f"{stats.format_stat(d['control'][m])}, cue at step 0 "
+              f"{stats.format_stat(d['cue_at_step0'][m])})")
     for which, rows in body["imprint_no_cue_recall"].items():
-        for cue, stats in rows.items():
-            cos, iou = (metrics.format_stat(stats[m]) for m in ("cosine", "iou"))
+        for cue, block in rows.items():
+            cos, iou = (stats.format_stat(block[m]) for m in ("cosine", "iou"))
             print(f"  {which}-pattern scar, {cue}: cosine to stored {cos}, IoU {iou}")
 
 
@@ -218,7 +226,7 @@ def main(argv=None):
     result = {**cli.envelope(args, seeds, device, wall), **body}
     result["config"].update(shift_cells=shift, rule=study.rule.as_dict(),
                             uniform_level=args.multi_cue_strength * UNIFORM_OF_CUE,
-                            stored_three=list(r["stored"]), stored_one=["D_spots_ref"],
+                            stored_three=list(r["stored"]), stored_one=[r["alone"]],
                             unstored=list(r["unstored"]))
     with cli.staged_output(args.out_dir(), Args.study) as out:
         plot(body, r["res"]["V"], r["arms"], out, fields=not args.quick)

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
+import stats
 from common import cli
 from common.cli import RunArgs, arg
 
@@ -454,11 +455,11 @@ def success_summary(results, losses) -> dict:
         for method in ("gradient", "evolution"):
             rs = [s for r in results if r["loss"] == loss for s in r[method]["starts"]]
             key = f"{loss}/{method}"
-            summary[key] = {k: metrics.summarize([float(s[k]) for s in rs])
+            summary[key] = {k: stats.summarize([float(s[k]) for s in rs])
                             for k in ("params_within_10pct", "same_class", "success")}
             summary[key]["median_rel_error"] = {
                 p: float(np.median([s["rel_error"][p] for s in rs])) for p in dm.PARAM_NAMES}
-            summary[key]["best_start_success"] = metrics.summarize(
+            summary[key]["best_start_success"] = stats.summarize(
                 [float(r[method]["starts"][r[method]["best_start"]]["success"])
                  for r in results if r["loss"] == loss])
     return summary
@@ -478,9 +479,9 @@ def run(args, seeds, log) -> dict:
 
 def report(r):
     for k, s in r["summary"].items():
-        print(f"{k:20s} success {metrics.format_stat(s['success'], 2)}  params<10% "
-              f"{metrics.format_stat(s['params_within_10pct'], 2)}  same class "
-              f"{metrics.format_stat(s['same_class'], 2)}")
+        print(f"{k:20s} success {stats.format_stat(s['success'], 2)}  params<10% "
+              f"{stats.format_stat(s['params_within_10pct'], 2)}  same class "
+              f"{stats.format_stat(s['same_class'], 2)}")
     for name, p in (r["probe"] or {}).items():
         print(f"probe {name:10s} {p['class']:9s} " + " ".join(
             f"{ln} {p[ln]['loss']:.3g} (|grad| {p[ln]['max_abs_grad_z']:.2g})"

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
+import stats
 from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, PHASE3_PATTERNS, Protocol, protocol_of
@@ -168,7 +169,7 @@ def held_out_recall(study, F, K, pats, seeds, args):
 def evaluate(study, label, F, K, pats, seeds, args):
     M, own_iou, cue_cos = held_out_recall(study, F, K, pats, seeds, args)
     own = M.diagonal(dim1=1, dim2=2)                   # (S, P)
-    summarize = metrics.summarize
+    summarize = stats.summarize
     row = {"method": label, "n_patterns": len(pats),
            "recall_cosine": summarize(own.mean(1)),
            "recall_cosine_min": summarize(own.min(1).values),
@@ -275,7 +276,7 @@ def run(args, seeds, log) -> dict:
 
 
 def report_row(n, label, r):
-    fmt, d = metrics.format_stat, r.get("discrimination")
+    fmt, d = stats.format_stat, r.get("discrimination")
     print(f"n={n} {label:9s} recall cos {fmt(r['recall_cosine'])} "
           f"iou {fmt(r['recall_iou'])} cue@0 "
           f"{fmt(r['cue_cosine_step0'])} discr "

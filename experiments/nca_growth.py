@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import stats
 from common import cli
 from common.cli import RunArgs, arg
 
@@ -175,9 +176,9 @@ def growth(model, target, B, steps, g):
     checkpoints = sorted({0, *[int(round(f * steps)) for f in (0.25, 0.5, 0.75, 1.0)]})
     summary = {"steps": list(range(steps + 1)), "ssim_mean": ssim_t.mean(1),
                "psnr_mean": psnr_t.mean(1), "alive_mean": alive_t.mean(1),
-               "at": {str(t): {"ssim": metrics.summarize(ssim_t[t]),
-                               "psnr": metrics.summarize(psnr_t[t]),
-                               "alive_cells": metrics.summarize(alive_t[t])}
+               "at": {str(t): {"ssim": stats.summarize(ssim_t[t]),
+                               "psnr": stats.summarize(psnr_t[t]),
+                               "alive_cells": stats.summarize(alive_t[t])}
                       for t in checkpoints},
                "ssim_empty": float(nca.ssim(empty, target)[0]),
                "psnr_empty": float(nca.psnr(empty, target)[0])}
@@ -201,11 +202,11 @@ def regeneration(model, grown, target, steps, g) -> dict:
         first = torch.where(ok.any(0), ok.float().argmax(0).float(), torch.full((B,), math.nan))
         rec = first[~torch.isnan(first)]
         regen[f"{r:g}"] = {
-            "radius_cells": r, "ssim_before": metrics.summarize(pre),
-            "ssim_just_after_damage": metrics.summarize(curve[0]),
-            "ssim_after_regen": metrics.summarize(curve[-1]),
+            "radius_cells": r, "ssim_before": stats.summarize(pre),
+            "ssim_just_after_damage": stats.summarize(curve[0]),
+            "ssim_after_regen": stats.summarize(curve[-1]),
             "recovered_fraction": float((~torch.isnan(first)).float().mean()),
-            "steps_to_recover": metrics.summarize(rec) if len(rec) else None,
+            "steps_to_recover": stats.summarize(rec) if len(rec) else None,
             "steps_to_recover_per_seed": first, "ssim_curve_mean": curve.mean(1)}
     return regen
 
@@ -375,11 +376,11 @@ def report(res, training, grow_steps):
     g = res["growth"]["at"][str(grow_steps)]
     print(f"trained {training['steps_done']} steps; loss {training['loss_first']:.4f} -> "
           f"{training['loss_last_10_mean']:.4f}")
-    print(f"grown at step {grow_steps}: SSIM {metrics.format_stat(g['ssim'])} "
+    print(f"grown at step {grow_steps}: SSIM {stats.format_stat(g['ssim'])} "
           f"(empty canvas {res['growth']['ssim_empty']:.3f}), PSNR "
-          f"{metrics.format_stat(g['psnr'], 1)} dB")
+          f"{stats.format_stat(g['psnr'], 1)} dB")
     for k, v in res["regeneration"].items():
-        s = metrics.format_stat(v["steps_to_recover"], 1) if v["steps_to_recover"] else "never"
+        s = stats.format_stat(v["steps_to_recover"], 1) if v["steps_to_recover"] else "never"
         print(f"damage r={k}: SSIM {v['ssim_before']['mean']:.3f} -> "
               f"{v['ssim_just_after_damage']['mean']:.3f} -> {v['ssim_after_regen']['mean']:.3f};"
               f" recovered {v['recovered_fraction']:.0%}, steps {s}")

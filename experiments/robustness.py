@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
+import stats
 from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol, protocol_of
@@ -65,7 +66,7 @@ def conditions(args):
 
 def run(study, args, seeds):
     p, S = study.protocol, len(seeds)
-    target = patterns.make_pattern("square_spots", p.grid, p.grid)
+    target = patterns.make_pattern(p.pattern, p.grid, p.grid)
     stored = study.store(target[None], seeds, p.train_steps,
                          first_index=NOISE["phase1_start"][1], progress="store")
     conds = conditions(args)
@@ -87,12 +88,12 @@ def report(conds, stored, res, S):
     for c, (group, value, st, no, _) in enumerate(conds):
         row = {"value": value, "cue_strength": st, "cue_noise": no}
         for arm, sl in arms.items():
-            row[arm] = {m: {key: metrics.summarize(res[key][m][sl, c, 0], bounds=metrics.BOUNDS[m])
+            row[arm] = {m: {key: stats.summarize(res[key][m][sl, c, 0], bounds=metrics.BOUNDS[m])
                             for key in ("initial", "before_damage", "after_damage", "final")}
                         for m in metrics.METRIC_NAMES}
         groups.setdefault(group, []).append(row)
-    return {"training": {"final_similarity": metrics.summarize(stored["train_similarity"][0]),
-                         "scar_strength": metrics.summarize(stored["scar_strength"][0])},
+    return {"training": {"final_similarity": stats.summarize(stored["train_similarity"][0]),
+                         "scar_strength": stats.summarize(stored["scar_strength"][0])},
             "groups": groups,
             "note": "keys: initial = the cue at step 0; before_damage / after_damage = just "
                     "before / after the lesion at damage_step (taken for every condition; "
@@ -100,7 +101,7 @@ def report(conds, stored, res, S):
 
 
 def print_report(body):
-    fmt = metrics.format_stat
+    fmt = stats.format_stat
     for group, rows in body["groups"].items():
         for r in rows:
             sc, ct = r["scarred"]["cosine"], r["control"]["cosine"]
@@ -166,7 +167,7 @@ def main(argv=None):
     body = report(conds, stored, res, len(seeds))
     wall = time.perf_counter() - t0
     result = {**cli.envelope(args, seeds, device, wall), **body}
-    result["config"].update(pattern="square_spots", rule=study.rule.as_dict(),
+    result["config"].update(pattern=args.pattern, rule=study.rule.as_dict(),
                             disc_radius_cells=DISC_RADIUS * args.grid / 256)
     with cli.staged_output(args.out_dir(), Args.study) as out:
         plot_cues(body, out, len(seeds), args.recall_steps)

@@ -41,6 +41,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
+import stats
 from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol, protocol_of
@@ -160,7 +161,7 @@ def curve_band(curves):
     the mean over seeds clipped to [0, 1] (cosine of non-negative fields)."""
     c = torch.as_tensor(curves, dtype=torch.float64)
     mean = c.mean(1)
-    half = (metrics.t_quantile_975(c.shape[1] - 1) * c.std(1) / math.sqrt(c.shape[1])
+    half = (stats.t_quantile_975(c.shape[1] - 1) * c.std(1) / math.sqrt(c.shape[1])
             if c.shape[1] > 1 else torch.zeros_like(mean))
     keep = lambda x: (x.clamp(0, 1) * 1e4).round().div(1e4).tolist()   # 4 decimals: a figure
     return {"mean": keep(mean), "ci95_low": keep(mean - half), "ci95_high": keep(mean + half)}
@@ -174,17 +175,17 @@ def summarize_replay(curves, steps, args, order=None) -> dict:
     every = 1.0 if steps is None or T < 2 else float(steps[1] - steps[0])
     total = T * every      # hold times count records: at most every record
     hit = ro["exact_order"] & (ro["peak_height"] >= args.peak_target).all(1)
-    return {"exact_order": sq.rate_stat(ro["exact_order"]),
-            "exact_order_and_peaks": sq.rate_stat(hit),
-            "kendall_tau": sq.bootstrap_stat(ro["kendall_tau"]),
-            "peak_height": [sq.bounded_stat(ro["peak_height"][:, i], 0.0, 1.0) for i in range(P)],
-            "hold_time": [sq.bounded_stat(ro["hold_time"][:, i], 0.0, float(total))
+    return {"exact_order": stats.rate(ro["exact_order"], "clopper_pearson"),
+            "exact_order_and_peaks": stats.rate(hit, "clopper_pearson"),
+            "kendall_tau": stats.summarize(ro["kendall_tau"], "bootstrap_bca"),
+            "peak_height": [stats.summarize(ro["peak_height"][:, i], bounds=(0.0, 1.0)) for i in range(P)],
+            "hold_time": [stats.summarize(ro["hold_time"][:, i], bounds=(0.0, float(total)))
                           for i in range(P)],
             "peak_time": ro["peak_time"], "orders": ro["order"], "curve": curve_band(curves)}
 
 
 def short(stat, digits=2) -> str:
-    return metrics.format_stat(stat, digits)
+    return stats.format_stat(stat, digits)
 
 
 def rate_text(stat) -> str:
@@ -208,13 +209,6 @@ class Media:
             raise ValueError(f"--rule {p.rule}: painted layouts need a uniform background")
         self.background = tuple(float(x) for x in bg)
 
-    def store_kwargs(self, first_index):
-        p = self.study.protocol
-        return dict(F=self.background[0], K=self.background[1], substrate=p.substrate(),
-                    device=self.study.device, dtype=self.study.dtype,
-                    train_strength=p.train_init_strength, train_noise=p.train_noise,
-                    first_index=first_index)
-
     def painted(self, masks, setpoints, channels):
         """Per-seed painted (F, K): masks (S, P, H, W), channels (S, P - 1, H, W)."""
         Fb, Kb = self.background
@@ -225,9 +219,10 @@ class Media:
                 torch.stack([k for _, k in fields]).to(**dev))
 
     def stored_depth(self, items, setpoints, channels, first_index):
-        return sq.store_sequence(items, self.seeds, setpoints, self.args.multi_train_steps,
-                                 channels=channels, channel_setpoints=setpoints[1:],
-                                 rule=self.study.rule, **self.store_kwargs(first_index))
+        return sq.store_sequence(self.study, items, self.seeds, setpoints,
+                                 self.args.multi_train_steps, channels=channels,
+                                 channel_setpoints=setpoints[1:], first_index=first_index,
+                                 F=self.background[0], K=self.background[1])
 
     def unscarred(self):
         return self.study.default_fields(len(self.seeds))
@@ -318,7 +313,7 @@ def run_reference(media):
            "cue_step0_cosine": {}, "conditions": {}}
     step0 = metrics.similarity_curves(cues.transpose(0, 1), items)     # (C, S, P)
     for c, cue in enumerate(REFERENCE_CUES):
-        out["cue_step0_cosine"][cue] = [sq.bounded_stat(step0[c, :, i], 0, 1) for i in range(3)]
+        out["cue_step0_cosine"][cue] = [stats.summarize(step0[c, :, i], bounds=(0, 1)) for i in range(3)]
     frames = {}
     with cli.progress(len(built), "reference conditions") as bar:
         for key, (F, K, sched, train, sp) in built.items():
@@ -327,12 +322,11 @@ def run_reference(media):
             name, layout, _, why = CONDITIONS[key]
             entry = {"name": name, "hypothesis": why, "layout": layout,
                      "setpoints": sp, "schedule": None if sched is None else vars(sched),
-                     "train_similarity": None if train is None else metrics.summarize_tensor(train.T),
+                     "train_similarity": None if train is None else stats.summarize_tensor(train.T),
                      "cues": {}}
             for c, cue in enumerate(REFERENCE_CUES):
                 entry["cues"][cue] = summarize_replay(r["curves"][:, :, c], r["steps"], args)
-                entry["cues"][cue]["lit_outside_max"] = sq.bounded_stat(
-                    r["lit_outside"][:, :, c].amax(0), 0.0, 1.0)
+                entry["cues"][cue]["lit_outside_max"] = stats.summarize(r["lit_outside"][:, :, c].amax(0), bounds=(0.0, 1.0))
             frames[key] = peak_frames(r, entry["cues"]["cue A"])
             entry["peak_frame_steps"] = frames[key][1]
             entry["seconds"] = time.perf_counter() - t0
@@ -384,7 +378,7 @@ def run_random(media):
                      "dead_setpoints": dead_sp if dead_sched else
                      f"not run: the deepest item would need K = {dead_sp[-1][1]:.4f} < 0",
                      "dead_schedule": vars(dead_sched) if dead_sched else None,
-                     "train_similarity": metrics.summarize_tensor(st["train_similarity"].T),
+                     "train_similarity": stats.summarize_tensor(st["train_similarity"].T),
                      "overlap_fraction": float(((masks.sum(1) > 1).sum((1, 2)).float()
                                                 / masks.any(1).sum((1, 2))).mean()),
                      "conditions": {}}
@@ -393,8 +387,7 @@ def run_random(media):
                                  film=False)
                 entry["conditions"][key] = {
                     cue: {**summarize_replay(r["curves"][:, :, i], r["steps"], args),
-                          "lit_outside_max": sq.bounded_stat(r["lit_outside"][:, :, i].amax(0),
-                                                             0.0, 1.0)}
+                          "lit_outside_max": stats.summarize(r["lit_outside"][:, :, i].amax(0), bounds=(0.0, 1.0))}
                     for i, cue in enumerate(names)}
             entry["record_steps"] = r["steps"]
             entry["seconds"] = time.perf_counter() - t0
@@ -453,15 +446,13 @@ def targets(body):
         if key in ref:
             s = ref[key]["cues"]["cue A"]["exact_order_and_peaks"]
             out[f"reference A->B->C, {key}: exact order with every peak >= target in >= 90%"] = {
-                **{k: s[k] for k in ("k", "n", "mean", "ci95_low", "ci95_high")},
-                "met": s["mean"] >= 0.9}
+                **s, "met": s["mean"] >= 0.9}
     five = body.get("random", {}).get("lengths", {}).get("5", {}).get("conditions", {})
     for key in ("depth_schedule_stored", "depth_schedule_stored_dead"):
         if key in five:
             s = five[key]["cue first"]["exact_order"]
             out[f"random length 5, {key}: exact order in >= 50%"] = {
-                **{k: s[k] for k in ("k", "n", "mean", "ci95_low", "ci95_high")},
-                "met": s["mean"] >= 0.5}
+                **s, "met": s["mean"] >= 0.5}
     return out
 
 

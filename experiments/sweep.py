@@ -67,12 +67,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Optional
 
+import stats
 from common import cli, limits, sweep
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol
 
-torch, np, metrics, patterns, scarring = cli.lazy_modules("torch", "numpy", "metrics",
-                                                          "patterns", "scarring")
+torch, np, metrics, patterns, scarring, validation = cli.lazy_modules(
+    "torch", "numpy", "metrics", "patterns", "scarring", "scarring_validation")
 
 NOT_SWEPT = ("record_every",)    # numeric, but nothing here depends on it
 SWEEPABLE = tuple(f.name for f in dataclasses.fields(Protocol)
@@ -85,10 +86,9 @@ QUICK = dict(grid=32, train_steps=60, recall_steps=40, multi_train_steps=40,
              multi_recall_steps=30, seeds=1)
 DEFAULT_BATCH, DEFAULT_WORKERS = 60, 2
 VERSION = "1"          # bump when a change here changes the numbers (part of chunk hashes)
-PATTERN = "square_spots"
 METRIC_NAMES = ("cosine", "iou", "pearson")
 HOLDS_RECALL, HOLDS_RATIO = 0.7, 1.5     # the study's success criteria
-RECALL_ARMS = 3        # the largest batch: scarred, control and uncued recall of a chunk
+RECALL_ARMS = 4        # the largest batch: phase 2's recall, scarred and control F/K, cue and none
 
 
 @dataclass
@@ -231,7 +231,7 @@ def run_points(points, seeds, *, device="cpu", phase3=False, **constants) -> lis
     member_seeds = [s for _, s in members]
     F0, K0 = _member_fields(study, [p.get("f0", protocol.f0) for p, _ in members],
                             [p.get("k0", protocol.k0) for p, _ in members])
-    target = patterns.make_pattern(PATTERN, protocol.grid, protocol.grid,
+    target = patterns.make_pattern(protocol.pattern, protocol.grid, protocol.grid,
                                    dtype=study.dtype).to(study.device)
     out = phases_1_2(study, target, member_seeds, F0, K0)
     if phase3:
@@ -279,67 +279,44 @@ def _member_fields(study, f0s, k0s):
             as_col(k0s).expand(-1, n, n).to(study.device).clone())
 
 
-def store(study, targets, seeds, steps, F, K, scar: bool, first_index: int) -> dict:
-    """Study.store from per-member unscarred fields F, K (B, H, W): the same rule, medium
-    and training start; the total scar is measured from each member's own F, K."""
-    out = study.store(targets, seeds, steps, scar=scar, F=F, K=K, first_index=first_index)
-    out["total_scar_strength"] = scarring.scar_strength(out["F"], out["K"], F, K)
-    return out
-
-
 def phases_1_2(study, target, seeds, F0, K0) -> dict:
-    """{column: (B,) tensor or list of labels} of phases 1 and 2 for B members."""
-    p, B = study.protocol, len(seeds)
-    first = NOISE["phase1_start"][1]
-    scarred = store(study, target[None], seeds, p.train_steps, F0, K0, True, first)
-    control = store(study, target[None], seeds, p.train_steps, F0, K0, False, first)
-    F, K = scarred["F"], scarred["K"]
-    cue = study.cues(target[None], seeds, p.cue_strength, *NOISE["phase2_cue"])
-    no_cue = study.cues(torch.zeros_like(target)[None], seeds, 0.0, *NOISE["phase2_no_cue"])
-    arms = ("scarred", "control", "uncued")          # members: arm-major, then B
-    res = study.recall(torch.cat([F, F0, F]), torch.cat([K, K0, K]),
-                       torch.cat([cue, cue, no_cue]), target[None], p.recall_steps,
-                       metric_names=METRIC_NAMES, return_fields=True)
-    out = {}
-    for arm, run in (("scarred", scarred), ("control", control)):
-        for m in ("cosine", "iou"):
-            out[f"train_{arm}_{m}"] = metrics.METRICS[m](run["V"], target).cpu()
-    out["total_scar_strength"] = scarred["total_scar_strength"].cpu()
-    out["scarred_cells"] = ((F != F0) | (K != K0)).flatten(1).sum(1).cpu()
-    out["saturated_cells"] = ((F == p.f_max) & (K == p.k_min)).flatten(1).sum(1).cpu()
+    """{column: (B,) tensor or list of labels} of phases 1 and 2 (scarring_validation's
+    phase1 and phase2) for B members on their own unscarred fields F0, K0."""
+    p1 = validation.phase1(study, target, seeds, unscarred=(F0, K0))
+    p2 = validation.phase2(study, target, p1["F"], p1["K"], seeds, unscarred=(F0, K0))
+    arms = ("scarred", "control", "uncued")
+    out = {f"train_{arm}_{m}": p1["arms"][arm]["final"][m]
+           for arm in ("scarred", "control") for m in ("cosine", "iou")}
+    out["total_scar_strength"] = p1["scar_strength"]
+    out["scarred_cells"], out["saturated_cells"] = p1["scarred_cells"], p1["saturated_cells"]
     for m in METRIC_NAMES:
-        out[f"cue_{m}"] = res["initial"][m][:B, 0, 0]
-        for a, arm in enumerate(arms):
-            out[f"{arm}_recall_{m}"] = res["final"][m][a * B:(a + 1) * B, 0, 0]
-    final = res["V"][:, 0].numpy()
-    recall_regimes = [classify_regime(v) for v in final[B:2 * B]]
-    train_regimes = [classify_regime(v) for v in control["V"].cpu().numpy()]
+        out[f"cue_{m}"] = p2["cue_metrics"][m]
+        for arm in arms:
+            out[f"{arm}_recall_{m}"] = p2["arms"][arm]["final"][m]
+    recall_regimes = [classify_regime(v) for v in p2["arms"]["control"]["V"].numpy()]
+    train_regimes = [classify_regime(v) for v in p1["arms"]["control"]["V"].numpy()]
     out["regime"] = [r["regime"] for r in train_regimes]
     out["regime_active_fraction"] = [r["active_fraction"] for r in train_regimes]
     out["recall_regime"] = [r["regime"] for r in recall_regimes]
-    for a, arm in enumerate(arms):
+    for arm in arms:
         out[f"{arm}_active_fraction"] = [float((v > ACTIVE_V).mean())
-                                         for v in final[a * B:(a + 1) * B]]
+                                         for v in p2["arms"][arm]["V"].numpy()]
     return out
 
 
 def phase_3(study, seeds, F0, K0) -> dict:
-    """Scar A, B, C in turn; recall each from its cue on the scarred F/K: per member the
+    """scarring_validation's phase3 on the members' own unscarred fields: per member the
     own-pattern recalls, their mean and minimum, and the discrimination index, beside
     the cues' own (step 0) cosine and discrimination."""
     p = study.protocol
-    targets = patterns.phase3_targets(p.grid, dtype=study.dtype)
-    stacked = torch.stack(list(targets.values())).to(study.device)
-    stored = store(study, stacked, seeds, p.multi_train_steps, F0, K0, True,
-                   NOISE["phase3_starts"][1])
-    cues = study.cues(stacked, seeds, p.multi_cue_strength, *NOISE["phase3_cues"])
-    res = study.recall(stored["F"], stored["K"], cues, stacked, p.multi_recall_steps,
-                       metric_names=("cosine",))
-    matrix = res["final"]["cosine"]                        # (B, cue, pattern)
-    own = matrix.diagonal(dim1=1, dim2=2)                   # (B, P)
+    targets = {k: v.to(study.device) for k, v in
+               patterns.phase3_targets(p.grid, dtype=study.dtype).items()}
+    p3 = validation.phase3(study, targets, seeds, unscarred=(F0, K0))
+    matrix = p3["arms"]["scarred"]["matrix"]["cosine"]      # (B, cue, pattern)
+    own = matrix.diagonal(dim1=1, dim2=2)                    # (B, P)
     out = {f"p3_recall_{name.split('_')[0]}": own[:, i] for i, name in enumerate(targets)}
-    out["p3_cue_cosine"] = res["initial"]["cosine"].diagonal(dim1=1, dim2=2).mean(1)
-    out["p3_cue_discrimination"] = metrics.discrimination_per_seed(res["initial"]["cosine"])
+    out["p3_cue_cosine"] = p3["cue_matrix"]["cosine"].diagonal(dim1=1, dim2=2).mean(1)
+    out["p3_cue_discrimination"] = metrics.discrimination_per_seed(p3["cue_matrix"]["cosine"])
     out.update(p3_mean_recall=own.mean(1), p3_min_recall=own.min(1).values,
                discrimination=metrics.discrimination_per_seed(matrix))
     return out
@@ -443,7 +420,8 @@ def summarize_points(rows, names) -> list[dict]:
         point["n"] = len(rs)
         for m in SUMMARY_METRICS:
             if rs[0].get(m) is not None:
-                point[m] = _mean_ci([r[m] for r in rs], *BOUNDS.get(m, (0.0, 1.0)))
+                b = stats.summarize([r[m] for r in rs], bounds=BOUNDS.get(m, (0.0, 1.0)))
+                point[m] = [b["mean"], b["ci95_low"], b["ci95_high"]]
         for label in ("regime", "recall_regime"):
             point[label], point[f"{label}_agreement"] = Counter(
                 r[label] for r in rs).most_common(1)[0]
@@ -457,14 +435,6 @@ def summarize_points(rows, names) -> list[dict]:
         point["holds_at_ci_high"] = None if sc[1] is None else verdict(2)
         points.append(point)
     return points
-
-
-def _mean_ci(values, lo: float, hi: float) -> list:
-    """[mean, ci95_low, ci95_high] (t-interval clipped to [lo, hi]; None with one value)."""
-    s = metrics.summarize(values)
-    if s["ci95_low"] is None:
-        return [s["mean"], None, None]
-    return [s["mean"], max(lo, s["ci95_low"]), min(hi, s["ci95_high"])]
 
 
 def overview(points) -> dict:

@@ -34,14 +34,14 @@ All functions are pure (tensors in, tensors out) except `replay`, which runs Gra
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from metrics import similarity_curves
-from scarring import per_seed
-from substrate import F0, K0, GrayScott
+import memory
+from memory import per_seed
+from scarring import GrayScottMedium
+from substrate import F0, K0
 
 # The match-map rule's clamps, where its scar saturates (scarring.ScarRule).
 F_SCAR, K_SCAR = 0.08, 0.03
@@ -229,61 +229,44 @@ def replay(F, K, cues, items, steps: int, record_every: int = 10,
     if frame_every is not None and (frame_every < 1 or frame_every % record_every):
         raise ValueError(f"frame_every={frame_every} must be a multiple of record_every="
                          f"{record_every}")
-    film = {int(t) for t in frame_steps}
     if any(t != int(t) or not 0 <= t <= steps for t in frame_steps):
         raise ValueError(f"frame_steps {sorted(frame_steps)} must be integers in [0, {steps}]")
-    if frame_every:
-        film |= set(range(0, int(steps) + 1, int(frame_every)))
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    settings = memory.Settings(str(torch.device(device) if device is not None else "cpu"), dtype)
     cues = torch.as_tensor(cues)
     S = F.shape[0] if isinstance(F, torch.Tensor) and F.dim() == 3 else (
         cues.shape[0] if cues.dim() == 4 else 1)
-    cues = per_seed(cues, S, "cues", 3).to(device=device, dtype=dtype)
+    cues = per_seed(cues, S, "cues", 3).to(device=settings.device, dtype=dtype)
     _, C, H, W = cues.shape
-    pats = per_seed(items, S, "items", 3).to(device=device, dtype=dtype)
+    pats = per_seed(items, S, "items", 3).to(device=settings.device, dtype=dtype)
     if pats.shape[-2:] != (H, W):
         raise ValueError(f"items are {tuple(pats.shape[-2:])} but cues are ({H}, {W})")
     members = None if frame_members is None else [int(s) * C + int(c) for s, c in frame_members]
     if members is not None and any(not 0 <= m < S * C for m in members):
         raise ValueError(f"frame_members {list(frame_members)} outside {S} seeds x {C} cues")
-    base_F = per_seed(F, S, "F", 2).to(device=device, dtype=dtype).repeat_interleave(C, 0)
-    base_K = per_seed(K, S, "K", 2).to(device=device, dtype=dtype).repeat_interleave(C, 0)
-    targets = pats.repeat_interleave(C, 0)                       # (S * C, P, H, W)
+    fields = {n: per_seed(x, S, n, 2).to(device=settings.device, dtype=dtype)
+              .repeat_interleave(C, 0) for n, x in (("F", F), ("K", K))}
+    trackers = [memory.Curves(pats.repeat_interleave(C, 0), record_every, metric)]
+    if frame_every or frame_steps:
+        trackers.append(memory.Frames(members, steps, every=frame_every or 0,
+                                      at=frame_steps))
+    if schedule is not None:
+        def shifted(step, base):
+            dF, dK = schedule.at(step)
+            return {"F": base["F"] + dF, "K": base["K"] + dK}
+        trackers.append(memory.FieldSchedule(shifted, record_every))
     if outside is not None:
-        outside = per_seed(torch.as_tensor(outside).bool(), S, "outside", 2).to(device)
-        outside = outside.repeat_interleave(C, 0)
-        outside_cells = outside.flatten(1).sum(1).clamp_min(1)
-    gs = GrayScott(H, W, batch=S * C, device=device, dtype=dtype, **(substrate or {}))
-    gs.reset(V=cues.reshape(S * C, H, W))
-    records = set(range(int(record_every), int(steps) + 1, int(record_every))) | {int(steps)}
-    record, curves, frames, filmed, lit = [], [], [], [], []
-
-    def observe(step):
-        V = gs.V
-        if step in records or step == 0:
-            record.append(step)
-            curves.append(similarity_curves(V.unsqueeze(0), targets, metric)[0].cpu())
-            if outside is not None:
-                lit.append(((V > lit_level) & outside).flatten(1).sum(1).cpu() / outside_cells.cpu())
-        if step in film:
-            filmed.append(step)
-            frames.append((V.view(S, C, H, W) if members is None else V[members]).cpu().clone())
-
-    observe(0)
-    now, update = 0, 0
-    for stop in sorted(records | {t for t in film if t > 0}):
-        if now == update:   # the schedule moves on at every record step
-            dF, dK = schedule.at(now) if schedule is not None else (0.0, 0.0)
-            gs.F, gs.K = base_F + dF, base_K + dK
-        gs.step(stop - now)
-        now = stop
-        if stop in records:
-            update = stop
-        observe(stop)
-    curves = torch.stack(curves).view(-1, S, C, pats.shape[1])
-    return {"steps": torch.tensor(record), "curves": curves,
-            "frames": torch.stack(frames) if frames else None, "frame_steps": filmed,
-            "lit_outside": torch.stack(lit).view(-1, S, C) if lit else None}
+        mask = per_seed(torch.as_tensor(outside).bool(), S, "outside", 2).to(settings.device)
+        trackers.append(memory.LitOutside(mask.repeat_interleave(C, 0), record_every, lit_level))
+    res = memory.recall(GrayScottMedium(**(substrate or {})), fields,
+                        cues.reshape(S * C, H, W), int(steps), settings, trackers)
+    frames = res.get("frames")
+    if frames is not None and members is None:
+        frames = frames.view(-1, S, C, H, W)
+    lit = res.get("lit_outside")
+    return {"steps": torch.tensor(res["steps"]),
+            "curves": res["similarity"].view(-1, S, C, pats.shape[1]),
+            "frames": frames, "frame_steps": res.get("frame_steps", []),
+            "lit_outside": None if lit is None else lit.view(-1, S, C)}
 
 
 def depth_rule(rule, F: float, K: float):
@@ -300,34 +283,31 @@ def depth_rule(rule, F: float, K: float):
                      f"saturation point to move (F_max/K_min or F_on/K_on)")
 
 
-def store_sequence(items, seeds, setpoints, steps: int = 500, channels=None,
-                   channel_setpoints=None, rule=None, **store_kwargs) -> dict:
-    """Depth-coded storage through the project's store path: items stored in order by
-    scarring.store_patterns, item i with `rule` (default the match-map rule) saturating
-    at its own set-point (`depth_rule`), scars accumulating; then channels (a layout,
-    not learned) painted at their set-points. For the match-map rule the set-points must
-    not get shallower along the sequence: its clamps apply to the whole field, and a
-    K_min above an earlier item's K would raise that item.
+def store_sequence(study, items, seeds, setpoints, steps: int = 500, channels=None,
+                   channel_setpoints=None, rule=None, first_index: int = 0, F=None,
+                   K=None) -> dict:
+    """Depth-coded storage through the engine: items stored in order by study.store
+    (scarring.Study), item i with `rule` (default the study's) saturating at its own
+    set-point (`depth_rule`), scars accumulating; then channels (a layout, not learned)
+    painted at their set-points. For the match-map rule the set-points must not get
+    shallower along the sequence: its clamps apply to the whole field, and a K_min above
+    an earlier item's K would raise that item.
 
     items: (P, H, W) or (S, P, H, W). channels: (P - 1, H, W) or (S, P - 1, H, W) bool.
-    store_kwargs go to store_patterns (F, K: the starting medium; substrate, device, ...).
-    Returns store_patterns' last output with "F", "K" (S, H, W) including the channels
-    and "train_similarity" (P, S) of every item."""
-    from scarring import ScarRule, store_patterns
-
+    F, K: the starting medium (default the rule's unscarred one). Returns the last
+    study.store output with "F", "K" (S, H, W) including the channels and
+    "train_similarity" (P, S) of every item."""
     seeds = list(seeds)
     S = len(seeds)
     t = per_seed(items, S, "items", 3)
     ks = [float(k) for _, k in setpoints]
     if len(setpoints) != t.shape[1] or any(b > a for a, b in zip(ks, ks[1:])):
         raise ValueError(f"need {t.shape[1]} set-points with K not rising; got {setpoints}")
-    rule = ScarRule() if rule is None else rule
-    F, K = store_kwargs.pop("F", F0), store_kwargs.pop("K", K0)
-    first = store_kwargs.pop("first_index", 0)
+    rule = study.rule if rule is None else rule
     sims = []
     for i, (f, k) in enumerate(setpoints):
-        out = store_patterns(t[:, i:i + 1], seeds, steps, rule=depth_rule(rule, f, k), F=F,
-                             K=K, first_index=first + i, **store_kwargs)
+        out = study.store(t[:, i:i + 1], seeds, steps, rule=depth_rule(rule, f, k), F=F, K=K,
+                          first_index=first_index + i)
         F, K = out["F"], out["K"]
         sims.append(out["train_similarity"][0])
     if channels is not None and len(channel_setpoints or ()):
@@ -337,73 +317,6 @@ def store_sequence(items, seeds, setpoints, steps: int = 500, channels=None,
             K = torch.where(ch[:, c], torch.tensor(float(k), dtype=K.dtype, device=K.device), K)
     out.update(F=F, K=K, train_similarity=torch.stack(sims))
     return out
-
-
-# ---- interval summaries for the read-outs ------------------------------------------------
-# Each returns a metrics.summarize-style dict ("mean", "ci95_low", "ci95_high", "n",
-# "per_seed") with "method" naming its interval: Clopper-Pearson for rates (k of n seeds),
-# a seeded BCa bootstrap for far-from-normal values (Kendall tau: a few distinct values),
-# a t interval clipped to the metric's bounds for bounded means (cosine, IoU, hold time).
-
-def rate_stat(outcomes) -> dict:
-    """Success rate of 0/1 outcomes with its Clopper-Pearson ("exact") 95% interval."""
-    from scipy.stats import binomtest
-
-    vals = [int(bool(v)) for v in (outcomes.tolist() if hasattr(outcomes, "tolist") else outcomes)]
-    if not vals:
-        raise ValueError("rate_stat needs at least one outcome")
-    k, n = sum(vals), len(vals)
-    ci = binomtest(k, n).proportion_ci(0.95, method="exact")
-    std = math.sqrt(k * (n - k) / (n * (n - 1))) if n > 1 else None
-    return {"mean": k / n, "std": std, "k": k, "n": n, "ci95_low": float(ci.low),
-            "ci95_high": float(ci.high), "per_seed": vals, "method": "Clopper-Pearson"}
-
-
-def bootstrap_stat(values, resamples: int = 9999, seed: int = 0) -> dict:
-    """Mean with a seeded BCa bootstrap 95% interval (inside [min, max] of the values);
-    equal values give a zero-width interval, a single value none."""
-    import numpy as np
-    from scipy.stats import bootstrap
-
-    x = np.asarray([float(v) for v in (values.tolist() if hasattr(values, "tolist") else values)])
-    out = {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else None,
-           "n": len(x), "per_seed": x.tolist(),
-           "ci95_low": None, "ci95_high": None, "method": "bootstrap BCa"}
-    if len(x) < 2:
-        return out
-    if np.ptp(x) == 0:
-        return {**out, "ci95_low": float(x[0]), "ci95_high": float(x[0])}
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # BCa on a few distinct values warns; checked below
-        ci = bootstrap((x,), np.mean, n_resamples=resamples, method="BCa",
-                       rng=np.random.default_rng(seed)).confidence_interval
-    lo, hi = float(ci.low), float(ci.high)
-    if not (np.isfinite(lo) and np.isfinite(hi)):   # degenerate BCa: percentile instead
-        ci = bootstrap((x,), np.mean, n_resamples=resamples, method="percentile",
-                       rng=np.random.default_rng(seed)).confidence_interval
-        lo, hi, out["method"] = float(ci.low), float(ci.high), "bootstrap percentile"
-    return {**out, "ci95_low": lo, "ci95_high": hi}
-
-
-BOUND_SLACK = 1e-5   # rounding past a bound (float32 cosines) is clipped, not an error
-
-
-def bounded_stat(values, low: float, high: float) -> dict:
-    """metrics.summarize (mean, t interval) with the interval clipped to [low, high]
-    (the true mean of a bounded metric lies inside them, so coverage is kept)."""
-    from metrics import summarize
-
-    vals = torch.as_tensor(values, dtype=torch.float64).flatten()
-    if (vals < low - BOUND_SLACK).any() or (vals > high + BOUND_SLACK).any():
-        raise ValueError(f"values {vals.tolist()} lie outside the metric's bounds "
-                         f"[{low}, {high}]")
-    s = summarize(vals.clamp(low, high))    # float32 rounding: a cosine of 1 + 6e-8
-    s["method"] = "t"
-    if s["ci95_low"] is not None and (s["ci95_low"] < low or s["ci95_high"] > high):
-        s.update(ci95_low=max(s["ci95_low"], low), ci95_high=min(s["ci95_high"], high),
-                 method="t, clipped to bounds")
-    return s
 
 
 # ---- learned fields: backprop through the replay ------------------------------------------

@@ -1,6 +1,5 @@
 """experiments/associative.py: the script end to end at a tiny size, one-line errors for
 bad flags, and its read-out helpers on made-up arrays."""
-import json
 import math
 import os
 import subprocess
@@ -11,6 +10,8 @@ import pytest
 import torch
 
 from experiments import associative as assoc
+from tests.schema_check import check_results
+from models import associative as battery
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,7 @@ def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("assoc") / "run"
     r = _run("--quick", "--rules", "junction", "learned", "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
-    return out, json.loads((out / "associative.json").read_text()), r.stdout
+    return out, check_results(out / "associative.json"), r.stdout
 
 
 def test_quick_run_writes_every_output_and_the_read_outs(quick_run):
@@ -45,8 +46,8 @@ def test_quick_run_writes_every_output_and_the_read_outs(quick_run):
     # by IoU is undefined there (the full cue's own IoU on the missing cells is 0 too)
     assert j["step0"]["parts"]["B 0.5"]["own"]["iou"]["mean"] == 0.0
     assert j["step0"]["parts"]["B 0.5"]["completion"]["iou"]["mean"] is None
-    # uniform V without noise is the same start in every seed: reported as n = 1 at step 0
-    assert all(v["largest"]["cosine"]["n"] == 1 for v in j["step0"]["uniform"].values())
+    # uniform V without noise is the same start in every seed: one measurement at step 0
+    assert all(v["largest"]["cosine"]["method"] == "exact" for v in j["step0"]["uniform"].values())
     assert j["verdict"]["of"] == 3 * 3 + len(j["settled"]["uniform"]) + 2
     assert j["capacity"]["ks"] == [1, 3] and j["capacity"]["by_k"]["3"]["cued"] == [0, 2]
     learned = res["conditions"]["learned"]
@@ -83,18 +84,13 @@ def test_rule_flag_runs_one_condition():
 
 # ---- helpers on made-up arrays -------------------------------------------------------------
 
-def test_stat_reports_identical_seeds_as_one_and_bounds_the_interval():
-    same = assoc.stat([0.4, 0.4, 0.4])
-    assert same["n"] == 1 and same["ci95_low"] is None and same["identical_in_every_seed"]
-    s = assoc.stat([0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0])
+def test_stat_reports_identical_seeds_as_exact_and_bounds_the_interval():
+    same = battery.stat([0.4, 0.4, 0.4])
+    assert same["method"] == "exact" and same["ci95_low"] == same["ci95_high"] == pytest.approx(0.4)
+    s = battery.stat([0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0])
     assert 0.0 <= s["ci95_low"] < s["mean"] < s["ci95_high"] <= 1.0 and s["n"] == 8
-    nan = assoc.stat([0.5, float("nan"), 0.7])
+    nan = battery.stat([0.5, float("nan"), 0.7])
     assert nan["n"] == 2 and nan["nan_seeds"] == 1 and nan["per_seed"][1] is None
-
-
-def test_rate_is_a_wilson_interval():
-    r = assoc.rate([True] * 8)
-    assert r["rate"] == 1.0 and 0.6 < r["ci95_low"] < 0.7 and r["ci95_high"] == 1.0
 
 
 def test_masked_iou_and_completion_pair():
@@ -104,21 +100,21 @@ def test_masked_iou_and_completion_pair():
     keep[:2, :2] = True
     full = target[None].clone()
     half = (target * keep)[None]
-    pair = assoc.completion_pair(full, full, target, keep)
+    pair = battery.completion_pair(full, full, target, keep)
     assert pair["cosine"].item() == pytest.approx(1.0) and pair["iou"].item() == 1.0
-    dark = assoc.completion_pair(half, full, target, keep)
+    dark = battery.completion_pair(half, full, target, keep)
     assert dark["cosine"].item() == 0.0 and dark["iou"].item() == 0.0
     # grown beyond the pattern: IoU on the missing cells only counts those cells
     region = ~keep & (target > 0.3)
-    assert assoc.masked_iou(torch.ones(1, 4, 4), target, region).item() == 1.0
-    assert math.isnan(assoc.completion_pair(half, half, target, keep)["iou"].item())
+    assert battery.masked_iou(torch.ones(1, 4, 4), target, region).item() == 1.0
+    assert math.isnan(battery.completion_pair(half, half, target, keep)["iou"].item())
 
 
 def test_percolation_sees_a_spanning_cluster():
     scar = torch.zeros(2, 6, 6, dtype=torch.bool)
     scar[0, 2, :] = True                          # a row from edge to edge
     scar[1, 2, 1:5] = True                        # stops short of both edges
-    p = assoc.percolation(scar)
+    p = battery.percolation(scar)
     assert p["spans_the_grid"]["k"] == 1
     assert p["largest_cluster_share"]["per_seed"] == pytest.approx([6 / 36, 4 / 36])
 
@@ -127,9 +123,9 @@ def test_judge_uses_the_far_end_of_each_interval():
     def s(mean, lo=None, hi=None):
         return {"mean": mean, "ci95_low": lo, "ci95_high": hi}
     good = {"parts": {f"{n} 0.5": {"completion": {"cosine": s(0.9, 0.85, 0.95)}}
-                      for n in assoc.NAMES},
-            "selectivity_half": {n: {"cosine": s(0.6, 0.55, 0.65)} for n in assoc.NAMES},
-            "stored": {n: {"cosine": s(0.95, 0.92, 0.97)} for n in assoc.NAMES},
+                      for n in battery.NAMES},
+            "selectivity_half": {n: {"cosine": s(0.6, 0.55, 0.65)} for n in battery.NAMES},
+            "stored": {n: {"cosine": s(0.95, 0.92, 0.97)} for n in battery.NAMES},
             "uniform": {"0.12": {"largest": {"cosine": s(0.0)}}},
             "never_stored": {"on": {"largest": {"cosine": s(0.2, 0.1, 0.29)}}}}
     assert assoc.judge(good)["all"]
@@ -143,8 +139,8 @@ def test_part_masks_nest_and_keep_their_fraction():
     y, x = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
     d = ((x - 32) ** 2 + (y - 32) ** 2).float().sqrt()
     ring[(d > 10) & (d < 15)] = True
-    a = assoc.part_masks(ring, "arc", 0.25, [0, 1], salt=1)
-    b = assoc.part_masks(ring, "arc", 0.5, [0, 1], salt=1)
+    a = battery.part_masks(ring, "arc", 0.25, [0, 1], salt=1)
+    b = battery.part_masks(ring, "arc", 0.5, [0, 1], salt=1)
     assert (a & ~b).sum() == 0                          # nested: same start per seed
     assert abs(b[0].sum().item() / ring.sum().item() - 0.5) < 0.05
     assert not torch.equal(b[0], b[1])                 # drawn per seed
@@ -155,9 +151,9 @@ def test_held_out_family_has_the_asked_number_of_discs():
     separate discs (patterns drawn per seed, the same for the same seed)."""
     from scipy.ndimage import label
 
-    one = assoc.held_out(3, 64, [0, 1], count=1)
-    four = assoc.held_out(3, 64, [0, 1])
+    one = battery.held_out(3, 64, [0, 1], count=1)
+    four = battery.held_out(3, 64, [0, 1], count=4)
     assert one.shape == four.shape == (2, 3, 64, 64)
     assert all(label(p.numpy() > 0)[1] == 1 for p in one.flatten(0, 1))
     assert max(label(p.numpy() > 0)[1] for p in four.flatten(0, 1)) > 1
-    assert torch.equal(assoc.held_out(3, 64, [1], count=1)[0], one[1])
+    assert torch.equal(battery.held_out(3, 64, [1], count=1)[0], one[1])

@@ -3,7 +3,6 @@
 Hand-made cases with known answers for the read-outs, invariants of storage and recall
 on tiny grids, and every study's --quick run end to end (run concurrently, once).
 """
-import json
 import math
 import os
 import subprocess
@@ -17,8 +16,8 @@ import metrics
 import patterns
 import scarring
 from protocol import Protocol, noise_seeds
-from scarring import ScarRule
 from substrate import F0, K0
+from tests.schema_check import check_results
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("cue_specificity", "capacity", "robustness", "ablations")
@@ -150,7 +149,7 @@ def quick_runs(tmp_path_factory):
     for name, p in procs.items():
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, f"{name} failed: {err[-2000:]}"
-        results[name] = json.loads((base / name / f"{name}.json").read_text())
+        results[name] = check_results(base / name / f"{name}.json")
         assert (base / name / f"{name}.png").is_file()
         assert "SMOKE RUN" in out
     return results

@@ -13,7 +13,6 @@ from metrics import (
     masked_cosine,
     rejection,
     selectivity,
-    settled_index,
     state_change,
 )
 import scarring as rules
@@ -174,11 +173,8 @@ def test_rejection_reports_largest_stored_similarity_and_growth_of_q():
     assert torch.allclose(out["amplified"], torch.tensor([1.0, 0.0]))
 
 
-def test_settled_index_and_state_change():
+def test_state_change():
     assert state_change(torch.zeros(2, 2), torch.ones(2, 2)).item() == 1.0
-    change = torch.tensor([[1.0, 1.0], [1e-3, 1e-5], [1e-5, 1e-5], [2e-3, 1e-6], [1e-6, 1e-6]])
-    assert settled_index(change, 1e-4) == 4
-    assert settled_index(change[:4], 1e-4) is None
 
 
 def test_associative_capacity_stops_at_the_first_failure():

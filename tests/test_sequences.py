@@ -190,6 +190,8 @@ def test_scene_parts_sit_at_their_places_apart():
 # ----------------------------------------------------------------- sequence mechanisms
 
 from models import sequences as sq  # noqa: E402
+import scarring  # noqa: E402
+from protocol import Protocol  # noqa: E402
 
 
 def two_discs(H=24, W=40, r=4):
@@ -277,14 +279,15 @@ def test_replay_shapes_schedule_and_controls():
 def test_store_sequence_scars_each_item_at_its_depth():
     items = two_discs(r=6).float() * 0.8
     sp = [(0.08, 0.057), (0.08, 0.04)]
-    out = sq.store_sequence(items, seeds=[0, 1], setpoints=sp, steps=40)
+    study = scarring.Study(Protocol(), "cpu")
+    out = sq.store_sequence(study, items, seeds=[0, 1], setpoints=sp, steps=40)
     K = out["K"]
     assert K.shape == (2, 24, 40) and out["train_similarity"].shape == (2, 2)
     assert torch.all(K >= 0.04 - 1e-7)                              # no cell below the deepest
     core = two_discs(r=3)
     assert torch.all(K[:, core[1]] < K[:, core[0]].amin())         # item 2 deeper than item 1
     with pytest.raises(ValueError, match="rising"):
-        sq.store_sequence(items, [0], [(0.08, 0.04), (0.08, 0.05)], steps=2)
+        sq.store_sequence(study, items, [0], [(0.08, 0.04), (0.08, 0.05)], steps=2)
 
 
 def test_sequence_loss_and_learned_fields_smoke():

@@ -2,7 +2,6 @@
 after a hard kill, bad grid input, --help without torch, the submitit path; the runner
 against the main study and against itself in smaller batches; the regime classifier and
 the per-point verdicts on hand-made cases."""
-import json
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 from experiments import sweep as study
+from tests.schema_check import check_results
 
 ROOT = Path(__file__).resolve().parents[1]
 # 2 x 2 points x 2 seeds at 24 x 24, a few steps; --batch 2: 4 chunks of one point each
@@ -55,7 +55,7 @@ def test_tiny_sweep_writes_the_table_heatmaps_and_envelope(tiny):
     # a seed's cue is the same draw at every point (the main study's noise)
     for seed in (0, 1):
         assert len({r["cue_cosine"] for r in rows if r["seed"] == seed}) == 1
-    report = json.loads((out / "sweep.json").read_text())
+    report = check_results(out / "sweep.json")
     assert report["study"] == "sweep" and report["smoke_run"] is True
     assert report["grid"] == {"f0": [0.03, 0.05], "k0": [0.055, 0.06]}
     assert report["cost"]["chunks"] == 4 and len(report["points"]) == 4
@@ -102,7 +102,7 @@ def test_a_killed_sweep_resumes_to_the_same_table(tiny, tmp_path):
     assert len(list((tmp_path / "run.chunks" / "chunks").glob("*.json"))) == 2
     resumed = run(*TINY, "--out", str(out))
     assert resumed.returncode == 0, resumed.stderr
-    report = json.loads((out / "sweep.json").read_text())
+    report = check_results(out / "sweep.json")
     assert report["cost"]["skipped"] == 2 and report["cost"]["done"] == 2
     assert (out / "table.csv").read_bytes() == (tiny[0] / "table.csv").read_bytes()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
+import torch
 from scipy.ndimage import binary_dilation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,3 +250,19 @@ def test_reference_scale_numbers():
         REFERENCE["total_scar_strength"], abs=0.05)
     assert r2["scarred_recall_quality"]["ci95_low"] > 0.7        # the study's criteria
     assert r2["improvement_ratio"]["ci95_low"] > 1.5
+
+
+@pytest.mark.slow
+def test_the_main_study_runs_on_another_pattern(tmp_path):
+    """--pattern NAME (patterns.PATTERNS) is phase 1-2's target; away from square_spots the
+    published figures are not shown beside it. (~8 s)"""
+    import scarring_validation as v
+
+    out = tmp_path / "ring"
+    v.main(["--quick", "--pattern", "ring", "--seeds", "1", "--grid", "32", "--no-video",
+            "--quiet", "--out", str(out)])
+    r = json.loads((out / "results.json").read_text())
+    assert r["config"]["pattern"] == "ring" and r["reference_scale"] is False
+    args = v.cli.parse(v.Args, ["--pattern", "ring", "--grid", "32"])
+    target, _ = v.load_targets(args, torch.float32)
+    assert torch.equal(target, v.patterns.make_pattern("ring", 32, 32))

@@ -31,7 +31,7 @@ reads a cue as its starting state. Rows and targets (far end of each 95% interva
              (metrics.associative_capacity); also on the far ends of the intervals
 
 Similarity is cosine (metrics.cosine_similarity) of the settled activity; IoU is kept
-beside it. Intervals: metrics.summarize (t, clipped to the metric's bounds; n = 1 when
+beside it. Intervals: stats.summarize (t, clipped to the metric's bounds; "exact" when
 every seed gave the same value); rates: Wilson.
 """
 from __future__ import annotations
@@ -46,6 +46,7 @@ import torch
 
 import metrics
 import patterns
+import stats
 from protocol import noise_seeds
 
 THRESHOLD = 0.3            # masks: activity or target above this
@@ -165,24 +166,15 @@ def similarities(V: torch.Tensor, pats: torch.Tensor) -> dict:
 
 
 def stat(values, bounds=(0.0, 1.0)) -> dict:
-    """Mean and 95% interval over seeds (metrics.summarize, t clipped to bounds); n = 1
-    when every seed gave the same value; NaN seeds dropped and counted."""
-    x = [float(v) for v in torch.as_tensor(values, dtype=torch.float64).flatten().tolist()]
-    ok = [v for v in x if math.isfinite(v)]
-    if not ok:
-        return {"mean": None, "ci95_low": None, "ci95_high": None, "n": 0, "per_seed": x}
-    if max(ok) - min(ok) <= 1e-9 * max(1.0, abs(ok[0])):
-        return {"mean": ok[0], "ci95_low": None, "ci95_high": None, "n": 1, "per_seed": x,
-                "method": "identical in every seed"}
-    s = metrics.summarize(ok, "mean", bounds=bounds)
-    return {**s, "per_seed": x, "nan_seeds": len(x) - len(ok)}
+    """The statistics block over seeds (stats.summarize: t clipped to bounds, "exact" when
+    every seed gave the same value); NaN seeds (never settled) dropped and counted."""
+    return stats.summarize(torch.as_tensor(values, dtype=torch.float64).flatten().tolist(),
+                           "t", bounds=bounds, drop_nan=True)
 
 
 def rate(flags) -> dict:
-    f = [bool(v) for v in torch.as_tensor(flags).flatten().tolist()]
-    lo, hi = metrics.wilson_interval(sum(f), len(f))
-    return {"mean": sum(f) / len(f), "ci95_low": lo, "ci95_high": hi, "k": sum(f), "n": len(f),
-            "method": "wilson"}
+    """Successes over trials as a Wilson-interval rate block (stats.rate)."""
+    return stats.rate([float(bool(v)) for v in torch.as_tensor(flags).flatten().tolist()])
 
 
 def far_end(s: dict, op: str):

@@ -211,11 +211,11 @@ def match_map(V: torch.Tensor, target: torch.Tensor, threshold: float = 0.3) -> 
 #   F = 0.080, K = 0.030 (the match-map clamps): the disc and the uniform kick both light.
 #
 # `GlobalInhibition` is a medium option, not a rule: the feed drops with each member's mean
-# V, so that a featureless kick starves itself. `SurroundInhibitedScar` recalls under it
+# V, so that a uniform kick starves itself (noise kicks, whose mean V stays low, are not
+# refused: docs/findings/compete.md). `SurroundInhibitedScar` recalls under it
 # (`StorageRule.recall_inhibition`).
 #
-# Measured verdicts (experiments/associative.py, docs/findings.md "Can a scar rule make the
-# medium an associative memory?"): none of these rules makes the medium an associative
+# Measured verdicts (experiments/associative.py, docs/findings/associative.md): none of these rules makes the medium an associative
 # memory of the protocol's overlapping patterns; see the findings for the numbers.
 
 DEAD_F, DEAD_K = 0.037, 0.065      # activity dies here (disc and uniform kick)

@@ -9,7 +9,7 @@ page draws in each round: "recall" (the medium running freely after a uniform ki
 0.2, which lights it everywhere: the most activity there is) and "training" (the rule's
 scar update fused into each step). Both at the page's default speed (10 steps a frame)
 and the server's frame cap (30 frames/s). Frames/s is the mean over rounds with a 95%
-t interval (metrics.summarize); the browser, the server and the rest of the machine share
+t interval (stats.summarize); the browser, the server and the rest of the machine share
 its cores, so the load average is printed beside it. Beside it, the server's own cost: the
 CPU time (time.process_time, one torch thread) of one frame, advance and encoding, of an
 explorer.session.Session in this process, and the frame rate that cost allows on one
@@ -77,7 +77,7 @@ def main(argv=None) -> None:
     chromium = os.environ.get("CHROMIUM") or shutil.which("chromium")
     if chromium is None:
         raise FileNotFoundError("no chromium on this machine (apt-get install chromium)")
-    from metrics import summarize
+    from stats import summarize
 
     folder = tempfile.mkdtemp(prefix="bench_explorer_")
     server = subprocess.Popen([sys.executable, "-m", "explorer", "--port", "0", "--folder",

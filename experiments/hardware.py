@@ -41,6 +41,7 @@ from typing import ClassVar
 from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol, noise_seeds, protocol_of
+import stats
 
 torch, metrics, patterns, scarring, hw = cli.lazy_modules(
     "torch", "metrics", "patterns", "scarring", "models.hardware")
@@ -367,12 +368,12 @@ def report(results, args) -> dict:
             if label == "cue at step 0":
                 continue
             ro = readouts(r)
-            stats = {k: metrics.summarize(v, bounds=(-1.0, 1.0) if "discrimination" in k
-                                          else (0.0, 1.0)) for k, v in ro.items()}
-            stats["ratio_p2"] = metrics.summarize(ratio(ro["p2_cosine"], ideal["p2_cosine"]))
-            stats["ratio_p3"] = metrics.summarize(ratio(ro["p3_discrimination_length"],
-                                                        ideal["p3_discrimination_length"]))
-            rows[label] = stats
+            blocks = {k: stats.summarize(v, bounds=(-1.0, 1.0) if "discrimination" in k
+                                         else (0.0, 1.0)) for k, v in ro.items()}
+            blocks["ratio_p2"] = stats.summarize(ratio(ro["p2_cosine"], ideal["p2_cosine"]))
+            blocks["ratio_p3"] = stats.summarize(ratio(ro["p3_discrimination_length"],
+                                                       ideal["p3_discrimination_length"]))
+            rows[label] = blocks
         groups = {}
         for s in settings(args):
             groups.setdefault(s["group"], []).append({"label": s["label"], "value": s["value"],
@@ -389,8 +390,8 @@ def report(results, args) -> dict:
                 for nu in args.drift_nus}
         body["rules"][name] = {
             "programmable_range": res["range"], "rule": res["rule"],
-            "scar_strength": {k: metrics.summarize(v) for k, v in res["scar_strength"].items()},
-            "cue_at_step0_p2_cosine": metrics.summarize(raw["cue at step 0"]["p2"]["cosine"]),
+            "scar_strength": {k: stats.summarize(v) for k, v in res["scar_strength"].items()},
+            "cue_at_step0_p2_cosine": stats.summarize(raw["cue at step 0"]["p2"]["cosine"]),
             "control_unscarred": rows["control (unscarred)"], "groups": groups,
             "tolerance": tol}
     body["mapping"] = {
@@ -441,7 +442,7 @@ def table(body) -> str:
               "", "| rule | setting | phase-2 recall | phase-3 discrimination (length) | "
                   "(long) | uniform V largest cosine / IoU (long) | noise largest cosine / IoU (long) |",
               "|---|---|---|---|---|---|---|"]
-    fmt = metrics.format_stat
+    fmt = stats.format_stat
     for name, r in body["rules"].items():
         for g, rows in r["groups"].items():
             for row in rows:

@@ -58,6 +58,7 @@ from typing import ClassVar
 
 from common import cli
 from common.cli import RunArgs, arg
+import stats
 from protocol import Protocol, noise_seeds
 
 torch, np, metrics, audio, substrate, kuramoto, hopfield_substrate = cli.lazy_modules(
@@ -231,11 +232,11 @@ def accuracy_block(r, pred) -> dict:
     own = r.diagonal(dim1=1, dim2=2)
     other = r.masked_fill(torch.eye(C, dtype=torch.bool), -2).amax(-1)
     trials = int(correct.sum())
-    lo, hi = metrics.wilson_interval(trials, S * C)
-    return {"accuracy": metrics.summarize(correct.mean(1), bounds=(0, 1)),
+    lo, hi = stats.wilson_interval(trials, S * C)
+    return {"accuracy": stats.summarize_tensor(correct.mean(1), bounds=(0, 1)),
             "trials": {"correct": trials, "n": S * C, "wilson_low": lo, "wilson_high": hi},
-            "own_r": metrics.summarize(own.mean(1), bounds=(-1, 1)),
-            "best_other_r": metrics.summarize(other.mean(1), bounds=(-1, 1)),
+            "own_r": stats.summarize_tensor(own.mean(1), bounds=(-1, 1)),
+            "best_other_r": stats.summarize_tensor(other.mean(1), bounds=(-1, 1)),
             "answers": pred.tolist()}
 
 
@@ -386,14 +387,14 @@ def run_rev(part: str, args, seeds, device):
     pred = sims.argmax(-1)
     spread = (recalled - recalled[:, :1]).abs().flatten(2).amax(-1)   # recall vs /a/'s
     correct = (pred == torch.arange(P)).double()
-    body = {"off_diagonal": metrics.summarize(off, bounds=(0, 1)),
+    body = {"off_diagonal": stats.summarize_tensor(off, bounds=(0, 1)),
             "similarity_matrix": cos.mean(0).tolist(),
-            "accuracy": metrics.summarize(correct.mean(1), bounds=(0, 1)),
+            "accuracy": stats.summarize_tensor(correct.mean(1), bounds=(0, 1)),
             "answers": pred.tolist(), "recall_similarity": sims.mean(0).tolist(),
-            "recall_max_difference_between_vowels": metrics.summarize(spread[:, 1:].amax(1)),
-            "scarred_fraction": metrics.summarize(((F - p.f0).abs() > 1e-9).float().mean((1, 2))),
-            "F_at_clamp_fraction": metrics.summarize((F >= p.f_max - 1e-6).float().mean((1, 2))),
-            "emergent_std": metrics.summarize(emergent.std((2, 3)).mean(1)),
+            "recall_max_difference_between_vowels": stats.summarize_tensor(spread[:, 1:].amax(1)),
+            "scarred_fraction": stats.summarize_tensor(((F - p.f0).abs() > 1e-9).float().mean((1, 2))),
+            "F_at_clamp_fraction": stats.summarize_tensor((F >= p.f_max - 1e-6).float().mean((1, 2))),
+            "emergent_std": stats.summarize_tensor(emergent.std((2, 3)).mean(1)),
             "published": PUBLISHED[part],
             "time_scale": {"audio_rate": args.audio_rate, "steps_per_sample": args.steps_per_sample,
                            "steps_per_vowel": drive.shape[-1] * args.steps_per_sample,
@@ -471,7 +472,7 @@ def plot(path, figs, bodies) -> None:
 
 
 def fmt(stat) -> str:
-    return metrics.format_stat(stat)
+    return stats.format_stat(stat)
 
 
 def print_report(bodies, wall) -> None:

@@ -9,6 +9,7 @@ import torch
 import battery
 import patterns
 from models import media
+from tests.schema_check import check_results
 
 G = 32
 
@@ -155,5 +156,5 @@ def test_cli_quick_end_to_end(tmp_path):
                         "--threads", "1",
                         "--quiet", "--out", str(tmp_path / "c")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "c" / "compete.json").is_file()
+    check_results(tmp_path / "c" / "compete.json")
     assert (tmp_path / "c" / "compete_states.png").is_file()

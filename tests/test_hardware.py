@@ -10,6 +10,7 @@ import torch
 
 from models import hardware as hw
 from protocol import Protocol
+from tests.schema_check import check_results
 
 
 def ramp(n=101):
@@ -131,7 +132,7 @@ def test_hardware_quick_end_to_end(tmp_path):
                           cwd=Path(__file__).parents[1], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    res = json.loads((out / "hardware.json").read_text())
+    res = check_results(out / "hardware.json")
     assert res["study"] == "hardware" and res["smoke_run"]
     for rule in ("match_map", "surround_inhibited"):
         r = res["rules"][rule]

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from experiments import substrates_2a
+from tests.schema_check import check_results
 
 
 def test_bad_audio_rate_is_one_clear_error(tmp_path):
@@ -21,7 +22,7 @@ def test_quick_run_writes_the_tables_and_the_figure(tmp_path):
                         "--audio-grid", "32", "--audio-seconds", "0.02",
                         "--substrates", "rd", "hopfield", "kuramoto", "kuramoto_hebbian",
                         "--out", str(out)])
-    res = json.loads((out / "substrates_2a.json").read_text())
+    res = check_results(out / "substrates_2a.json")
     assert (out / "substrates_2a.png").is_file()
     # 2A's Hopfield weights are ~1/N: its recall is the decayed cue, read as the cue is
     assert res["2a"]["hopfield"]["answers"] == res["2a"]["cue_alone"]["answers"]

@@ -29,7 +29,7 @@ radius 18 reference cells each, drawn per seed), stored in turn; full and half c
 to --capacity-cued of them, beside the modern Hopfield network (models/hopfield.py, as in
 experiments/baselines.py) on the same cues.
 
-Read-outs (docs/findings.md, "Can a scar rule make the medium an associative memory?"):
+Read-outs (docs/findings/associative.md):
 completion, selectivity, rejection, settled, each by cosine and by IoU (masks at 0.3),
 beside the cue's own score at step 0; mean and 95% percentile-bootstrap interval over
 seeds (a condition identical in every seed is reported as n = 1), Wilson intervals for

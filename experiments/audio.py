@@ -67,7 +67,7 @@ VOWEL_SETS = {3: "aiu", 5: "aeiou"}
 
 # Encodings: (SpectrogramEncoding keywords, dot lattice (spacing, radius) in cells or None,
 # cue strength). The cue strengths and dots are the best each encoding reached in the
-# exploration (docs/findings.md, "Audio"): a dotted cue must be stronger to kick a dot.
+# exploration (docs/findings/audio.md): a dotted cue must be stronger to kick a dot.
 ENCODINGS = {
     "vowels": {"contiguous": ({}, None, 0.2),
                "islands": ({"preemphasis": 0.97, "mask_db": 20.0}, (8, 2.0), 0.3)},

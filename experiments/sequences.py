@@ -23,7 +23,7 @@ peaks, in order) with its Clopper-Pearson interval, also with every peak >=
 (BCa bootstrap interval); each item's peak height and hold time (time at or above
 --peak-target; t intervals clipped to the bounds). Curves are drawn with 95% bands.
 
-What the mechanism is (docs/findings.md, "Sequences"): the order is written in the
+What the mechanism is (docs/findings/sequences.md): the order is written in the
 scars' depths and read out by an external clock (a global K that rises over time and
 kills the shallowest lit item first); fronts only carry the cue's ignition into every
 item. Times (--fill, --hold, --channel-width) are given at 64 x 64 and scale with the grid.

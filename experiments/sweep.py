@@ -23,7 +23,7 @@ through spots and labyrinths to extinction), 3 seeds, 128 x 128, phases 1 and 2 
 both controls and the uncued arm, --batch 60 (20 points x 3 seeds per chunk), --workers
 2 with one thread each. Why 128^2: it keeps the published result (at the published
 point, 8 seeds: scarred 0.874 vs control 0.314) and the diagram of 256^2 (the same
-verdict at 97 of 100 shared points; docs/findings.md) at a quarter of the cost, so the
+verdict at 97 of 100 shared points; docs/findings/sweep.md) at a quarter of the cost, so the
 900 points x 3 seeds take under half an hour on a loaded 2-core CPU. Why one thread
 per worker: on a 2-core machine shared with other jobs, two threads per process spin
 and run several times slower than one.

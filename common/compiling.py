@@ -6,8 +6,8 @@ static shapes (one kernel per batch size and grid), and lays out the state the c
 kernel reads: circularly padded buffers (a one-cell halo), so that every neighbour is a
 plain slice (no index arithmetic for the wrap, so the kernel vectorises). Two buffers per
 field alternate ("ping-pong"): each step reads one and writes the other in place, so no
-step allocates memory (returning fresh multi-megabyte tensors instead made a step
-1.8-2.2x slower on CPU: docs/findings/speed.md).
+step allocates memory (returning fresh multi-megabyte tensors instead was measured
+1.8-2.2x slower on CPU when this path was written).
 substrate.GrayScott is the only caller; it falls back to its eager path when compiling
 is unavailable or fails.
 

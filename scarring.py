@@ -216,7 +216,8 @@ def match_map(V: torch.Tensor, target: torch.Tensor, threshold: float = 0.3) -> 
 # (`StorageRule.recall_inhibition`).
 #
 # Measured verdicts (experiments/associative.py, docs/findings/associative.md): none of
-# these rules makes the medium an associative memory of the protocol's overlapping patterns; see the findings for the numbers.
+# these rules makes the medium an associative memory of the protocol's overlapping
+# patterns; see the findings for the numbers.
 
 DEAD_F, DEAD_K = 0.037, 0.065      # activity dies here (disc and uniform kick)
 CHANNEL_F, CHANNEL_K = 0.060, 0.0525  # a lit region invades; a uniform 0.12 kick dies

@@ -30,7 +30,7 @@ from models.differentiable import (
 )
 from substrate import DECAY, STABILITY_LIMIT, STENCIL_BOUND
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEED_TARGET = (0.16, 0.08, 0.035, 0.065)
 
 

@@ -14,7 +14,7 @@ import pytest
 from experiments import sweep as study
 from tests.schema_check import check_results
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # 2 x 2 points x 2 seeds at 24 x 24, a few steps; --batch 2: 4 chunks of one point each
 TINY = ["--quick", "--grid", "24", "--train-steps", "60", "--recall-steps", "20",
         "--grid-f0", "0.03,0.05", "--grid-k0", "0.055,0.06", "--seeds", "2", "--batch", "2",

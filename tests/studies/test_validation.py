@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy.ndimage import binary_dilation
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scarring_validation.py"
 SCHEMA = json.loads((ROOT / "docs" / "results.schema.json").read_text())
 TINY = ["--quick", "--grid", "32", "--train-steps", "60", "--recall-steps", "30",

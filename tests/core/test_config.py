@@ -11,7 +11,7 @@ import pytest
 from common import cli
 from common.cli import RunArgs, arg
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 from models import continual_learning as cl
 from models import physnet
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 D = torch.float64
 torch.set_num_threads(1)  # the machine is shared; threads only add contention here
 

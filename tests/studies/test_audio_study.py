@@ -14,7 +14,7 @@ from common import cli
 from experiments import audio as study
 from tests.schema_check import check_results
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "assets" / "fsdd"
 SCHEMA = json.loads((ROOT / "docs" / "results.schema.json").read_text())
 ENVELOPE = {**SCHEMA["$defs"]["envelope"], "$defs": SCHEMA["$defs"]}

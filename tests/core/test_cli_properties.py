@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from common import cli, sweep
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ["scarring_validation"] + sorted(
     f"experiments.{p.stem}" for p in (ROOT / "experiments").glob("*.py")
     if p.stem != "__init__")

@@ -11,7 +11,7 @@ from inputs import audio
 from patterns import PEAK, check_target
 
 SR = audio.FSDD_SAMPLE_RATE
-ASSETS = Path(__file__).resolve().parents[1] / "assets" / "fsdd"
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "fsdd"
 
 
 def slaney_mel(f):

@@ -19,7 +19,7 @@ from protocol import Protocol, noise_seeds
 from substrate import F0, K0
 from tests.schema_check import check_results
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ("cue_specificity", "capacity", "robustness", "ablations")
 
 

@@ -19,7 +19,7 @@ import torch
 import scarring
 from models import sequences as sq
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "docs" / "results.schema.json").read_text())
 
 

@@ -13,7 +13,7 @@ from experiments import associative as assoc
 from tests.schema_check import check_results
 from models import associative as battery
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(*flags, timeout=240):

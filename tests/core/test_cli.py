@@ -144,7 +144,7 @@ def test_lazy_module_imports_on_first_use():
 
 
 SCRIPTS = ["scarring_validation", "benchmarks.bench_substrate"] + sorted(
-    f"experiments.{p.stem}" for p in (Path(__file__).parents[1] / "experiments").glob("*.py")
+    f"experiments.{p.stem}" for p in (Path(__file__).parents[2] / "experiments").glob("*.py")
     if p.stem != "__init__")
 HEAVY = {"torch", "matplotlib", "librosa", "soundfile", "scipy"}
 
@@ -153,7 +153,7 @@ HEAVY = {"torch", "matplotlib", "librosa", "soundfile", "scipy"}
 def test_every_script_answers_help_without_its_heavy_imports(module):
     """--help is instant: it must not import torch, plotting or audio libraries."""
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", module, "--help"],
-                          cwd=Path(__file__).parents[1], capture_output=True, text=True,
+                          cwd=Path(__file__).parents[2], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--quick" in proc.stdout

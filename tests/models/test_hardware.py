@@ -129,7 +129,7 @@ def test_hardware_quick_end_to_end(tmp_path):
     out = tmp_path / "hw"
     proc = subprocess.run([sys.executable, "-m", "experiments.hardware", "--quick",
                            "--threads", "1", "--quiet", "--out", str(out)],
-                          cwd=Path(__file__).parents[1], capture_output=True, text=True,
+                          cwd=Path(__file__).parents[2], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = check_results(out / "hardware.json")
@@ -143,7 +143,7 @@ def test_hardware_quick_end_to_end(tmp_path):
 
 def test_bad_flag_is_one_line():
     proc = subprocess.run([sys.executable, "-m", "experiments.hardware", "--bits", "0"],
-                          cwd=Path(__file__).parents[1], capture_output=True, text=True,
+                          cwd=Path(__file__).parents[2], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2 and "--bits" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

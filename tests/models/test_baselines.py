@@ -10,7 +10,7 @@ import torch
 
 from models import hopfield, nca
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

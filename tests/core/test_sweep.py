@@ -16,7 +16,7 @@ import pytest
 from common import sweep
 from common.sweep import GridError, SlurmOptions, SweepIncomplete
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NAMES = ("f0", "k0", "cue_strength", "grid")
 GRID = {"f0": [0.01, 0.02, 0.03, 0.04, 0.05], "k0": [0.05, 0.06]}   # 10 points
 SEEDS = [0, 1, 2]
@@ -277,7 +277,7 @@ def test_resume_after_a_hard_kill(tmp_path):
     run(tmp_path / "whole")
     script = textwrap.dedent(f"""
         from common import sweep
-        from tests.test_sweep import fake_runner, GRID, SEEDS
+        from tests.core.test_sweep import fake_runner, GRID, SEEDS
         sweep.run_sweep(fake_runner, GRID, SEEDS, {str(tmp_path / 'cut')!r}, batch=6,
                         progress=False)
     """)

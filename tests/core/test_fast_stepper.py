@@ -26,7 +26,7 @@ from substrate import (
     laplacian,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 needs_compiler = pytest.mark.skipif(not substrate.compiler_available("cpu"),
                                     reason="no C++ compiler for torch.compile")
 

@@ -16,7 +16,7 @@ import pytest
 
 from common import cache, cli, limits, sweep
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def no_memory(monkeypatch, free=2 ** 20):

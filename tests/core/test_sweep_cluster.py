@@ -6,7 +6,7 @@ import pytest
 
 from common import sweep
 from common.sweep import GridError, SlurmOptions, SweepIncomplete, SweepSubmitted
-from tests.test_sweep import GRID, SEEDS, fake_runner, run, table_bytes
+from tests.core.test_sweep import GRID, SEEDS, fake_runner, run, table_bytes
 
 
 class FakeJob:

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
+import memory
 import stats
 from common import cli
 from common.cli import RunArgs, arg
@@ -107,7 +108,8 @@ def phase1(study, target, seeds, init=None, unscarred=None) -> dict:
     F0, K0 = arms["control"]["F"], arms["control"]["K"]   # the unscarred medium
     return {"arms": arms, "F": F, "K": K,
             "scar_strength": scarring.scar_strength(F, K, F0, K0).cpu(),
-            "scarred_cells": ((F != F0) | (K != K0)).flatten(1).sum(1).cpu(),
+            "scarred_cells": memory.scarred_cells({"F": F, "K": K}, {"F": F0, "K": K0})
+                             .flatten(1).sum(1).cpu(),
             "saturated_cells": ((F == p.f_max) & (K == p.k_min)).flatten(1).sum(1).cpu()}
 
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import memory
 import stats
 from common import cli
 from common.cli import RunArgs, arg
@@ -216,7 +217,7 @@ class Methods:
 def stored_numbers(method, mem, n_patterns, N, nca_params, f0, k0) -> dict:
     """Numbers the memory holds, total and per pattern (per seed mean for scarring)."""
     if method == "scarring":
-        changed = ((mem["F"] != f0) | (mem["K"] != k0)).flatten(1).sum(1).double()
+        changed = memory.scarred_cells(mem, {"F": f0, "K": k0}).flatten(1).sum(1).double()
         total = 2 * changed  # an F and a K value per scarred cell
         return {"total": stats.summarize(total),
                 "per_pattern": stats.summarize(total / n_patterns),

@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
+import memory
 import stats
 from common import cli
 from common.cli import RunArgs, arg
@@ -130,8 +131,8 @@ def k_entry(res, stored, k, f0, k0):
     entry["scar_strength"] = stats.summarize(stored["scar_strength"][k - 1])
     entry["train_similarity_last"] = stats.summarize(stored["train_similarity"][k - 1],
                                                        bounds=(0.0, 1.0))
-    entry["scarred_fraction"] = stats.summarize(((F - f0).abs() + (K - k0).abs() > 1e-9)
-                                          .flatten(1).float().mean(1).cpu())
+    scarred = memory.scarred_cells({"F": F, "K": K}, {"F": f0, "K": k0}, tolerance=1e-9)
+    entry["scarred_fraction"] = stats.summarize(scarred.flatten(1).float().mean(1).cpu())
     return entry
 
 

@@ -58,6 +58,7 @@ from typing import ClassVar
 
 from common import cli
 from common.cli import RunArgs, arg
+import memory
 import stats
 from protocol import Protocol, noise_seeds
 
@@ -160,7 +161,8 @@ def rd_trained(T, cues, p, seeds, device):
     res = study.recall(store["F"], store["K"], RD_INJECT * cues, T, p.multi_recall_steps,
                        metric_names=("pearson",), return_fields=True)
     return res["V"], {"recall_steps": p.multi_recall_steps,
-                      "scarred_fraction": float((store["F"] != p.f0).float().mean())}
+                      "scarred_fraction": float(memory.scarred_cells({"F": store["F"]}, {"F": p.f0})
+                                                .float().mean())}
 
 
 def hopfield_run(T, cues, scale):
@@ -392,7 +394,8 @@ def run_rev(part: str, args, seeds, device):
             "accuracy": stats.summarize_tensor(correct.mean(1), bounds=(0, 1)),
             "answers": pred.tolist(), "recall_similarity": sims.mean(0).tolist(),
             "recall_max_difference_between_vowels": stats.summarize_tensor(spread[:, 1:].amax(1)),
-            "scarred_fraction": stats.summarize_tensor(((F - p.f0).abs() > 1e-9).float().mean((1, 2))),
+            "scarred_fraction": stats.summarize_tensor(
+                memory.scarred_cells({"F": F}, {"F": p.f0}, tolerance=1e-9).float().mean((1, 2))),
             "F_at_clamp_fraction": stats.summarize_tensor((F >= p.f_max - 1e-6).float().mean((1, 2))),
             "emergent_std": stats.summarize_tensor(emergent.std((2, 3)).mean(1)),
             "published": PUBLISHED[part],

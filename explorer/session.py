@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import memory
 import patterns
 import scarring
 from common import cli
@@ -112,7 +113,8 @@ class Session:
     def _scarred(self) -> bool:
         F0, K0 = self.background
         fields = self.sim.fields
-        return bool((fields["F"] != F0).any() or (fields["K"] != K0).any())
+        return bool(memory.scarred_cells({"F": fields["F"], "K": fields["K"]},
+                                         {"F": F0, "K": K0}).any())
 
     @property
     def V(self) -> torch.Tensor:

@@ -447,77 +447,16 @@ def scar_strength(F: torch.Tensor, K: torch.Tensor, F0=F0, K0=K0):
     return memory.scar_strength({"F": F, "K": K}, {"F": F0, "K": K0})
 
 
-def _scar_epilogue(V, F, K, target, members, rule: StorageRule, spatial_dims: int):
+def _scar_epilogue(V, F, K, target, rule: StorageRule, spatial_dims: int):
     """The hook of a training run (GrayScott.run): the similarity of the new V to each
-    member's target, then one gated update by the rule. members: (B,) bool or None
-    (all). Returns (F, K, similarity); pure, so the stepper fuses it into its kernel."""
+    member's target, then one gated update by the rule. Returns (F, K, similarity); pure,
+    so the stepper fuses it into its kernel."""
     from metrics import cosine_similarity
 
     similarity = cosine_similarity(V, target, spatial_dims)
-    gate_input = similarity
-    if members is not None:  # a member outside the mask never passes the gate
-        gate_input = torch.where(members, similarity, torch.full_like(similarity, -1.0))
-    F, K = rule.update(V, target, F, K, gate_input)
+    F, K = rule.update(V, target, F, K, similarity)
     return F, K, similarity
 
-
-def evolve(gs, target, steps: int, rule: StorageRule | None = None, scar_members=None,
-           record_every: int = 10, frame_every: int | None = None, frame_members=(0,),
-           progress: str | None = None, inhibition=None) -> dict:
-    """Run `steps` steps of gs, optionally scarring, recording similarity on the device.
-
-    target: (H, W) or (B, H, W) ((D, H, W) or (B, D, H, W) for a 3D medium).
-    rule=None: no scarring (a recall or a control run).
-    inhibition: a recall's medium option (StorageRule.recall_inhibition), its hook every
-    step; gs.F is left as it was (the inhibited feed is not kept).
-    scar_members: (B,) bool tensor of the members that may be scarred (default all).
-    With a rule, gs.F and gs.K become per-member (B, *grid) tensors (the caller's tensors
-    are never modified). Similarity to the target is recorded at step 0 and every
-    `record_every` steps (and at the end), and read back once at the end.
-    Returns {"steps": [..], "similarity": (T, B) tensor, "frames": (N, M, *grid) or None}.
-
-    One GrayScott.run: with a rule, the similarity and the scar update are its per-step
-    hook (_scar_epilogue, fused into the step's kernel on the compiled path); without
-    one, plain steps, and the similarity is computed only at the recorded steps.
-    """
-    from common.cli import progress as progress_bar
-    from metrics import cosine_similarity
-
-    spatial_dims = gs.V.dim() - 1  # 2 for (B, H, W), 3 for a 3D medium
-    hook, hook_args = None, ()
-    if rule is not None:
-        if scar_members is not None:
-            scar_members = torch.as_tensor(scar_members, device=gs.device, dtype=torch.bool)
-        hook, hook_args = _scar_epilogue, (target, scar_members, rule, spatial_dims)
-    F_base = gs.F
-    if inhibition is not None:
-        if rule is not None:
-            raise ValueError("evolve: a recall's inhibition cannot run while scarring")
-        hook, hook_args = inhibition.epilogue, (F_base.expand_as(gs.V).contiguous(),)
-    members = list(frame_members)
-    record_steps = [0]
-    records = [cosine_similarity(gs.V, target, spatial_dims)]
-    frames = [gs.V[members].clone()] if frame_every else []
-    bar = progress_bar(steps, progress)
-
-    def on_record(step, U, V, similarity):
-        if step % record_every == 0 or step == steps:
-            record_steps.append(step)
-            records.append(similarity if similarity is not None
-                           else cosine_similarity(V, target, spatial_dims))
-        if frame_every and step % frame_every == 0:
-            frames.append(V[members].clone())
-        bar.update(step - bar.n)
-
-    # on_record is called every `every` steps: each record, frame and progress tick
-    every = math.gcd(record_every, frame_every or record_every, 50 if progress else 0)
-    gs.run(int(steps), hook=hook, hook_args=hook_args, record_every=every,
-           on_record=on_record)
-    if inhibition is not None:
-        gs.F = F_base
-    bar.close()
-    return {"steps": record_steps, "similarity": torch.stack(records).cpu(),
-            "frames": torch.stack(frames).cpu() if frames else None}
 
 # ---- storing and recalling patterns: the path every study shares ------------------------
 
@@ -555,8 +494,9 @@ class GrayScottSimulation(memory.Simulation):
     def __init__(self, medium: "GrayScottMedium", state, fields):
         self.medium = medium
         U, V = state
-        self.gs = GrayScott(V.shape[-2], V.shape[-1], batch=V.shape[0], device=V.device,
-                            dtype=V.dtype, **medium.substrate())
+        depth = V.shape[-3] if V.dim() == 4 else None   # (B, D, H, W): a 3D medium
+        self.gs = GrayScott(V.shape[-2], V.shape[-1], batch=V.shape[0], depth=depth,
+                            device=V.device, dtype=V.dtype, **medium.substrate())
         self.gs.F, self.gs.K = fields["F"], fields["K"]
         self.gs.reset(V=V, U=U)
 
@@ -590,7 +530,7 @@ class GrayScottSimulation(memory.Simulation):
         if learn:
             if m.rule is None:
                 raise ValueError("a Gray-Scott medium without a storage rule cannot learn")
-            hook, hook_args = _scar_epilogue, (target, None, m.rule, gs.V.dim() - 1)
+            hook, hook_args = _scar_epilogue, (target, m.rule, gs.V.dim() - 1)
         elif m.inhibition is not None:
             hook, hook_args = m.inhibition.epilogue, (F_base.expand_as(gs.V).contiguous(),)
         record = None if on_record is None else (lambda s, U, V, out: on_record(s, V, out))

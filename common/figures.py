@@ -373,7 +373,7 @@ def write_all(out, results, fields, video=True) -> None:
 
 def _frame_steps(steps: int, frames: int) -> list[int]:
     """The simulation step of each of `frames` frames filmed every max(1, steps // 100)
-    steps from step 0 (scarring.evolve's frame_every)."""
+    steps from step 0 (memory.Frames)."""
     every = max(1, steps // 100)
     return [i * every for i in range(frames)]
 

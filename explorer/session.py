@@ -112,9 +112,7 @@ class Session:
 
     def _scarred(self) -> bool:
         F0, K0 = self.background
-        fields = self.sim.fields
-        return bool(memory.scarred_cells({"F": fields["F"], "K": fields["K"]},
-                                         {"F": F0, "K": K0}).any())
+        return bool(memory.scarred_cells(self.sim.fields, {"F": F0, "K": K0}).any())
 
     @property
     def V(self) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 
 import substrate
 from patterns import PEAK, make_pattern, make_pattern_3d
-from scarring import ScarRule, evolve, scar_strength
+from scarring import ScarRule, scar_strength
 from substrate import (
     STENCIL_BOUND_3D,
     STENCILS_3D,
@@ -25,6 +25,7 @@ from substrate import (
     gray_scott_step,
     laplacian,
 )
+from tests.training_run import train
 
 ROOT = Path(__file__).resolve().parents[2]
 needs_compiler = pytest.mark.skipif(not substrate.compiler_available("cpu"),
@@ -176,12 +177,11 @@ class SyncCounter:
 def _evolve_syncs(monkeypatch, compile, steps):
     # the same shapes as the compiled tests below, so no extra compilation
     target = make_pattern("square_spots", 20, 24)
-    gs = GrayScott(20, 24, batch=3, device="cpu", compile=compile)
-    gs.reset(V=(0.9 * target / PEAK).expand(3, -1, -1))
-    evolve(gs, target, 2, rule=ScarRule(), record_every=5)  # compile (if any) uncounted
+    V0 = (0.9 * target / PEAK).expand(3, -1, -1)
+    sim, _, _ = train(V0, target, 2, ScarRule(), every=5, compile=compile)  # compile uncounted
     with monkeypatch.context() as m:
         counter = SyncCounter(m)
-        evolve(gs, target, steps, rule=ScarRule(), record_every=5)
+        sim.run(steps, target=target, learn=True, every=5, on_record=lambda *record: None)
     return counter.n
 
 
@@ -255,26 +255,23 @@ def test_compiled_state_reads_like_plain_tensors():
 
 
 @needs_compiler
-def test_compiled_evolve_matches_eager_and_does_not_sync(monkeypatch):
+def test_compiled_training_run_matches_eager_and_does_not_sync(monkeypatch):
     grid = (20, 24)
     target = torch.zeros(grid)
     target[5:15, 6:18] = PEAK
     g = torch.Generator().manual_seed(5)
     start = (0.2 * target + 0.1 * torch.randn((3, *grid), generator=g)).clamp(0, 1)
-    F = torch.full((3, *grid), substrate.F0)
-    K = torch.full((3, *grid), substrate.K0)
     runs = []
     for compile in (False, True):
-        gs = medium(grid, 3, F, K, torch.float32, compile)
-        gs.reset(V=start)
-        run = evolve(gs, target, 40, rule=ScarRule(gate=0.2),
-                     scar_members=torch.tensor([True, False, True]), record_every=10)
-        runs.append((run, gs.V, scar_strength(gs.F, gs.K)))
-    assert runs[1][0]["steps"] == runs[0][0]["steps"] == [0, 10, 20, 30, 40]
-    assert torch.allclose(runs[0][0]["similarity"], runs[1][0]["similarity"], atol=1e-5)
+        sim, steps, similarity = train(start, target, 40, ScarRule(gate=0.2), every=10,
+                                       compile=compile)
+        runs.append((steps, similarity, sim.activity(),
+                     scar_strength(sim.fields["F"], sim.fields["K"])))
+    assert runs[1][0] == runs[0][0] == [10, 20, 30, 40]
     assert torch.allclose(runs[0][1], runs[1][1], atol=1e-5)
-    assert torch.allclose(runs[0][2], runs[1][2], atol=1e-3)
-    assert runs[1][2][0] > 0 and runs[1][2][1] == 0
+    assert torch.allclose(runs[0][2], runs[1][2], atol=1e-5)
+    assert torch.allclose(runs[0][3], runs[1][3], atol=1e-3)
+    assert (runs[1][3] > 0).all()
     assert _evolve_syncs(monkeypatch, True, 10) == _evolve_syncs(monkeypatch, True, 40)
 
 
@@ -368,14 +365,13 @@ def test_3d_patterns_geometry():
 
 def test_scar_rule_works_unchanged_in_3d():
     target = make_pattern_3d("ball", 8, 10, 12)
-    gs = GrayScott(10, 12, depth=8, batch=2, device="cpu")
-    gs.reset(V=(target / PEAK).expand(2, -1, -1, -1))
-    run = evolve(gs, target, 12, rule=ScarRule(), scar_members=torch.tensor([True, False]),
-                 record_every=4)
-    assert run["similarity"].shape == (4, 2) and run["steps"] == [0, 4, 8, 12]
-    strength = scar_strength(gs.F, gs.K)
-    assert strength[0] > 0 and strength[1] == 0
-    scarred = gs.F[0] > substrate.F0
+    sim, steps, similarity = train((target / PEAK).expand(2, -1, -1, -1), target, 12,
+                                   ScarRule(), every=4, stencil="seven_point")
+    assert sim.activity().shape == (2, 8, 10, 12)
+    assert similarity.shape == (3, 2) and steps == [4, 8, 12]
+    F, K = sim.fields["F"], sim.fields["K"]
+    assert (scar_strength(F, K) > 0).all()
+    scarred = F[0] > substrate.F0
     assert scarred.any() and not (scarred & (target == 0)).any()   # only where the target is
 
 

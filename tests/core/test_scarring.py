@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from scarring import ScarRule, evolve, match_map, scar_strength
-from substrate import F0, K0, GrayScott
+from scarring import ScarRule, match_map, scar_strength
+from substrate import F0, K0
+from tests.training_run import train
 
 
 def fields(B=1, H=4, W=4):
@@ -79,14 +80,13 @@ def test_shared_fields_refused_for_batched_scars():
         ScarRule().update(V, torch.full((2, 2), 0.8), torch.full((2, 2), F0), torch.full((2, 2), K0), torch.tensor([1.0, 1.0]))
 
 
-def test_evolve_scars_only_masked_members_and_records_curves():
+def test_a_training_run_scars_under_the_target_and_records_curves():
     target = torch.zeros(24, 24)
     target[6:18, 6:18] = 0.8
-    gs = GrayScott(24, 24, batch=2, device="cpu")
-    gs.reset(V=(0.9 * target / 0.8).expand(2, -1, -1))
-    run = evolve(gs, target, 25, rule=ScarRule(), scar_members=torch.tensor([True, False]),
-                 record_every=10)
-    assert run["steps"] == [0, 10, 20, 25]
-    assert run["similarity"].shape == (4, 2)
-    strength = scar_strength(gs.F, gs.K)
-    assert strength[0] > 0 and strength[1] == 0
+    sim, steps, similarity = train((0.9 * target / 0.8).expand(2, -1, -1), target, 25,
+                                   ScarRule(), every=10)
+    assert steps == [10, 20, 25]
+    assert similarity.shape == (3, 2) and (similarity > 0).all()
+    F, K = sim.fields["F"], sim.fields["K"]
+    assert (scar_strength(F, K) > 0).all()
+    assert not ((F != F0) & (target == 0)).any()   # only where the target is

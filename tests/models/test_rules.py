@@ -113,14 +113,14 @@ def test_surround_scars_a_moat_of_the_given_width_around_the_target():
     assert rule.background() == (rules.DEAD_F, rules.DEAD_K)
 
 
-def test_rules_fuse_into_evolve_and_keep_fields_finite():
-    from substrate import GrayScott
+def test_rules_fuse_into_a_training_run_and_keep_fields_finite():
+    from tests.training_run import train
     target = torch.zeros(16, 16)
     target[4:12, 4:12] = 0.8
-    gs = GrayScott(16, 16, batch=2, device="cpu", compile=False, F=rules.DEAD_F, K=rules.DEAD_K)
-    gs.reset(V=(0.5 * target).expand(2, 16, 16))
-    scarring.evolve(gs, target, 20, rule=rules.SurroundScar(moat=1))
-    assert torch.isfinite(gs.F).all() and (gs.F[:, 6:10, 6:10] > rules.DEAD_F).all()
+    sim, _, _ = train((0.5 * target).expand(2, 16, 16), target, 20, rules.SurroundScar(moat=1),
+                      every=10, F=rules.DEAD_F, K=rules.DEAD_K, compile=False)
+    F = sim.fields["F"]
+    assert torch.isfinite(F).all() and (F[:, 6:10, 6:10] > rules.DEAD_F).all()
 
 
 def test_bad_constants_are_refused():

@@ -328,7 +328,8 @@ def hopfield_abc(study, pats, seeds, args) -> dict:
     read and the settled state)."""
     b = abc_battery(study, pats, seeds, args)
     cues = b.stacked()
-    V = battery.hopfield_recall(pats.expand(len(seeds), *pats.shape), cues, args.beta_per_sqrt_n)
+    V = hopfield.modern_recall_images(pats.expand(len(seeds), *pats.shape).cpu(), cues.cpu(),
+                                      args.beta_per_sqrt_n)
     scarred = torch.zeros(len(seeds), *pats.shape[-2:], dtype=torch.bool)
     tree = {"step0": battery.summarize_tree(battery.abc_readouts(b, cues.cpu(), pats, scarred)),
             "settled": battery.summarize_tree(battery.abc_readouts(b, V, pats, scarred))}
@@ -368,7 +369,7 @@ def hopfield_capacity(study, seeds, args) -> dict:
     for k in args.ks:
         pats, cued = battery.capacity_patterns(fam, k, args.capacity_cued)
         cues, keeps = battery.capacity_cues(study, pats.to(study.device, study.dtype), len(cued), seeds)
-        V = battery.hopfield_recall(pats, cues.cpu(), args.beta_per_sqrt_n)
+        V = hopfield.modern_recall_images(pats.cpu(), cues.cpu(), args.beta_per_sqrt_n)
         by_k[str(k)] = {"cued": cued, "settled": battery.summarize_tree(
             battery.capacity_readouts(V, pats, len(cued), keeps))}
     return {"ks": list(args.ks), "by_k": by_k, "capacity": battery.capacity_of(args.ks, by_k)}

@@ -32,7 +32,6 @@ this machine (every method runs on the CPU, so that the timings compare).
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -166,8 +165,7 @@ class Methods:
                                               centred=method == "hopfield_centred")
                    for s in range(S)]
         elif method == "modern_hopfield":
-            beta = self.args.beta_per_sqrt_n / math.sqrt(H * W)
-            mem = [hopfield.ModernHopfield(hopfield.to_bipolar(pats[s]), beta) for s in range(S)]
+            mem = hopfield.modern_nets(pats, self.args.beta_per_sqrt_n)
         else:  # unscarred, nca, cue: nothing stored per pattern (the NCA was trained once)
             mem = None
         return mem, time.perf_counter() - t0
@@ -199,25 +197,22 @@ class Methods:
         return V, time.perf_counter() - t0
 
     def _hopfield_recall(self, method, mem, cues):
-        S, _, H, W = cues.shape
-        V = []
-        for s in range(S):
-            q = hopfield.binarize(cues[s])
-            if method in ("hopfield_sync", "hopfield_centred"):
-                x, _ = mem[s].recall_sync(q)
-            elif method == "hopfield_async":
-                x, _ = mem[s].recall_async(q, max_sweeps=self.settings["async_sweeps"],
-                                           seed=self.seeds[s])
-            else:
-                x, _ = mem[s].recall(q)
-            V.append(hopfield.to_image(x, H, W))
-        return torch.stack(V)
+        recall = None   # the modern network's own recall
+        if method in ("hopfield_sync", "hopfield_centred"):
+            def recall(net, q, s):
+                return net.recall_sync(q)
+        elif method == "hopfield_async":
+            def recall(net, q, s):
+                return net.recall_async(q, max_sweeps=self.settings["async_sweeps"],
+                                        seed=self.seeds[s])
+        return hopfield.recall_images(mem, cues, recall)
 
 
 def stored_numbers(method, mem, n_patterns, N, nca_params, f0, k0) -> dict:
     """Numbers the memory holds, total and per pattern (per seed mean for scarring)."""
     if method == "scarring":
-        changed = memory.scarred_cells(mem, {"F": f0, "K": k0}).flatten(1).sum(1).double()
+        changed = memory.scarred_cells({"F": mem["F"], "K": mem["K"]}, {"F": f0, "K": k0})
+        changed = changed.flatten(1).sum(1).double()
         total = 2 * changed  # an F and a K value per scarred cell
         return {"total": stats.summarize(total),
                 "per_pattern": stats.summarize(total / n_patterns),

@@ -18,7 +18,7 @@ import patterns
 import scarring
 import stats
 from common import cli
-from models import adam, differentiable, hopfield
+from models import adam, differentiable
 
 NAMES = ("A", "B", "C")                 # the protocol's A_square_spots, B_ring, C_line
 PART_KIND = ("components", "arc", "segment")   # how a part of A, B, C is cut
@@ -342,20 +342,6 @@ def settle_summary(res) -> dict:
     last = res["change"][-1]
     return {"steps_run": res["steps"], "settled_recalls": stats.rate(settled),
             "largest_change_per_100_steps_at_end": float(last[~last.isnan()].max())}
-
-
-def hopfield_recall(pats, cues, beta_per_sqrt_n) -> torch.Tensor:
-    """Modern Hopfield recall (experiments/baselines.py's settings): patterns (S, P, H, W)
-    stored per seed, cues (S, C, H, W) binarised at their two-means threshold, output
-    read back as PEAK * (s + 1) / 2. Returns (S, C, H, W)."""
-    S, _, H, W = cues.shape
-    out = []
-    for s in range(S):
-        net = hopfield.ModernHopfield(hopfield.to_bipolar(pats[s].cpu()),
-                                      beta_per_sqrt_n / math.sqrt(H * W))
-        x, _ = net.recall(hopfield.binarize(cues[s].cpu()))
-        out.append(hopfield.to_image(x, H, W))
-    return torch.stack(out).to(torch.float32)
 
 
 def stat(values) -> dict:

@@ -25,6 +25,8 @@ state is read back as an image with PEAK * (s + 1) / 2 (`to_image`).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -210,6 +212,35 @@ class ModernHopfield:
 #   (the modern network's update with the successor patterns as its values).
 # centred=True uses each pattern minus its mean as the key (covariance rule, for sparse
 # images, as ClassicalHopfield).
+
+
+def recall_images(nets, cues: torch.Tensor, recall=None) -> torch.Tensor:
+    """Hopfield recall on images: per seed s, the cues[s] (C, H, W) binarised at their
+    isodata threshold (`binarize`), recalled by nets[s] and read back with `to_image`.
+    recall(net, states, s) -> (states, iterations): how a net recalls (default
+    net.recall; e.g. a classical net's recall_sync). Returns (S, C, H, W)."""
+    S, _, H, W = cues.shape
+    out = []
+    for s in range(S):
+        query = binarize(cues[s])
+        x, _ = nets[s].recall(query) if recall is None else recall(nets[s], query, s)
+        out.append(to_image(x, H, W))
+    return torch.stack(out)
+
+
+def modern_nets(patterns: torch.Tensor, beta_per_sqrt_n: float) -> list[ModernHopfield]:
+    """One modern network per seed over the bipolar patterns[s] (P, H, W) at
+    beta = beta_per_sqrt_n / sqrt(H * W)."""
+    H, W = patterns.shape[-2:]
+    beta = beta_per_sqrt_n / math.sqrt(H * W)
+    return [ModernHopfield(to_bipolar(p), beta) for p in patterns]
+
+
+def modern_recall_images(patterns: torch.Tensor, cues: torch.Tensor,
+                         beta_per_sqrt_n: float) -> torch.Tensor:
+    """Modern Hopfield recall on images: patterns (S, P, H, W) stored per seed, cues
+    (S, C, H, W). Returns (S, C, H, W) images."""
+    return recall_images(modern_nets(patterns, beta_per_sqrt_n), cues)
 
 
 def _sequence_patterns(patterns) -> torch.Tensor:

@@ -85,36 +85,23 @@ def stored_patterns(n, grid):
     return torch.stack(pats[:n])
 
 
-def bounded(a, lo, hi):
-    return lo + (hi - lo) * torch.sigmoid(a)
-
-
-def logit_of(x, lo, hi):
-    return float(np.log((x - lo) / (hi - x)))
-
-
-def physics_of(p):
-    """The protocol's substrate for the differentiable rollout."""
-    return differentiable.Physics(stencil=p.stencil, decay=p.substrate()["decay"], clamp=True,
-                                  dt=p.dt)
-
-
 def learn_scars(pats, seeds, args, rule, log):
     """Per-seed learned (F, K) fields (S, H, W) for the stored patterns (P, H, W)."""
     S, P = len(seeds), len(pats)
     H, W = pats.shape[-2:]
-    aF = torch.full((S, H, W), logit_of(args.f0, rule.F_min, rule.F_max), requires_grad=True)
-    aK = torch.full((S, H, W), logit_of(args.k0, rule.K_min, rule.K_max), requires_grad=True)
+    F_bounds, K_bounds = (rule.F_min, rule.F_max), (rule.K_min, rule.K_max)
+    aF = torch.full((S, H, W), differentiable.logit_of(args.f0, *F_bounds), requires_grad=True)
+    aK = torch.full((S, H, W), differentiable.logit_of(args.k0, *K_bounds), requires_grad=True)
     lr, moments, n_steps, history = args.lr, adam.adam_state([aF, aK]), 0, []
     targets = pats.repeat(S, 1, 1)                         # (S*P, H, W), seed-major
-    physics = physics_of(args)
+    physics = differentiable.Physics.of(args)
     with cli.progress(args.iters, f"learn {P} patterns") as bar:
         for it in range(args.iters):
             bar.update(1)
             cue_seeds = [s * 100_003 + it * 97 + p for s in seeds for p in range(P)]
             V0 = patterns.make_cue(targets, args.cue_strength, args.cue_noise, cue_seeds)
-            F = bounded(aF, rule.F_min, rule.F_max)
-            K = bounded(aK, rule.K_min, rule.K_max)
+            F = differentiable.bounded(aF, *F_bounds)
+            K = differentiable.bounded(aK, *K_bounds)
             _, V = differentiable.rollout(torch.ones_like(V0), V0, F.repeat_interleave(P, 0),
                                           K.repeat_interleave(P, 0), args.du, args.dv,
                                           args.recall_steps, physics,
@@ -136,8 +123,7 @@ def learn_scars(pats, seeds, args, rule, log):
                             "recall_term": recall.detach().tolist(),
                             "scar_size": size.detach().tolist()})
     with torch.no_grad():
-        return (bounded(aF, rule.F_min, rule.F_max), bounded(aK, rule.K_min, rule.K_max),
-                history)
+        return differentiable.bounded(aF, *F_bounds), differentiable.bounded(aK, *K_bounds), history
 
 
 def match_map_scars(study, pats, seeds, args):
@@ -272,7 +258,7 @@ def run(args, seeds, log) -> dict:
             if n == main_n:
                 fields_main[label] = (F[0], K[0])
     return {"rows": rows, "fields": fields_main, "main_n": main_n, "wall": wall,
-            "rule": rule.as_dict(), "physics": physics_of(args).as_dict()}
+            "rule": rule.as_dict(), "physics": differentiable.Physics.of(args).as_dict()}
 
 
 def report_row(n, label, r):

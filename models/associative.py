@@ -236,15 +236,14 @@ def learn_fields(study, pats, seeds, lam: float, args, tag="") -> tuple:
     S, H = len(seeds), pats.shape[-1]
     rule = scarring.storage_rule(dataclasses.replace(p, rule="match_map"))
     lo_hi = ((rule.F_min, rule.F_max), (rule.K_min, rule.K_max))
-    logits = [torch.full((S, H, H), float(np.log((x - lo) / (hi - x))), requires_grad=True)
+    logits = [torch.full((S, H, H), differentiable.logit_of(x, lo, hi), requires_grad=True)
               for x, (lo, hi) in zip((p.f0, p.k0), lo_hi)]
     moments, history = adam.adam_state(logits), []
-    physics = differentiable.Physics(stencil=p.stencil, decay=p.substrate()["decay"],
-                                     clamp=True, dt=p.dt)
+    physics = differentiable.Physics.of(p)
     targets = pats.float()
     with cli.progress(args.learn_iters, f"{tag}learn lam={lam:g}") as bar:
         for it in range(args.learn_iters):
-            F, K = (lo + (hi - lo) * torch.sigmoid(a) for a, (lo, hi) in zip(logits, lo_hi))
+            F, K = (differentiable.bounded(a, lo, hi) for a, (lo, hi) in zip(logits, lo_hi))
             V0 = learning_cues(study, pats, seeds, it).float()          # (S, M, H, W)
             M = V0.shape[1]
             Fm, Km = F.repeat_interleave(M, 0), K.repeat_interleave(M, 0)
@@ -265,7 +264,7 @@ def learn_fields(study, pats, seeds, lam: float, args, tag="") -> tuple:
             history.append({"loss": loss.detach().tolist(), "scar_size": size.detach().tolist()})
             bar.update(1)
     with torch.no_grad():
-        F, K = (lo + (hi - lo) * torch.sigmoid(a) for a, (lo, hi) in zip(logits, lo_hi))
+        F, K = (differentiable.bounded(a, lo, hi) for a, (lo, hi) in zip(logits, lo_hi))
     return F, K, history
 
 

@@ -28,6 +28,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint
 
@@ -54,6 +55,13 @@ class Physics:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def of(cls, protocol) -> "Physics":
+        """The protocol's substrate (stencil, decay, dt) with the clamp on: the physics a
+        field learned by backprop is trained in and then stored with."""
+        return cls(stencil=protocol.stencil, decay=protocol.substrate()["decay"], clamp=True,
+                   dt=protocol.dt)
+
 
 # --------------------------------------------------------------------------- parameters
 def param_bounds(physics: Physics = Physics(), margin: float = STABILITY_MARGIN) -> torch.Tensor:
@@ -78,6 +86,16 @@ def to_raw(p: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"parameters {p.tolist()} are not strictly inside the bounds "
                          f"{bounds.tolist()} (Du, Dv, F, K)")
     return torch.logit(x)
+
+
+def bounded(a: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Logits -> values in (lo, hi): a learned field's parameterisation."""
+    return lo + (hi - lo) * torch.sigmoid(a)
+
+
+def logit_of(x: float, lo: float, hi: float) -> float:
+    """The logit whose `bounded` value is x (lo < x < hi): a learned field's start."""
+    return float(np.log((x - lo) / (hi - x)))
 
 
 def as_fields(p: torch.Tensor):

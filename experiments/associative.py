@@ -61,6 +61,7 @@ CONDITIONS = ("match_map", "graded", "channel", "surround", "surround_inhibited"
               "learned")
 CHUNK = 500                             # steps between settle checks and curve records
 BLOB_COUNT = 4                          # held-out family: discs per pattern
+SCARRED_BY = 1e-6                       # a cell is scarred once F or K moved by more than this
 TARGETS = {"completion": (">=", 0.8), "selectivity": (">=", 0.5), "uniform": ("<=", 0.3),
            "rejection": ("<=", 0.3), "stored": (">=", 0.9), "capacity": (">=", 8)}
 
@@ -161,12 +162,6 @@ def store(study, cond, targets, seeds, snapshots=(), progress=None) -> dict:
     first = NOISE["phase3_starts"][1]
     return study.store(targets, seeds, steps, rule=cond.rule, snapshots=snapshots,
                        first_index=first, progress=progress)
-
-
-def scar_map(F, K, background) -> torch.Tensor:
-    """Bool (S, H, W): cells whose F or K differ from the unscarred medium."""
-    F0, K0 = background
-    return ((F - F0).abs() + (K - K0).abs()) > 1e-6
 
 
 # ---- recall, read at the protocol's length and settled ----------------------------------------
@@ -293,7 +288,8 @@ def run_abc(study, cond: Condition, pats, seeds, args, fields=None, tag="") -> d
         F, K = fields
         training = {}
     background = cond.background(p)
-    scarred = scar_map(F, K, background).cpu()
+    scarred = memory.scarred_cells({"F": F, "K": K}, dict(zip("FK", background)),
+                                   tolerance=SCARRED_BY).cpu()
     b = abc_battery(study, pats, seeds, args)
     cues = b.stacked()
     res = recall(study, F, K, cues, pats, args.settle_steps, p.multi_recall_steps,
@@ -355,7 +351,9 @@ def run_capacity(study, cond: Condition, seeds, args, tag="") -> dict:
                      args.capacity_steps, args.settle_tol, cond.inhibition,
                      progress=f"{tag}recall k={k}")
         pc = pats.cpu()
-        by_k[str(k)] = {"cued": cued, "scar_map": battery.percolation(scar_map(F, K, background).cpu()),
+        scarred = memory.scarred_cells({"F": F, "K": K}, dict(zip("FK", background)),
+                                       tolerance=SCARRED_BY).cpu()
+        by_k[str(k)] = {"cued": cued, "scar_map": battery.percolation(scarred),
                         "settle": battery.settle_summary(res),
                         **{when: battery.summarize_tree(battery.capacity_readouts(V, pc, len(cued), keeps))
                            for when, V in (("step0", cues.cpu()), ("settled", res["final"]))}}

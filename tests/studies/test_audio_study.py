@@ -68,6 +68,7 @@ def test_mechanism_counts_other_templates_lit_cells():
 
 # ---------------------------------------------------------------- the script, end to end
 
+@pytest.mark.slow
 def test_quick_run_end_to_end(tmp_path, capsys):
     audio_dir = tiny_audio_dir(tmp_path / "wavs")
     out = tmp_path / "out"

@@ -40,6 +40,7 @@ def tiny(tmp_path_factory):
     return out, proc
 
 
+@pytest.mark.slow
 def test_tiny_sweep_writes_the_table_heatmaps_and_envelope(tiny):
     out, proc = tiny
     rows = study.sweep.read_table(out / "table.csv")
@@ -94,6 +95,7 @@ def run_killed_after(chunks, *args):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_to_the_same_table(tiny, tmp_path):
     out = tmp_path / "run"
     killed = run_killed_after(2, *TINY, "--out", str(out))
@@ -107,6 +109,7 @@ def test_a_killed_sweep_resumes_to_the_same_table(tiny, tmp_path):
     assert (out / "table.csv").read_bytes() == (tiny[0] / "table.csv").read_bytes()
 
 
+@pytest.mark.slow
 def test_submitit_local_executor_gives_the_same_table(tiny, tmp_path):
     pytest.importorskip("submitit", reason="submitit (optional, for Slurm) is not installed")
     out = tmp_path / "run"

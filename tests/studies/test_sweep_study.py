@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import regimes
 from experiments import sweep as study
 from tests.schema_check import check_results
 
@@ -227,9 +228,9 @@ def test_regime_classifier_on_hand_made_fields(name, field):
 
 def test_periodic_labels_join_pieces_across_the_edges():
     mask = disc(32, 0, 0, 5)
-    labels = study.periodic_labels(mask)
+    labels = regimes.periodic_labels(mask)
     assert len(np.unique(labels[mask])) == 1
-    assert len(np.unique(study.periodic_labels(disc(32, 16, 16, 3) | disc(32, 0, 16, 3))[
+    assert len(np.unique(regimes.periodic_labels(disc(32, 16, 16, 3) | disc(32, 0, 16, 3))[
         disc(32, 16, 16, 3) | disc(32, 0, 16, 3)])) == 2
 
 

@@ -71,10 +71,9 @@ import stats
 from common import cli, limits, sweep
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol
-from regimes import ACTIVE_V, COMPACT, DEAD_FRACTION, FILL_FRACTION, REGIMES, classify_regime
 
-torch, np, metrics, patterns, scarring, validation = cli.lazy_modules(
-    "torch", "numpy", "metrics", "patterns", "scarring", "scarring_validation")
+torch, np, metrics, patterns, regimes, scarring, validation = cli.lazy_modules(
+    "torch", "numpy", "metrics", "patterns", "regimes", "scarring", "scarring_validation")
 
 NOT_SWEPT = ("record_every",)    # numeric, but nothing here depends on it
 SWEEPABLE = tuple(f.name for f in dataclasses.fields(Protocol)
@@ -294,13 +293,13 @@ def phases_1_2(study, target, seeds, F0, K0) -> dict:
         out[f"cue_{m}"] = p2["cue_metrics"][m]
         for arm in arms:
             out[f"{arm}_recall_{m}"] = p2["arms"][arm]["final"][m]
-    recall_regimes = [classify_regime(v) for v in p2["arms"]["control"]["V"].numpy()]
-    train_regimes = [classify_regime(v) for v in p1["arms"]["control"]["V"].numpy()]
+    recall_regimes = [regimes.classify_regime(v) for v in p2["arms"]["control"]["V"].numpy()]
+    train_regimes = [regimes.classify_regime(v) for v in p1["arms"]["control"]["V"].numpy()]
     out["regime"] = [r["regime"] for r in train_regimes]
     out["regime_active_fraction"] = [r["active_fraction"] for r in train_regimes]
     out["recall_regime"] = [r["regime"] for r in recall_regimes]
     for arm in arms:
-        out[f"{arm}_active_fraction"] = [float((v > ACTIVE_V).mean())
+        out[f"{arm}_active_fraction"] = [float((v > regimes.ACTIVE_V).mean())
                                          for v in p2["arms"][arm]["V"].numpy()]
     return out
 
@@ -462,7 +461,7 @@ def category_map(path, points, x, y, kind, marked, where="") -> str:
         title = (f"scarred recall > {HOLDS_RECALL} and scarred / control > {HOLDS_RATIO}\n"
                  f"on the seed means, or at the worst ends of both 95% intervals")
     else:
-        classes, colours = REGIMES, ("#000000", "#e6550d", "#31a354", "#756bb1", "#fdd0a2")
+        classes, colours = regimes.REGIMES, ("#000000", "#e6550d", "#31a354", "#756bb1", "#fdd0a2")
         label_of = lambda p: p["regime"]   # noqa: E731
         title = "unscarred control after phase 1: regime (most seeds)"
     xs, ys = sorted({p[x] for p in points}), sorted({p[y] for p in points})
@@ -558,8 +557,8 @@ def main(argv=None):
               "work_folder": str(work), "per_member": list(per_member(args)),
               "cost": summary, "overview": overview(points), "points": points,
               "noise_draws": {k: {"role": r, "first_index": i} for k, (r, i) in NOISE.items()},
-              "classifier": {"active_v": ACTIVE_V, "dead_fraction": DEAD_FRACTION,
-                             "fill_fraction": FILL_FRACTION, "compact": COMPACT}}
+              "classifier": {"active_v": regimes.ACTIVE_V, "dead_fraction": regimes.DEAD_FRACTION,
+                             "fill_fraction": regimes.FILL_FRACTION, "compact": regimes.COMPACT}}
     with cli.staged_output(args.out_dir(), Args.study) as out:
         sweep.write_table(out, result.rows)
         report["figures"] = write_figures(out, result.rows, points, grid)

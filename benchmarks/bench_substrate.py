@@ -40,7 +40,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.measure import ROOT, fmt_ratio, load_average, noise_state, ratio_stat
+
 OUT_MD = ROOT / "docs" / "performance.md"
 
 # ---- knobs (most are flags) ----------------------------------------------------------
@@ -76,20 +77,6 @@ def parse_grid(text):
     if len(dims) not in (2, 3) or min(dims) < 8:
         raise ValueError(f"grid {text!r}: want HxW or DxHxW with sides >= 8")
     return dims
-
-
-def noise_state(grid, batch, dtype):
-    """(U, V, F, K, target) of a training start, on the CPU."""
-    import torch
-
-    import substrate
-    from patterns import make_pattern, make_pattern_3d
-    target = (make_pattern("square_spots", *grid) if len(grid) == 2
-              else make_pattern_3d("corner_balls", *grid)).to(dtype)
-    g = torch.Generator().manual_seed(0)
-    V = (0.2 * target + 0.1 * torch.randn((batch, *grid), generator=g, dtype=dtype)).clamp(0, 1)
-    F = torch.full((batch, *grid), substrate.F0, dtype=dtype)
-    return torch.ones_like(V), V, F, torch.full_like(F, substrate.K0), target
 
 
 def scarred_state(grid, batch, dtype, device):
@@ -199,21 +186,6 @@ def measure(setups, device, rounds):
         print("  note: the compiled path or the kernel fell back (no compiler or numba?)",
               flush=True)
     return times, {label: r.first_call_s for label, r in runners.items()}
-
-
-def ratio_stat(base, other):
-    """Geometric mean of base/other over paired rounds, with a 95% t-interval."""
-    from stats import summarize
-    s = summarize([math.log(b / o) for b, o in zip(base, other)])
-    lo = None if s["ci95_low"] is None else math.exp(s["ci95_low"])
-    hi = None if s["ci95_high"] is None else math.exp(s["ci95_high"])
-    return {"mean": math.exp(s["mean"]), "low": lo, "high": hi, "n": s["n"]}
-
-
-def fmt_ratio(r):
-    if r["low"] is None:
-        return f"{r['mean']:.1f}x"
-    return f"{r['mean']:.1f}x [{r['low']:.1f}, {r['high']:.1f}]"
 
 
 # ---- sections ----------------------------------------------------------------------------
@@ -416,13 +388,6 @@ def machine_description(device):
     if device.type == "cuda":
         text += f"; GPU {torch.cuda.get_device_name(device)}"
     return text
-
-
-def load_average():
-    try:
-        return " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def preamble(args, command):

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.bench_substrate import ROOT, fmt_ratio, load_average, ratio_stat
+from benchmarks.measure import ROOT, fmt_ratio, load_average, ratio_stat
 
 RECALL_STEPS = 500            # the main study's phase-2 recall
 RECALL_SEEDS = 8

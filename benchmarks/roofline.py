@@ -91,7 +91,7 @@ def scaling(paths, grids=SCALING_GRIDS, batches=SCALING_BATCHES, steps=SCALING_S
     against the grid at batch 1, and against the batch at batch_grid^2. paths: {name:
     GrayScott compile argument}. Returns {(path, grid, batch): Mcells/s}."""
     import substrate
-    from benchmarks.bench_substrate import noise_state
+    from benchmarks.measure import noise_state
     out = {}
     points = [(g, 1) for g in grids] + [(batch_grid, b) for b in batches if b != 1]
     for grid, batch in points:

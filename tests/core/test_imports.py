@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,9 +85,6 @@ def test_no_import_cycle_among_the_project_modules():
     assert cycles(_graph(lambda m: not m.startswith("benchmarks"))) == []
 
 
-@pytest.mark.xfail(reason="benchmarks.bench_substrate imports kernel_targets and roofline "
-                          "inside functions, and they import bench_substrate's helpers: "
-                          "the shared helpers belong in a module of their own", strict=False)
 def test_no_import_cycle_in_the_benchmarks():
     assert cycles(_graph()) == []
 

@@ -1,6 +1,5 @@
 """Device non-ideality models (models/hardware.py) on small hand-made grids, and the
 hardware study end to end at a small size."""
-import json
 import subprocess
 import sys
 from pathlib import Path

@@ -1,5 +1,4 @@
 """experiments/substrates_2a end to end at a small size, and its bad input."""
-import json
 
 import pytest
 

@@ -287,6 +287,7 @@ def _hook_feed_from_v(V, F, K, scale):
     return F + scale * V, K, V.sum(dim=(-2, -1))
 
 
+@pytest.mark.slow
 @needs_compiler
 def test_run_fuses_a_hook_like_the_eager_path():
     grid = (20, 24)
@@ -318,6 +319,7 @@ def test_run_fuses_a_hook_like_the_eager_path():
     assert torch.equal(gs.K, K.expand(3, *grid)) and torch.equal(F_given, F)
 
 
+@pytest.mark.slow
 @needs_compiler
 def test_compiled_snapshots_survive_the_reused_buffers():
     """The compiled path writes into two buffers per field in turn; a V read earlier

@@ -205,6 +205,7 @@ def test_robustness_quick(quick_runs):
     assert _all_finite(r["groups"])
 
 
+@pytest.mark.slow
 def test_ablations_quick(quick_runs):
     r = quick_runs["ablations"]
     assert "reference" in r["conditions"]

@@ -377,3 +377,35 @@ def associative_capacity(ks, completion_mean, selectivity_mean,
             break
         capacity = k
     return capacity
+
+
+def nearest(sims: torch.Tensor) -> torch.Tensor:
+    """(..., P) similarities -> index of the most similar template, or -1 (no answer)
+    where the best is tied (an empty V is equally far from every template)."""
+    top = sims.topk(2, dim=-1)
+    return torch.where(top.values[..., 0] > top.values[..., 1], top.indices[..., 0], -1)
+
+
+def cosine_matrix(X: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) images against (P, H, W) templates: (C, P) cosine similarities."""
+    nx = torch.nn.functional.normalize(X.flatten(1).double(), dim=1)
+    nt = torch.nn.functional.normalize(T.flatten(1).double(), dim=1)
+    return nx @ nt.T
+
+
+def template_leak(templates: torch.Tensor, V: torch.Tensor, labels: torch.Tensor,
+                  lit: float = 0.3) -> dict:
+    """Where recalls light, against the stored templates. templates (S, P, H, W), V
+    (S, C, H, W) the recalls of C cues whose own templates are labels (C,). Returns the
+    lit share of the grid, the share of the other templates' exclusive mask cells the
+    recalls light (0: only their own; 1: every stored pattern), and the templates' mean
+    and union mask areas (cells above lit)."""
+    masks = templates > lit                               # (S, P, H, W)
+    own = masks[:, labels]                                # (S, C, H, W)
+    others = ((masks.sum(1, keepdim=True) - own.int()) > 0) & ~own
+    on = V > lit
+    leak = (on & others).flatten(2).sum(-1) / others.flatten(2).sum(-1).clamp_min(1)
+    return {"lit_fraction": on.float().mean().item(),
+            "others_exclusive_lit": leak.float().mean().item(),
+            "template_area": masks.float().mean().item(),
+            "template_union_area": masks.any(1).float().mean().item()}

@@ -141,20 +141,6 @@ def sign_test(a, b) -> dict:
             "p_value": float(binomtest(x, x + y).pvalue) if x + y else 1.0}
 
 
-def nearest(sims):
-    """(..., P) similarities -> index of the most similar template, or -1 (no answer)
-    where the best is tied (an empty V is equally far from every template)."""
-    top = sims.topk(2, dim=-1)
-    return torch.where(top.values[..., 0] > top.values[..., 1], top.indices[..., 0], -1)
-
-
-def cosine_matrix(X, T):
-    """(C, H, W) images against (P, H, W) templates: (C, P) cosine similarities."""
-    nx = torch.nn.functional.normalize(X.flatten(1).double(), dim=1)
-    nt = torch.nn.functional.normalize(T.flatten(1).double(), dim=1)
-    return nx @ nt.T
-
-
 # ---- inputs ------------------------------------------------------------------------------
 
 def encoding(part: str, name: str):
@@ -176,17 +162,7 @@ def vowel_images(vowels: str, grid: int, seeds, part_enc, first_index: int):
         for i, v in enumerate(vowels)]) for s in seeds])
 
 
-@dataclass
-class DigitData:
-    folder: Path
-    templates: list          # Recording lists
-    held_out: list
-    others: list
-    sounds: dict             # Recording -> samples
-    digits: list
-
-
-def load_digits(args) -> DigitData:
+def load_digits(args) -> audio.DigitData:
     """Find and read every recording the digits part needs, up front (one clear error
     for a missing folder, no FSDD names, an unknown speaker, a bad WAV)."""
     folder = Path(args.audio_dir) if args.audio_dir else DEFAULT_AUDIO_DIR
@@ -197,43 +173,24 @@ def load_digits(args) -> DigitData:
     if speaker not in {r.speaker for r in recs}:
         raise audio.AudioError(f"--template-speaker {speaker!r}: no recordings in {folder} "
                                f"(speakers: {', '.join(sorted({r.speaker for r in recs}))})")
-    templates = [r for r in recs if r.speaker == speaker and r.index in args.template_recordings]
-    digits = sorted({r.digit for r in templates})
+    templates, held, others, digits = audio.split_digits(recs, speaker,
+                                                         args.template_recordings)
     if len(digits) < 2:
         wanted = " ".join(map(str, args.template_recordings))
         raise audio.AudioError(f"--template-recordings {wanted}: {speaker} has them for "
                                f"{len(digits)} digit(s) in {folder}; at least 2 are needed")
-    held = [r for r in recs if r.speaker == speaker and r.digit in digits
-            and r.index not in args.template_recordings]
-    others = [r for r in recs if r.speaker != speaker and r.digit in digits]
     if not held and not others:
         raise audio.AudioError(f"{folder}: no recordings left to cue with (all of {speaker}'s "
                                f"are templates and there is no other speaker)")
     used = templates + held + others
-    return DigitData(folder, templates, held, others,
-                     dict(zip(used, audio.load_recordings(used))), digits)
+    return audio.DigitData(folder, templates, held, others,
+                           dict(zip(used, audio.load_recordings(used))), digits)
 
 
-def digit_images(data: DigitData, grid: int, part_enc):
+def digit_images(data, grid: int, part_enc):
     """Templates (P, H, W), cue images (C, H, W), labels (C,) and the group slices."""
     enc, dots, _ = part_enc
-    sr = audio.FSDD_SAMPLE_RATE
-
-    def images(recs):
-        if not recs:
-            return torch.zeros(0, grid, grid)
-        return torch.stack([audio.spectrogram_image(data.sounds[r], sr, grid, grid, enc)
-                            for r in recs])
-
-    t_ims = images(data.templates)
-    t_dig = torch.tensor([r.digit for r in data.templates])
-    templates = torch.stack([t_ims[t_dig == d].mean(0) for d in data.digits])
-    cues = torch.cat([images(data.held_out), images(data.others)])
-    labels = torch.tensor([data.digits.index(r.digit) for r in data.held_out + data.others])
-    nh = len(data.held_out)
-    groups = {k: v for k, v in (("held_out", slice(0, nh)),
-                                ("other_speakers", slice(nh, nh + len(data.others))))
-              if v.stop > v.start}
+    templates, cues, labels, groups = audio.digit_task_images(data, grid, grid, enc)
     return draw(templates, dots), draw(cues, dots), labels, groups
 
 
@@ -257,7 +214,7 @@ def run_task(study, templates, cue_images, labels, seeds, strength, beta_per_sqr
                        progress=f"{progress} recall")
     sims = {"cue": res["initial"]["cosine"][:S], "medium": res["final"]["cosine"][:S],
             "unscarred": res["final"]["cosine"][S:]}
-    preds = {k: nearest(v) for k, v in sims.items()}
+    preds = {k: metrics.nearest(v) for k, v in sims.items()}
     preds.update(no_medium_predictions(T.cpu(), cues.cpu(), beta_per_sqrt_n))
     V = res["V"]
     scars = [store["snapshots"][k][0][0] - (store["snapshots"][k - 1][0][0] if k > 1 else F0[0])
@@ -282,23 +239,14 @@ def no_medium_predictions(T, cues, beta_per_sqrt_n: float) -> dict:
         net = hopfield.ModernHopfield(hopfield.to_bipolar(T[s]), beta)
         xi, _ = net.recall(query)
         for name, state in (("cue_binarised", query), ("modern_hopfield", xi)):
-            out[name].append(nearest(cosine_matrix(hopfield.to_image(state, H, W), T[s])))
+            out[name].append(metrics.nearest(metrics.cosine_matrix(
+                hopfield.to_image(state, H, W), T[s])))
     return {k: torch.stack(v) for k, v in out.items()}
 
 
 def mechanism(raw, idx) -> dict:
-    """Where the recalled V lights: its lit share of the grid, and the share of the other
-    templates' exclusive mask cells it lights (0: only its own; 1: every stored sound)."""
-    T, V, lab = raw["templates"], raw["V"][:, idx], raw["labels"][idx]
-    masks = T > LIT                                       # (S, P, H, W)
-    own = masks[:, lab]                                   # (S, C, H, W)
-    others = ((masks.sum(1, keepdim=True) - own.int()) > 0) & ~own
-    lit = V > LIT
-    leak = (lit & others).flatten(2).sum(-1) / others.flatten(2).sum(-1).clamp_min(1)
-    return {"lit_fraction": lit.float().mean().item(),
-            "others_exclusive_lit": leak.float().mean().item(),
-            "template_area": masks.float().mean().item(),
-            "template_union_area": masks.any(1).float().mean().item()}
+    """Where the recalled V of the cues idx lights (metrics.template_leak at LIT)."""
+    return metrics.template_leak(raw["templates"], raw["V"][:, idx], raw["labels"][idx], LIT)
 
 
 def summarize_group(raw, idx, per_recording: bool, classes) -> dict:
@@ -401,7 +349,7 @@ def run_vowels(study, seeds, args) -> tuple[dict, dict]:
     return body, figs
 
 
-def run_digits(study, seeds, args, data: DigitData) -> tuple[dict, dict]:
+def run_digits(study, seeds, args, data: audio.DigitData) -> tuple[dict, dict]:
     """One template per digit; held-out and other speakers' recordings as cues."""
     body, figs = {}, []
     for name in args.encodings:
@@ -513,7 +461,7 @@ def plot_accuracy(path, entries, rule) -> None:
     figures.save_figure(fig, path)
 
 
-def sonify(out, raw, data: DigitData, part_enc, prefix) -> list[str]:
+def sonify(out, raw, data: audio.DigitData, part_enc, prefix) -> list[str]:
     """The first held-out digit's template and its recalled V back to sound (Griffin-Lim
     via inputs.audio.image_to_audio), at the length of its recording."""
     import soundfile

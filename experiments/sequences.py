@@ -89,7 +89,6 @@ SECTIONS = ("reference", "random", "hopfield")
 REFERENCE_CUES = ("cue A", "cue B", "cue C", "noise only")
 RANDOM_CUES = ("cue first", "cue second", "noise only")
 HOPFIELD_NETS = ("asymmetric", "asymmetric_delay", "modern")
-MAX_FRAMES = 300          # frames kept per filmed run (the peak frames are picked from these)
 BLOB_SEED_SPAN = 10_000   # blob item i of run seed s is drawn with seed s * span + i
 
 
@@ -192,80 +191,11 @@ def rate_text(stat) -> str:
     return f"{stat['k']}/{stat['n']} [{stat['ci95_low']:.2f}, {stat['ci95_high']:.2f}]"
 
 
-# ---- the media ----------------------------------------------------------------------------
-
-class Media:
-    """The study's scaled times, set-points, cues and media builders for one grid."""
-
-    def __init__(self, args, study, seeds):
-        self.args, self.study, self.seeds = args, study, seeds
-        p = study.protocol
-        self.scale = p.grid / 64
-        self.fill = max(1, round(args.fill * self.scale))
-        self.hold = max(1, round(args.hold * self.scale))
-        self.width = args.channel_width * self.scale
-        bg = study.rule.background(p.f0, p.k0)
-        if any(isinstance(x, torch.Tensor) and x.dim() > 0 for x in bg):
-            raise ValueError(f"--rule {p.rule}: painted layouts need a uniform background")
-        self.background = tuple(float(x) for x in bg)
-
-    def painted(self, masks, setpoints, channels):
-        """Per-seed painted (F, K): masks (S, P, H, W), channels (S, P - 1, H, W)."""
-        Fb, Kb = self.background
-        fields = [sq.layout_fields(m, setpoints, c, setpoints[1:], Fb, Kb)
-                  for m, c in zip(masks, channels)]
-        dev = dict(device=self.study.device, dtype=self.study.dtype)
-        return (torch.stack([f for f, _ in fields]).to(**dev),
-                torch.stack([k for _, k in fields]).to(**dev))
-
-    def stored_depth(self, items, setpoints, channels, first_index):
-        return sq.store_sequence(self.study, items, self.seeds, setpoints,
-                                 self.args.multi_train_steps, channels=channels,
-                                 channel_setpoints=setpoints[1:], first_index=first_index,
-                                 F=self.background[0], K=self.background[1])
-
-    def unscarred(self):
-        return self.study.default_fields(len(self.seeds))
-
-    def channels(self, masks):
-        return torch.stack([sq.chain_channels(m, self.width, self.args.fan) for m in masks])
-
-    def cues(self, items, first_index):
-        """(S, C, H, W) protocol cues of items (S, C, H, W) plus noise only (last)."""
-        p, H = self.study.protocol, items.shape[-1]
-        cued = self.study.cues(items, self.seeds, p.multi_cue_strength, "cue", first_index)
-        noise = self.study.cues(torch.zeros(1, H, H), self.seeds, 0.0, *NOISE["phase2_no_cue"])
-        cues = torch.cat([cued, noise], 1)
-        theta = self.args.cue_threshold
-        return torch.where(cues > theta, cues, torch.zeros_like(cues)) if theta > 0 else cues
-
-    def replay(self, F, K, cues, items, steps, schedule, outside, film=True):
-        p = self.study.protocol
-        every = p.record_every
-        records = steps // every + 1
-        frame_every = every * max(1, math.ceil(records / MAX_FRAMES)) if film else None
-        return sq.replay(F, K, cues, items, steps, every, schedule=schedule,
-                         substrate=p.substrate(), device=self.study.device,
-                         dtype=self.study.dtype, frame_every=frame_every,
-                         frame_members=[(0, 0)] if film else None, outside=outside)
-
-
-def peak_frames(r, summary):
-    """V of seed 0, first cue, at each item's peak: ([(H, W)], [step]) (nearest frame)."""
-    steps = torch.tensor(r["frame_steps"], dtype=torch.float64)
-    out, when = [], []
-    for t in summary["peak_time"][0].tolist():
-        i = 0 if t != t else int((steps - t).abs().argmin())   # never peaks: step 0
-        out.append(r["frames"][i, 0])
-        when.append(None if t != t else int(steps[i]))
-    return out, when
-
-
 # ---- the reference battery --------------------------------------------------------------
 
-def reference_media(media, items, keys):
+def reference_media(args, media, items, keys):
     """{key: (F, K, schedule)} for the chosen conditions."""
-    args, S = media.args, len(media.seeds)
+    S = len(media.seeds)
     masks = (items > 0.3).cpu().expand(S, *items.shape)
     channels = media.channels(masks)
     depth = sq.depth_setpoints(3, args.k_second, args.spacing)
@@ -300,12 +230,12 @@ def reference_media(media, items, keys):
     return out, channels
 
 
-def run_reference(media):
-    args, p = media.args, media.study.protocol
+def run_reference(args, media):
+    p = media.study.protocol
     targets = patterns.phase3_targets(p.grid)
     names = list(targets)
     items = torch.stack(list(targets.values())).to(media.study.device, media.study.dtype)
-    built, channels = reference_media(media, items, args.conditions)
+    built, channels = reference_media(args, media, items, args.conditions)
     cues = media.cues(items.expand(len(media.seeds), *items.shape), NOISE["phase3_cues"][1])
     outside = ~((items > 0.3).cpu().any(0) | channels[0].any(0))
     steps = media.fill + 3 * media.hold
@@ -327,7 +257,7 @@ def run_reference(media):
             for c, cue in enumerate(REFERENCE_CUES):
                 entry["cues"][cue] = summarize_replay(r["curves"][:, :, c], r["steps"], args)
                 entry["cues"][cue]["lit_outside_max"] = stats.summarize(r["lit_outside"][:, :, c].amax(0), bounds=(0.0, 1.0))
-            frames[key] = peak_frames(r, entry["cues"]["cue A"])
+            frames[key] = sq.peak_frames(r, entry["cues"]["cue A"])
             entry["peak_frame_steps"] = frames[key][1]
             entry["seconds"] = time.perf_counter() - t0
             out["conditions"][key] = entry
@@ -345,8 +275,8 @@ def blob_items(length, grid, seeds, count, radius):
         for i in range(length)]) for s in seeds])
 
 
-def run_random(media):
-    args, p = media.args, media.study.protocol
+def run_random(args, media):
+    p = media.study.protocol
     out = {"family": f"{args.blobs} blobs of radius {args.blob_radius} (reference cells) "
                      f"per item, drawn per seed", "lengths": {}}
     with cli.progress(len(args.lengths), "random sequences") as bar:
@@ -630,13 +560,16 @@ def main(argv=None):
     study = scarring.Study(protocol_of(args), device)
     if any(CONDITIONS[k][1] == "depth_stored" for k in args.conditions) or "random" in args.sections:
         sq.depth_rule(study.rule, sq.F_SCAR, sq.K_SCAR)      # refuse a rule that cannot code depth
-    media = Media(args, study, seeds)
+    media = sq.SequenceMedia(study, seeds, fill=args.fill, hold=args.hold,
+                             channel_width=args.channel_width, fan=args.fan,
+                             train_steps=args.multi_train_steps,
+                             cue_threshold=args.cue_threshold)
     t0 = time.perf_counter()
     body, frames = {}, None
     if "reference" in args.sections:
-        body["reference"], frames, items = run_reference(media)
+        body["reference"], frames, items = run_reference(args, media)
     if "random" in args.sections:
-        body["random"] = run_random(media)
+        body["random"] = run_random(args, media)
     if "hopfield" in args.sections:
         body["hopfield"] = run_hopfield(args, seeds, args.cue_noise, args.multi_cue_strength)
     body["targets"] = targets(body)

@@ -72,8 +72,8 @@ from common import cli, limits, sweep
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol
 
-torch, np, metrics, patterns, scarring, validation = cli.lazy_modules(
-    "torch", "numpy", "metrics", "patterns", "scarring", "scarring_validation")
+torch, np, metrics, patterns, regimes, scarring, validation = cli.lazy_modules(
+    "torch", "numpy", "metrics", "patterns", "regimes", "scarring", "scarring_validation")
 
 NOT_SWEPT = ("record_every",)    # numeric, but nothing here depends on it
 SWEEPABLE = tuple(f.name for f in dataclasses.fields(Protocol)
@@ -293,13 +293,13 @@ def phases_1_2(study, target, seeds, F0, K0) -> dict:
         out[f"cue_{m}"] = p2["cue_metrics"][m]
         for arm in arms:
             out[f"{arm}_recall_{m}"] = p2["arms"][arm]["final"][m]
-    recall_regimes = [classify_regime(v) for v in p2["arms"]["control"]["V"].numpy()]
-    train_regimes = [classify_regime(v) for v in p1["arms"]["control"]["V"].numpy()]
+    recall_regimes = [regimes.classify_regime(v) for v in p2["arms"]["control"]["V"].numpy()]
+    train_regimes = [regimes.classify_regime(v) for v in p1["arms"]["control"]["V"].numpy()]
     out["regime"] = [r["regime"] for r in train_regimes]
     out["regime_active_fraction"] = [r["active_fraction"] for r in train_regimes]
     out["recall_regime"] = [r["regime"] for r in recall_regimes]
     for arm in arms:
-        out[f"{arm}_active_fraction"] = [float((v > ACTIVE_V).mean())
+        out[f"{arm}_active_fraction"] = [float((v > regimes.ACTIVE_V).mean())
                                          for v in p2["arms"][arm]["V"].numpy()]
     return out
 
@@ -320,73 +320,6 @@ def phase_3(study, seeds, F0, K0) -> dict:
     out.update(p3_mean_recall=own.mean(1), p3_min_recall=own.min(1).values,
                discrimination=metrics.discrimination_per_seed(matrix))
     return out
-
-
-# ---- what the unscarred medium does there ---------------------------------------------
-
-ACTIVE_V = 0.1          # a cell is active above this V (uniform states sit at V >= 0.2)
-DEAD_FRACTION = 0.001   # fewer active cells than this: the medium died out ("decays")
-FILL_FRACTION = 0.95    # more: V covers the grid ("fills")
-COMPACT = 0.3           # a piece is a spot (or a hole) when 4 pi area / perimeter^2 >= this
-REGIMES = ("decays", "spots", "stripes", "holes", "fills")
-
-
-def classify_regime(V) -> dict:
-    """The pattern of one final V field (H, W): {"regime", "active_fraction"}.
-
-    Active cells (V > ACTIVE_V): almost none -> "decays", almost all -> "fills".
-    Otherwise the minority phase (the active cells when at most half the grid is active,
-    else the inactive ones) is cut into pieces (4-connected, across the periodic edges)
-    and each piece gets its compactness 4 pi area / perimeter^2 (perimeter in cell
-    edges; about 0.6-0.8 for a digital disc or a small square, below 0.1 for a long
-    stripe). Mostly compact pieces (median over the phase's cells >= COMPACT) -> "spots"
-    (active minority) or "holes" (inactive minority: inverted spots); else "stripes"
-    (stripes, rings, labyrinths, mixtures). A snapshot: travelling waves or chaos read as
-    whatever they look like at that step."""
-    active = np.asarray(V) > ACTIVE_V
-    fraction = float(active.mean())
-    if fraction < DEAD_FRACTION:
-        regime = "decays"
-    elif fraction > FILL_FRACTION:
-        regime = "fills"
-    elif fraction <= 0.5:
-        regime = "spots" if _median_compactness(active) >= COMPACT else "stripes"
-    else:
-        regime = "holes" if _median_compactness(~active) >= COMPACT else "stripes"
-    return {"regime": regime, "active_fraction": fraction}
-
-
-def _median_compactness(mask) -> float:
-    """Median over the mask's cells of the compactness of the piece each cell is in."""
-    labels = periodic_labels(mask)
-    area = np.bincount(labels.ravel())
-    # boundary edges of each cell: 4-neighbours (across the periodic edges) outside the mask
-    edges = sum((~np.roll(mask, shift, axis)).astype(np.int64)
-                for axis in (0, 1) for shift in (1, -1)) * mask
-    perimeter = np.bincount(labels.ravel(), weights=edges.ravel(), minlength=len(area))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        compact = np.where(perimeter > 0, 4 * np.pi * area / perimeter ** 2, 0.0)
-    return float(np.median(compact[labels[mask]]))
-
-
-def periodic_labels(mask):
-    """Connected pieces of a 2D bool mask on a torus (4-connected): scipy labels the
-    plane; pieces that touch across an edge are merged with a small union-find."""
-    from scipy import ndimage
-
-    labels, n = ndimage.label(mask)
-    parent = np.arange(n + 1)
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in ((labels[0], labels[-1]), (labels[:, 0], labels[:, -1])):
-        for i, j in zip(a[(a > 0) & (b > 0)], b[(a > 0) & (b > 0)]):
-            parent[root(i)] = root(j)
-    return np.array([root(i) for i in range(n + 1)])[labels]
 
 
 # ---- per-point summaries ----------------------------------------------------------------
@@ -528,7 +461,7 @@ def category_map(path, points, x, y, kind, marked, where="") -> str:
         title = (f"scarred recall > {HOLDS_RECALL} and scarred / control > {HOLDS_RATIO}\n"
                  f"on the seed means, or at the worst ends of both 95% intervals")
     else:
-        classes, colours = REGIMES, ("#000000", "#e6550d", "#31a354", "#756bb1", "#fdd0a2")
+        classes, colours = regimes.REGIMES, ("#000000", "#e6550d", "#31a354", "#756bb1", "#fdd0a2")
         label_of = lambda p: p["regime"]   # noqa: E731
         title = "unscarred control after phase 1: regime (most seeds)"
     xs, ys = sorted({p[x] for p in points}), sorted({p[y] for p in points})
@@ -624,8 +557,8 @@ def main(argv=None):
               "work_folder": str(work), "per_member": list(per_member(args)),
               "cost": summary, "overview": overview(points), "points": points,
               "noise_draws": {k: {"role": r, "first_index": i} for k, (r, i) in NOISE.items()},
-              "classifier": {"active_v": ACTIVE_V, "dead_fraction": DEAD_FRACTION,
-                             "fill_fraction": FILL_FRACTION, "compact": COMPACT}}
+              "classifier": {"active_v": regimes.ACTIVE_V, "dead_fraction": regimes.DEAD_FRACTION,
+                             "fill_fraction": regimes.FILL_FRACTION, "compact": regimes.COMPACT}}
     with cli.staged_output(args.out_dir(), Args.study) as out:
         sweep.write_table(out, result.rows)
         report["figures"] = write_figures(out, result.rows, points, grid)

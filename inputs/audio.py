@@ -477,3 +477,53 @@ def recording_images(recordings, height: int, width: int,
     """(N, H, W) spectrogram images of the recordings, in their order."""
     audio = load_recordings(recordings, sample_rate, resample)
     return torch.stack([spectrogram_image(a, sample_rate, height, width, enc) for a in audio])
+
+
+@dataclass
+class DigitData:
+    """A spoken-digit task: one speaker's chosen recordings make the templates (one per
+    digit, their images averaged); that speaker's other recordings of the same digits
+    (held out) and every other speaker's are the cues. sounds: Recording -> samples."""
+    folder: Path
+    templates: list          # Recording lists
+    held_out: list
+    others: list
+    sounds: dict
+    digits: list
+
+
+def split_digits(recordings, speaker: str, template_indices) -> tuple[list, list, list, list]:
+    """(templates, held out, others, digits) of the recordings: the speaker's recordings
+    whose index is in template_indices, the speaker's other recordings of those digits,
+    every other speaker's recordings of them, and the sorted digits."""
+    templates = [r for r in recordings if r.speaker == speaker and r.index in template_indices]
+    digits = sorted({r.digit for r in templates})
+    held = [r for r in recordings if r.speaker == speaker and r.digit in digits
+            and r.index not in template_indices]
+    others = [r for r in recordings if r.speaker != speaker and r.digit in digits]
+    return templates, held, others, digits
+
+
+def digit_task_images(data: DigitData, height: int, width: int,
+                      enc: SpectrogramEncoding = DEFAULT_ENCODING,
+                      sample_rate: int = FSDD_SAMPLE_RATE):
+    """Templates (P, H, W: the mean image of each digit's template recordings), cue
+    images (C, H, W: held out, then the other speakers), labels (C,: index into
+    data.digits) and the groups {"held_out", "other_speakers": slice of the cues} that
+    have any cue."""
+    def images(recs):
+        if not recs:
+            return torch.zeros(0, height, width)
+        return torch.stack([spectrogram_image(data.sounds[r], sample_rate, height, width, enc)
+                            for r in recs])
+
+    t_ims = images(data.templates)
+    t_dig = torch.tensor([r.digit for r in data.templates])
+    templates = torch.stack([t_ims[t_dig == d].mean(0) for d in data.digits])
+    cues = torch.cat([images(data.held_out), images(data.others)])
+    labels = torch.tensor([data.digits.index(r.digit) for r in data.held_out + data.others])
+    nh = len(data.held_out)
+    groups = {k: v for k, v in (("held_out", slice(0, nh)),
+                                ("other_speakers", slice(nh, nh + len(data.others))))
+              if v.stop > v.start}
+    return templates, cues, labels, groups

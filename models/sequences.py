@@ -30,16 +30,20 @@ Mechanisms built here (each is F, K fields, plus an optional global schedule):
   (scarring.store_patterns, one clamp per item), channels painted on top;
 * `learn_fields`: static per-cell F, K fitted by backprop through the replay to a loss
   on the similarity curves (`sequence_loss`), to test whether any static field replays.
+* `SequenceMedia`: these on one scarring.Study, for a study script: times and widths
+  scaled from 64 x 64, the layouts, the protocol cues, the filmed replay (`peak_frames`).
 All functions are pure (tensors in, tensors out) except `replay`, which runs GrayScott.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 import memory
 from memory import per_seed
+from protocol import NOISE
 from scarring import GrayScottMedium
 from substrate import F0, K0
 
@@ -406,3 +410,82 @@ def learn_fields(items, cue_fn, steps: int, record_every: int, iters: int,
         F = F_range[0] + (F_range[1] - F_range[0]) * torch.sigmoid(aF)
         K = K_range[0] + (K_range[1] - K_range[0]) * torch.sigmoid(aK)
     return F.float(), K.float(), history
+
+
+MAX_FRAMES = 300          # frames kept per filmed run (the peak frames are picked from these)
+
+
+class SequenceMedia:
+    """A sequence study's media on one Study: times and channel widths given at 64 x 64
+    and scaled to the study's grid, the rule's uniform background, the painted and the
+    stored (depth-coded) layouts, the protocol cues, and the filmed replay.
+
+    fill, hold: steps at 64 x 64 before the schedule kills and per item; channel_width:
+    cells at 64 x 64; fan: channels from each item to the next; train_steps: storage
+    steps per item; cue_threshold: cue cells at or below it are zeroed (0: off)."""
+
+    def __init__(self, study, seeds, *, fill: int, hold: int, channel_width: float,
+                 fan: int, train_steps: int, cue_threshold: float = 0.0):
+        self.study, self.seeds = study, seeds
+        self.fan, self.train_steps, self.cue_threshold = fan, train_steps, cue_threshold
+        p = study.protocol
+        self.scale = p.grid / 64
+        self.fill = max(1, round(fill * self.scale))
+        self.hold = max(1, round(hold * self.scale))
+        self.width = channel_width * self.scale
+        bg = study.rule.background(p.f0, p.k0)
+        if any(isinstance(x, torch.Tensor) and x.dim() > 0 for x in bg):
+            raise ValueError(f"--rule {p.rule}: painted layouts need a uniform background")
+        self.background = tuple(float(x) for x in bg)
+
+    def painted(self, masks, setpoints, channels):
+        """Per-seed painted (F, K): masks (S, P, H, W), channels (S, P - 1, H, W)."""
+        Fb, Kb = self.background
+        fields = [layout_fields(m, setpoints, c, setpoints[1:], Fb, Kb)
+                  for m, c in zip(masks, channels)]
+        dev = dict(device=self.study.device, dtype=self.study.dtype)
+        return (torch.stack([f for f, _ in fields]).to(**dev),
+                torch.stack([k for _, k in fields]).to(**dev))
+
+    def stored_depth(self, items, setpoints, channels, first_index):
+        return store_sequence(self.study, items, self.seeds, setpoints, self.train_steps,
+                              channels=channels, channel_setpoints=setpoints[1:],
+                              first_index=first_index, F=self.background[0],
+                              K=self.background[1])
+
+    def unscarred(self):
+        return self.study.default_fields(len(self.seeds))
+
+    def channels(self, masks):
+        return torch.stack([chain_channels(m, self.width, self.fan) for m in masks])
+
+    def cues(self, items, first_index):
+        """(S, C, H, W) protocol cues of items (S, C, H, W) plus noise only (last)."""
+        p, H = self.study.protocol, items.shape[-1]
+        cued = self.study.cues(items, self.seeds, p.multi_cue_strength, "cue", first_index)
+        noise = self.study.cues(torch.zeros(1, H, H), self.seeds, 0.0, *NOISE["phase2_no_cue"])
+        cues = torch.cat([cued, noise], 1)
+        theta = self.cue_threshold
+        return torch.where(cues > theta, cues, torch.zeros_like(cues)) if theta > 0 else cues
+
+    def replay(self, F, K, cues, items, steps, schedule, outside, film=True):
+        p = self.study.protocol
+        every = p.record_every
+        records = steps // every + 1
+        frame_every = every * max(1, math.ceil(records / MAX_FRAMES)) if film else None
+        return replay(F, K, cues, items, steps, every, schedule=schedule,
+                      substrate=p.substrate(), device=self.study.device,
+                      dtype=self.study.dtype, frame_every=frame_every,
+                      frame_members=[(0, 0)] if film else None, outside=outside)
+
+
+def peak_frames(r, summary):
+    """V of seed 0, first cue, at each item's peak: ([(H, W)], [step]) (nearest frame).
+    r: a filmed replay's result; summary: its read-out with "peak_time" (S, P)."""
+    steps = torch.tensor(r["frame_steps"], dtype=torch.float64)
+    out, when = [], []
+    for t in summary["peak_time"][0].tolist():
+        i = 0 if t != t else int((steps - t).abs().argmin())   # never peaks: step 0
+        out.append(r["frames"][i, 0])
+        when.append(None if t != t else int(steps[i]))
+    return out, when

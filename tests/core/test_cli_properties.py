@@ -135,6 +135,7 @@ def folders(tmp_path_factory):
     return tmp
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", SCRIPTS)
 def test_random_flags_give_a_refusal_or_a_run_never_a_traceback(module, folders,
                                                                 monkeypatch):

@@ -51,6 +51,7 @@ def eager_steps(U, V, F, K, stencil, steps):
     return U, V
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stencil", ["nine_point", "five_point"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_kernel_matches_the_numpy_float64_reference(stencil, dtype):
@@ -127,6 +128,7 @@ def test_the_fixed_point_is_exact_for_any_feed_and_kill():
         assert torch.equal(U1, U) and torch.equal(V1, V)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_blocking_in_time_is_bit_identical_to_stepping_the_batch(dtype):
     """Whole members through many steps per call (run_members) against the batch one

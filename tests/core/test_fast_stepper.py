@@ -195,6 +195,7 @@ def test_no_host_sync_inside_the_eager_loop(monkeypatch):
     ((20, 24), torch.float32, True, None),
     ((6, 7, 8), torch.float64, False, "seven_point"),
 ])
+@pytest.mark.slow
 def test_compiled_matches_eager(grid, dtype, per_member, stencil):
     U, V, F, K = random_state(3, grid, seed=3, per_member=per_member, dtype=dtype)
     runs = []
@@ -214,6 +215,7 @@ def test_compiled_matches_eager(grid, dtype, per_member, stencil):
     ((20, 24), torch.float32, True, None),                   # the shapes compiled above
     ((6, 7, 8), torch.float64, False, "seven_point"),
 ])
+@pytest.mark.slow
 def test_no_subnormal_survives_a_step(compile, grid, dtype, per_member, stencil):
     """A medium whose V has decayed into subnormal floats (and into the range where V * V
     is subnormal) away from a live patch: after one step no value of U or V is
@@ -235,6 +237,7 @@ def test_no_subnormal_survives_a_step(compile, grid, dtype, per_member, stencil)
     assert (gs.V[(slice(None), *(slice(0, 3),) * len(grid))] > 0).any()  # the patch lives
 
 
+@pytest.mark.slow
 @needs_compiler
 def test_compiled_state_reads_like_plain_tensors():
     grid = (20, 24)
@@ -254,6 +257,7 @@ def test_compiled_state_reads_like_plain_tensors():
     assert before[1, 2, 3] == 0.9
 
 
+@pytest.mark.slow
 @needs_compiler
 def test_compiled_training_run_matches_eager_and_does_not_sync(monkeypatch):
     grid = (20, 24)
@@ -280,6 +284,7 @@ def _hook_feed_from_v(V, F, K, scale):
     return F + scale * V, K, V.sum(dim=(-2, -1))
 
 
+@pytest.mark.slow
 @needs_compiler
 def test_run_fuses_a_hook_like_the_eager_path():
     grid = (20, 24)
@@ -311,6 +316,7 @@ def test_run_fuses_a_hook_like_the_eager_path():
     assert torch.equal(gs.K, K.expand(3, *grid)) and torch.equal(F_given, F)
 
 
+@pytest.mark.slow
 @needs_compiler
 def test_compiled_snapshots_survive_the_reused_buffers():
     """The compiled path writes into two buffers per field in turn; a V read earlier
@@ -376,6 +382,7 @@ def test_scar_rule_works_unchanged_in_3d():
 
 
 # ---- the benchmark -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_benchmark_quick_runs_and_never_writes_docs():
     docs = ROOT / "docs" / "performance.md"
     before = docs.read_bytes() if docs.exists() else None

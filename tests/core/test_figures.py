@@ -46,6 +46,7 @@ def test_video_is_h264_yuv420p_with_every_frame(tmp_path):
     assert not list(tmp_path.glob(".*partial*"))
 
 
+@pytest.mark.slow
 def test_video_burns_the_step_counter_into_each_frame(tmp_path):
     field = torch.full((3, 48, 48), 0.5)
     figures.write_video(tmp_path / "a.mp4", [field], ["V"], steps=[0, 1, 2])

@@ -1,6 +1,7 @@
 """The project's modules import one another without a cycle: the import graph, built from
 every import statement of every module (at module level or inside a function), read with
 ast, has no strongly connected component larger than one module."""
+import pytest
 import ast
 import subprocess
 import sys
@@ -80,11 +81,13 @@ def _graph(keep=lambda m: True):
             for m, p in modules.items() if keep(m)}
 
 
+@pytest.mark.slow
 def test_no_import_cycle_among_the_project_modules():
     """The library, the studies and common/ (benchmarks/ below)."""
     assert cycles(_graph(lambda m: not m.startswith("benchmarks"))) == []
 
 
+@pytest.mark.slow
 def test_no_import_cycle_in_the_benchmarks():
     assert cycles(_graph()) == []
 

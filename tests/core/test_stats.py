@@ -16,6 +16,7 @@ from stats import (
 )
 
 
+@pytest.mark.slow
 def test_summarize_matches_scipy():
     from scipy import stats
 

@@ -344,6 +344,7 @@ def test_write_atomic_leaves_the_old_file_when_the_rename_fails(tmp_path, monkey
 
 # ---- executors ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_parallel_workers_give_the_same_table(tmp_path):
     run(tmp_path / "one")
     res = run(tmp_path / "two", workers=2)

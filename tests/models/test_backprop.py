@@ -145,6 +145,7 @@ def test_nan_guard_triggers_on_a_diverging_parameter_set():
     assert torch.isfinite(res["params"]).all()
 
 
+@pytest.mark.slow
 def test_recovery_lowers_the_loss_on_a_tiny_grid():
     torch.manual_seed(0)
     H, steps = 16, 150
@@ -226,6 +227,7 @@ def quick_runs(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_learn_parameters_quick(quick_runs):
     out, res = quick_runs["learn_parameters"]
     r = res["results"][0]
@@ -305,6 +307,7 @@ def test_quick_keeps_explicit_flags_and_reads_comma_lists():
     assert set(lp.LOSS_NAMES) == set(LOSSES)      # the names --help lists
 
 
+@pytest.mark.slow
 def test_learned_scars_quick(quick_runs):
     out, res = quick_runs["learned_scars"]
     methods = {r["method"] for r in res["results"]}

@@ -259,6 +259,7 @@ def _run(args, tmp_path, env=None):
                           text=True, cwd=ROOT, timeout=300, env=env)
 
 
+@pytest.mark.slow
 def test_baselines_quick(tmp_path):
     out, weights = tmp_path / "out", tmp_path / "cue.pt"
     r = _run(["-m", "experiments.baselines", "--quick", "--seeds", "2", "--retrain-nca",
@@ -321,6 +322,7 @@ def test_quick_keeps_explicit_flags():
     assert args.train_steps == 5 and args.grid == nca_growth.QUICK["grid"]
 
 
+@pytest.mark.slow
 def test_nca_growth_quick(tmp_path):
     out, weights = tmp_path / "out", tmp_path / "emoji.pt"
     r = _run(["-m", "experiments.nca_growth", "--quick", "--seeds", "2", "--retrain",
@@ -338,6 +340,7 @@ def test_nca_growth_quick(tmp_path):
     assert model.n_params() == 8336
 
 
+@pytest.mark.slow
 def test_nca_growth_retrain_writes_weights_that_load(tmp_path, capsys):
     """A full run (tiny by flags) writes --weights whole; the next run loads them."""
     from experiments import nca_growth

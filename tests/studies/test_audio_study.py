@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import metrics
 from common import cli
 from experiments import audio as study
 from tests.schema_check import check_results
@@ -52,7 +53,7 @@ def test_sign_test_counts_units_and_drops_ties():
 
 def test_nearest_gives_no_answer_for_a_tie():
     sims = torch.tensor([[0.1, 0.9, 0.3], [0.0, 0.0, 0.0], [0.5, 0.2, 0.5]])
-    assert study.nearest(sims).tolist() == [1, -1, -1]
+    assert metrics.nearest(sims).tolist() == [1, -1, -1]
 
 
 def test_mechanism_counts_other_templates_lit_cells():
@@ -68,6 +69,7 @@ def test_mechanism_counts_other_templates_lit_cells():
 
 # ---------------------------------------------------------------- the script, end to end
 
+@pytest.mark.slow
 def test_quick_run_end_to_end(tmp_path, capsys):
     audio_dir = tiny_audio_dir(tmp_path / "wavs")
     out = tmp_path / "out"

@@ -165,6 +165,7 @@ def _all_finite(obj):
     return True
 
 
+@pytest.mark.slow
 def test_cue_specificity_quick(quick_runs):
     r = quick_runs["cue_specificity"]
     mx = r["matrix"]
@@ -179,6 +180,7 @@ def test_cue_specificity_quick(quick_runs):
     assert _all_finite(r["matrix"]) and _all_finite(r["discrimination"])
 
 
+@pytest.mark.slow
 def test_capacity_quick(quick_runs):
     r = quick_runs["capacity"]
     assert set(r["by_k"]) == {"1", "2", "4"}
@@ -192,6 +194,7 @@ def test_capacity_quick(quick_runs):
     assert _all_finite(r["by_k"])
 
 
+@pytest.mark.slow
 def test_robustness_quick(quick_runs):
     r = quick_runs["robustness"]
     assert set(r["groups"]) == {"strength", "noise", "damage"}
@@ -202,6 +205,7 @@ def test_robustness_quick(quick_runs):
     assert _all_finite(r["groups"])
 
 
+@pytest.mark.slow
 def test_ablations_quick(quick_runs):
     r = quick_runs["ablations"]
     assert "reference" in r["conditions"]

@@ -126,6 +126,7 @@ def _finite(obj):
     return not isinstance(obj, float) or math.isfinite(obj)
 
 
+@pytest.mark.slow
 def test_sequences_quick(quick_runs):
     r, out = quick_runs["sequences"]
     jsonschema.validate(r, SCHEMA)
@@ -151,6 +152,7 @@ def test_sequences_quick(quick_runs):
     assert _finite(ref) and _finite(r["random"])
 
 
+@pytest.mark.slow
 def test_composition_quick(quick_runs):
     r, out = quick_runs["composition"]
     jsonschema.validate(r, SCHEMA)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import regimes
 from experiments import sweep as study
 from tests.schema_check import check_results
 
@@ -40,6 +41,7 @@ def tiny(tmp_path_factory):
     return out, proc
 
 
+@pytest.mark.slow
 def test_tiny_sweep_writes_the_table_heatmaps_and_envelope(tiny):
     out, proc = tiny
     rows = study.sweep.read_table(out / "table.csv")
@@ -51,7 +53,7 @@ def test_tiny_sweep_writes_the_table_heatmaps_and_envelope(tiny):
     for r in rows:
         for key in ("cue_cosine", "scarred_recall_cosine", "control_recall_cosine"):
             assert -1 <= r[key] <= 1
-        assert r["regime"] in study.REGIMES and r["recall_regime"] in study.REGIMES
+        assert r["regime"] in regimes.REGIMES and r["recall_regime"] in regimes.REGIMES
     # a seed's cue is the same draw at every point (the main study's noise)
     for seed in (0, 1):
         assert len({r["cue_cosine"] for r in rows if r["seed"] == seed}) == 1
@@ -94,6 +96,7 @@ def run_killed_after(chunks, *args):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_to_the_same_table(tiny, tmp_path):
     out = tmp_path / "run"
     killed = run_killed_after(2, *TINY, "--out", str(out))
@@ -107,6 +110,7 @@ def test_a_killed_sweep_resumes_to_the_same_table(tiny, tmp_path):
     assert (out / "table.csv").read_bytes() == (tiny[0] / "table.csv").read_bytes()
 
 
+@pytest.mark.slow
 def test_submitit_local_executor_gives_the_same_table(tiny, tmp_path):
     pytest.importorskip("submitit", reason="submitit (optional, for Slurm) is not installed")
     out = tmp_path / "run"
@@ -222,14 +226,14 @@ def disc(n, cy, cx, r):
                       | disc(64, 25, 35, 5) | disc(64, 12, 40, 4) | disc(64, 45, 60, 5))),
 ])
 def test_regime_classifier_on_hand_made_fields(name, field):
-    assert study.classify_regime(field)["regime"] == name
+    assert regimes.classify_regime(field)["regime"] == name
 
 
 def test_periodic_labels_join_pieces_across_the_edges():
     mask = disc(32, 0, 0, 5)
-    labels = study.periodic_labels(mask)
+    labels = regimes.periodic_labels(mask)
     assert len(np.unique(labels[mask])) == 1
-    assert len(np.unique(study.periodic_labels(disc(32, 16, 16, 3) | disc(32, 0, 16, 3))[
+    assert len(np.unique(regimes.periodic_labels(disc(32, 16, 16, 3) | disc(32, 0, 16, 3))[
         disc(32, 16, 16, 3) | disc(32, 0, 16, 3)])) == 2
 
 

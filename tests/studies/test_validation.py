@@ -54,6 +54,7 @@ def quick_run(tmp_path_factory):
     return out, proc
 
 
+@pytest.mark.slow
 def test_quick_run_writes_every_file_and_says_it_is_a_smoke_run(quick_run):
     out, proc = quick_run
     for name in FILES:
@@ -66,6 +67,7 @@ def test_quick_run_writes_every_file_and_says_it_is_a_smoke_run(quick_run):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "staging left over"
 
 
+@pytest.mark.slow
 def test_results_follow_the_schema_and_are_consistent(quick_run):
     out, _ = quick_run
     r = json.loads((out / "results.json").read_text())
@@ -89,6 +91,7 @@ def test_results_follow_the_schema_and_are_consistent(quick_run):
     assert fields["extra.phase3_scarred_V"].shape == (3, 3, 32, 32)
 
 
+@pytest.mark.slow
 def test_same_seed_same_results_and_batch_independent(tmp_path, quick_run):
     out, _ = quick_run
     run(*TINY, "--seeds", "1", "--seed", "1", "--no-video", "--out", str(tmp_path / "o"))
@@ -99,6 +102,7 @@ def test_same_seed_same_results_and_batch_independent(tmp_path, quick_run):
             assert alone[phase][key]["per_seed"][0] == batched[phase][key]["per_seed"][1], key
 
 
+@pytest.mark.slow
 def test_custom_target_image_is_what_gets_scarred(tmp_path):
     from PIL import Image
 
@@ -134,6 +138,7 @@ def test_custom_target_image_is_what_gets_scarred(tmp_path):
     (["--device", "foo"], "--device 'foo'"),
     (["--rule", "nonsense"], "--rule 'nonsense'"),
 ])
+@pytest.mark.slow
 def test_bad_input_gives_one_line_error_before_any_work(tmp_path, args, needle):
     proc = run(*TINY, "--out", str(tmp_path / "o"), *args, check=False)
     assert proc.returncode == 2
@@ -162,6 +167,7 @@ def _snapshot(folder: Path) -> dict:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
+@pytest.mark.slow
 def test_interrupted_rerun_leaves_the_previous_run_whole(tmp_path, monkeypatch):
     import scarring_validation as sv
     from common import figures
@@ -181,6 +187,7 @@ def test_interrupted_rerun_leaves_the_previous_run_whole(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["run"]   # no staging folder left
 
 
+@pytest.mark.slow
 def test_rerun_without_video_leaves_no_old_video(tmp_path):
     out = tmp_path / "run"
     run(*TINY, "--seeds", "1", "--out", str(out))
@@ -228,6 +235,7 @@ REFERENCE = {"scarred_recall_quality": 0.931, "control_recall_quality": 0.311,
              "total_scar_strength": 203.52}
 
 
+@pytest.mark.slow
 def test_reference_scale_numbers():
     """Phases 1 and 2 of the study itself (not a smaller stand-in), in this process: phase 3
     and the figures add minutes and no number this test checks."""

@@ -26,7 +26,6 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
-import memory
 import stats
 from common import cli
 from common.cli import RunArgs, arg
@@ -34,7 +33,8 @@ from protocol import NOISE, PUBLISHED, Protocol, protocol_of
 
 REFERENCE = Protocol()
 
-torch, metrics, patterns, scarring = cli.lazy_modules("torch", "metrics", "patterns", "scarring")
+torch, memory, metrics, patterns, scarring = cli.lazy_modules("torch", "memory", "metrics", "patterns",
+                                                          "scarring")
 
 
 @dataclass

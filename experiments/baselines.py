@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import memory
 import stats
 from common import cli
 from common.cli import RunArgs, arg
@@ -46,6 +45,7 @@ from protocol import NOISE, Protocol, protocol_of
 
 torch = cli.lazy("torch")
 np = cli.lazy("numpy")
+memory = cli.lazy("memory")
 metrics = cli.lazy("metrics")
 patterns = cli.lazy("patterns")
 scarring = cli.lazy("scarring")

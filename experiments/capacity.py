@@ -35,13 +35,13 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
-import memory
 import stats
 from common import cli
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol, protocol_of
 
-torch, metrics, patterns, scarring = cli.lazy_modules("torch", "metrics", "patterns", "scarring")
+torch, memory, metrics, patterns, scarring = cli.lazy_modules("torch", "memory", "metrics", "patterns",
+                                                          "scarring")
 
 SLOTS_PER_SIDE = 8
 SPOTS = 8                   # slots lit per pattern

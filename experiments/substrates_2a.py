@@ -58,12 +58,11 @@ from typing import ClassVar
 
 from common import cli
 from common.cli import RunArgs, arg
-import memory
 import stats
 from protocol import Protocol, noise_seeds
 
-torch, np, metrics, audio, substrate, kuramoto, hopfield_substrate = cli.lazy_modules(
-    "torch", "numpy", "metrics", "inputs.audio", "substrate", "models.kuramoto",
+torch, np, memory, metrics, audio, substrate, kuramoto, hopfield_substrate = cli.lazy_modules(
+    "torch", "numpy", "memory", "metrics", "inputs.audio", "substrate", "models.kuramoto",
     "models.hopfield_substrate")
 
 PARTS = ("2a", "rev2", "rev1", "battery")

@@ -135,7 +135,6 @@ def test_an_uploaded_image_goes_through_the_projects_loader(session, tmp_path):
 
 
 def test_save_and_load_round_trip_inside_the_sessions_folder(session, tmp_path):
-    pytest.importorskip("common.state", reason="common/state.py (the state file) not here")
     _apply(session, {"type": "train", "steps": 10})
     _apply(session, {"type": "step"})
     _apply(session, {"type": "save", "name": "one"})
@@ -149,7 +148,6 @@ def test_save_and_load_round_trip_inside_the_sessions_folder(session, tmp_path):
 
 
 def test_a_runs_state_file_copied_into_sessions_loads_its_first_member(session, tmp_path):
-    pytest.importorskip("common.state", reason="common/state.py (the state file) not here")
     from substrate import GrayScott
 
     run = GrayScott(24, 24, batch=2, F=0.05, K=0.06)

@@ -34,6 +34,7 @@ import time
 import typing
 from pathlib import Path
 
+from common import readers
 from protocol import arg  # noqa: F401  (re-exported: scripts declare flags with it)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -274,33 +275,6 @@ def flag_fields(cls) -> dict:
             if "help" in f.metadata}
 
 
-def _yaml_load_unique(text: str, where: str):
-    """yaml.safe_load, refusing a mapping that repeats a key (safe_load keeps the last)."""
-    import yaml
-
-    class UniqueKeyLoader(yaml.SafeLoader):
-        pass
-
-    def mapping(loader, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = loader.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise ValueError(f"{where}: key {key!r} appears twice (line "
-                                 f"{key_node.start_mark.line + 1})")
-            seen.add(key)
-        return loader.construct_mapping(node, deep)
-
-    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
-    try:
-        return yaml.load(text, Loader=UniqueKeyLoader)   # a SafeLoader: no tags run code
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{where}: not valid YAML{line} "
-                         f"({getattr(exc, 'problem', None) or exc})") from None
-
-
 def _json_load_unique(text: str, where: str):
     def pairs(items):
         keys = [k for k, _ in items]
@@ -332,7 +306,7 @@ def read_config(path, cls) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{where}: cannot read it ({exc})") from None
     data = (_json_load_unique(text, where) if path.suffix.lower() == ".json"
-            else _yaml_load_unique(text, where))
+            else readers.load_yaml_unique(text, where))
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -56,6 +56,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import readers
+
 SCHEMA_VERSION = 1          # chunk file layout; part of every chunk hash
 CHUNKS_DIR = "chunks"
 TABLE_STEM = "table"
@@ -173,44 +175,20 @@ def parse_grid(specs: Mapping, allowed: Sequence[str] | None = None) -> dict:
 
 
 def load_grid_file(path, allowed: Sequence[str] | None = None) -> dict:
-    """A YAML or JSON file mapping each constant to a range string, a list or a number."""
-    import yaml  # JSON is YAML: one parser reads both
-
+    """A YAML or JSON file mapping each constant to a range string, a list or a number
+    (JSON is YAML: one parser reads both)."""
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise GridError(f"grid file {path}: cannot read it ({exc.strerror or exc})") from None
     try:
-        specs = yaml.load(text, Loader=_unique_key_loader())
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        problem = getattr(exc, "problem", None) or ""
-        why = f": {problem}" if "twice" in problem else ""
-        raise GridError(f"grid file {path}: does not parse as YAML/JSON{at}{why}") from None
+        specs = readers.load_yaml_unique(text, f"grid file {path}")
+    except ValueError as exc:
+        raise GridError(str(exc)) from None
     if not isinstance(specs, dict):
         raise GridError(f"grid file {path}: expected a mapping of constant -> values, got "
                         f"{type(specs).__name__}")
     return parse_grid({str(k): v for k, v in specs.items()}, allowed)
-
-
-def _unique_key_loader():
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        """yaml.safe_load, refusing a key given twice (YAML would keep the last)."""
-
-        def construct_mapping(self, node, deep=False):
-            seen = set()
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=deep)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key!r} appears twice", key_node.start_mark)
-                seen.add(key)
-            return super().construct_mapping(node, deep)
-
-    return Loader
 
 
 def expand(grid: Mapping[str, Sequence]) -> list[dict]:

@@ -110,7 +110,7 @@ def test_grid_files_yaml_and_json(tmp_path):
     assert sweep.load_grid_file(j, NAMES) == {"f0": [0.01, 0.02], "k0": [0.05]}
     bad = tmp_path / "bad.yaml"
     bad.write_text("f0: [0.01, 0.02\n")
-    with pytest.raises(GridError, match="does not parse"):
+    with pytest.raises(GridError, match="not valid YAML"):
         sweep.load_grid_file(bad, NAMES)
     lst = tmp_path / "list.yaml"
     lst.write_text("- 0.01\n")

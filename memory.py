@@ -541,6 +541,9 @@ def store(medium: Medium, targets: torch.Tensor, seeds, steps: int, settings: Se
         if sim is None:
             state = medium.initial_state(start, current) if initial is None else tuple(
                 x.to(device=settings.torch_device, dtype=settings.dtype) for x in initial)
+            if initial is not None and any(tuple(x.shape) != (S, H, W) for x in state):
+                raise ValueError(f"initial state has shapes {[tuple(x.shape) for x in state]}; "
+                                 f"expected ({S}, {H}, {W}) each")
             sim = medium.simulation(state, current)
         else:
             sim.fields = current

@@ -649,15 +649,30 @@ class Study:
 
     A notebook's entry point: `Study(Protocol(), "cpu")`, then `store`, `cues`,
     `recall`, `default_fields`.
+
+    initial: a saved state (common.state.load_state: "U", "V" (S, H, W), "F", "K" (H, W)
+    or (S, H, W)) that the study starts from (--init-from): every training that would
+    start from the unscarred medium (store without F, K) starts instead from the saved
+    medium: its first pattern from the saved U, V in place of the training start, and,
+    when it scars, on the saved F, K in place of the unscarred fields (a control, which
+    does not scar, runs on the unscarred fields from the saved U, V). Recalls, and
+    trainings that continue fields the run made itself, are unchanged.
     """
 
-    def __init__(self, protocol: Protocol, device=None):
+    def __init__(self, protocol: Protocol, device=None, initial: dict | None = None):
         self.protocol = protocol
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = protocol.torch_dtype()
         check_protocol(protocol)
         self.rule = storage_rule(protocol)
         self.medium = GrayScottMedium.of(protocol, self.rule)
+        self.initial = None
+        if initial is not None:
+            from common.state import check_fits
+
+            check_fits(initial, grid=protocol.grid)
+            self.initial = {k: torch.as_tensor(initial[k]).to(self.device, self.dtype)
+                            for k in "UVFK"}
 
     def settings(self, progress: str | None = None) -> memory.Settings:
         p = self.protocol
@@ -685,16 +700,27 @@ class Study:
 
     def store(self, targets, seeds, steps: int, scar: bool = True, rule=None,
               substrate: dict | None = None, F=None, K=None, progress: str | None = None,
-              **kw) -> dict:
+              from_saved: bool = True, **kw) -> dict:
         """Store targets (P, H, W) or (S, P, H, W) in turn (memory.store) with this
         protocol's rule (or `rule`, whose `prepare` step runs before each pattern),
         medium and training start; scar=False: the same training without scarring (the
         control). substrate: extra GrayScott arguments (e.g. clamp=False); F, K: starting
-        fields (default: the rule's unscarred medium); kw: first_index, snapshots,
-        record_every, frame_members (memory.store). Returns memory.store's dict, with
-        "F", "K" and snapshots as {k: (F, K)}."""
+        fields (default: the rule's unscarred medium, or the study's saved state: class
+        docstring); from_saved=False: start from the unscarred medium even so (a phase
+        that is an experiment of its own); kw: first_index, snapshots, record_every,
+        frame_members, initial (memory.store). Returns memory.store's dict, with "F",
+        "K" and snapshots as {k: (F, K)}."""
         medium = self.medium_with(rule, substrate)
         fields = None if F is None else {"F": F, "K": K}
+        if self.initial is not None and from_saved and F is None and "initial" not in kw:
+            saved = self.initial
+            if saved["U"].shape[0] != len(seeds):
+                raise ValueError(f"--init-from: the saved state holds {saved['U'].shape[0]} "
+                                 f"batch members but this training has {len(seeds)} (one "
+                                 f"per seed)")
+            kw["initial"] = (saved["U"], saved["V"])
+            if scar:
+                fields = {"F": saved["F"], "K": saved["K"]}
         out = memory.store(medium, torch.as_tensor(targets).to(self.device, self.dtype),
                            seeds, steps, self.settings(progress), fields=fields, learn=scar,
                            protocol=self.protocol, **kw)

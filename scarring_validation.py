@@ -41,13 +41,13 @@ torch, memory, metrics, patterns, scarring = cli.lazy_modules("torch", "memory",
 class Args(RunArgs, Protocol):
     """The protocol's constants (protocol.Protocol) and the run's own flags."""
     study: ClassVar[str] = "scarring_validation"
+    saved_state_starts: ClassVar[str] = (
+        "phase 1 continues from it (the scarred arm from its U, V, F, K, the control from "
+        "its U, V on the unscarred fields; phase 2 recalls on the continued scars); phase "
+        "3, an experiment of its own, starts from the unscarred medium as always")
     no_video: bool = arg(False, "skip the MP4s")
     target_image: Optional[str] = arg(None, "grayscale PNG/JPG used as the phase 1-2 target "
                                             "instead of --pattern (bright = pattern)")
-    init_from: Optional[str] = arg(None, "start from a saved state (a run's fields.npz, "
-                                         "common/state.py): phase 1 training continues from "
-                                         "its U, V, F, K; the control starts from its U, V on "
-                                         "the unscarred fields", metavar="FILE")
     save_frames: bool = arg(False, "also store the videos' frame stacks in fields.npz (V "
                                    "every 1%% of phases 1 and 2), so --replot redraws the MP4s")
     replot: Optional[str] = arg(None, "redraw every figure of the finished run in DIR from its "
@@ -84,20 +84,17 @@ def _medium(unscarred) -> dict:
     return {"F": F0, "K": K0, "background": {"F": F0, "K": K0}}
 
 
-def phase1(study, target, seeds, init=None, unscarred=None) -> dict:
-    """Train with scarring, and the control without, from the same starts (init: a saved
-    state, common/state.py: the scarred arm continues from its U, V, F, K, the control
-    starts from its U, V on the unscarred fields; unscarred: per-member (F0, K0), default
-    the protocol's medium)."""
+def phase1(study, target, seeds, unscarred=None) -> dict:
+    """Train with scarring, and the control without, from the same starts (a study with a
+    saved state, Study(initial=...): the scarred arm continues from its U, V, F, K, the
+    control starts from its U, V on the unscarred fields; unscarred: per-member (F0, K0),
+    default the protocol's medium)."""
     p = study.protocol
     index = NOISE["phase1_start"][1]   # training starts are always role "train"
     arms = {}
     for arm, scar in (("scarred", True), ("control", False)):
-        start = {} if init is None else {"initial": (init["U"], init["V"])}
-        if init is not None and scar:
-            start.update(F=init["F"], K=init["K"])
         run = study.store(target[None], seeds, p.train_steps, scar=scar, first_index=index,
-                          **{**_medium(unscarred), **start},
+                          **_medium(unscarred),
                           record_every=p.record_every, frame_members=(0,),
                           progress=f"phase 1: training, {arm}")
         arms[arm] = {"final": final_metrics(run["V"], target), "V": run["V"].cpu(),
@@ -144,7 +141,8 @@ def phase3(study, targets, seeds, unscarred=None) -> dict:
     p, S = study.protocol, len(seeds)
     stacked = torch.stack(list(targets.values()))                        # (P, H, W)
     stored = study.store(stacked, seeds, p.multi_train_steps, progress="phase 3: training",
-                         first_index=NOISE["phase3_starts"][1], **_medium(unscarred))
+                         first_index=NOISE["phase3_starts"][1], from_saved=False,
+                         **_medium(unscarred))
     cues = study.cues(stacked, seeds, p.multi_cue_strength, *NOISE["phase3_cues"])  # (S, P, H, W)
     F0, K0 = study.default_fields(S) if unscarred is None else unscarred
     res = study.recall(torch.cat([stored["F"], F0]), torch.cat([stored["K"], K0]),
@@ -365,22 +363,6 @@ def fields_of_state(state) -> dict:
     return {**state["extra"], **{v: state[k] for k, v in STATE_KEYS.items()}}
 
 
-def load_init(args, seeds, dtype) -> dict | None:
-    """The --init-from state, checked against this run's grid and seeds."""
-    if args.init_from is None:
-        return None
-    from common.state import check_fits, load_state
-
-    state = load_state(args.init_from)
-    check_fits(state, grid=args.grid, batch=len(seeds))
-    if state["F"].dim() == 2:   # a shared field: one copy per seed
-        state.update(F=state["F"].expand_as(state["U"]), K=state["K"].expand_as(state["U"]))
-    return {**{k: state[k].to(dtype) for k in "UVFK"},
-            "source": {"path": str(args.init_from), "step": state["step"],
-                       "package_version": state["package_version"],
-                       "git_commit": state["git_commit"]}}
-
-
 def replot(args) -> None:
     """Redraw every figure of a finished run from its results.json and fields.npz."""
     import json
@@ -427,15 +409,14 @@ def main(argv=None):
     if args.replot is not None:
         cli.start(args, announce=False)
         return replot(args)
-    init = load_init(args, args.seed_list(), protocol_of(args).torch_dtype())
     seeds, device = cli.start(args)
-    study = scarring.Study(protocol_of(args), device)
+    init = args.saved_state()
+    study = scarring.Study(protocol_of(args), device, initial=init)
     target, targets = load_targets(args, study.dtype)   # memory: checked by cli.start
     target, targets = target.to(device), {k: v.to(device) for k, v in targets.items()}
     t0 = time.perf_counter()
     print(f"phase 1: {args.train_steps} steps training, scarred and control")
-    p1 = phase1(study, target, seeds, None if init is None else
-                {k: init[k].to(device) for k in "UVFK"})
+    p1 = phase1(study, target, seeds)
     print(f"phase 2: {args.recall_steps} steps recall from a {args.cue_strength:.0%} cue")
     p2 = phase2(study, target, p1["F"], p1["K"], seeds)
     print(f"phase 3: {args.multi_train_steps} steps training per pattern x {len(targets)}, "
@@ -445,9 +426,7 @@ def main(argv=None):
     results = build_results(args, study.rule, seeds, device, targets, p1, p2, p3, wall)
     from common import figures   # plotting and video at the edge, imported only when needed
     fields = run_fields(target, targets, p1, p2, p3)
-    step = (init["source"]["step"] if init is not None else 0) + args.train_steps
-    if init is not None:   # where the run started: the saved state's file, step and code
-        results["init_from"] = init["source"]
+    step = (init["step"] if init is not None else 0) + args.train_steps
     with cli.staged_output(args.out_dir(), Args.study) as out:
         figures.write_all(out, results, fields, video=not args.no_video)
         save_fields_state(out / "fields.npz", args, study.rule, seeds, fields,

@@ -5,7 +5,7 @@ allowed range (`arg(...)`); `parse` turns that into argparse flags (`train_steps
 `--train-steps`), applies `--quick` to the defaults the user did not set, and validates
 every value once, up front, with one clear line naming the flag and its allowed range.
 `RunArgs` holds the flags every study takes (--seeds --seed --device --out --quick
---threads --quiet).
+--threads --quiet --format --dpi --init-from).
 
 Also here, the edges of a run: `staged_output` (a run's files appear together or not at
 all; one run at a time per folder; files a user added are kept), `envelope` (the keys every results JSON starts with), `write_json_atomic`,
@@ -132,7 +132,7 @@ def validate(obj, fields=None) -> None:
 
 @dataclasses.dataclass
 class RunArgs:
-    """--seeds --seed --device --out --quick --threads --quiet."""
+    """--seeds --seed --device --out --quick --threads --quiet --format --dpi --init-from."""
     study: typing.ClassVar[str] = "study"   # names the default output folder and the JSON
     members_per_seed: typing.ClassVar[int] = 10   # media per seed in the largest batch (the
     # memory check at start: the main study's phase 2 runs 4 per seed, phase 3 six)
@@ -153,12 +153,46 @@ class RunArgs:
     dpi: typing.Optional[int] = arg(None, "figure resolution in dots per inch (default: each "
                                     "figure's own, 60-110); fields are drawn cell for cell "
                                     "at any value", lo=30, hi=1200)
+    init_from: typing.Optional[str] = arg(None, "start from a saved Gray-Scott state (a run's "
+                                          "fields.npz, common/state.py); its grid and batch "
+                                          "must be this run's --grid and --seeds, and the "
+                                          "run's flags and --seed win over the file's",
+                                          metavar="FILE")
+    # What a saved state (--init-from) starts in this study, said in --help and at the
+    # start; None: the study refuses one, for the reason below (its state is not one
+    # Gray-Scott medium per seed on --grid).
+    saved_state_starts: typing.ClassVar[typing.Optional[str]] = None
+    saved_state_refusal: typing.ClassVar[str] = "its state is not a Gray-Scott medium"
 
     def check(self) -> None:
         if self.seed + self.seeds - 1 > MAX_SEED:
             raise ValueError(f"--seed {self.seed} with --seeds {self.seeds}: the last seed "
                              f"must be <= {MAX_SEED}")
+        if self.init_from is not None and type(self).saved_state_starts is None:
+            raise ValueError(f"--init-from {self.init_from}: {self.study} cannot start from a "
+                             f"saved Gray-Scott state: {type(self).saved_state_refusal}")
         check_out_dir(self.out_dir())
+
+    def saved_state(self) -> typing.Optional[dict]:
+        """The --init-from state (common.state.load_state: U, V, F, K and the file's
+        metadata, plus "source": where it came from, for the results), checked against
+        this run's grid and its batch of one member per seed; None without --init-from.
+        Read once per run (a one-line error for a file that does not fit)."""
+        if self.init_from is None:
+            return None
+        cached = self.__dict__.get("_saved_state")
+        if cached is not None and cached[0] == self.init_from:
+            return cached[1]
+        from common.state import check_fits, load_state
+
+        state = load_state(self.init_from)
+        check_fits(state, grid=getattr(self, "grid", None), batch=self.seeds)
+        state["source"] = {"path": str(self.init_from), "step": state["step"],
+                           "seeds": state["seeds"],
+                           "package_version": state["package_version"],
+                           "git_commit": state["git_commit"]}
+        self.__dict__["_saved_state"] = (self.init_from, state)
+        return state
 
     def seed_list(self) -> list[int]:
         return list(range(self.seed, self.seed + self.seeds))
@@ -204,6 +238,11 @@ def build_parser(cls, description: str | None = None, quick: dict | None = None)
             continue
         kind, sequence = _base_type(hints[f.name])
         kw = {"help": _help_text(f, quick), "dest": f.name}
+        if f.name == "init_from":   # the one flag whose meaning each study words itself
+            starts = getattr(cls, "saved_state_starts", None)
+            kw["help"] = f.metadata["help"] + (
+                f"; in this study: {starts}" if starts else
+                f"; this study refuses one: {getattr(cls, 'saved_state_refusal', '')}")
         if kind is bool:
             parser.add_argument(flag(f.name), action="store_true", **kw)
             continue
@@ -491,9 +530,16 @@ def start(args, announce: bool = True) -> tuple:
     if isinstance(grid, int) and not isinstance(grid, bool):
         check_memory(len(seeds) * type(args).members_per_seed, grid * grid,
                      getattr(args, "dtype", "float32"), device)
+    saved = args.saved_state() if hasattr(args, "saved_state") else None   # checked now
     lock_output(args.out_dir())
     print(f"{type(args).study}: {len(seeds)} seed{'s' * (len(seeds) != 1)} on {device}"
           f"{f', grid {grid}x{grid}' if grid else ''}, output -> {args.out_dir()}/", flush=True)
+    if saved is not None:
+        print(f"from the saved state {args.init_from} (step {saved['step']}, seeds "
+              f"{saved['seeds']}): {type(args).saved_state_starts}", flush=True)
+        if saved["seeds"] != seeds:
+            print(f"note: the saved state was run with seeds {saved['seeds']}; this run's "
+                  f"noise draws use --seed/--seeds ({seeds})", flush=True)
     if getattr(args, "quick", False):
         print("SMOKE RUN (--quick): checks that everything runs; its numbers are not "
               "comparable with the published or documented ones", flush=True)
@@ -810,7 +856,9 @@ def envelope(args, seeds, device, wall_time_s: float) -> dict:
             "device": device, "hardware": hardware, "wall_time_s": wall_time_s,
             "smoke_run": bool(getattr(args, "quick", False)),
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "config": config_of(args)}
+            "config": config_of(args),
+            **({"init_from": args.saved_state()["source"]}
+               if getattr(args, "init_from", None) is not None else {})}
 
 
 # ---- the entry point --------------------------------------------------------------------

@@ -202,10 +202,10 @@ def load_state(path) -> dict:
 
 
 def check_fits(state: dict, *, grid, batch: int | None = None, source="--init-from") -> None:
-    """Refuse, in one line, a loaded state whose grid (an int for H = W, or a tuple) or
-    batch differs from the run's."""
+    """Refuse, in one line, a loaded state whose grid (an int for H = W, or a tuple; None:
+    any) or batch differs from the run's."""
     shape = tuple(state["U"].shape)
-    want = (grid, grid) if isinstance(grid, int) else tuple(grid)
+    want = shape[1:] if grid is None else (grid, grid) if isinstance(grid, int) else tuple(grid)
     if shape[1:] != want:
         raise ValueError(f"{source}: the saved state's grid is {'x'.join(map(str, shape[1:]))} "
                          f"but this run's is {'x'.join(map(str, want))} (--grid)")

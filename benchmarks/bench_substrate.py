@@ -30,7 +30,6 @@ state, against the published step at batch 1 on the same state. Nothing is asser
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import platform
@@ -40,9 +39,15 @@ import sys
 import time
 from pathlib import Path
 
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
 from benchmarks.measure import ROOT, fmt_ratio, load_average, noise_state, ratio_stat
+from common import cli
+from common.cli import FIGURE_FORMATS, arg
 
 OUT_MD = ROOT / "docs" / "performance.md"
+SCALING_FIGURE = "figures/performance_scaling.png"   # under docs/; the suffix follows --format
 
 # ---- knobs (most are flags) ----------------------------------------------------------
 GRIDS = ["256x256"]
@@ -364,12 +369,20 @@ def targets_sections(args, states):
     if not args.no_scaling:
         print("[targets] scaling ...", flush=True)
         scaling = rl.scaling({"kernel": "auto", "compiled": True})
-        png = "figures/performance_scaling.png"
         if args.write_docs:
-            rl.plot_scaling(scaling, ["kernel", "compiled"], OUT_MD.parent / png,
-                            note=f"; {os.cpu_count()} CPUs, load {load_average()}")
-    md += kt.roofline_section(rates, 2, png if args.write_docs else None, scaling)
+            png = scaling_figure(scaling, OUT_MD.parent)
+    md += kt.roofline_section(rates, 2, png, scaling)
     return md
+
+
+def scaling_figure(scaling, docs) -> str:
+    """Draw the scaling figure into docs/figures/ in the run's --format and --dpi; its
+    path relative to docs (for the page's link)."""
+    from benchmarks import roofline as rl
+
+    path = rl.plot_scaling(scaling, ["kernel", "compiled"], Path(docs) / SCALING_FIGURE,
+                           note=f"; {os.cpu_count()} CPUs, load {load_average()}")
+    return path.relative_to(docs).as_posix()
 
 
 # ---- the report --------------------------------------------------------------------------
@@ -429,67 +442,57 @@ def write_docs(md):
     print(f"wrote {OUT_MD}")
 
 
-def build_parser():
-    from common.cli import _one_line_parser
+@dataclass
+class Args:
+    """The benchmark's flags. common/cli.py builds the parser from them, with the flags
+    every script has: --config, --save-config, --version; --quick shrinks only what the
+    command line (or the config file) does not set."""
+    study: ClassVar[str] = "bench_substrate"   # a --config results check names it
+    grids: tuple[str, ...] = arg(tuple(GRIDS), "HxW or DxHxW")
+    batches: tuple[int, ...] = arg(tuple(BATCHES), "batch sizes (each >= 1)")
+    dtypes: tuple[str, ...] = arg(tuple(DTYPES), "float types", choices=("float32", "float64"))
+    paths: tuple[str, ...] = arg(tuple(PATHS), "steppers timed; published (the baseline) is "
+                                 "always included", choices=tuple(ALL_PATHS))
+    rounds: int = arg(ROUNDS, "interleaved timing rounds", lo=1)
+    e2e_repeats: int = arg(E2E_REPEATS, "end-to-end pairs (0 to skip)", lo=0)
+    device: str = arg("cpu", "torch device", choices=("cpu", "cuda"))
+    threads: Optional[int] = arg(None, "CPU threads of the tables (default: torch's "
+                                 "default); the threads section measures 1 and 2, the "
+                                 "end-to-end runs use the environment's", lo=1)
+    reference_log: Optional[str] = arg(None, "stdout of `python scarring_validation.py` at "
+                                       "another commit: the default run's table is compared "
+                                       "with it, line by line", metavar="FILE")
+    no_scaling: bool = arg(False, "skip the Mcells/s against grid and batch sweep (and its "
+                                  "figure)")
+    quick: bool = arg(False, "tiny grids, no compilation, no end-to-end runs (seconds); "
+                             "never writes docs")
+    write_docs: bool = arg(False, f"rewrite {OUT_MD.relative_to(ROOT)} and its scaling "
+                                  f"figure (a full run only)")
+    format: str = arg("png", "file format of the scaling figure (docs/figures/"
+                             "performance_scaling.FORMAT)", choices=FIGURE_FORMATS)
+    dpi: Optional[int] = arg(None, "resolution of the scaling figure in dots per inch "
+                                   "(None: its own, 90)", lo=30, hi=1200)
 
-    p = _one_line_parser()(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--grids", nargs="+", default=GRIDS, help=f"HxW or DxHxW (default {GRIDS})")
-    p.add_argument("--batches", nargs="+", type=int, default=BATCHES,
-                   help=f"default {BATCHES}")
-    p.add_argument("--dtypes", nargs="+", default=DTYPES, choices=["float32", "float64"])
-    p.add_argument("--paths", nargs="+", default=PATHS, choices=ALL_PATHS,
-                   help="published (the baseline) is always included")
-    p.add_argument("--rounds", type=int, default=ROUNDS, help=f"default {ROUNDS}")
-    p.add_argument("--e2e-repeats", type=int, default=E2E_REPEATS,
-                   help=f"end-to-end pairs (0 to skip; default {E2E_REPEATS})")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads of the tables (default: torch's default); the threads "
-                        "section measures 1 and 2, the end-to-end runs use the environment's")
-    p.add_argument("--reference-log", default=None,
-                   help="stdout of `python scarring_validation.py` at another commit: the "
-                        "default run's table is compared with it, line by line")
-    p.add_argument("--no-scaling", action="store_true",
-                   help="skip the Mcells/s against grid and batch sweep (and its figure)")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny grids, no compilation, no end-to-end runs (seconds); never "
-                        "writes docs")
-    p.add_argument("--write-docs", action="store_true",
-                   help=f"rewrite {OUT_MD.relative_to(ROOT)} (a full run only)")
-    return p
+    def check(self) -> None:
+        if self.quick and self.write_docs:
+            raise ValueError("--write-docs needs a full run: a --quick run never writes docs")
+        if min(self.batches) < 1:
+            raise ValueError(f"--batches {' '.join(map(str, self.batches))}: each must be >= 1")
+        for g in self.grids:
+            parse_grid(g)
 
 
 def parse(argv):
-    """The flags, checked (one line and exit 2 otherwise); --quick changes only the
-    settings the command line does not give."""
+    """The flags, checked (one line and exit 2 otherwise), as Args with grids as tuples of
+    ints and lists for the list flags."""
     from common import limits
 
-    p = build_parser()
-    args = p.parse_args(argv)
-    explicit = build_parser()
-    for action in explicit._actions:
-        action.default = argparse.SUPPRESS
-    given = vars(explicit.parse_args(argv))
-    if args.quick and args.write_docs:
-        p.error("--write-docs needs a full run: a --quick run never writes docs")
-    if args.quick:
-        for key, value in {**QUICK, "e2e_repeats": 0}.items():
-            if key not in given:
-                setattr(args, key, value)
-    if args.rounds < 1 or args.e2e_repeats < 0 or (args.threads is not None
-                                                  and args.threads < 1):
-        p.error("--rounds and --threads must be >= 1, --e2e-repeats >= 0")
-    if min(args.batches) < 1:
-        p.error(f"--batches {' '.join(map(str, args.batches))}: each must be >= 1")
-    if "published" not in args.paths:
-        args.paths = ["published"] + args.paths
-    try:
-        args.grids = [parse_grid(g) for g in args.grids]
-    except ValueError as exc:
-        p.error(str(exc))
-    if args.device not in ("cpu", "cuda"):
-        p.error(f"--device {args.device!r}: must be cpu or cuda")
+    args = cli.parse(Args, argv, description=__doc__.split("\n\n")[0],
+                     quick={**{k: tuple(v) if isinstance(v, list) else v
+                               for k, v in QUICK.items()}, "e2e_repeats": 0})
+    args.grids = [parse_grid(g) for g in args.grids]
+    args.batches, args.dtypes = list(args.batches), list(args.dtypes)
+    args.paths = list(args.paths) if "published" in args.paths else ["published", *args.paths]
     itemsize = max(8 if d == "float64" else 4 for d in args.dtypes)
     for grid in args.grids:   # the largest batch of each grid, before anything is built
         limits.check_media(max(args.batches), math.prod(grid), itemsize, args.device,
@@ -509,6 +512,7 @@ def parse(argv):
 
 def main(argv=None):
     args = parse(argv)
+    cli.start(args, announce=False)   # the figure's --format and --dpi
     import torch
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available here")

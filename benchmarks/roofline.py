@@ -123,7 +123,8 @@ def _torch_float32():
 
 def plot_scaling(result, paths, path_png, grids=SCALING_GRIDS, batches=SCALING_BATCHES,
                  batch_grid=256, note=""):
-    """Two panels: Mcells/s against the grid side (batch 1) and against the batch."""
+    """Two panels: Mcells/s against the grid side (batch 1) and against the batch, saved
+    in the run's --format and --dpi (common.figures.save_figure); returns the path."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -141,9 +142,8 @@ def plot_scaling(result, paths, path_png, grids=SCALING_GRIDS, batches=SCALING_B
     b.set_xticks(batches, [str(n) for n in batches])
     a.legend()
     fig.suptitle(f"Gray-Scott step throughput, training start, float32{note}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path_png, dpi=90)
-    plt.close(fig)
+    from common.figures import save_figure   # the run's --format and --dpi
+    return save_figure(fig, path_png)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,9 @@ CONDITIONS = {
 @dataclass
 class Args(RunArgs, Protocol):
     study: ClassVar[str] = "ablations"
+    saved_state_refusal: ClassVar[str] = (
+        "its conditions change the medium itself (regime, float type, stencil, rule "
+        "constants), and a saved medium would override the change each one measures")
     grid: int = arg(128, "grid size H = W (the reference geometry scales with it)", lo=16,
                     hi=16_384)
     multi_train_steps: int = arg(300, "training steps per pattern", lo=1)

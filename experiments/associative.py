@@ -69,6 +69,9 @@ TARGETS = {"completion": (">=", 0.8), "selectivity": (">=", 0.5), "uniform": ("<
 @dataclass
 class Args(RunArgs, Protocol):
     study: ClassVar[str] = "associative"
+    saved_state_refusal: ClassVar[str] = (
+        "each storage rule starts from its own unscarred medium, its results are cached "
+        "per rule, and the learned rule runs on --learn-grid")
     rule: Optional[str] = arg(None, "run this one condition only (default: every condition "
                               "in --rules)", choices=CONDITIONS)
     rules: tuple[str, ...] = arg(CONDITIONS, "conditions to run, in this order",

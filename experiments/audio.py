@@ -84,6 +84,9 @@ class Args(RunArgs, Protocol):
     """The Protocol's flags (the published audio task shares its scar constants), with
     the audio task's recall length, plus the audio knobs."""
     study: ClassVar[str] = "audio"
+    saved_state_refusal: ClassVar[str] = (
+        "its stores run on the vowel and digit grids (--vowel-grid, --digit-grid) and the "
+        "published part on its own, not on one --grid medium")
     multi_recall_steps: int = arg(500, "recall steps of every stored set (the published "
                                        "audio task's 500)", lo=1)
     parts: tuple[str, ...] = arg(PARTS, "parts to run", choices=PARTS)

@@ -67,6 +67,9 @@ NCA_LR = 2e-3
 @dataclass
 class Args(RunArgs, Protocol):
     study: ClassVar[str] = "baselines"
+    saved_state_refusal: ClassVar[str] = (
+        "it compares memories that are not Gray-Scott media (Hopfield networks, an NCA, "
+        "...) on the same patterns from the same start")
     grid: int = arg(GRID, "grid side H = W (the reference geometry scales with it)", lo=16,
                     hi=4096)
     train_steps: int = arg(500, "scarred training steps per pattern (the protocol's phase-3 "

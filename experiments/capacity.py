@@ -54,6 +54,10 @@ UNIFORM_OF_CUE = 0.8        # the uniform V sits at the cue's in-shape level: st
 @dataclass
 class Args(RunArgs, Protocol):
     study: ClassVar[str] = "capacity"
+    saved_state_starts: ClassVar[str] = (
+        "each family's k patterns are stored in turn on the saved medium (the first "
+        "pattern's training starts from its U, V, on its F, K); the unscarred control "
+        "recalls on F0, K0 as always")
     grid: int = arg(128, "grid size H = W", lo=16, hi=16_384)
     multi_train_steps: int = arg(200, "training steps per pattern", lo=1)
     ks: tuple[int, ...] = arg((1, 2, 4, 8, 16, 32), "pattern counts k, increasing (the "
@@ -189,7 +193,7 @@ def print_report(families):
 def main(argv=None):
     args = cli.parse(Args, argv, description=__doc__.split("\n")[0], quick=QUICK)
     seeds, device = cli.start(args)
-    study = scarring.Study(protocol_of(args), device)
+    study = scarring.Study(protocol_of(args), device, initial=args.saved_state())
     t0 = time.perf_counter()
     families = {}
     for family in ("overlapping", "disjoint"):

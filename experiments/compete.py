@@ -38,6 +38,9 @@ ALL = GS_MEDIA + FIELD_MEDIA
 @dataclass
 class Args(RunArgs, Protocol):
     study: ClassVar[str] = "compete"
+    saved_state_refusal: ClassVar[str] = (
+        "its media (models/media.py: area-triggered inhibition, link scars, a Hebbian "
+        "neural field) hold states that are not a Gray-Scott U, V, F, K")
     media: tuple[str, ...] = arg(ALL, "media to run, in this order (Gray-Scott rule names "
                                  "or models/media.py media)", choices=ALL + ("surround", "channel",
                                                                              "match_map", "graded"))

@@ -107,6 +107,9 @@ SCAR_MARGIN = 2           # cells (at 64 x 64) V spreads past a lit shape: the f
 @dataclass
 class Args(RunArgs, Protocol):
     study: ClassVar[str] = "composition"
+    saved_state_starts: ClassVar[str] = (
+        "each family's wholes are stored in turn on the saved medium (the first whole's "
+        "training starts from its U, V, on its F, K); the unscarred medium stays F0, K0")
     grid: int = arg(64, "grid size H = W (the parts' geometry scales with it)", lo=16, hi=4096)
     settle_steps: int = arg(3000, "recall steps of the settled read-out (the protocol's "
                             "recall length is --multi-recall-steps)", lo=1)
@@ -378,7 +381,7 @@ def main(argv=None):
     args = cli.parse(Args, cli.split_commas(argv, "--families"),
                      description=__doc__.split("\n")[0], quick=QUICK)
     seeds, device = cli.start(args)
-    study = scarring.Study(protocol_of(args), device)
+    study = scarring.Study(protocol_of(args), device, initial=args.saved_state())
     t0 = time.perf_counter()
     body = {"recall_steps": args.multi_recall_steps, "settle_steps": args.settle_steps,
             "cue": f"clamp({args.multi_cue_strength} x shape + N(0, {args.cue_noise}^2), 0, 1)",

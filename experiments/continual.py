@@ -65,6 +65,8 @@ class Args(RunArgs):
     """The defaults of --lr, --ewc-lambda, --ewc-samples, --si-c and --scar-fraction are
     models/continual_learning.py's (a test keeps them equal)."""
     study: ClassVar[str] = "continual"
+    saved_state_refusal: ClassVar[str] = (
+        "its memories are neural networks, not a Gray-Scott medium")
     seeds: int = arg(3, "number of independent seeds", lo=1, hi=100_000)
     tasks: int = arg(5, "sequential tasks for the field nets and the MLP", lo=2)
     physnet_tasks: int = arg(2, "tasks for the original PhysNet models (the original "

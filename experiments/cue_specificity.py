@@ -36,6 +36,9 @@ torch, metrics, patterns, scarring = cli.lazy_modules("torch", "metrics", "patte
 @dataclass
 class Args(RunArgs, Protocol):
     study: ClassVar[str] = "cue_specificity"
+    saved_state_starts: ClassVar[str] = (
+        "both trainings (the three stored shapes, and the one stored alone) start from "
+        "its U, V on its F, K; the unscarred control recalls on F0, K0 as always")
     shift: int = arg(8, "cells the shifted cue is moved by (reference grid; scales)", lo=1)
 
     def shift_cells(self) -> int:
@@ -217,7 +220,7 @@ def plot(body, V, arms, out, fields=True):
 def main(argv=None):
     args = cli.parse(Args, argv, description=__doc__.split("\n")[0], quick=QUICK)
     seeds, device = cli.start(args)
-    study = scarring.Study(protocol_of(args), device)
+    study = scarring.Study(protocol_of(args), device, initial=args.saved_state())
     t0 = time.perf_counter()
     shift = args.shift_cells()
     r = run(study, seeds, shift)

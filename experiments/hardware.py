@@ -54,6 +54,9 @@ COMBINED = {"bits": 4, "variation": 0.05, "stuck": 0.001, "dynamics_noise": 1e-3
 @dataclass
 class Args(RunArgs, Protocol):
     study: ClassVar[str] = "hardware"
+    saved_state_refusal: ClassVar[str] = (
+        "each storage rule compared starts from its own unscarred medium, which sets its "
+        "programmable range")
     rules: tuple[str, ...] = arg(("match_map", "surround_inhibited"),
                                  "storage rules compared (scarring.RULES)")
     bits: tuple[int, ...] = arg((8, 7, 6, 5, 4, 3, 2, 1), "bits per stored F and K over "

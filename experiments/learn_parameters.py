@@ -58,6 +58,9 @@ VIDEO_FRAMES = 30
 @dataclass
 class Args(RunArgs):
     study: ClassVar[str] = "learn_parameters"
+    saved_state_refusal: ClassVar[str] = (
+        "it fits Du, Dv, F, K by gradient from random states; its state is a parameter "
+        "fit, not a saved medium")
     seeds: int = arg(4, "fit seeds: each gives a start and an initial state", lo=1,
                      hi=100_000)
     targets: tuple[str, ...] = arg(tuple(TARGETS), "target regimes, from "

@@ -50,6 +50,9 @@ STUDY_NAME = "learned_scars"
 @dataclass
 class Args(RunArgs, Protocol):
     study: ClassVar[str] = STUDY_NAME
+    saved_state_refusal: ClassVar[str] = (
+        "its scars are learned by gradient starting from the unscarred F0, K0, and its "
+        "held-out recalls start from fresh cues")
     seeds: int = arg(3, "number of independent seeds, run as one batch", lo=1, hi=100_000)
     grid: int = arg(64, "grid size H = W (the reference geometry scales with it)", lo=16,
                     hi=4096)

@@ -52,6 +52,8 @@ SSIM_WINDOW = 11         # nca.ssim's window: the smallest grid it can score
 @dataclass
 class Args(RunArgs):
     study: ClassVar[str] = "nca_growth"
+    saved_state_refusal: ClassVar[str] = (
+        "its medium is a neural cellular automaton, not Gray-Scott")
     retrain: bool = arg(False, "train anew even if weights exist, and replace --weights (a "
                                "full run only)")
     weights: str = arg(str(WEIGHTS_PATH), "weights file to load (or to write when training)")

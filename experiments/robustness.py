@@ -29,6 +29,9 @@ torch, metrics, patterns, scarring = cli.lazy_modules("torch", "metrics", "patte
 @dataclass
 class Args(RunArgs, Protocol):
     study: ClassVar[str] = "robustness"
+    saved_state_starts: ClassVar[str] = (
+        "the target's training starts from its U, V on its F, K; the unscarred control "
+        "recalls on F0, K0 as always")
     damage_step: int = arg(250, "recall step at which the lesion is made", lo=0)
     strengths: tuple[float, ...] = arg((0.0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5),
                                        "cue strengths tried (noise --cue-noise)", lo=0.0, hi=1.0)
@@ -161,7 +164,7 @@ def plot_damage(body, V, conds, out, n):
 def main(argv=None):
     args = cli.parse(Args, argv, description=__doc__.split("\n")[0], quick=QUICK)
     seeds, device = cli.start(args)
-    study = scarring.Study(protocol_of(args), device)
+    study = scarring.Study(protocol_of(args), device, initial=args.saved_state())
     t0 = time.perf_counter()
     conds, stored, res = run(study, args, seeds)
     body = report(conds, stored, res, len(seeds))

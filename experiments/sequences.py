@@ -95,6 +95,9 @@ BLOB_SEED_SPAN = 10_000   # blob item i of run seed s is drawn with seed s * spa
 @dataclass
 class Args(RunArgs, Protocol):
     study: ClassVar[str] = "sequences"
+    saved_state_refusal: ClassVar[str] = (
+        "most of its conditions paint F and K directly instead of storing them, so a "
+        "saved medium would reach only some")
     grid: int = arg(64, "grid size H = W (times and widths below scale with grid / 64)",
                     lo=16, hi=4096)
     multi_train_steps: int = arg(300, "training steps per item for the conditions stored by "

@@ -88,6 +88,9 @@ PUBLISHED_RATE, PUBLISHED_STEPS_PER_SAMPLE, SCAR_EVERY_PUBLISHED = 44100, 10, 10
 class Args(RunArgs, Protocol):
     """The Protocol's flags (rd_trained and the audio parts use its medium and rule), plus:"""
     study: ClassVar[str] = "substrates_2a"
+    saved_state_refusal: ClassVar[str] = (
+        "its media are Kuramoto oscillators and a Hopfield network, and its Gray-Scott "
+        "parts run on the audio task's own grid")
     grid: int = arg(128, "grid of part 2a (2A's 128)", lo=16, hi=1024)
     parts: tuple[str, ...] = arg(PARTS, "parts to run", choices=PARTS)
     substrates: tuple[str, ...] = arg(SUBSTRATES, "substrates of part 2a", choices=SUBSTRATES)

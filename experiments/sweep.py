@@ -95,6 +95,9 @@ RECALL_ARMS = 4        # the largest batch: phase 2's recall, scarred and contro
 class Args(RunArgs, Protocol):
     """The protocol's constants (each a plain flag and a --grid-NAME), and the sweep's."""
     study: ClassVar[str] = "sweep"
+    saved_state_refusal: ClassVar[str] = (
+        "each batch member runs on its own grid point's unscarred medium (points x "
+        "seeds), not one medium per seed")
     members_per_seed: ClassVar[int] = 0    # memory is checked per chunk (parse_args)
     seeds: int = arg(3, "seeds per point, run in the same batch as the points", lo=1,
                      hi=100_000)

@@ -157,9 +157,10 @@ def test_every_script_answers_help_without_its_heavy_imports(module):
                           timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--quick" in proc.stdout
-    if module != "benchmarks.bench_substrate":   # its own parser, and it draws no figure
-        for common_flag in ("--format", "--dpi", "--config", "--save-config", "--version"):
-            assert common_flag in proc.stdout, common_flag
+    for common_flag in ("--format", "--dpi", "--config", "--save-config", "--version"):
+        assert common_flag in proc.stdout, common_flag
+    if module != "benchmarks.bench_substrate":   # a study (the benchmark is none)
+        assert "--init-from" in proc.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
                 if line.startswith("import time:")}
     assert "common.cli" in imported   # the import log was read

@@ -108,8 +108,8 @@ SCAR_MARGIN = 2           # cells (at 64 x 64) V spreads past a lit shape: the f
 class Args(RunArgs, Protocol):
     study: ClassVar[str] = "composition"
     saved_state_starts: ClassVar[str] = (
-        "each family's wholes are stored in turn on the saved medium (the first whole's "
-        "training starts from its U, V, on its F, K); the unscarred medium stays F0, K0")
+        "the training of each scarred medium (its wholes stored in turn) starts from its "
+        "U, V on its F, K; the unscarred medium stays F0, K0")
     grid: int = arg(64, "grid size H = W (the parts' geometry scales with it)", lo=16, hi=4096)
     settle_steps: int = arg(3000, "recall steps of the settled read-out (the protocol's "
                             "recall length is --multi-recall-steps)", lo=1)

@@ -118,3 +118,23 @@ def test_a_saved_state_that_does_not_fit_is_refused_before_work(saved, tmp_path,
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1
     assert "the saved state's grid is 32x32 but this run's is 48x48" in err
+
+
+def test_the_runs_seeds_win_over_the_files_and_the_start_says_so(saved, tmp_path, capsys,
+                                                                 monkeypatch):
+    from experiments import robustness
+
+    class Started(Exception):
+        pass
+
+    def first_work(study, args, seeds):
+        assert seeds == [5, 6] and torch.equal(study.initial["F"], load_state(saved)["F"])
+        raise Started
+
+    monkeypatch.setattr(robustness, "run", first_work)
+    with pytest.raises(Started):
+        robustness.main([*ROBUSTNESS, "--seed", "5", "--init-from", str(saved), "--out",
+                         str(tmp_path / "o")])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"from the saved state {saved} (step 7, seeds [0, 1])" in out
+    assert "this run's noise draws use --seed/--seeds ([5, 6])" in out

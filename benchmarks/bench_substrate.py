@@ -360,6 +360,10 @@ def targets_sections(args, states):
                           kt.startup_target(torch.get_num_threads())):
         md += section
         args.target_rows += rows
+    if args.battery_seeds:
+        section, rows = kt.battery_condition_target(args.battery_rounds, args.battery_seeds)
+        md += section
+        args.target_rows += rows
     rates = {}
     for line in md:   # the headline configuration's best rates, from the table above
         m = re.match(r"\| 32 \| (\d+) \| (\d+) \|", line)
@@ -464,6 +468,10 @@ class Args:
                                        "with it, line by line", metavar="FILE")
     no_scaling: bool = arg(False, "skip the Mcells/s against grid and batch sweep (and its "
                                   "figure)")
+    battery_seeds: int = arg(0, "seeds of the associative-battery target (one condition, "
+                                "256^2, kernel against compiled; minutes per seed and round; "
+                                "0: not run)")
+    battery_rounds: int = arg(1, "interleaved rounds of the associative-battery target")
     quick: bool = arg(False, "tiny grids, no compilation, no end-to-end runs (seconds); "
                              "never writes docs")
     write_docs: bool = arg(False, f"rewrite {OUT_MD.relative_to(ROOT)} and its scaling "
@@ -476,6 +484,9 @@ class Args:
     def check(self) -> None:
         if self.quick and self.write_docs:
             raise ValueError("--write-docs needs a full run: a --quick run never writes docs")
+        if self.battery_seeds < 0 or self.battery_rounds < 1:
+            raise ValueError(f"--battery-seeds {self.battery_seeds} must be >= 0 and "
+                             f"--battery-rounds {self.battery_rounds} >= 1")
         if min(self.batches) < 1:
             raise ValueError(f"--batches {' '.join(map(str, self.batches))}: each must be >= 1")
         for g in self.grids:

@@ -4,6 +4,7 @@ without changing a bit, the subnormal flush, both dtypes and stencils, the fused
 inhibition, and the fall-back for a hook it cannot fuse. Small grids; the kernel is
 compiled once per dtype and cached on disk by numba."""
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -214,3 +215,24 @@ def test_a_blow_up_on_the_kernel_names_its_step():
     with pytest.raises(SimulationError, match=r"first at step \d+"):
         gs.step(40)
     assert gs.last_path is None and torch.equal(gs.V, V)
+
+
+def test_numba_keeps_its_blas_probe_for_everyone_else():
+    """The kernel skips numba's import-time BLAS probe only (it imports scipy.linalg):
+    numba's answer is the one the probe gives with scipy installed, and the probe itself
+    is numba's own again for any code that compiles a BLAS call."""
+    from numba.np import arraymath, linalg
+    assert arraymath._HAVE_BLAS
+    assert arraymath.ensure_blas is linalg.ensure_blas
+    assert linalg.ensure_blas.__module__ == "numba.np.linalg"
+
+
+@pytest.mark.slow
+def test_a_fresh_process_runs_the_kernel_without_importing_scipy_linalg():
+    import subprocess
+    import sys
+    code = ("import sys, substrate; gs = substrate.GrayScott(16, 16, batch=2); gs.run(1); "
+            "print(gs.last_path, 'scipy.linalg' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(substrate.__file__).parent, timeout=300)
+    assert out.stdout.split() == ["kernel", "False"], out.stderr[-2000:]

@@ -49,6 +49,10 @@ if not os.environ.get("NUMBA_THREADING_LAYER"):
 TILE_ROWS = 4
 TILE_COLS = 256
 
+# Blocking in time: (largest grid in cells, (k steps per block, band rows)), by grid size;
+# k = 1 steps one step at a time (the tiles above). Measured: docs/performance.md.
+BLOCKS = [(1 << 62, (1, 32))]
+
 
 @njit(cache=True, nogil=True, inline="always")
 def _finish(x, zero, one, flush, clamp):
@@ -237,23 +241,179 @@ def run_tiles(A_U, A_V, B_U, B_V, F, K, first, last, chg, vsum, scale, shape, ni
     return 0
 
 
+# ---- blocking in time within a member: k steps per band while it sits in cache ----------
+#
+# A band is BAND_ROWS full-width rows of one member. Its k steps run in a scratch of
+# BAND_ROWS + 2k rows: the band and a k-row halo each side, copied from the input buffer;
+# step j computes the rows that still have valid neighbours (the halo shrinks by a row
+# per step: the halo's rows are computed again by each band that needs them), and step k
+# writes the band's own rows to the output buffer. Every cell of every step is _cell's
+# arithmetic on the same inputs as a single step's, so k blocked steps are bit-identical
+# to k single steps. Blocks have odd lengths, so that a block reads the buffer of its
+# first step's parity and writes the other one, as k single steps would.
+#
+# Quiet ground, per group of TILE_ROWS full-width rows: a group that did not change in any
+# step of the previous block, with every row within k of it unchanged too, sits at an
+# exact fixed point of the step (each of its cells' inputs is what it was a step
+# earlier), so it would stay there for the k steps of this block: it is not computed. The
+# output buffer already holds its values (it was the previous block's input, and nothing
+# changed during that block). Within a band the computed rows are one range, from the
+# first group that needs a step to the last.
+
+
+@njit(cache=True, nogil=True, boundscheck=False, inline="always")
+def _row(uu, uc, ud, vu, vc, vd, fr, kr, uo, vo, scale, nine, w, c, flags):
+    """One full-width row (periodic columns): input rows above (uu, vu), at (uc, vc) and
+    below (ud, vd); F, K rows fr, kr; output rows uo, vo."""
+    W = uc.shape[0]
+    use_decay, clamp = flags
+    uo[0], vo[0] = _cell(uu, uc, ud, vu, vc, vd, fr[0] * scale, kr[0], 0, W - 1, 1, nine,
+                         w, c, use_decay, clamp)
+    uo[W - 1], vo[W - 1] = _cell(uu, uc, ud, vu, vc, vd, fr[W - 1] * scale, kr[W - 1],
+                                 W - 1, W - 2, 0, nine, w, c, use_decay, clamp)
+    if nine and use_decay and clamp:   # the protocol's switches as constants (_tile_step)
+        _interior(uu, uc, ud, vu, vc, vd, fr[1:], kr[1:], uo[1:], vo[1:], W - 2, scale,
+                  True, w, c, True, True)
+    else:
+        _interior(uu, uc, ud, vu, vc, vd, fr[1:], kr[1:], uo[1:], vo[1:], W - 2, scale,
+                  nine, w, c, use_decay, clamp)
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _band_block(Ui, Vi, Uo, Vo, F, K, r0, r1, k, SU, SV, cur, gr, nine, w, c, flags):
+    """Steps 1..k of the rows [r0, r1) of one member (2D): Ui, Vi (input buffer) ->
+    Uo, Vo; SU, SV (2, >= r1 - r0 + 2k, W) scratch, row m of which is the member's row
+    r0 - k + m (periodic). cur (groups,): set True for each group of gr rows whose rows
+    changed in any of the k steps."""
+    H = Ui.shape[0]
+    n = r1 - r0 + 2 * k
+    for j in range(1, k + 1):
+        src, dst = (j - 1) % 2, j % 2
+        for m in range(j, n - j):
+            g = (r0 - k + m) % H
+            if j == 1:        # the first step reads the input buffer: no copy
+                gm, gp = g - 1 if g > 0 else H - 1, g + 1 if g < H - 1 else 0
+                uu, uc, ud, vu, vc, vd = Ui[gm], Ui[g], Ui[gp], Vi[gm], Vi[g], Vi[gp]
+            else:
+                uu, uc, ud = SU[src, m - 1], SU[src, m], SU[src, m + 1]
+                vu, vc, vd = SV[src, m - 1], SV[src, m], SV[src, m + 1]
+            if j == k:
+                uo, vo = Uo[g], Vo[g]
+            else:
+                uo, vo = SU[dst, m], SV[dst, m]
+            _row(uu, uc, ud, vu, vc, vd, F[g], K[g], uo, vo, c[5], nine, w, c, flags)
+            if k <= m < n - k and not cur[g // gr]:
+                for x in range(uo.shape[0]):
+                    if uo[x] != uc[x] or vo[x] != vc[x]:
+                        cur[g // gr] = True
+                        break
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _band(A_U, A_V, B_U, B_V, F, K, b, band, s0, k, rows, chg, SU, SV, nine, w, c, flags):
+    """Band `band` (of `rows` rows) of member b for steps s0 + 1 .. s0 + k (k odd): the
+    quiet groups skipped (see above). chg (2, groups) of member b: the flags of the
+    previous and this block, by the parity of their first step."""
+    H = A_U.shape[1]
+    gr = np.intp(TILE_ROWS)
+    prev, cur = s0 % 2, (s0 + 1) % 2
+    r0, r1 = band * rows, min(H, band * rows + rows)
+    lo, hi = r1, r0       # the rows to compute: from the first group needing it to the last
+    for g0 in range(r0, r1, gr):
+        need = s0 == 0
+        if not need:
+            for off in range(-k, gr + k):
+                if chg[prev, ((g0 + off) % H) // gr]:
+                    need = True
+                    break
+        chg[cur, g0 // gr] = False
+        if need:
+            lo = min(lo, g0)
+            hi = min(r1, g0 + gr)
+    if lo >= hi:
+        return
+    b = np.intp(b)
+    fb = b if F.shape[0] > 1 else np.intp(0)
+    if s0 % 2 == 0:
+        _band_block(A_U[b], A_V[b], B_U[b], B_V[b], F[fb], K[fb], lo, hi, k, SU, SV,
+                    chg[cur], gr, nine, w, c, flags)
+    else:
+        _band_block(B_U[b], B_V[b], A_U[b], A_V[b], F[fb], K[fb], lo, hi, k, SU, SV,
+                    chg[cur], gr, nine, w, c, flags)
+
+
+@njit(cache=True, nogil=True)
+def _blocks(first, last, k):
+    """The blocks of steps first..last: (start, length) with odd lengths <= k."""
+    out = []
+    s = first - 1
+    while s < last:
+        n = min(k, last - s)
+        if n % 2 == 0:
+            n -= 1
+        out.append((s, n))
+        s += n
+    return out
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def run_members_blocked(A_U, A_V, B_U, B_V, F, K, first, last, chg, k, rows, nine, w, c,
+                        flags):
+    """Steps first..last of every member in blocks of k steps per band, one member per
+    thread at a time."""
+    B, H, W = A_U.shape
+    blocks = _blocks(first, last, k)
+    bands = -(-H // rows)
+    for b in prange(B):
+        SU = np.empty((2, rows + 2 * k, W), A_U.dtype)
+        SV = np.empty((2, rows + 2 * k, W), A_U.dtype)
+        for s0, n in blocks:
+            for band in range(bands):
+                _band(A_U, A_V, B_U, B_V, F, K, b, band, s0, n, rows, chg[b], SU, SV, nine,
+                      w, c, flags)
+    return 0
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def run_bands_blocked(A_U, A_V, B_U, B_V, F, K, first, last, chg, k, rows, nine, w, c,
+                      flags, threads):
+    """The same blocks with the bands of each block shared among the threads (for fewer
+    members than threads): one parallel region per block, each thread with its scratch."""
+    B, H, W = A_U.shape
+    bands = -(-H // rows)
+    for s0, n in _blocks(first, last, k):
+        for t in prange(threads):
+            SU = np.empty((2, rows + 2 * k, W), A_U.dtype)
+            SV = np.empty((2, rows + 2 * k, W), A_U.dtype)
+            for i in range(t, B * bands, threads):
+                b = i // bands
+                _band(A_U, A_V, B_U, B_V, F, K, b, i - b * bands, s0, n, rows, chg[b], SU,
+                      SV, nine, w, c, flags)
+    return 0
+
+
 # ---- the host side: arguments, flags, threads ------------------------------------------------
 
 class State:
     """What the kernel carries between calls of one run: per member the changed flags of
     the last two steps (by parity) per tile, each tile's sum of V, and the feed factor
-    used by the last step (scale[:, 0]) and for the next (scale[:, 1])."""
+    used by the last step (scale[:, 0]) and for the next (scale[:, 1]); with blocking in
+    time (block = (k steps, band rows), k > 1), the changed flags of the last two blocks
+    per group of TILE_ROWS rows instead."""
 
-    def __init__(self, batch, height, width, dtype, tile=None):
+    def __init__(self, batch, height, width, dtype, tile=None, block=None):
         self.shape = tile or (TILE_ROWS, TILE_COLS)
+        self.block = block or block_for(batch, height, width, dtype)
         tiles = -(-height // self.shape[0]) * -(-width // self.shape[1])
         self.changed = np.ones((batch, 2, tiles), dtype=np.bool_)
+        self.group_changed = np.ones((batch, 2, -(-height // TILE_ROWS)), dtype=np.bool_)
         self.vsum = np.zeros((batch, tiles), dtype=np.float64)
         self.scale = np.ones((batch, 2), dtype=_np_dtype(dtype))
 
     def step_everything(self):
         """The next step computes every tile (its inputs may have changed anywhere)."""
         self.changed[:] = True
+        self.group_changed[:] = True
 
     def step_everything_next(self):
         """As step_everything, through the feed factor (the flags are rewritten by the
@@ -283,12 +443,33 @@ def use_threads(n):
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
 
 
+def block_for(batch, height, width, dtype):
+    """(k, band rows): the steps per band of one block and the band's height, chosen by
+    measurement (BLOCKS); k = 1 is no blocking."""
+    cells = height * width
+    for max_cells, block in BLOCKS:
+        if cells <= max_cells:
+            return block
+    return BLOCKS[-1][1]
+
+
 def run(A_U, A_V, B_U, B_V, F, K, first, last, state, args):
-    """Steps first..last (run-relative, from 1) of every member. F, K (1 or B, H, W)."""
+    """Steps first..last (run-relative, from 1) of every member. F, K (1 or B, H, W).
+    Blocking in time only without the fused feed factor: that one needs the mean of V
+    over the whole member after every step, which a band's k steps do not have."""
     nine, w, c, flags, feed, fp = args
     threads = numba.get_num_threads()
-    batch = A_U.shape[0]
-    driver = run_members if batch >= threads and (batch % threads == 0
-                                                  or batch >= 4 * threads) else run_tiles
+    batch, height, width = A_U.shape
+    by_members = batch >= threads and (batch % threads == 0 or batch >= 4 * threads)
+    k, rows = state.block
+    if k > 1 and not feed and width >= 3:
+        if by_members:
+            run_members_blocked(A_U, A_V, B_U, B_V, F, K, first, last, state.group_changed,
+                                k, rows, nine, w, c, flags)
+        else:
+            run_bands_blocked(A_U, A_V, B_U, B_V, F, K, first, last, state.group_changed,
+                              k, rows, nine, w, c, flags, threads)
+        return
+    driver = run_members if by_members else run_tiles
     driver(A_U, A_V, B_U, B_V, F, K, first, last, state.changed, state.vsum, state.scale,
            state.shape, nine, w, c, flags, feed, fp)

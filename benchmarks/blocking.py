@@ -7,7 +7,7 @@ Each configuration runs STEPS steps cut into calls of RECORD_EVERY (the recall's
 on the kernel's own drivers (common/cpu_kernel.run with an explicit (k, band rows)),
 every k from the same state, interleaved over rounds; the ratio is k = 1's time over
 k's, the geometric mean of the paired rounds with its 95% interval. bench_substrate
---write-docs puts the same table in docs/performance.md; cpu_kernel.BLOCKS is chosen
+--write-docs puts the same table in docs/performance.md; cpu_kernel.BLOCK is chosen
 from it.
 """
 from __future__ import annotations

@@ -8,9 +8,14 @@ reassociation), so a step here is bit-identical to the eager torch step. What it
   cell, with per-cell (shared or per-member) F and K, float32 or float64, any batch;
 * blocking in time by member: with enough members, each thread takes whole members
   through every step up to the next record (a 256^2 float32 member's U, V, F, K and
-  second buffers are 1.25 MB: they stay in the core's cache instead of the whole batch
+  second buffers are 1.5 MB: they stay in the core's cache instead of the whole batch
   streaming through memory every step); with fewer members than that, the bands of each
   step are shared among the threads;
+* blocking in time within a member (bigger members, or fewer members than threads): k
+  steps per band of rows while the band and its k-row halo sit in cache, the halo
+  computed again by each band that needs it (below; k chosen by measurement, BLOCK). Not
+  under the fused feed factor, which needs the mean of V over the whole member after
+  every step: those runs step one step at a time;
 * exact skipping of quiet ground: each member is cut into bands of BAND_ROWS rows. A band
   that did not change in the previous step, with both neighbouring bands unchanged too,
   reads exactly the inputs it read then, so it would produce exactly the values it
@@ -49,9 +54,16 @@ if not os.environ.get("NUMBA_THREADING_LAYER"):
 TILE_ROWS = 4
 TILE_COLS = 256
 
-# Blocking in time: (largest grid in cells, (k steps per block, band rows)), by grid size;
-# k = 1 steps one step at a time (the tiles above). Measured: docs/performance.md.
-BLOCKS = [(1 << 62, (1, 32))]
+# Blocking in time: (k steps per block, band rows) for runs that block (block_for). Measured
+# with benchmarks/blocking.py (docs/performance.md): k = 3 with 32-row bands gained 1.2-1.3x
+# at 512^2 and 1024^2 and 1.8-1.9x at 2048^2 (batch 1-2, 1 and 2 threads), and 1.4-1.5x at
+# 256^2 batch 1 on 2 threads (a parallel region per block instead of per step); k = 5 and
+# 9 gained no more (their longer halos cost what the cache saved).
+BLOCK = (3, 32)
+# ... except where each thread takes whole members (run_members) of at most this many
+# cells: such a member (256^2 float32: 1.5 MB with its F, K and second buffers) already
+# stays in the cache through all the steps of a call, and blocking measured 0.85-1.1x.
+MEMBER_IN_CACHE_CELLS = 256 * 256
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -403,7 +415,7 @@ class State:
 
     def __init__(self, batch, height, width, dtype, tile=None, block=None):
         self.shape = tile or (TILE_ROWS, TILE_COLS)
-        self.block = block or block_for(batch, height, width, dtype)
+        self.block = block or block_for(batch, height, width)
         tiles = -(-height // self.shape[0]) * -(-width // self.shape[1])
         self.changed = np.ones((batch, 2, tiles), dtype=np.bool_)
         self.group_changed = np.ones((batch, 2, -(-height // TILE_ROWS)), dtype=np.bool_)
@@ -443,14 +455,18 @@ def use_threads(n):
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
 
 
-def block_for(batch, height, width, dtype):
+def _by_members(batch, threads):
+    """Whole members per thread (run_members) rather than each step's bands shared."""
+    return batch >= threads and (batch % threads == 0 or batch >= 4 * threads)
+
+
+def block_for(batch, height, width, threads=None):
     """(k, band rows): the steps per band of one block and the band's height, chosen by
-    measurement (BLOCKS); k = 1 is no blocking."""
-    cells = height * width
-    for max_cells, block in BLOCKS:
-        if cells <= max_cells:
-            return block
-    return BLOCKS[-1][1]
+    measurement (BLOCK, MEMBER_IN_CACHE_CELLS); k = 1 steps one step at a time."""
+    threads = threads or numba.get_num_threads()
+    if _by_members(batch, threads) and height * width <= MEMBER_IN_CACHE_CELLS:
+        return (1, BLOCK[1])
+    return BLOCK
 
 
 def run(A_U, A_V, B_U, B_V, F, K, first, last, state, args):
@@ -460,7 +476,7 @@ def run(A_U, A_V, B_U, B_V, F, K, first, last, state, args):
     nine, w, c, flags, feed, fp = args
     threads = numba.get_num_threads()
     batch, height, width = A_U.shape
-    by_members = batch >= threads and (batch % threads == 0 or batch >= 4 * threads)
+    by_members = _by_members(batch, threads)
     k, rows = state.block
     if k > 1 and not feed and width >= 3:
         if by_members:

@@ -18,7 +18,7 @@ import time
 from benchmarks.measure import fmt_ratio, load_average, noise_state, ratio_stat
 
 CONFIGS = [((256, 256), 1), ((256, 256), 8), ((256, 256), 32), ((512, 512), 1),
-           ((1024, 1024), 1), ((1024, 1024), 4)]
+           ((1024, 1024), 1), ((2048, 2048), 1)]
 KS = [1, 3, 5, 9]
 BAND_ROWS = 32
 STEPS = 100
@@ -61,7 +61,16 @@ def measure(configs=CONFIGS, ks=KS, rows=BAND_ROWS, steps=STEPS, rounds=4, threa
     torch.set_num_threads(threads)
     ck.use_threads(threads)
     state = state or (lambda grid, batch: noise_state(grid, batch, torch.float32)[:4])
-    md = [f"{steps} steps in calls of {RECORD_EVERY}, band {rows} rows, float32, nine-point "
+    chosen = ck.BLOCK
+    md = ["### Blocking in time (k steps per band of rows, a k-row halo recomputed)", "",
+          f"The kernel runs k = {chosen[0]} with {chosen[1]}-row bands, except where each "
+          "thread takes whole members of at most "
+          f"{ck.MEMBER_IN_CACHE_CELLS} cells (k = 1: such a member stays in cache anyway), "
+          "and under the fused feed inhibition (k = 1: it needs the mean of V after every "
+          "step). Exact: bit-identical to single steps (tests/core/test_cpu_kernel.py). "
+          "Measured with `python -m benchmarks.blocking` on the training-start noise "
+          "state (live everywhere): "
+          f"{steps} steps in calls of {RECORD_EVERY}, band {rows} rows, float32, nine-point "
           f"stencil, {threads} threads, {rounds} interleaved rounds; load average at start "
           f"{load_average()}. Ratio: time with k = 1 / time with k (> 1: blocking is "
           "faster).", "",

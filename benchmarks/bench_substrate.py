@@ -348,8 +348,9 @@ def e2e_section(args):
 
 
 def targets_sections(args, states):
-    """The kernel's targets against the compiled path, the roofline and the scaling
-    figure (benchmarks/kernel_targets.py, benchmarks/roofline.py)."""
+    """The kernel's targets against the compiled path, blocking in time by k, the
+    roofline and the scaling figure (benchmarks/kernel_targets.py, blocking.py,
+    roofline.py)."""
     import torch
 
     from benchmarks import kernel_targets as kt
@@ -364,6 +365,9 @@ def targets_sections(args, states):
         section, rows = kt.battery_condition_target(args.battery_rounds, args.battery_seeds)
         md += section
         args.target_rows += rows
+    print("[targets] blocking in time ...", flush=True)
+    from benchmarks import blocking
+    md += blocking.measure(rounds=args.rounds, threads=2)[0] + [""]
     rates = {}
     for line in md:   # the headline configuration's best rates, from the table above
         m = re.match(r"\| 32 \| (\d+) \| (\d+) \|", line)

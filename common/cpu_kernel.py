@@ -8,9 +8,14 @@ reassociation), so a step here is bit-identical to the eager torch step. What it
   cell, with per-cell (shared or per-member) F and K, float32 or float64, any batch;
 * blocking in time by member: with enough members, each thread takes whole members
   through every step up to the next record (a 256^2 float32 member's U, V, F, K and
-  second buffers are 1.25 MB: they stay in the core's cache instead of the whole batch
+  second buffers are 1.5 MB: they stay in the core's cache instead of the whole batch
   streaming through memory every step); with fewer members than that, the bands of each
   step are shared among the threads;
+* blocking in time within a member (bigger members, or fewer members than threads): k
+  steps per band of rows while the band and its k-row halo sit in cache, the halo
+  computed again by each band that needs it (below; k chosen by measurement, BLOCK). Not
+  under the fused feed factor, which needs the mean of V over the whole member after
+  every step: those runs step one step at a time;
 * exact skipping of quiet ground: each member is cut into bands of BAND_ROWS rows. A band
   that did not change in the previous step, with both neighbouring bands unchanged too,
   reads exactly the inputs it read then, so it would produce exactly the values it
@@ -74,6 +79,17 @@ if not os.environ.get("NUMBA_THREADING_LAYER"):
 # of a flag and a shorter vector loop per tile (measured: docs/performance.md).
 TILE_ROWS = 4
 TILE_COLS = 256
+
+# Blocking in time: (k steps per block, band rows) for runs that block (block_for). Measured
+# with benchmarks/blocking.py (docs/performance.md): k = 3 with 32-row bands gained 1.2-1.3x
+# at 512^2 and 1024^2 and 1.8-1.9x at 2048^2 (batch 1-2, 1 and 2 threads), and 1.4-1.5x at
+# 256^2 batch 1 on 2 threads (a parallel region per block instead of per step); k = 5 and
+# 9 gained no more (their longer halos cost what the cache saved).
+BLOCK = (3, 32)
+# ... except where each thread takes whole members (run_members) of at most this many
+# cells: such a member (256^2 float32: 1.5 MB with its F, K and second buffers) already
+# stays in the cache through all the steps of a call, and blocking measured 0.85-1.1x.
+MEMBER_IN_CACHE_CELLS = 256 * 256
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -263,23 +279,179 @@ def run_tiles(A_U, A_V, B_U, B_V, F, K, first, last, chg, vsum, scale, shape, ni
     return 0
 
 
+# ---- blocking in time within a member: k steps per band while it sits in cache ----------
+#
+# A band is BAND_ROWS full-width rows of one member. Its k steps run in a scratch of
+# BAND_ROWS + 2k rows: the band and a k-row halo each side, copied from the input buffer;
+# step j computes the rows that still have valid neighbours (the halo shrinks by a row
+# per step: the halo's rows are computed again by each band that needs them), and step k
+# writes the band's own rows to the output buffer. Every cell of every step is _cell's
+# arithmetic on the same inputs as a single step's, so k blocked steps are bit-identical
+# to k single steps. Blocks have odd lengths, so that a block reads the buffer of its
+# first step's parity and writes the other one, as k single steps would.
+#
+# Quiet ground, per group of TILE_ROWS full-width rows: a group that did not change in any
+# step of the previous block, with every row within k of it unchanged too, sits at an
+# exact fixed point of the step (each of its cells' inputs is what it was a step
+# earlier), so it would stay there for the k steps of this block: it is not computed. The
+# output buffer already holds its values (it was the previous block's input, and nothing
+# changed during that block). Within a band the computed rows are one range, from the
+# first group that needs a step to the last.
+
+
+@njit(cache=True, nogil=True, boundscheck=False, inline="always")
+def _row(uu, uc, ud, vu, vc, vd, fr, kr, uo, vo, scale, nine, w, c, flags):
+    """One full-width row (periodic columns): input rows above (uu, vu), at (uc, vc) and
+    below (ud, vd); F, K rows fr, kr; output rows uo, vo."""
+    W = uc.shape[0]
+    use_decay, clamp = flags
+    uo[0], vo[0] = _cell(uu, uc, ud, vu, vc, vd, fr[0] * scale, kr[0], 0, W - 1, 1, nine,
+                         w, c, use_decay, clamp)
+    uo[W - 1], vo[W - 1] = _cell(uu, uc, ud, vu, vc, vd, fr[W - 1] * scale, kr[W - 1],
+                                 W - 1, W - 2, 0, nine, w, c, use_decay, clamp)
+    if nine and use_decay and clamp:   # the protocol's switches as constants (_tile_step)
+        _interior(uu, uc, ud, vu, vc, vd, fr[1:], kr[1:], uo[1:], vo[1:], W - 2, scale,
+                  True, w, c, True, True)
+    else:
+        _interior(uu, uc, ud, vu, vc, vd, fr[1:], kr[1:], uo[1:], vo[1:], W - 2, scale,
+                  nine, w, c, use_decay, clamp)
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _band_block(Ui, Vi, Uo, Vo, F, K, r0, r1, k, SU, SV, cur, gr, nine, w, c, flags):
+    """Steps 1..k of the rows [r0, r1) of one member (2D): Ui, Vi (input buffer) ->
+    Uo, Vo; SU, SV (2, >= r1 - r0 + 2k, W) scratch, row m of which is the member's row
+    r0 - k + m (periodic). cur (groups,): set True for each group of gr rows whose rows
+    changed in any of the k steps."""
+    H = Ui.shape[0]
+    n = r1 - r0 + 2 * k
+    for j in range(1, k + 1):
+        src, dst = (j - 1) % 2, j % 2
+        for m in range(j, n - j):
+            g = (r0 - k + m) % H
+            if j == 1:        # the first step reads the input buffer: no copy
+                gm, gp = g - 1 if g > 0 else H - 1, g + 1 if g < H - 1 else 0
+                uu, uc, ud, vu, vc, vd = Ui[gm], Ui[g], Ui[gp], Vi[gm], Vi[g], Vi[gp]
+            else:
+                uu, uc, ud = SU[src, m - 1], SU[src, m], SU[src, m + 1]
+                vu, vc, vd = SV[src, m - 1], SV[src, m], SV[src, m + 1]
+            if j == k:
+                uo, vo = Uo[g], Vo[g]
+            else:
+                uo, vo = SU[dst, m], SV[dst, m]
+            _row(uu, uc, ud, vu, vc, vd, F[g], K[g], uo, vo, c[5], nine, w, c, flags)
+            if k <= m < n - k and not cur[g // gr]:
+                for x in range(uo.shape[0]):
+                    if uo[x] != uc[x] or vo[x] != vc[x]:
+                        cur[g // gr] = True
+                        break
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _band(A_U, A_V, B_U, B_V, F, K, b, band, s0, k, rows, chg, SU, SV, nine, w, c, flags):
+    """Band `band` (of `rows` rows) of member b for steps s0 + 1 .. s0 + k (k odd): the
+    quiet groups skipped (see above). chg (2, groups) of member b: the flags of the
+    previous and this block, by the parity of their first step."""
+    H = A_U.shape[1]
+    gr = np.intp(TILE_ROWS)
+    prev, cur = s0 % 2, (s0 + 1) % 2
+    r0, r1 = band * rows, min(H, band * rows + rows)
+    lo, hi = r1, r0       # the rows to compute: from the first group needing it to the last
+    for g0 in range(r0, r1, gr):
+        need = s0 == 0
+        if not need:
+            for off in range(-k, gr + k):
+                if chg[prev, ((g0 + off) % H) // gr]:
+                    need = True
+                    break
+        chg[cur, g0 // gr] = False
+        if need:
+            lo = min(lo, g0)
+            hi = min(r1, g0 + gr)
+    if lo >= hi:
+        return
+    b = np.intp(b)
+    fb = b if F.shape[0] > 1 else np.intp(0)
+    if s0 % 2 == 0:
+        _band_block(A_U[b], A_V[b], B_U[b], B_V[b], F[fb], K[fb], lo, hi, k, SU, SV,
+                    chg[cur], gr, nine, w, c, flags)
+    else:
+        _band_block(B_U[b], B_V[b], A_U[b], A_V[b], F[fb], K[fb], lo, hi, k, SU, SV,
+                    chg[cur], gr, nine, w, c, flags)
+
+
+@njit(cache=True, nogil=True)
+def _blocks(first, last, k):
+    """The blocks of steps first..last: (start, length) with odd lengths <= k."""
+    out = []
+    s = first - 1
+    while s < last:
+        n = min(k, last - s)
+        if n % 2 == 0:
+            n -= 1
+        out.append((s, n))
+        s += n
+    return out
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def run_members_blocked(A_U, A_V, B_U, B_V, F, K, first, last, chg, k, rows, nine, w, c,
+                        flags):
+    """Steps first..last of every member in blocks of k steps per band, one member per
+    thread at a time."""
+    B, H, W = A_U.shape
+    blocks = _blocks(first, last, k)
+    bands = -(-H // rows)
+    for b in prange(B):
+        SU = np.empty((2, rows + 2 * k, W), A_U.dtype)
+        SV = np.empty((2, rows + 2 * k, W), A_U.dtype)
+        for s0, n in blocks:
+            for band in range(bands):
+                _band(A_U, A_V, B_U, B_V, F, K, b, band, s0, n, rows, chg[b], SU, SV, nine,
+                      w, c, flags)
+    return 0
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def run_bands_blocked(A_U, A_V, B_U, B_V, F, K, first, last, chg, k, rows, nine, w, c,
+                      flags, threads):
+    """The same blocks with the bands of each block shared among the threads (for fewer
+    members than threads): one parallel region per block, each thread with its scratch."""
+    B, H, W = A_U.shape
+    bands = -(-H // rows)
+    for s0, n in _blocks(first, last, k):
+        for t in prange(threads):
+            SU = np.empty((2, rows + 2 * k, W), A_U.dtype)
+            SV = np.empty((2, rows + 2 * k, W), A_U.dtype)
+            for i in range(t, B * bands, threads):
+                b = i // bands
+                _band(A_U, A_V, B_U, B_V, F, K, b, i - b * bands, s0, n, rows, chg[b], SU,
+                      SV, nine, w, c, flags)
+    return 0
+
+
 # ---- the host side: arguments, flags, threads ------------------------------------------------
 
 class State:
     """What the kernel carries between calls of one run: per member the changed flags of
     the last two steps (by parity) per tile, each tile's sum of V, and the feed factor
-    used by the last step (scale[:, 0]) and for the next (scale[:, 1])."""
+    used by the last step (scale[:, 0]) and for the next (scale[:, 1]); with blocking in
+    time (block = (k steps, band rows), k > 1), the changed flags of the last two blocks
+    per group of TILE_ROWS rows instead."""
 
-    def __init__(self, batch, height, width, dtype, tile=None):
+    def __init__(self, batch, height, width, dtype, tile=None, block=None):
         self.shape = tile or (TILE_ROWS, TILE_COLS)
+        self.block = block or block_for(batch, height, width)
         tiles = -(-height // self.shape[0]) * -(-width // self.shape[1])
         self.changed = np.ones((batch, 2, tiles), dtype=np.bool_)
+        self.group_changed = np.ones((batch, 2, -(-height // TILE_ROWS)), dtype=np.bool_)
         self.vsum = np.zeros((batch, tiles), dtype=np.float64)
         self.scale = np.ones((batch, 2), dtype=_np_dtype(dtype))
 
     def step_everything(self):
         """The next step computes every tile (its inputs may have changed anywhere)."""
         self.changed[:] = True
+        self.group_changed[:] = True
 
     def step_everything_next(self):
         """As step_everything, through the feed factor (the flags are rewritten by the
@@ -309,12 +481,37 @@ def use_threads(n):
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
 
 
+def _by_members(batch, threads):
+    """Whole members per thread (run_members) rather than each step's bands shared."""
+    return batch >= threads and (batch % threads == 0 or batch >= 4 * threads)
+
+
+def block_for(batch, height, width, threads=None):
+    """(k, band rows): the steps per band of one block and the band's height, chosen by
+    measurement (BLOCK, MEMBER_IN_CACHE_CELLS); k = 1 steps one step at a time."""
+    threads = threads or numba.get_num_threads()
+    if _by_members(batch, threads) and height * width <= MEMBER_IN_CACHE_CELLS:
+        return (1, BLOCK[1])
+    return BLOCK
+
+
 def run(A_U, A_V, B_U, B_V, F, K, first, last, state, args):
-    """Steps first..last (run-relative, from 1) of every member. F, K (1 or B, H, W)."""
+    """Steps first..last (run-relative, from 1) of every member. F, K (1 or B, H, W).
+    Blocking in time only without the fused feed factor: that one needs the mean of V
+    over the whole member after every step, which a band's k steps do not have."""
     nine, w, c, flags, feed, fp = args
     threads = numba.get_num_threads()
-    batch = A_U.shape[0]
-    driver = run_members if batch >= threads and (batch % threads == 0
-                                                  or batch >= 4 * threads) else run_tiles
+    batch, height, width = A_U.shape
+    by_members = _by_members(batch, threads)
+    k, rows = state.block
+    if k > 1 and not feed and width >= 3:
+        if by_members:
+            run_members_blocked(A_U, A_V, B_U, B_V, F, K, first, last, state.group_changed,
+                                k, rows, nine, w, c, flags)
+        else:
+            run_bands_blocked(A_U, A_V, B_U, B_V, F, K, first, last, state.group_changed,
+                              k, rows, nine, w, c, flags, threads)
+        return
+    driver = run_members if by_members else run_tiles
     driver(A_U, A_V, B_U, B_V, F, K, first, last, state.changed, state.vsum, state.scale,
            state.shape, nine, w, c, flags, feed, fp)

@@ -236,3 +236,70 @@ def test_a_fresh_process_runs_the_kernel_without_importing_scipy_linalg():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(substrate.__file__).parent, timeout=300)
     assert out.stdout.split() == ["kernel", "False"], out.stderr[-2000:]
+
+
+def _blocked(U, V, F, K, stencil, steps, block, cuts=(), driver=None, everything=False):
+    """Run the kernel with blocking in time block = (k, band rows): (U, V, last block's
+    group flags). cuts: the steps after which a call ends (records); driver: call
+    run_members_blocked or run_bands_blocked directly; everything: every step computes
+    every cell (no skipping), one step per call."""
+    A = [U.numpy().copy(), V.numpy().copy()]
+    Bf = [np.empty_like(A[0]), np.empty_like(A[1])]
+    state = ck.State(*U.shape, U.dtype, block=block)
+    Du, Dv = STENCIL_CONSTANTS[stencil]
+    args = ck.arguments(U.dtype, Du, Dv, 1.0, 0.9995, stencil, True,
+                        substrate.FLUSH_BELOW, None)
+    ends = list(range(1, steps + 1)) if everything else [*cuts, steps]
+    for first, last in zip([1] + [e + 1 for e in ends[:-1]], ends):
+        if everything:
+            state.step_everything()
+        if driver is None:
+            ck.run(*A, *Bf, F.numpy(), K.numpy(), first, last, state, args)
+        else:
+            nine, w, c, flags, _, _ = args
+            extra = (2,) if driver is ck.run_bands_blocked else ()
+            driver(*A, *Bf, F.numpy(), K.numpy(), first, last, state.group_changed,
+                   *block, nine, w, c, flags, *extra)
+    out = Bf if steps % 2 else A
+    return out[0], out[1], state.group_changed[:, (steps + 1) % 2]
+
+
+@pytest.mark.parametrize("stencil", ["nine_point", "five_point"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_blocked_steps_are_bit_identical_to_single_steps(stencil, dtype):
+    """k steps per band with a k-row halo (periodic edges), quiet groups skipped, against
+    one step at a time computing every cell: random per-cell, per-member F, K, a quiet
+    band and a dead corner; both drivers, band heights that do and do not divide the
+    grid, odd and even k, runs cut by records."""
+    U, V, F, K = random_state(3, 48, 20, dtype, seed=8, quiet_rows=36)
+    U_ref, V_ref, _ = _blocked(U, V, F, K, stencil, 10, (1, 8), everything=True)
+    quiet = False
+    for block, cuts, driver in (((3, 8), (), None), ((3, 20), (4,), ck.run_members_blocked),
+                                ((5, 12), (4, 7), ck.run_bands_blocked),
+                                ((4, 4), (6,), None), ((9, 48), (), None)):
+        U_b, V_b, flags = _blocked(U, V, F, K, stencil, 10, block, cuts, driver)
+        assert np.array_equal(U_b, U_ref) and np.array_equal(V_b, V_ref), block
+        quiet |= not flags.all()
+    assert quiet, "no group was quiet: the skipping is not tested"
+
+
+def test_the_medium_blocks_in_time_except_under_the_fused_feed(monkeypatch):
+    """GrayScott on the kernel with k = 3 (BLOCK) steps exactly as the eager step; the
+    fused feed inhibition needs the mean of V after every step, so it runs one step at
+    a time: the same result as with k = 1."""
+    from scarring import GlobalInhibition
+    U, V, F, K = random_state(2, 24, 16, torch.float32, seed=9, quiet_rows=8)
+    runs = {}
+    for k in (1, 3):
+        monkeypatch.setattr(ck, "BLOCK", (k, 8))
+        monkeypatch.setattr(ck, "MEMBER_IN_CACHE_CELLS", 0)
+        gs = kernel_medium(U, V, F, K)
+        gs.run(11, record_every=4, on_record=lambda *a: None)
+        assert gs.last_path == "kernel"
+        fed = kernel_medium(U, V, F, K)
+        fed.run(7, hook=GlobalInhibition(gain=5.0, set_point=0.02).epilogue,
+                hook_args=(F.clone(),))
+        runs[k] = (gs.U, gs.V, fed.U, fed.V)
+    U_ref, V_ref = eager_steps(U, V, F, K, "nine_point", 11)
+    assert torch.equal(runs[3][0], U_ref) and torch.equal(runs[3][1], V_ref)
+    assert all(torch.equal(a, b) for a, b in zip(runs[1][2:], runs[3][2:]))

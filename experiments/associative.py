@@ -69,9 +69,7 @@ TARGETS = {"completion": (">=", 0.8), "selectivity": (">=", 0.5), "uniform": ("<
 @dataclass
 class Args(RunArgs, Protocol):
     study: ClassVar[str] = "associative"
-    saved_state_refusal: ClassVar[str] = (
-        "each storage rule starts from its own unscarred medium, its results are cached "
-        "per rule, and the learned rule runs on --learn-grid")
+    saved_state_refusal: ClassVar[str] = "its rules each start from their own unscarred medium"
     rule: Optional[str] = arg(None, "run this one condition only (default: every condition "
                               "in --rules)", choices=CONDITIONS)
     rules: tuple[str, ...] = arg(CONDITIONS, "conditions to run, in this order",
@@ -101,8 +99,7 @@ class Args(RunArgs, Protocol):
     learn_grid: int = arg(64, "learned scars: grid (backprop through 256^2 does not fit the "
                               "budget)", lo=16, hi=512)
     learn_iters: int = arg(25, "learned scars: gradient iterations", lo=1)
-    learn_steps: int = arg(150, "learned scars: recall steps trained through (full BPTT)",
-                           lo=1)
+    learn_steps: int = arg(150, "learned scars: recall steps trained through (full BPTT)", lo=1)
     learn_lams: tuple[float, ...] = arg((2e-3, 4e-3, 8e-3, 1.6e-2), "learned scars: size "
                                         "penalties swept to match the match-map scar size",
                                         lo=0.0)

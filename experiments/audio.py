@@ -84,9 +84,7 @@ class Args(RunArgs, Protocol):
     """The Protocol's flags (the published audio task shares its scar constants), with
     the audio task's recall length, plus the audio knobs."""
     study: ClassVar[str] = "audio"
-    saved_state_refusal: ClassVar[str] = (
-        "its stores run on the vowel and digit grids (--vowel-grid, --digit-grid) and the "
-        "published part on its own, not on one --grid medium")
+    saved_state_refusal: ClassVar[str] = "its stores run on the vowel and digit grids, not --grid"
     multi_recall_steps: int = arg(500, "recall steps of every stored set (the published "
                                        "audio task's 500)", lo=1)
     parts: tuple[str, ...] = arg(PARTS, "parts to run", choices=PARTS)
@@ -176,8 +174,7 @@ def load_digits(args) -> audio.DigitData:
     if speaker not in {r.speaker for r in recs}:
         raise audio.AudioError(f"--template-speaker {speaker!r}: no recordings in {folder} "
                                f"(speakers: {', '.join(sorted({r.speaker for r in recs}))})")
-    templates, held, others, digits = audio.split_digits(recs, speaker,
-                                                         args.template_recordings)
+    templates, held, others, digits = audio.split_digits(recs, speaker, args.template_recordings)
     if len(digits) < 2:
         wanted = " ".join(map(str, args.template_recordings))
         raise audio.AudioError(f"--template-recordings {wanted}: {speaker} has them for "

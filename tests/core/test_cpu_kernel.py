@@ -281,3 +281,16 @@ def test_the_medium_blocks_in_time_except_under_the_fused_feed(monkeypatch):
     U_ref, V_ref = eager_steps(U, V, F, K, "nine_point", 11)
     assert torch.equal(runs[3][0], U_ref) and torch.equal(runs[3][1], V_ref)
     assert all(torch.equal(a, b) for a, b in zip(runs[1][2:], runs[3][2:]))
+
+
+def test_the_blocking_benchmark_runs_and_refuses_bad_rows(capsys):
+    """benchmarks/blocking.py end to end at a tiny size; a band height that is not a
+    multiple of the skip groups' is refused in one line (exit 2)."""
+    from benchmarks import blocking
+    blocking.main(["--quick", "--threads", "1"])
+    assert "| 32x32 | 4 | quiet |" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        blocking.main(["--rows", "6"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--rows 6" in err and len(err.splitlines()) == 1

@@ -35,11 +35,37 @@ fresh process only loads them (docs/performance.md measures it).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 
 import numba
 import numpy as np
 from numba import njit, prange
+
+
+def _skip_blas_probe():
+    """Load numba's array implementations without their import-time BLAS probe.
+
+    A fresh process that loads a cached function first loads every implementation of
+    numba's CPU target, and numba.np.arraymath probes for BLAS at import by importing
+    scipy.linalg: ~0.4 s of a ~1.3 s first step, for nothing this kernel uses. With scipy
+    installed the probe's answer is known (BLAS is there), so it is taken as given; any
+    numba code that compiles a BLAS call still imports scipy then (numba.np.linalg's own
+    ensure_blas is untouched)."""
+    if "numba.np.arraymath" in sys.modules or importlib.util.find_spec("scipy") is None:
+        return
+    from numba.np import linalg
+    probe = linalg.ensure_blas
+    linalg.ensure_blas = lambda: None
+    try:
+        from numba.np import arraymath
+    finally:
+        linalg.ensure_blas = probe
+    arraymath.ensure_blas = probe
+
+
+_skip_blas_probe()
 
 # numba's own thread pool, not its OpenMP one: the OpenMP threads of a second runtime
 # (torch has its own) spin after each parallel region and slowed the torch operations

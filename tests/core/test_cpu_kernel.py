@@ -4,6 +4,7 @@ without changing a bit, the subnormal flush, both dtypes and stencils, the fused
 inhibition, and the fall-back for a hook it cannot fuse. Small grids; the kernel is
 compiled once per dtype and cached on disk by numba."""
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -294,3 +295,24 @@ def test_the_blocking_benchmark_runs_and_refuses_bad_rows(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "--rows 6" in err and len(err.splitlines()) == 1
+
+
+def test_numba_keeps_its_blas_probe_for_everyone_else():
+    """The kernel skips numba's import-time BLAS probe only (it imports scipy.linalg):
+    numba's answer is the one the probe gives with scipy installed, and the probe itself
+    is numba's own again for any code that compiles a BLAS call."""
+    from numba.np import arraymath, linalg
+    assert arraymath._HAVE_BLAS
+    assert arraymath.ensure_blas is linalg.ensure_blas
+    assert linalg.ensure_blas.__module__ == "numba.np.linalg"
+
+
+@pytest.mark.slow
+def test_a_fresh_process_runs_the_kernel_without_importing_scipy_linalg():
+    import subprocess
+    import sys
+    code = ("import sys, substrate; gs = substrate.GrayScott(16, 16, batch=2); gs.run(1); "
+            "print(gs.last_path, 'scipy.linalg' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(substrate.__file__).parent, timeout=300)
+    assert out.stdout.split() == ["kernel", "False"], out.stderr[-2000:]

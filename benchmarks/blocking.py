@@ -12,18 +12,34 @@ from it.
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 from benchmarks.measure import fmt_ratio, load_average, noise_state, ratio_stat
 
-CONFIGS = [((256, 256), 1), ((256, 256), 8), ((256, 256), 32), ((512, 512), 1),
-           ((1024, 1024), 1), ((2048, 2048), 1)]
+# (grid, batch, state): "live" = the training-start noise state (live everywhere),
+# "quiet" = the same noise in a corner of 1/16 of each side and the fixed point U = 1,
+# V = 0 elsewhere (quiet ground: the skipping and the blocking together)
+CONFIGS = [((256, 256), 1, "live"), ((256, 256), 8, "live"), ((256, 256), 32, "live"),
+           ((512, 512), 1, "live"), ((1024, 1024), 1, "live"), ((2048, 2048), 1, "live"),
+           ((1024, 1024), 1, "quiet")]
 KS = [1, 3, 5, 9]
 BAND_ROWS = 32
 STEPS = 100
 RECORD_EVERY = 10
-QUICK = dict(configs=[((32, 32), 1), ((32, 32), 4)], ks=[1, 3], steps=20, rounds=2)
+QUICK = dict(configs=[((32, 32), 1, "live"), ((32, 32), 4, "quiet")], ks=[1, 3], steps=20,
+             rounds=2)
+
+
+def make_state(grid, batch, kind):
+    """(U, V, F, K), float32: kind "live" or "quiet" (CONFIGS)."""
+    import torch
+    U, V, F, K = noise_state(grid, batch, torch.float32)[:4]
+    if kind == "quiet":
+        h, w = max(1, grid[0] // 16), max(1, grid[1] // 16)
+        Uq, Vq = torch.ones_like(U), torch.zeros_like(V)
+        Uq[:, :h, :w], Vq[:, :h, :w] = U[:, :h, :w], V[:, :h, :w]
+        U, V = Uq, Vq
+    return U, V, F, K
 
 
 def _runner(U, V, F, K, k, rows):
@@ -50,17 +66,14 @@ def _runner(U, V, F, K, k, rows):
     return run
 
 
-def measure(configs=CONFIGS, ks=KS, rows=BAND_ROWS, steps=STEPS, rounds=4, threads=2,
-            state=None):
-    """(markdown lines, {(grid, batch): {k: ratio stat}}). state(grid, batch) -> (U, V,
-    F, K); the training-start noise state by default (live everywhere)."""
+def measure(configs=CONFIGS, ks=KS, rows=BAND_ROWS, steps=STEPS, rounds=4, threads=2):
+    """(markdown lines, {(grid, batch, state): {k: ratio stat}})."""
     import torch
 
     from common import cpu_kernel as ck
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     ck.use_threads(threads)
-    state = state or (lambda grid, batch: noise_state(grid, batch, torch.float32)[:4])
     chosen = ck.BLOCK
     md = ["### Blocking in time (k steps per band of rows, a k-row halo recomputed)", "",
           f"The kernel runs k = {chosen[0]} with {chosen[1]}-row bands, except where each "
@@ -68,17 +81,18 @@ def measure(configs=CONFIGS, ks=KS, rows=BAND_ROWS, steps=STEPS, rounds=4, threa
           f"{ck.MEMBER_IN_CACHE_CELLS} cells (k = 1: such a member stays in cache anyway), "
           "and under the fused feed inhibition (k = 1: it needs the mean of V after every "
           "step). Exact: bit-identical to single steps (tests/core/test_cpu_kernel.py). "
-          "Measured with `python -m benchmarks.blocking` on the training-start noise "
-          "state (live everywhere): "
+          "Measured with `python -m benchmarks.blocking`; states: live = the training-"
+          "start noise state, quiet = that noise in a corner 1/16 of each side, the fixed "
+          "point elsewhere (both skipping and blocking at work). "
           f"{steps} steps in calls of {RECORD_EVERY}, band {rows} rows, float32, nine-point "
           f"stencil, {threads} threads, {rounds} interleaved rounds; load average at start "
           f"{load_average()}. Ratio: time with k = 1 / time with k (> 1: blocking is "
           "faster).", "",
-          "| grid | batch | " + " | ".join(f"k = {k}" for k in ks[1:]) +
-          " | k = 1 Mcells/s (best) |", "|---|---|" + "---|" * len(ks)]
+          "| grid | batch | state | " + " | ".join(f"k = {k}" for k in ks[1:]) +
+          " | k = 1 Mcells/s (best) |", "|---|---|---|" + "---|" * len(ks)]
     results = {}
-    for grid, batch in configs:
-        U, V, F, K = state(grid, batch)
+    for grid, batch, kind in configs:
+        U, V, F, K = make_state(grid, batch, kind)
         runners = {k: _runner(U, V, F, K, k, rows) for k in ks}
         for run in runners.values():
             run(2 * max(ks))          # compiles (or loads) and warms the caches
@@ -87,9 +101,9 @@ def measure(configs=CONFIGS, ks=KS, rows=BAND_ROWS, steps=STEPS, rounds=4, threa
             for k, run in runners.items():
                 times[k].append(run(steps))
         stats = {k: ratio_stat(times[ks[0]], times[k]) for k in ks[1:]}
-        results[(grid, batch)] = stats
+        results[(grid, batch, kind)] = stats
         cells = batch * grid[0] * grid[1] * steps
-        md.append(f"| {grid[0]}x{grid[1]} | {batch} | "
+        md.append(f"| {grid[0]}x{grid[1]} | {batch} | {kind} | "
                   + " | ".join(fmt_ratio(stats[k]) for k in ks[1:])
                   + f" | {cells / min(times[ks[0]]) / 1e6:.0f} |")
         print(md[-1], flush=True)
@@ -98,7 +112,8 @@ def measure(configs=CONFIGS, ks=KS, rows=BAND_ROWS, steps=STEPS, rounds=4, threa
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from common.cli import _one_line_parser
+    p = _one_line_parser()(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--threads", type=int, default=2, help="threads (default 2)")
     p.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default 4)")
     p.add_argument("--rows", type=int, default=BAND_ROWS,
@@ -106,7 +121,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny grids, seconds")
     args = p.parse_args(argv)
     if args.threads < 1 or args.rounds < 1 or args.rows < 4 or args.rows % 4:
-        p.error("--threads and --rounds must be >= 1, --rows a multiple of 4")
+        p.error(f"--threads {args.threads}, --rounds {args.rounds}, --rows {args.rows}: "
+                "threads and rounds must be >= 1, rows a multiple of 4 (>= 4)")
     kw = QUICK if args.quick else {}
     md, _ = measure(rows=args.rows, threads=args.threads,
                     rounds=kw.get("rounds", args.rounds),

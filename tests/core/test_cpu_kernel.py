@@ -217,27 +217,6 @@ def test_a_blow_up_on_the_kernel_names_its_step():
     assert gs.last_path is None and torch.equal(gs.V, V)
 
 
-def test_numba_keeps_its_blas_probe_for_everyone_else():
-    """The kernel skips numba's import-time BLAS probe only (it imports scipy.linalg):
-    numba's answer is the one the probe gives with scipy installed, and the probe itself
-    is numba's own again for any code that compiles a BLAS call."""
-    from numba.np import arraymath, linalg
-    assert arraymath._HAVE_BLAS
-    assert arraymath.ensure_blas is linalg.ensure_blas
-    assert linalg.ensure_blas.__module__ == "numba.np.linalg"
-
-
-@pytest.mark.slow
-def test_a_fresh_process_runs_the_kernel_without_importing_scipy_linalg():
-    import subprocess
-    import sys
-    code = ("import sys, substrate; gs = substrate.GrayScott(16, 16, batch=2); gs.run(1); "
-            "print(gs.last_path, 'scipy.linalg' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(substrate.__file__).parent, timeout=300)
-    assert out.stdout.split() == ["kernel", "False"], out.stderr[-2000:]
-
-
 def _blocked(U, V, F, K, stencil, steps, block, cuts=(), driver=None, everything=False):
     """Run the kernel with blocking in time block = (k, band rows): (U, V, last block's
     group flags). cuts: the steps after which a call ends (records); driver: call
@@ -303,3 +282,37 @@ def test_the_medium_blocks_in_time_except_under_the_fused_feed(monkeypatch):
     U_ref, V_ref = eager_steps(U, V, F, K, "nine_point", 11)
     assert torch.equal(runs[3][0], U_ref) and torch.equal(runs[3][1], V_ref)
     assert all(torch.equal(a, b) for a, b in zip(runs[1][2:], runs[3][2:]))
+
+
+def test_the_blocking_benchmark_runs_and_refuses_bad_rows(capsys):
+    """benchmarks/blocking.py end to end at a tiny size; a band height that is not a
+    multiple of the skip groups' is refused in one line (exit 2)."""
+    from benchmarks import blocking
+    blocking.main(["--quick", "--threads", "1"])
+    assert "| 32x32 | 4 | quiet |" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        blocking.main(["--rows", "6"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--rows 6" in err and len(err.splitlines()) == 1
+
+
+def test_numba_keeps_its_blas_probe_for_everyone_else():
+    """The kernel skips numba's import-time BLAS probe only (it imports scipy.linalg):
+    numba's answer is the one the probe gives with scipy installed, and the probe itself
+    is numba's own again for any code that compiles a BLAS call."""
+    from numba.np import arraymath, linalg
+    assert arraymath._HAVE_BLAS
+    assert arraymath.ensure_blas is linalg.ensure_blas
+    assert linalg.ensure_blas.__module__ == "numba.np.linalg"
+
+
+@pytest.mark.slow
+def test_a_fresh_process_runs_the_kernel_without_importing_scipy_linalg():
+    import subprocess
+    import sys
+    code = ("import sys, substrate; gs = substrate.GrayScott(16, 16, batch=2); gs.run(1); "
+            "print(gs.last_path, 'scipy.linalg' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(substrate.__file__).parent, timeout=300)
+    assert out.stdout.split() == ["kernel", "False"], out.stderr[-2000:]

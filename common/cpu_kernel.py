@@ -14,8 +14,8 @@ reassociation), so a step here is bit-identical to the eager torch step. What it
 * blocking in time within a member (bigger members, or fewer members than threads): k
   steps per band of rows while the band and its k-row halo sit in cache, the halo
   computed again by each band that needs it (below; k chosen by measurement, BLOCK). Not
-  under the fused feed factor, which needs the mean of V over the whole member after
-  every step: those runs step one step at a time;
+  under the fused feed factor, which needs the mean of V (or the lit area) over the
+  whole member after every step: those runs step one step at a time;
 * exact skipping of quiet ground: each member is cut into bands of BAND_ROWS rows. A band
   that did not change in the previous step, with both neighbouring bands unchanged too,
   reads exactly the inputs it read then, so it would produce exactly the values it
@@ -520,7 +520,8 @@ def block_for(batch, height, width, threads=None):
 def run(A_U, A_V, B_U, B_V, F, K, first, last, state, args):
     """Steps first..last (run-relative, from 1) of every member. F, K (1 or B, H, W).
     Blocking in time only without the fused feed factor: that one needs the mean of V
-    over the whole member after every step, which a band's k steps do not have."""
+    (or the lit area) over the whole member after every step, which a band's k steps do
+    not have."""
     nine, w, c, flags, feed, fp = args
     threads = numba.get_num_threads()
     batch, height, width = A_U.shape

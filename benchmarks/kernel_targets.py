@@ -262,11 +262,18 @@ def battery_condition_target(rounds=1, seeds=RECALL_SEEDS, grid=256, settle_step
     rows = [target_row(f"associative battery, one condition ({BATTERY_RULE}, {tag}, "
                        "settled read-outs), store included", whole, 5.0, reason=reason),
             target_row("associative battery, one condition: its recalls alone", recall, 5.0,
-                       reason="see the section"),
+                       reason=f"recalls the Settle tracker stopped early: "
+                              f"{settled['kernel']}; the kernel skips a tile only when it "
+                              "and its 8 neighbours did not change in the step before "
+                              "(and no tile of a member whose inhibited feed moved, mean V "
+                              "above the set point), and the recalls keep lit patterns "
+                              "and slowly relaxing ground on much of the grid to the end"),
             target_row("associative battery: largest difference of a read-out's mean, "
                        "kernel vs compiled", same, 0.0005, unit="", higher=False,
-                       reason=f"at {where_means}: the compiled path is not bit-identical "
-                              "to the eager step, the kernel is")]
+                       reason=f"at {where_means}: the paths round differently (the "
+                              "compiler's fused multiply-adds; the kernel's float64 mean "
+                              "for the inhibited feed) and a recall can amplify a last-bit "
+                              "difference")]
     rows[-1].update(measured=f"{diff_means:.2g}", interval="-")
     return md, rows
 

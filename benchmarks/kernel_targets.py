@@ -291,7 +291,7 @@ print(f"first_step_s={{time.perf_counter() - t:.3f}} imports_s={{t - t0:.3f}} pa
 def startup_target(threads):
     """First step of a fresh process (caches warm: one untimed process first), kernel
     and compiled, alternating, STARTUP_REPEATS each: (markdown, target rows)."""
-    from metrics import summarize
+    from stats import summarize
     found = {"auto": [], True: []}
     for i in range(STARTUP_REPEATS + 1):
         for compile in ("auto", True):

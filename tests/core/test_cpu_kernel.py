@@ -185,6 +185,27 @@ def test_fused_feed_inhibition_matches_its_hook():
             assert torch.equal(a, b) if exact else torch.allclose(a, b, atol=1e-5), name
 
 
+def test_fused_area_inhibition_matches_its_hook_bit_for_bit():
+    """The lit-area (k-winner) inhibition runs inside the kernel: it counts lit cells
+    exactly, so the state equals the eager hook's bit for bit, in members above the
+    area (feed cut), partly above and below it (feed untouched)."""
+    from models.media import AreaInhibition
+    U, V, F, K = random_state(3, 16, 32, torch.float32, seed=8, quiet_rows=4)
+    V[1] *= 0.1    # member 1: no lit cells, the feed stays
+    V[2, 8:] = 0.0
+    inhibition = AreaInhibition(area=0.2, lit=0.25, gain=1.5)
+    runs = []
+    for compile in (False, "auto"):
+        gs = kernel_medium(U, V, F, K, compile=compile)
+        gs.run(12, hook=inhibition.epilogue, hook_args=(F.clone(),))
+        runs.append(gs)
+    assert runs[1].last_path == "kernel"
+    factor = runs[0].F[:, 0, 0] / F[:, 0, 0]
+    assert factor[1] == 1 and factor[0] < 1          # the cases the test means to cover
+    for name in "UVF":
+        assert torch.equal(getattr(runs[0], name), getattr(runs[1], name)), name
+
+
 def test_a_hook_it_cannot_fuse_falls_back_and_says_so_once():
     def hook(V, F, K):
         return F * 1.0, K, V.mean()

@@ -107,6 +107,9 @@ class Args(RunArgs, Protocol):
                             hi=1024)
     battery_media: tuple[str, ...] = arg(MEDIA_2A, "media run on the battery "
                                          "(models/memories_2a.py)", choices=MEDIA_2A)
+    battery_max_steps: int = arg(3000, "most recall steps of the battery's media; a recall "
+                                 "stops earlier once settled (the issue reads at >= 3,000 "
+                                 "steps or settled)", lo=10)
     battery_ks: tuple[int, ...] = arg((1, 2, 4, 8, 16), "stored counts of the capacity row",
                                       lo=1, hi=64)
     start_noise: float = arg(0.01, "std of the V noise on every rev1/rev2 start (the "
@@ -121,7 +124,8 @@ class Args(RunArgs, Protocol):
 QUICK = {"grid": 32, "audio_grid": 32, "seeds": 2, "kuramoto_max_steps": 40,
          "hebbian_train_steps": 10, "hebbian_recall_steps": 20, "multi_train_steps": 20,
          "multi_recall_steps": 20, "recall_steps": 20, "audio_rate": 5000, "audio_seconds": 0.05,
-         "steps_per_sample": 1, "battery_grid": 32, "battery_ks": (1, 2)}
+         "steps_per_sample": 1, "battery_grid": 32, "battery_ks": (1, 2),
+         "battery_max_steps": 400}
 
 
 # ---- part 2a -----------------------------------------------------------------------------
@@ -417,10 +421,11 @@ def run_battery_part(args, seeds):
     body, figs = {}, {}
     for name in args.battery_media:
         t0 = time.perf_counter()
-        out = battery.run_battery(MEMORIES[name](), seeds, cfg,
+        out = battery.run_battery(MEMORIES[name](max_steps=args.battery_max_steps), seeds, cfg,
                                   progress=lambda m: None if args.quiet else print(m, flush=True))
         figs[name] = out.pop("figure")
-        body[name] = {**out, "grid": args.battery_grid, "cost_s": time.perf_counter() - t0}
+        body[name] = {**out, "grid": args.battery_grid, "max_steps": args.battery_max_steps,
+                      "cost_s": time.perf_counter() - t0}
     return body, figs
 
 
@@ -499,7 +504,9 @@ def print_report(bodies, wall) -> None:
               f"{fmt(b['compete']['larger'])}, smaller {fmt(b['compete']['smaller'])}); refuse "
               f"worst {refuse:.3f} (failed: {', '.join(b['verdict']['refuse_failed']) or 'none'});"
               f" complete {fmt(b['complete']['settled'])}; capacity {b['capacity']['capacity']}"
-              f" (far end {b['capacity']['capacity_far_end']}); verdict {b['verdict']}")
+              f" (far end {b['capacity']['capacity_far_end']}); settled {b['settle']['settled_share']:.3f}"
+              f" of the main cues, {b['settle']['steps']:.0f} steps on average (at most"
+              f" {b['max_steps']}); verdict {b['verdict']}")
 
 
 def main(argv=None):

@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from memory import Medium, register_medium
@@ -73,6 +74,42 @@ def coupling_drive(theta: torch.Tensor, J: torch.Tensor, offsets) -> torch.Tenso
     Js = (J * neighbour_stack(s, offsets)).mean(1)
     Jc = (J * neighbour_stack(c, offsets)).mean(1)
     return c * Js - s * Jc
+
+
+def kernel_applies(theta: torch.Tensor, fields) -> bool:
+    """True when the CPU kernel can run this free step: float32 on the CPU, per-edge J
+    (B, E, H, W), omega (B, H, W), and numba on (substrate.kernel_available)."""
+    from substrate import kernel_available
+
+    J, omega = fields["J"], fields["omega"]
+    return (J.dim() == 4 and omega.dim() == 3 and theta.dim() == 3
+            and all(t.dtype == torch.float32 and t.device.type == "cpu" for t in (theta, J, omega))
+            and J.shape[0] == omega.shape[0] == theta.shape[0] and kernel_available())
+
+
+def _members(X: torch.Tensor):
+    """(array, index per member) of a field (B, *rest): one copy when the batch is an
+    expand of one member (stride 0: a recall's cues sharing one seed's fields)."""
+    B = X.shape[0]
+    if B > 1 and X.stride(0) == 0:
+        return X[:1].contiguous().numpy(), np.zeros(B, dtype=np.intp)
+    return X.contiguous().numpy(), np.arange(B, dtype=np.intp)
+
+
+def kernel_step(theta: torch.Tensor, fields, offsets, dt: float, steps: int) -> torch.Tensor:
+    """`steps` free steps on the numba kernel (a new tensor; theta is not changed)."""
+    from common.cpu_kernel import use_threads
+    from models import kuramoto_kernel
+
+    use_threads(torch.get_num_threads())
+    out = theta.detach().clone(memory_format=torch.contiguous_format)
+    omega, om = _members(fields["omega"])
+    J, jm = _members(fields["J"])
+    dy = np.array([o[0] for o in offsets], dtype=np.intp)
+    dx = np.array([o[1] for o in offsets], dtype=np.intp)
+    r = int(max(max(abs(a), abs(b)) for a, b in offsets))
+    kuramoto_kernel.run(out.numpy(), omega, J, om, jm, dy, dx, r, np.float32(dt), int(steps))
+    return out
 
 
 def mean_phase(theta: torch.Tensor) -> torch.Tensor:
@@ -141,8 +178,12 @@ class Kuramoto(Medium):
 
     def step(self, state, fields, steps: int = 1, target=None) -> tuple[torch.Tensor]:
         """`steps` explicit Euler steps (pure); target (B, H, W) in [0, 1] adds the
-        teacher's pull towards pi * target (training)."""
+        teacher's pull towards pi * target (training). Free steps of per-edge couplings
+        in float32 on the CPU run on the numba kernel (models/kuramoto_kernel.py, equal to
+        this torch step to float32 rounding) when substrate.kernel_available()."""
         (theta,) = state
+        if target is None and kernel_applies(theta, fields):
+            return (kernel_step(theta, fields, self.offsets, self.dt, steps),)
         offsets = self.offsets
         pull = None if target is None else math.pi * target.clamp(0.0, 1.0)
         for _ in range(int(steps)):

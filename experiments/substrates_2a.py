@@ -69,6 +69,7 @@ PARTS = ("2a", "rev2", "rev1", "battery")
 MEDIA_2A = ("kuramoto", "hopfield_substrate")
 SUBSTRATES = ("rd", "hopfield", "kuramoto", "rd_trained", "hopfield_gain", "kuramoto_hebbian")
 VOWELS = "aiu"
+BATTERY_ROWS = ("compete", "refuse", "complete", "overlap", "capacity")   # battery.ROWS
 PUBLISHED = {"2a": {"rd": 0.667, "hopfield": 1.000, "kuramoto": 0.333},
              "rev2": {"accuracy": 1 / 3, "off_diagonal": 0.833},
              "rev1": {"accuracy": 1 / 3, "off_diagonal": 0.811}}
@@ -110,6 +111,7 @@ class Args(RunArgs, Protocol):
     battery_max_steps: int = arg(3000, "most recall steps of the battery's media; a recall "
                                  "stops earlier once settled (the issue reads at >= 3,000 "
                                  "steps or settled)", lo=10)
+    battery_rows: tuple[str, ...] = arg(BATTERY_ROWS, "battery rows to run", choices=BATTERY_ROWS)
     battery_ks: tuple[int, ...] = arg((1, 2, 4, 8, 16), "stored counts of the capacity row",
                                       lo=1, hi=64)
     start_noise: float = arg(0.01, "std of the V noise on every rev1/rev2 start (the "
@@ -417,14 +419,17 @@ def run_battery_part(args, seeds):
     from models.memories_2a import MEMORIES
 
     cfg = battery.BatteryConfig(grid=args.battery_grid, ks=tuple(args.battery_ks),
-                                k_main=min(4, max(2, args.battery_ks[-1])))
+                                k_main=min(4, max(2, args.battery_ks[-1])),
+                                rows=tuple(args.battery_rows))
     body, figs = {}, {}
     for name in args.battery_media:
         t0 = time.perf_counter()
-        out = battery.run_battery(MEMORIES[name](max_steps=args.battery_max_steps), seeds, cfg,
+        memory = MEMORIES[name](max_steps=args.battery_max_steps)
+        out = battery.run_battery(memory, seeds, cfg,
                                   progress=lambda m: None if args.quiet else print(m, flush=True))
-        figs[name] = out.pop("figure")
+        figs[name] = out.pop("figure", None)
         body[name] = {**out, "grid": args.battery_grid, "max_steps": args.battery_max_steps,
+                      "settle_every_recall": memory.settle_summary(),
                       "cost_s": time.perf_counter() - t0}
     return body, figs
 
@@ -454,9 +459,17 @@ def plot(path, figs, bodies) -> None:
             rows.append((f"{part} recall\nacc {b['accuracy']['mean']:.2f}",
                          list(f["recalled"]), f["F"], (0.0, 1.0)))
     for name, f in figs.get("battery", {}).items():
+        if f is None:          # no compete/refuse/complete rows: no figure row
+            continue
         v = bodies["battery"][name]["verdict"]
         rows.append((f"{name}\nbattery {bodies['battery'][name]['grid']}^2\ncompete "
                      f"{v['compete']}", [f["cue_mixed"], f["mixed"], f["cue_noise"]], f["noise"]))
+    if not rows:       # a battery of capacity and overlap only: nothing to show
+        fig = plt.figure(figsize=(3, 1))
+        fig.text(0.5, 0.5, "no rows to show (battery without compete/refuse/complete)",
+                 ha="center", fontsize=6)
+        figures.save_figure(fig, path)
+        return
     fig, axes = plt.subplots(len(rows), 4, figsize=(6.4, 1.6 * len(rows)), squeeze=False)
     for r, (label, imgs, extra, *scale) in enumerate(rows):
         vmin, vmax = scale[0] if scale else (None, None)
@@ -499,14 +512,26 @@ def print_report(bodies, wall) -> None:
                   f"{fmt(b['recall_max_difference_between_vowels'])}; F at its clamp on "
                   f"{fmt(b['F_at_clamp_fraction'])} of the grid")
     for name, b in bodies.get("battery", {}).items():
-        refuse = max(r["settled"]["mean"] for r in b["refuse"].values())
-        print(f"  battery {name} ({b['grid']}^2): compete {fmt(b['compete']['rate'])} (larger "
-              f"{fmt(b['compete']['larger'])}, smaller {fmt(b['compete']['smaller'])}); refuse "
-              f"worst {refuse:.3f} (failed: {', '.join(b['verdict']['refuse_failed']) or 'none'});"
-              f" complete {fmt(b['complete']['settled'])}; capacity {b['capacity']['capacity']}"
-              f" (far end {b['capacity']['capacity_far_end']}); settled {b['settle']['settled_share']:.3f}"
-              f" of the main cues, {b['settle']['steps']:.0f} steps on average (at most"
-              f" {b['max_steps']}); verdict {b['verdict']}")
+        parts = []
+        if "compete" in b:
+            parts.append(f"compete {fmt(b['compete']['rate'])} (larger {fmt(b['compete']['larger'])},"
+                         f" smaller {fmt(b['compete']['smaller'])})")
+        if "refuse" in b:
+            refuse = max(r["settled"]["mean"] for r in b["refuse"].values())
+            parts.append(f"refuse worst {refuse:.3f} (failed: "
+                         f"{', '.join(b['verdict']['refuse_failed']) or 'none'})")
+        if "complete" in b:
+            parts.append(f"complete {fmt(b['complete']['settled'])}")
+        if "capacity" in b:
+            parts.append(f"capacity {b['capacity']['capacity']} (far end "
+                         f"{b['capacity']['capacity_far_end']})")
+        if "settle" in b:
+            parts.append(f"settled {b['settle']['settled_share']:.3f} of the main cues, "
+                         f"{b['settle']['steps']:.0f} steps on average (at most {b['max_steps']})")
+        a = b["settle_every_recall"]
+        parts.append(f"every recall: settled {a['settled']}/{a['recalls']}, "
+                     f"{a['steps_mean']:.0f} steps on average")
+        print(f"  battery {name} ({b['grid']}^2): " + "; ".join(parts) + f"; verdict {b['verdict']}")
 
 
 def main(argv=None):

@@ -57,6 +57,15 @@ def _sincos(x):
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
+def _edge_row(j, s, c, acc_s, acc_c, n):
+    """acc_s += j * s, acc_c += j * c over n cells of a row: views that start at index 0,
+    so that no index can be negative (numba's wrap check would keep the loop scalar)."""
+    for x in range(n):
+        acc_s[x] += j[x] * s[x]
+        acc_c[x] += j[x] * c[x]
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
 def _member(theta, omega, J, dy, dx, r, dt, steps, sp, cp, acc_s, acc_c):
     """`steps` free Euler steps of one member, in place: theta (H, W), omega (H, W),
     J (E, H, W); sp, cp (H + 2r, W + 2r) and acc_s, acc_c (W,) scratch."""
@@ -84,10 +93,7 @@ def _member(theta, omega, J, dy, dx, r, dt, steps, sp, cp, acc_s, acc_c):
             acc_c[:] = ZERO
             for e in range(E):
                 yy, xx = y + r + dy[e], r + dx[e]
-                for x in range(W):
-                    j = J[e, y, x]
-                    acc_s[x] += j * sp[yy, xx + x]
-                    acc_c[x] += j * cp[yy, xx + x]
+                _edge_row(J[e, y], sp[yy, xx:], cp[yy, xx:], acc_s, acc_c, W)
             wide = False
             for x in range(W):
                 s, c = sp[y + r, x + r], cp[y + r, x + r]

@@ -63,13 +63,31 @@ def _settle(step, activity, state, max_steps: int, check_every: int, tolerance: 
     return state, steps, settled
 
 
+@dataclass
+class SettleLog:
+    """Every recall's steps and settled flags, for one summary over a whole battery."""
+    settle_records: list = field(default_factory=list, repr=False)
+
+    def log(self, steps: torch.Tensor, settled: torch.Tensor) -> None:
+        self.settle_records.append((steps.flatten(), settled.flatten()))
+
+    def settle_summary(self) -> dict:
+        """{recalls, settled, steps_mean, steps_max} over every recall so far."""
+        rec = self.settle_records
+        steps = torch.cat([r[0] for r in rec]) if rec else torch.zeros(0)
+        ok = torch.cat([r[1] for r in rec]) if rec else torch.zeros(0, dtype=torch.bool)
+        return {"recalls": int(ok.numel()), "settled": int(ok.sum()),
+                "steps_mean": float(steps.float().mean()) if rec else 0.0,
+                "steps_max": int(steps.max()) if rec else 0}
+
+
 def _batch(fields, n: int) -> dict:
     """One member's fields (1, ...) as a batch of n (an expand: no copy)."""
     return {k: v.expand(n, *v.shape[1:]) if v.dim() else v for k, v in fields.items()}
 
 
 @dataclass
-class KuramotoMemory:
+class KuramotoMemory(SettleLog):
     medium: Kuramoto = field(default_factory=Kuramoto)
     train_steps: int = 100
     max_steps: int = 1000
@@ -105,12 +123,13 @@ class KuramotoMemory:
             out.append(PEAK * m.activity(state))
             steps.append(n)
             settled.append(ok)
+        self.log(torch.stack(steps), torch.stack(settled))
         return torch.stack(out), {"steps": torch.stack(steps).float().mean().item(),
                                   "settled": torch.stack(settled)}
 
 
 @dataclass
-class HopfieldMemory:
+class HopfieldMemory(SettleLog):
     medium: HopfieldSubstrate = field(default_factory=lambda: HopfieldSubstrate(scale=1.0))
     max_steps: int = 1000
     check_every: int = 10
@@ -134,6 +153,7 @@ class HopfieldMemory:
         state = m.initial_state(2 * levels(cues.flatten(0, 1), self.on_level) - 1)
         state, n, ok = _settle(lambda st, k: m.step(st, f, k), m.activity, state,
                                self.max_steps, self.check_every, self.tolerance)
+        self.log(n, ok)
         return (PEAK * m.activity(state)).view(S, C, H, W), {
             "steps": n.float().mean().item(), "settled": ok.view(S, C)}
 

@@ -96,20 +96,34 @@ def _members(X: torch.Tensor):
     return X.contiguous().numpy(), np.arange(B, dtype=np.intp)
 
 
-def kernel_step(theta: torch.Tensor, fields, offsets, dt: float, steps: int) -> torch.Tensor:
-    """`steps` free steps on the numba kernel (a new tensor; theta is not changed)."""
+def kernel_step(theta: torch.Tensor, fields, medium: "Kuramoto", steps: int,
+                target: torch.Tensor | None = None):
+    """`steps` steps on the numba kernel: free (returns the new theta; theta is not
+    changed), or with target (B, H, W) the teacher's steps each followed by the Hebbian
+    coupling scar (returns the new theta and the scarred fields; fields are not changed)."""
     from common.cpu_kernel import use_threads
     from models import kuramoto_kernel
 
     use_threads(torch.get_num_threads())
     out = theta.detach().clone(memory_format=torch.contiguous_format)
     omega, om = _members(fields["omega"])
-    J, jm = _members(fields["J"])
+    if target is None:
+        J, jm = _members(fields["J"])
+        pull = np.zeros((1, 1, 1), dtype=np.float32)
+    else:                      # every member writes its own couplings
+        J_new = fields["J"].clone(memory_format=torch.contiguous_format)
+        J, jm = J_new.numpy(), np.arange(theta.shape[0], dtype=np.intp)
+        pull = (math.pi * target.clamp(0.0, 1.0)).contiguous().numpy()
+    offsets = medium.offsets
     dy = np.array([o[0] for o in offsets], dtype=np.intp)
     dx = np.array([o[1] for o in offsets], dtype=np.intp)
     r = int(max(max(abs(a), abs(b)) for a, b in offsets))
-    kuramoto_kernel.run(out.numpy(), omega, J, om, jm, dy, dx, r, np.float32(dt), int(steps))
-    return out
+    kuramoto_kernel.run(out.numpy(), omega, J, om, jm, dy, dx, r, np.float32(medium.dt),
+                        int(steps), target is not None, pull, np.float32(medium.teacher),
+                        np.float32(medium.learning_rate * medium.dt), np.float32(medium.bias))
+    if target is None:
+        return out
+    return out, {**fields, "J": J_new}
 
 
 def mean_phase(theta: torch.Tensor) -> torch.Tensor:
@@ -183,7 +197,7 @@ class Kuramoto(Medium):
         this torch step to float32 rounding) when substrate.kernel_available()."""
         (theta,) = state
         if target is None and kernel_applies(theta, fields):
-            return (kernel_step(theta, fields, self.offsets, self.dt, steps),)
+            return (kernel_step(theta, fields, self, steps),)
         offsets = self.offsets
         pull = None if target is None else math.pi * target.clamp(0.0, 1.0)
         for _ in range(int(steps)):
@@ -222,6 +236,9 @@ class Kuramoto(Medium):
             theta = self.initial_state(target)[0]
             if noise is not None:
                 theta = theta + noise[:, p]
+            if self.scar_field == "coupling" and kernel_applies(theta, fields):
+                fields = kernel_step(theta, fields, self, steps, target=target)[1]
+                continue
             for _ in range(int(steps)):
                 (theta,) = self.step((theta,), fields, 1, target=target)
                 fields = self.scar((theta,), target, fields)

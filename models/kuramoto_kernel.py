@@ -66,28 +66,45 @@ def _edge_row(j, s, c, acc_s, acc_c, n):
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def _member(theta, omega, J, dy, dx, r, dt, steps, sp, cp, acc_s, acc_c):
-    """`steps` free Euler steps of one member, in place: theta (H, W), omega (H, W),
-    J (E, H, W); sp, cp (H + 2r, W + 2r) and acc_s, acc_c (W,) scratch."""
+def _sincos_padded(theta, sp, cp, r):
+    """sin and cos of theta (H, W) into sp, cp (H + 2r, W + 2r), padded periodically."""
+    H, W = theta.shape
+    for y in range(H):
+        for x in range(W):
+            s, c = _sincos(theta[y, x])
+            sp[y + r, x + r] = s
+            cp[y + r, x + r] = c
+        for x in range(r):                       # periodic columns
+            sp[y + r, x] = sp[y + r, W + x]
+            cp[y + r, x] = cp[y + r, W + x]
+            sp[y + r, W + r + x] = sp[y + r, r + x]
+            cp[y + r, W + r + x] = cp[y + r, r + x]
+    for y in range(r):                           # periodic rows
+        sp[y, :] = sp[H + y, :]
+        cp[y, :] = cp[H + y, :]
+        sp[H + r + y, :] = sp[r + y, :]
+        cp[H + r + y, :] = cp[r + y, :]
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _scar_row(j, si, ci, s, c, n, rate, bias):
+    """The Hebbian rule on one edge's row: j += rate * ((c_i c_j + s_i s_j) - bias)."""
+    for x in range(n):
+        j[x] = j[x] + rate * ((ci[x] * c[x] + si[x] * s[x]) - bias)
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _member(theta, omega, J, pull, dy, dx, r, dt, steps, train, teacher, rate, bias,
+            sp, cp, acc_s, acc_c):
+    """`steps` Euler steps of one member, in place: theta (H, W), omega (H, W),
+    J (E, H, W); sp, cp (H + 2r, W + 2r) and acc_s, acc_c (W,) scratch. train: each step
+    adds teacher * sin(pull - theta) to the drive and then writes the Hebbian scar into
+    J from the new phases (Kuramoto.step with a target, then Kuramoto.scar)."""
     H, W = theta.shape
     E = J.shape[0]
     inv_e = F32(1.0) / F32(E)
+    _sincos_padded(theta, sp, cp, r)
     for _ in range(steps):
-        for y in range(H):
-            for x in range(W):
-                s, c = _sincos(theta[y, x])
-                sp[y + r, x + r] = s
-                cp[y + r, x + r] = c
-            for x in range(r):                       # periodic columns
-                sp[y + r, x] = sp[y + r, W + x]
-                cp[y + r, x] = cp[y + r, W + x]
-                sp[y + r, W + r + x] = sp[y + r, r + x]
-                cp[y + r, W + r + x] = cp[y + r, r + x]
-        for y in range(r):                           # periodic rows
-            sp[y, :] = sp[H + y, :]
-            cp[y, :] = cp[H + y, :]
-            sp[H + r + y, :] = sp[r + y, :]
-            cp[H + r + y, :] = cp[r + y, :]
         for y in range(H):
             acc_s[:] = ZERO
             acc_c[:] = ZERO
@@ -98,6 +115,8 @@ def _member(theta, omega, J, dy, dx, r, dt, steps, sp, cp, acc_s, acc_c):
             for x in range(W):
                 s, c = sp[y + r, x + r], cp[y + r, x + r]
                 d = omega[y, x] + (c * (acc_s[x] * inv_e) - s * (acc_c[x] * inv_e))
+                if train:
+                    d = d + teacher * _sincos(pull[y, x] - theta[y, x])[0]
                 t = theta[y, x] + dt * d
                 wide |= (t < -TWO_PI) | (t >= TWO_PI + TWO_PI)
                 # torch.remainder(t, 2 pi): fmod, then + 2 pi below 0; for t in
@@ -110,13 +129,23 @@ def _member(theta, omega, J, dy, dx, r, dt, steps, sp, cp, acc_s, acc_c):
                     if t < ZERO or t >= TWO_PI:
                         m = np.fmod(t, TWO_PI)
                         theta[y, x] = m + TWO_PI if m < ZERO else m
+        _sincos_padded(theta, sp, cp, r)             # the new phases: the next step's too
+        if train:
+            for y in range(H):
+                for e in range(E):
+                    yy, xx = y + r + dy[e], r + dx[e]
+                    _scar_row(J[e, y], sp[y + r, r:], cp[y + r, r:], sp[yy, xx:],
+                              cp[yy, xx:], W, rate, bias)
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def run(theta, omega, J, member_omega, member_J, dy, dx, r, dt, steps):
-    """`steps` free steps of every member b of theta (B, H, W) in place, with
+def run(theta, omega, J, member_omega, member_J, dy, dx, r, dt, steps, train, pull, teacher,
+        rate, bias):
+    """`steps` steps of every member b of theta (B, H, W) in place, with
     omega[member_omega[b]] (H, W) and J[member_J[b]] (E, H, W); one member per thread at
-    a time, through all its steps."""
+    a time, through all its steps. train: pull (B, H, W) holds the teacher's target phases
+    and the Hebbian scar is written into J in place (each member its own J); otherwise
+    free steps (pull is not read)."""
     B, H, W = theta.shape
     for i in prange(B):
         b = np.intp(i)
@@ -124,6 +153,6 @@ def run(theta, omega, J, member_omega, member_J, dy, dx, r, dt, steps):
         cp = np.empty((H + 2 * r, W + 2 * r), dtype=np.float32)
         acc_s = np.empty(W, dtype=np.float32)
         acc_c = np.empty(W, dtype=np.float32)
-        _member(theta[b], omega[member_omega[b]], J[member_J[b]], dy, dx, r, dt, steps,
-                sp, cp, acc_s, acc_c)
+        _member(theta[b], omega[member_omega[b]], J[member_J[b]], pull[b if train else 0],
+                dy, dx, r, dt, steps, train, teacher, rate, bias, sp, cp, acc_s, acc_c)
     return 0

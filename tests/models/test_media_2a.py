@@ -200,3 +200,21 @@ def test_settling_only_the_moving_members_changes_no_recall():
     (b,), steps_b, ok_b = runs[1]
     assert torch.equal(a, b) and torch.equal(steps_a, steps_b) and torch.equal(ok_a, ok_b)
     assert ok_a[0] and steps_a[0] == 20 and steps_a[0] < steps_a[1]
+
+
+def test_kernel_training_writes_the_torch_scar(monkeypatch):
+    # the teacher's steps and the Hebbian scar after each, fused in the kernel, write the
+    # couplings the torch step and scar write (two seeds, two patterns in turn)
+    pytest.importorskip("numba")
+    g = torch.Generator().manual_seed(6)
+    S, H, W = 2, 12, 10
+    T = (torch.rand(S, 2, H, W, generator=g) > 0.6).float()
+    noise = 0.1 * torch.randn(S, 2, H, W, generator=g)
+    m = Kuramoto()
+    fields = m.fields(S, H, W)
+    fast = m.train(fields, T, 20, noise)
+    monkeypatch.setenv("SUBSTRATE_NO_KERNEL", "1")
+    ref = m.train(fields, T, 20, noise)
+    assert torch.equal(fields["J"], m.fields(S, H, W)["J"])     # pure: the input is kept
+    assert ref["J"].abs().max() > 0.3                             # the scar was written
+    assert (fast["J"] - ref["J"]).abs().max() < 1e-5

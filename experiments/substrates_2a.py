@@ -470,6 +470,7 @@ def plot(path, figs, bodies) -> None:
                  ha="center", fontsize=6)
         figures.save_figure(fig, path)
         return
+    battery_only = set(figs) == {"battery"}
     fig, axes = plt.subplots(len(rows), 4, figsize=(6.4, 1.6 * len(rows)), squeeze=False)
     for r, (label, imgs, extra, *scale) in enumerate(rows):
         vmin, vmax = scale[0] if scale else (None, None)
@@ -483,10 +484,13 @@ def plot(path, figs, bodies) -> None:
                           **({"vmin": vmin, "vmax": vmax} if c < 3 else
                              {"vmin": 0.01, "vmax": 0.08} if vmin is not None else {}))
             if r == 0:
-                ax.set_title(("/a/ | mixed cue", "/i/ | its recall", "/u/ | noise cue",
-                              "F scar (rev) | noise recall")[c], fontsize=6)
+                ax.set_title((("mixed cue", "its settled state", "noise-0.1 cue",
+                               "its settled state") if battery_only else
+                              ("/a/ | mixed cue", "/i/ | its recall", "/u/ | noise cue",
+                               "F scar (rev) | noise recall"))[c], fontsize=6)
         axes[r, 0].set_ylabel(label, fontsize=6)
-    fig.suptitle("2A substrates and 1A-rev1/rev2 (seed 0; 2A rows: colour scale per panel; "
+    fig.suptitle("the competing-memories battery (seed 0; colour scale per panel)" if battery_only
+                 else "2A substrates and 1A-rev1/rev2 (seed 0; 2A rows: colour scale per panel; "
                  "rev rows: V on 0..1; F scar 0.01..0.08)", fontsize=7)
     figures.save_figure(fig, path)
 

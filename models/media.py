@@ -108,6 +108,29 @@ def disc_offsets(radius: int, count: int, seed: int) -> tuple:
     return tuple(tuple(int(v) for v in cand[i]) for i in pick)
 
 
+def coupled_input_torch(u, W, offsets):
+    """(B, H, W): sum_k W[s, k] * u shifted by offset k (u(x + d_k), periodic), member b
+    reading seed s = b // (B / S) of W (S, M, H, W). The reference form of
+    models/field_kernel.py's kernel."""
+    S = W.shape[0]
+    v = u.view(S, -1, *u.shape[-2:])                       # (S, C, H, W)
+    h = torch.zeros_like(v)
+    for k, (dy, dx) in enumerate(offsets):
+        h.addcmul_(W[:, k, None], torch.roll(v, (-dy, -dx), (-2, -1)))
+    return h.view_as(u)
+
+
+def coupled_input(u, W, offsets):
+    """The coupling sum: models/field_kernel.py's kernel for float32 CPU tensors, else
+    the torch form."""
+    import substrate
+    if u.device.type == "cpu" and u.dtype == W.dtype == torch.float32 \
+            and substrate.kernel_available():
+        from models.field_kernel import coupled_input as kernel
+        return kernel(u, W, offsets)
+    return coupled_input_torch(u, W, offsets)
+
+
 def _ramp(x, width):
     """Threshold-linear rate: 0 below 0, 1 above width (rest is exactly 0)."""
     return (x / width).clamp(0.0, 1.0)
@@ -146,14 +169,9 @@ class HebbianField(Medium):
     def step(self, state, fields, steps):
         (u,) = state
         W = fields["W"].float()
-        S = W.shape[0]
         norm = 1.0 / (len(self.offsets()) * self.a)
         for _ in range(steps):
-            v = u.view(S, -1, *u.shape[-2:])                       # (S, C, H, W)
-            h = torch.zeros_like(v)
-            for k, (dy, dx) in enumerate(self.offsets()):
-                h.addcmul_(W[:, k, None], torch.roll(v, (-dy, -dx), (-2, -1)))
-            h = h.view_as(u) * norm
+            h = coupled_input(u, W, self.offsets()) * norm
             if self.kwta:       # the input level above which one pattern's area would light
                 flat = h.flatten(-2)
                 k = max(1, round((1 - self.a) * flat.shape[-1]))

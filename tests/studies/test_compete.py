@@ -79,6 +79,25 @@ def test_hebbian_scar_is_local_covariance_and_balanced():
     assert W[0, k, 3, 3] > W[0, others, 3, 3].max()
 
 
+def test_field_kernel_equals_the_torch_coupling_sum():
+    """The numba coupling sum of the neural field against its torch reference: periodic
+    wrap in both axes (offsets up to the radius on a grid not much larger), several
+    members per seed reading their own seed's weights."""
+    pytest.importorskip("numba")
+    from models import field_kernel
+    g = torch.Generator().manual_seed(3)
+    offsets = media.disc_offsets(6, 30, 1)
+    W = torch.randn(3, len(offsets), 13, 19, generator=g)
+    u = torch.rand(6, 13, 19, generator=g)
+    want = media.coupled_input_torch(u, W, offsets)
+    got = field_kernel.coupled_input(u, W, offsets)
+    assert torch.allclose(got, want, rtol=1e-6, atol=1e-6)
+    # a member reads its own seed's weights: zeroing seed 1's weights zeroes members 2, 3
+    W[1] = 0.0
+    got = field_kernel.coupled_input(u, W, offsets)
+    assert got[2:4].abs().max() == 0 and got[0].abs().max() > 0
+
+
 def test_link_scar_strengthens_only_coactive_edges_and_parts_do_not_complete_across_gaps():
     m = media.make_medium("link_scar")
     mem = media.MediumMemory(m, max_steps=200)

@@ -77,8 +77,9 @@ def coupling_drive(theta: torch.Tensor, J: torch.Tensor, offsets) -> torch.Tenso
 
 
 def kernel_applies(theta: torch.Tensor, fields) -> bool:
-    """True when the CPU kernel can run this free step: float32 on the CPU, per-edge J
-    (B, E, H, W), omega (B, H, W), and numba on (substrate.kernel_available)."""
+    """True when the CPU kernel can step theta (B, H, W) on these fields: float32 on the
+    CPU, per-edge J (B, E, H, W), omega (B, H, W), and numba on
+    (substrate.kernel_available)."""
     from substrate import kernel_available
 
     J, omega = fields["J"], fields["omega"]
@@ -113,7 +114,7 @@ def kernel_step(theta: torch.Tensor, fields, medium: "Kuramoto", steps: int,
     else:                      # every member writes its own couplings
         J_new = fields["J"].clone(memory_format=torch.contiguous_format)
         J, jm = J_new.numpy(), np.arange(theta.shape[0], dtype=np.intp)
-        pull = (math.pi * target.clamp(0.0, 1.0)).contiguous().numpy()
+        pull = (math.pi * target.clamp(0.0, 1.0)).to(torch.float32).contiguous().numpy()
     offsets = medium.offsets
     dy = np.array([o[0] for o in offsets], dtype=np.intp)
     dx = np.array([o[1] for o in offsets], dtype=np.intp)
@@ -230,7 +231,8 @@ class Kuramoto(Medium):
     def train(self, fields, targets, steps: int, noise=None) -> dict[str, torch.Tensor]:
         """Store targets (B, P, H, W) in turn: each starts at its own phases (plus `noise`,
         (B, P, H, W) radians, if given), runs `steps` steps under the teacher and writes
-        the scar after every step. Returns the scarred fields."""
+        the scar after every step. Returns the scarred fields. The coupling scar in float32
+        on the CPU runs on the numba kernel (kernel_applies), the rest in torch."""
         for p in range(targets.shape[1]):
             target = targets[:, p]
             theta = self.initial_state(target)[0]

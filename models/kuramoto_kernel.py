@@ -1,4 +1,5 @@
-"""The Kuramoto medium's free step (models/kuramoto.py, no teacher) as a CPU kernel (numba).
+"""The Kuramoto medium's steps (models/kuramoto.py) as a CPU kernel (numba): the free step
+of a recall, and the training step (teacher) fused with the Hebbian coupling scar.
 
 The torch step builds the 28 rolled copies of sin(theta) and cos(theta) at radius 3 and
 their products with the per-edge couplings J every step: about 120 whole-grid tensors
@@ -13,7 +14,10 @@ float32 without any copy:
   edge, in float32 in the order of the edges (torch's mean over the edge axis), so the
   drive is coupling_drive's cos_i * mean(J sin_j) - sin_i * mean(J cos_j);
 * theta + dt (omega + drive), wrapped into [0, 2 pi) as torch.remainder does (exactly,
-  for a step of less than one turn; larger steps take fmod).
+  for a step of less than one turn; larger steps take fmod);
+* training: the teacher's teacher * sin(pull - theta) in the drive, then the scar
+  J_{i,e} += rate * ((cos_i cos_j + sin_i sin_j) - bias) from the new phases, as
+  Kuramoto.scar writes it (the new phases' sin and cos serve the next step too).
 
 Each member runs all its steps while its state sits in the core's cache (blocking in
 time); members that share one seed's fields (a recall's cues) read one copy of J. The

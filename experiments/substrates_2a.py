@@ -484,8 +484,8 @@ def plot(path, figs, bodies) -> None:
                           **({"vmin": vmin, "vmax": vmax} if c < 3 else
                              {"vmin": 0.01, "vmax": 0.08} if vmin is not None else {}))
             if r == 0:
-                ax.set_title((("mixed cue", "its settled state", "noise-0.1 cue",
-                               "its settled state") if battery_only else
+                ax.set_title((("mixed cue", "its state when read", "noise-0.1 cue",
+                               "its state when read") if battery_only else
                               ("/a/ | mixed cue", "/i/ | its recall", "/u/ | noise cue",
                                "F scar (rev) | noise recall"))[c], fontsize=6)
         axes[r, 0].set_ylabel(label, fontsize=6)

@@ -440,13 +440,15 @@ class _Run:
         for full, s in zip(self.final, self.sim.state):
             full[self.active[mask]] = s[mask]
         self.active = self.active[~mask]
-        self.sim.keep(~mask)
+        if self.active.numel():     # when the last ones leave, the run ends (no empty batch)
+            self.sim.keep(~mask)
 
     def finish(self) -> tuple:
         if self.final is None:
             return self.sim.state
-        for full, s in zip(self.final, self.sim.state):
-            full[self.active] = s
+        if self.active.numel():
+            for full, s in zip(self.final, self.sim.state):
+                full[self.active] = s
         return tuple(self.final)
 
 

@@ -113,16 +113,18 @@ def kernel_available() -> bool:
 
 
 def fused_feed(hook):
-    """(gain, set_point) when hook is a feed inhibition the CPU kernel runs inside its
-    step: a bound `epilogue` of an object with `kernel_feed_inhibition()`, promising
-    F = F_base * clamp(1 - gain * (mean V - set_point), 0, 1) per member, K unchanged,
-    out None (scarring.GlobalInhibition). None for any other hook."""
+    """(gain, level, lit) when hook is a feed inhibition the CPU kernel runs inside its
+    step: a bound `epilogue` of an object with `kernel_feed_inhibition()`, promising, per
+    member, K unchanged and out None, either (lit < 0, scarring.GlobalInhibition)
+    F = F_base * clamp(1 - gain * (mean V - level), 0, 1), or (lit >= 0, the lit-area
+    inhibition of models/media.py) F = F_base * clamp(1 - gain * max((share of cells
+    with V > lit - level) / level, 0), 0, 1). None for any other hook."""
     owner = getattr(hook, "__self__", None)
     spec = getattr(owner, "kernel_feed_inhibition", None)
     if spec is None or getattr(hook, "__name__", None) != "epilogue":
         return None
-    gain, set_point = spec()
-    return float(gain), float(set_point)
+    gain, level, *lit = spec()
+    return float(gain), float(level), float(lit[0]) if lit else -1.0
 
 
 class SimulationError(RuntimeError):

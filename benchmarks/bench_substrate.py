@@ -355,6 +355,10 @@ def targets_sections(args, states):
                           kt.startup_target(torch.get_num_threads())):
         md += section
         args.target_rows += rows
+    if args.battery_seeds:
+        section, rows = kt.battery_condition_target(args.battery_rounds, args.battery_seeds)
+        md += section
+        args.target_rows += rows
     rates = {}
     for line in md:   # the headline configuration's best rates, from the table above
         m = re.match(r"\| 32 \| (\d+) \| (\d+) \|", line)
@@ -452,6 +456,12 @@ def build_parser():
                         "default run's table is compared with it, line by line")
     p.add_argument("--no-scaling", action="store_true",
                    help="skip the Mcells/s against grid and batch sweep (and its figure)")
+    p.add_argument("--battery-seeds", type=int, default=0,
+                   help="seeds of the associative-battery target (one condition, 256^2, "
+                        "kernel against compiled; minutes per seed and round; default 0: "
+                        "not run)")
+    p.add_argument("--battery-rounds", type=int, default=1,
+                   help="interleaved rounds of the associative-battery target (default 1)")
     p.add_argument("--quick", action="store_true",
                    help="tiny grids, no compilation, no end-to-end runs (seconds); never "
                         "writes docs")
@@ -480,6 +490,9 @@ def parse(argv):
     if args.rounds < 1 or args.e2e_repeats < 0 or (args.threads is not None
                                                   and args.threads < 1):
         p.error("--rounds and --threads must be >= 1, --e2e-repeats >= 0")
+    if args.battery_seeds < 0 or args.battery_rounds < 1:
+        p.error(f"--battery-seeds {args.battery_seeds} must be >= 0 and --battery-rounds "
+                f"{args.battery_rounds} >= 1")
     if min(args.batches) < 1:
         p.error(f"--batches {' '.join(map(str, args.batches))}: each must be >= 1")
     if "published" not in args.paths:

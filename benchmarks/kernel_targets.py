@@ -133,6 +133,154 @@ def dead_background_target(rounds):
                            5.0, reason=reason)]
 
 
+BATTERY_RULE = "surround_inhibited"
+
+
+def _numbers(tree, path=""):
+    """{path: number} of every number in a nested read-out tree (stats blocks included)."""
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out.update(_numbers(v, f"{path}/{k}"))
+        return out
+    if isinstance(tree, bool) or not isinstance(tree, (int, float)):
+        return {}
+    return {path: float(tree)}
+
+
+def _largest_difference(na, nb):
+    """The largest |a - b| over the paths both {path: number} hold (nan equal to nan),
+    and its path."""
+    worst, where = 0.0, None
+    for k in na.keys() & nb.keys():
+        x, y = na[k], nb[k]
+        if math.isnan(x) and math.isnan(y):
+            continue
+        d = abs(x - y) if not (math.isnan(x) or math.isnan(y)) else math.inf
+        if d > worst:
+            worst, where = d, k
+    return worst, where
+
+
+def battery_condition_target(rounds=1, seeds=RECALL_SEEDS, grid=256, settle_steps=None,
+                             settle_min=None):
+    """One condition of the associative battery (experiments/associative.py run_abc:
+    every cue of the imprint battery recalled to its settled read-out under the engine's
+    Settle tracker), `--rule surround_inhibited`, kernel against compiled, `rounds`
+    interleaved rounds (the order alternating) from the same stored fields: (markdown,
+    target rows). The store (three patterns, the scar rule's hook: the compiled path on
+    both, since the kernel does not fuse a storage rule) is run and timed once and added
+    to both sides for the whole-condition ratio; the capacity study of the condition
+    (run_capacity) is not run. settle_steps, settle_min: the study's defaults when None."""
+    import dataclasses
+
+    from experiments import associative as assoc
+    from protocol import protocol_of
+    from scarring import Study
+    import torch
+
+    import patterns
+
+    chosen = {"seeds": seeds, "grid": grid, "rule": BATTERY_RULE}
+    if settle_steps is not None:
+        chosen["settle_steps"] = settle_steps
+    if settle_min is not None:
+        chosen["settle_min"] = settle_min
+    args = assoc.Args(**chosen)
+    args.multi_recall_steps = min(args.multi_recall_steps, args.settle_min)
+    args.check()
+    seed_list = list(range(seeds))
+    protocol = dataclasses.replace(protocol_of(args), rule="match_map")
+    study = Study(protocol)
+    pats = torch.stack(list(patterns.phase3_targets(grid).values())).to(study.dtype)
+    cond = assoc.make_condition(BATTERY_RULE, protocol, grid)
+    print(f"[targets] battery condition {BATTERY_RULE}: store ({seeds} seeds, {grid}^2) ...",
+          flush=True)
+    t = time.perf_counter()
+    stored = assoc.store(study, cond, pats, seed_list)
+    store_s = time.perf_counter() - t
+    fields = (stored["F"], stored["K"])
+    paths = {"kernel": "auto", "compiled": True}
+    # warm-up: both paths through four steps of the whole battery (the compiled path
+    # builds its kernel for the full batch; those for the smaller batches left as
+    # recalls settle are built inside the timed runs, as in the study)
+    warm = dataclasses.replace(args, multi_recall_steps=2, settle_min=4, settle_steps=4)
+    study.protocol = dataclasses.replace(protocol, multi_recall_steps=2)
+    for label, compile in paths.items():
+        study.medium = dataclasses.replace(study.medium, compile=compile)
+        assoc.run_abc(study, cond, pats, seed_list, warm, fields=fields)
+    study.protocol = protocol
+    times, entries = {k: [] for k in paths}, {}
+    for r in range(rounds):
+        for label in (list(paths) if r % 2 == 0 else list(paths)[::-1]):
+            study.medium = dataclasses.replace(study.medium, compile=paths[label])
+            print(f"[targets] battery condition round {r + 1}/{rounds}: {label} ...",
+                  flush=True)
+            t = time.perf_counter()
+            entry, _ = assoc.run_abc(study, cond, pats, seed_list, args, fields=fields)
+            times[label].append(time.perf_counter() - t)
+            entries[label] = entry
+    recall = ratio_stat(times["compiled"], times["kernel"])
+    whole = ratio_stat([store_s + x for x in times["compiled"]],
+                       [store_s + x for x in times["kernel"]])
+    flat = {k: _numbers({w: e[w] for w in ("read", "settled")}) for k, e in entries.items()}
+    diff, where = _largest_difference(flat["kernel"], flat["compiled"])
+    means = {k: {p: x for p, x in f.items() if p.endswith("/mean")} for k, f in flat.items()}
+    diff_means, where_means = _largest_difference(means["kernel"], means["compiled"])
+    cosine = {k: {p: x for p, x in m.items() if "/cosine/" in p} for k, m in means.items()}
+    diff_cosine, where_cosine = _largest_difference(cosine["kernel"], cosine["compiled"])
+    members = seeds * len(entries["kernel"]["cues"])
+    settled = {k: e["settle"]["settled_recalls"] for k, e in entries.items()}
+    settled = {k: f"{r.get('k', '?')}/{r.get('n', '?')}" if isinstance(r, dict) else str(r)
+               for k, r in settled.items()}
+    steps = {k: e["settle"]["steps_run"] for k, e in entries.items()}
+    md = [f"### One condition of the associative battery (`--rule {BATTERY_RULE}`)", "",
+          f"experiments/associative.py's imprint battery for one condition: {seeds} seeds x "
+          f"{len(entries['kernel']['cues'])} cues = {members} recalls at {grid}x{grid}, each "
+          f"run until the engine's Settle tracker stops it (from step {args.settle_min}, at "
+          f"most {args.settle_steps}), read at {args.multi_recall_steps} steps and settled; "
+          f"{rounds} interleaved round(s) from the same stored fields; load average "
+          f"{load_average()}. The store ({store_s:.0f} s, run once) takes the compiled path "
+          f"on both sides (the kernel does not fuse a storage rule's hook); the capacity "
+          f"study of the condition is not run.", "",
+          f"- recall battery: kernel {', '.join(f'{x:.0f}' for x in times['kernel'])} s, "
+          f"compiled {', '.join(f'{x:.0f}' for x in times['compiled'])} s: "
+          f"{fmt_ratio(recall)}; with the store: {fmt_ratio(whole)}",
+          f"- recalls the Settle tracker stopped before the last step: kernel "
+          f"{settled['kernel']}, compiled {settled['compiled']}; the battery ran "
+          f"{steps['kernel']} (kernel) and {steps['compiled']} (compiled) steps",
+          f"- largest difference between the paths of a read-out's mean over seeds (every "
+          f"read-out, cosine and IoU, at the read and settled times): {diff_means:.2g}"
+          + (f" (at {where_means})" if where_means else "")
+          + f"; of the cosine read-outs' means alone: {diff_cosine:.2g}"
+          + (f" (at {where_cosine})" if where_cosine else "")
+          + f"; of any number, interval ends included: {diff:.2g}"
+          + (f" (at {where})" if where else ""), ""]
+    tag = f"{seeds} seeds, {grid}^2" + ("" if args.settle_steps == 6000 else
+                                        f", settle {args.settle_min}-{args.settle_steps}")
+    same = {"mean": diff_means, "low": diff_means, "high": diff_means}
+    reason = (f"the store ({store_s:.0f} s) runs the scar rule's hook on the compiled path "
+              "on both sides" if whole["low"] is None or whole["low"] < 5.0 else "")
+    rows = [target_row(f"associative battery, one condition ({BATTERY_RULE}, {tag}, "
+                       "settled read-outs), store included", whole, 5.0, reason=reason),
+            target_row("associative battery, one condition: its recalls alone", recall, 5.0,
+                       reason=f"recalls the Settle tracker stopped early: "
+                              f"{settled['kernel']}; the kernel skips a tile only when it "
+                              "and its 8 neighbours did not change in the step before "
+                              "(and no tile of a member whose inhibited feed moved, mean V "
+                              "above the set point), and the recalls keep lit patterns "
+                              "and slowly relaxing ground on much of the grid to the end"),
+            target_row("associative battery: largest difference of a read-out's mean, "
+                       "kernel vs compiled", same, 0.0005, unit="", higher=False,
+                       reason=f"at {where_means} (the cosine read-outs alone differ by "
+                              f"{diff_cosine:.2g}): the paths round differently (the "
+                              "compiler's fused multiply-adds; the kernel's float64 mean "
+                              "for the inhibited feed) and a recall can amplify a last-bit "
+                              "difference")]
+    rows[-1].update(measured=f"{diff_means:.2g}", interval="-")
+    return md, rows
+
+
 STARTUP_SNIPPET = """
 import time; t0 = time.perf_counter()
 import torch, substrate

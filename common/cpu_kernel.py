@@ -22,7 +22,9 @@ reassociation), so a step here is bit-identical to the eager torch step. What it
   a run computes every band (the second buffer is fresh); F and K are fixed during a
   run except through the fused feed factor (below), whose change re-steps the member.
 * a fused feed factor: F = F_base * clamp(1 - gain * (mean V - set_point), 0, 1) per
-  member after every step (scarring.GlobalInhibition's hook).
+  member after every step (scarring.GlobalInhibition's hook), or the lit-area form
+  F = F_base * clamp(1 - gain * max((share lit - area) / area, 0), 0, 1)
+  (models/media.py AreaInhibition).
 
 Threads: numba's, set to torch's count for each run (the project's --threads). The
 functions are cached on disk by numba (cache=True, next to this file in __pycache__), so a
@@ -30,11 +32,37 @@ fresh process only loads them (docs/performance.md measures it).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 
 import numba
 import numpy as np
 from numba import njit, prange
+
+
+def _skip_blas_probe():
+    """Load numba's array implementations without their import-time BLAS probe.
+
+    A fresh process that loads a cached function first loads every implementation of
+    numba's CPU target, and numba.np.arraymath probes for BLAS at import by importing
+    scipy.linalg: ~0.4 s of a ~1.3 s first step, for nothing this kernel uses. With scipy
+    installed the probe's answer is known (BLAS is there), so it is taken as given; any
+    numba code that compiles a BLAS call still imports scipy then (numba.np.linalg's own
+    ensure_blas is untouched)."""
+    if "numba.np.arraymath" in sys.modules or importlib.util.find_spec("scipy") is None:
+        return
+    from numba.np import linalg
+    probe = linalg.ensure_blas
+    linalg.ensure_blas = lambda: None
+    try:
+        from numba.np import arraymath
+    finally:
+        linalg.ensure_blas = probe
+    arraymath.ensure_blas = probe
+
+
+_skip_blas_probe()
 
 # numba's own thread pool, not its OpenMP one: the OpenMP threads of a second runtime
 # (torch has its own) spin after each parallel region and slowed the torch operations
@@ -149,13 +177,29 @@ def _tile_sum(X, r0, r1, c0, c1):
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
+def _tile_count(X, r0, r1, c0, c1, above):
+    n = 0.0
+    for i in range(r0, r1):
+        for j in range(c0, c1):
+            if X[i, j] > above:
+                n += 1.0
+    return n
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
 def _new_factor(scale, total, cells, fp):
-    """GlobalInhibition.feed's factor clamp(1 - gain * (mean V - set_point), 0, 1) into
-    scale[1], each operation rounded to the state's dtype like the torch hook (the mean
-    itself is summed in float64, so its last bit may differ from torch's)."""
-    gain, set_point = fp
+    """The feed factor into scale[1], each operation rounded to the state's dtype like
+    the torch hook. fp = (gain, level, lit): with lit < 0, GlobalInhibition.feed's
+    clamp(1 - gain * (mean V - level), 0, 1), total the sum of V (summed in float64, so
+    the mean's last bit may differ from torch's); with lit >= 0, the lit-area
+    inhibition's clamp(1 - gain * max((share - level) / level, 0), 0, 1)
+    (models/media.py AreaInhibition), total the count of cells with V > lit (exact)."""
+    gain, level, lit = fp
     scale[1] = total / cells
-    scale[1] = scale[1] - scale.dtype.type(set_point)
+    scale[1] = scale[1] - scale.dtype.type(level)
+    if lit >= 0.0:
+        scale[1] = scale[1] / scale.dtype.type(level)
+        scale[1] = max(scale[1], scale.dtype.type(0.0))
     scale[1] = scale.dtype.type(gain) * scale[1]
     scale[1] = scale.dtype.type(1.0) - scale[1]
     scale[1] = min(max(scale[1], scale.dtype.type(0.0)), scale.dtype.type(1.0))
@@ -163,12 +207,13 @@ def _new_factor(scale, total, cells, fp):
 
 @njit(cache=True, nogil=True, boundscheck=False)
 def _tile(A_U, A_V, B_U, B_V, F, K, member, tile, s, chg, vsum, scale, shape, nine, w, c,
-          flags, feed):
+          flags, feed, lit):
     """Tile `tile` (row-major over the tile grid) of member b at step s (run-relative,
     from 1): step it, or skip it when it and its 8 neighbours did not change at step
     s - 1 (module docstring). Step s reads buffer A when s is odd, B when even.
     chg (2, tiles) of member b: the flags of the previous and current step, by parity;
-    vsum (tiles,): each tile's sum of V (feed only)."""
+    vsum (tiles,): each tile's sum of V, or with lit >= 0 its count of V > lit (feed
+    only)."""
     b = np.intp(member)  # a prange index may be unsigned: mixed with int it types as float
     H, W = A_U.shape[1], A_U.shape[2]
     tr, tc = shape
@@ -196,7 +241,9 @@ def _tile(A_U, A_V, B_U, B_V, F, K, member, tile, s, chg, vsum, scale, shape, ni
                              r0, r1, c0, c1, nine, w, c, flags)
     chg[cur, tile] = changed
     if feed and (changed or s == 1):
-        vsum[tile] = _tile_sum(B_V[b] if s % 2 == 1 else A_V[b], r0, r1, c0, c1)
+        V_new = B_V[b] if s % 2 == 1 else A_V[b]
+        vsum[tile] = (_tile_count(V_new, r0, r1, c0, c1, V_new.dtype.type(lit)) if lit >= 0.0
+                      else _tile_sum(V_new, r0, r1, c0, c1))
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
@@ -210,7 +257,7 @@ def run_members(A_U, A_V, B_U, B_V, F, K, first, last, chg, vsum, scale, shape, 
         for s in range(first, last + 1):
             for t in range(nt):
                 _tile(A_U, A_V, B_U, B_V, F, K, b, t, s, chg[b], vsum[b], scale[b], shape,
-                      nine, w, c, flags, feed)
+                      nine, w, c, flags, feed, fp[2])
             scale[b, 0] = scale[b, 1]
             if feed:
                 _new_factor(scale[b], vsum[b].sum(), H * W, fp)
@@ -229,7 +276,7 @@ def run_tiles(A_U, A_V, B_U, B_V, F, K, first, last, chg, vsum, scale, shape, ni
             i = np.intp(bt)
             b = i // nt
             _tile(A_U, A_V, B_U, B_V, F, K, b, i - b * nt, s, chg[b], vsum[b], scale[b],
-                  shape, nine, w, c, flags, feed)
+                  shape, nine, w, c, flags, feed, fp[2])
         for m in range(B):
             scale[m, 0] = scale[m, 1]
             if feed:
@@ -273,7 +320,8 @@ def arguments(dtype, Du, Dv, dt, decay, stencil, clamp, flush, feed):
     c = (t(Du), t(Dv), t(dt), t(decay if use_decay else 1.0), t(0.0), t(1.0), t(flush))
     nine = stencil == "nine_point"
     w = (t(0.2), t(0.05), t(1.0)) if nine else (t(1.0), t(0.0), t(4.0))
-    fp = (0.0, 0.0) if feed is None else (float(feed[0]), float(feed[1]))
+    fp = (0.0, 0.0, -1.0) if feed is None else (float(feed[0]), float(feed[1]),
+                                                 float(feed[2]) if len(feed) > 2 else -1.0)
     return nine, w, c, (use_decay, bool(clamp)), feed is not None, fp
 
 

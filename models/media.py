@@ -64,6 +64,11 @@ class AreaInhibition:
     def epilogue(self, V, F, K, F_base):
         return self.feed(V, F_base), K, None
 
+    def kernel_feed_inhibition(self):
+        """(gain, area, lit): the CPU kernel runs `epilogue` inside its step
+        (substrate.fused_feed)."""
+        return self.gain, self.area, self.lit
+
 
 @register
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ without changing a bit, the subnormal flush, both dtypes and stencils, the fused
 inhibition, and the fall-back for a hook it cannot fuse. Small grids; the kernel is
 compiled once per dtype and cached on disk by numba."""
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,6 +185,27 @@ def test_fused_feed_inhibition_matches_its_hook():
             assert torch.equal(a, b) if exact else torch.allclose(a, b, atol=1e-5), name
 
 
+def test_fused_area_inhibition_matches_its_hook_bit_for_bit():
+    """The lit-area (k-winner) inhibition runs inside the kernel: it counts lit cells
+    exactly, so the state equals the eager hook's bit for bit, in members above the
+    area (feed cut), partly above and below it (feed untouched)."""
+    from models.media import AreaInhibition
+    U, V, F, K = random_state(3, 16, 32, torch.float32, seed=8, quiet_rows=4)
+    V[1] *= 0.1    # member 1: no lit cells, the feed stays
+    V[2, 8:] = 0.0
+    inhibition = AreaInhibition(area=0.2, lit=0.25, gain=1.5)
+    runs = []
+    for compile in (False, "auto"):
+        gs = kernel_medium(U, V, F, K, compile=compile)
+        gs.run(12, hook=inhibition.epilogue, hook_args=(F.clone(),))
+        runs.append(gs)
+    assert runs[1].last_path == "kernel"
+    factor = runs[0].F[:, 0, 0] / F[:, 0, 0]
+    assert factor[1] == 1 and factor[0] < 1          # the cases the test means to cover
+    for name in "UVF":
+        assert torch.equal(getattr(runs[0], name), getattr(runs[1], name)), name
+
+
 def test_a_hook_it_cannot_fuse_falls_back_and_says_so_once():
     def hook(V, F, K):
         return F * 1.0, K, V.mean()
@@ -214,3 +236,24 @@ def test_a_blow_up_on_the_kernel_names_its_step():
     with pytest.raises(SimulationError, match=r"first at step \d+"):
         gs.step(40)
     assert gs.last_path is None and torch.equal(gs.V, V)
+
+
+def test_numba_keeps_its_blas_probe_for_everyone_else():
+    """The kernel skips numba's import-time BLAS probe only (it imports scipy.linalg):
+    numba's answer is the one the probe gives with scipy installed, and the probe itself
+    is numba's own again for any code that compiles a BLAS call."""
+    from numba.np import arraymath, linalg
+    assert arraymath._HAVE_BLAS
+    assert arraymath.ensure_blas is linalg.ensure_blas
+    assert linalg.ensure_blas.__module__ == "numba.np.linalg"
+
+
+@pytest.mark.slow
+def test_a_fresh_process_runs_the_kernel_without_importing_scipy_linalg():
+    import subprocess
+    import sys
+    code = ("import sys, substrate; gs = substrate.GrayScott(16, 16, batch=2); gs.run(1); "
+            "print(gs.last_path, 'scipy.linalg' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(substrate.__file__).parent, timeout=300)
+    assert out.stdout.split() == ["kernel", "False"], out.stderr[-2000:]

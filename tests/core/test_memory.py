@@ -78,6 +78,18 @@ def test_settled_members_leave_the_batch_and_keep_their_state():
     assert res["change"].shape == (3, 3) and res["change"][1:, 2].isnan().all()
 
 
+def test_every_member_settling_at_one_check_ends_the_run():
+    """A medium that cannot hold an empty batch (Gray-Scott) when all members leave at
+    once: at the fixed point U = 1, V = 0 nothing changes, so all settle at the first
+    check."""
+    medium = scarring.GrayScottMedium()
+    fields = medium.fields(2, 8, 8)
+    settings32 = memory.Settings("cpu", torch.float32)
+    res = memory.recall(medium, fields, torch.zeros(2, 8, 8), 20, settings32,
+                        [memory.Settle(tolerance=1e-3, window=5, min_steps=5)])
+    assert res["settled_at"].tolist() == [5.0, 5.0] and res["V"].eq(0).all()
+
+
 def test_damage_lit_outside_and_a_schedule_of_the_fields():
     medium = Relax(calls=[])
     fields = {"goal": 1.0, "rate": 0.5}

@@ -362,6 +362,8 @@ def test_benchmark_quick_never_overrides_explicit_flags(bench):
     (["--batches", "0"], "--batches 0: each must be >= 1"),
     (["--grids", "100000x100000"], "grid 100000x100000 at batch 4 needs about"),
     (["--grids", "axb"], "want HxW or DxHxW"),
+    (["--battery-seeds", "-1"], "--battery-seeds -1 must be >= 0"),
+    (["--battery-rounds", "0"], "--battery-rounds 0 >= 1"),
 ])
 def test_benchmark_refuses_bad_sizes_in_one_line(bench, argv, words, capsys):
     with pytest.raises((SystemExit, ValueError)) as exc:

@@ -158,3 +158,15 @@ def test_held_out_family_has_the_asked_number_of_discs():
     assert all(label(p.numpy() > 0)[1] == 1 for p in one.flatten(0, 1))
     assert max(label(p.numpy() > 0)[1] for p in four.flatten(0, 1)) > 1
     assert torch.equal(battery.held_out(3, 64, [1], count=1)[0], one[1])
+
+
+@pytest.mark.slow
+def test_battery_condition_target_times_both_paths_and_compares_read_outs():
+    from benchmarks import kernel_targets as kt
+    md, rows = kt.battery_condition_target(rounds=1, seeds=1, grid=32, settle_steps=60,
+                                           settle_min=40)
+    assert len(rows) == 3 and all(r["met"] in ("met", "not met") for r in rows)
+    text = "\n".join(md)
+    assert "1 seeds x 29 cues = 29 recalls at 32x32" in text and "kernel" in text
+    # 60 steps: the compiled path's last-bit differences have not grown yet
+    assert float(rows[2]["measured"]) < 5e-4 and rows[2]["met"] == "met"

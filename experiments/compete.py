@@ -62,8 +62,11 @@ class Args(RunArgs, Protocol):
         if self.settle_min > self.settle_max:
             raise ValueError(f"--settle-min {self.settle_min} exceeds --settle-max "
                              f"{self.settle_max}")
-        if max(self.radius) >= self.grid:
-            raise ValueError(f"--radius {max(self.radius)}: must be below --grid {self.grid}")
+        if "hebbian_field" in self.media:
+            smallest = min((self.grid, *self.capacity_grids))
+            if max(self.radius) >= smallest:
+                raise ValueError(f"--radius {max(self.radius)}: must be below the smallest "
+                                 f"grid, {smallest} (--grid, --capacity-grids)")
 
     def storage_rule(self):
         return dataclasses.replace(protocol_of(self), rule="match_map").storage_rule()
@@ -190,11 +193,11 @@ def plot_states(figures, path) -> None:
             ax.imshow(img.float().cpu(), cmap="magma", vmin=0, vmax=float(max(img.max(), 1e-6)))
             for p, colour in zip(f["patterns"], ("cyan", "lime")):
                 ax.contour((p > 0.3).float().cpu(), levels=[0.5], colors=colour, linewidths=0.4)
-            ax.set_title(title, fontsize=7)
+            ax.set_title(title, fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
-        row[0].set_ylabel(name, fontsize=7)
-    fig.suptitle("seed 0; cyan, lime: the two stored patterns the mixed cue halves", fontsize=7)
+        row[0].set_ylabel(name, fontsize=8)
+    fig.suptitle("seed 0; cyan, lime: the two stored patterns the mixed cue halves", fontsize=8)
     figs.save_figure(fig, path, dpi=70)
 
 
@@ -208,7 +211,8 @@ def main(argv=None):
     body = {**cli.envelope(args, seeds, device, wall), "targets": battery.TARGETS,
             "media": results, "table": markdown_table(results)}
     with cli.staged_output(args.out_dir(), Args.study) as out:
-        plot_states(figures, out / "compete_states.png")
+        if any(f is not None for f in figures.values()):   # the compete and refuse rows
+            plot_states(figures, out / "compete_states.png")
         cli.write_json_atomic(out / "compete.json", body)
     print(f"compete: {len(seeds)} seeds, grid {args.grid}, {wall:.0f} s -> {args.out_dir()}")
     print(body["table"])

@@ -69,6 +69,7 @@ PARTS = ("2a", "rev2", "rev1", "battery")
 MEDIA_2A = ("kuramoto", "hopfield_substrate")
 SUBSTRATES = ("rd", "hopfield", "kuramoto", "rd_trained", "hopfield_gain", "kuramoto_hebbian")
 VOWELS = "aiu"
+BATTERY_ROWS = ("compete", "refuse", "complete", "overlap", "capacity")   # battery.ROWS
 PUBLISHED = {"2a": {"rd": 0.667, "hopfield": 1.000, "kuramoto": 0.333},
              "rev2": {"accuracy": 1 / 3, "off_diagonal": 0.833},
              "rev1": {"accuracy": 1 / 3, "off_diagonal": 0.811}}
@@ -107,6 +108,10 @@ class Args(RunArgs, Protocol):
                             hi=1024)
     battery_media: tuple[str, ...] = arg(MEDIA_2A, "media run on the battery "
                                          "(models/memories_2a.py)", choices=MEDIA_2A)
+    battery_max_steps: int = arg(3000, "most recall steps of the battery's media; a recall "
+                                 "stops earlier once settled (the issue reads at >= 3,000 "
+                                 "steps or settled)", lo=10)
+    battery_rows: tuple[str, ...] = arg(BATTERY_ROWS, "battery rows to run", choices=BATTERY_ROWS)
     battery_ks: tuple[int, ...] = arg((1, 2, 4, 8, 16), "stored counts of the capacity row",
                                       lo=1, hi=64)
     start_noise: float = arg(0.01, "std of the V noise on every rev1/rev2 start (the "
@@ -121,7 +126,8 @@ class Args(RunArgs, Protocol):
 QUICK = {"grid": 32, "audio_grid": 32, "seeds": 2, "kuramoto_max_steps": 40,
          "hebbian_train_steps": 10, "hebbian_recall_steps": 20, "multi_train_steps": 20,
          "multi_recall_steps": 20, "recall_steps": 20, "audio_rate": 5000, "audio_seconds": 0.05,
-         "steps_per_sample": 1, "battery_grid": 32, "battery_ks": (1, 2)}
+         "steps_per_sample": 1, "battery_grid": 32, "battery_ks": (1, 2),
+         "battery_max_steps": 400}
 
 
 # ---- part 2a -----------------------------------------------------------------------------
@@ -413,14 +419,18 @@ def run_battery_part(args, seeds):
     from models.memories_2a import MEMORIES
 
     cfg = battery.BatteryConfig(grid=args.battery_grid, ks=tuple(args.battery_ks),
-                                k_main=min(4, max(2, args.battery_ks[-1])))
+                                k_main=min(4, max(2, args.battery_ks[-1])),
+                                rows=tuple(args.battery_rows))
     body, figs = {}, {}
     for name in args.battery_media:
         t0 = time.perf_counter()
-        out = battery.run_battery(MEMORIES[name](), seeds, cfg,
+        memory = MEMORIES[name](max_steps=args.battery_max_steps)
+        out = battery.run_battery(memory, seeds, cfg,
                                   progress=lambda m: None if args.quiet else print(m, flush=True))
-        figs[name] = out.pop("figure")
-        body[name] = {**out, "grid": args.battery_grid, "cost_s": time.perf_counter() - t0}
+        figs[name] = out.pop("figure", None)
+        body[name] = {**out, "grid": args.battery_grid, "max_steps": args.battery_max_steps,
+                      "settle_every_recall": memory.settle_summary(),
+                      "cost_s": time.perf_counter() - t0}
     return body, figs
 
 
@@ -449,9 +459,18 @@ def plot(path, figs, bodies) -> None:
             rows.append((f"{part} recall\nacc {b['accuracy']['mean']:.2f}",
                          list(f["recalled"]), f["F"], (0.0, 1.0)))
     for name, f in figs.get("battery", {}).items():
+        if f is None:          # no compete/refuse/complete rows: no figure row
+            continue
         v = bodies["battery"][name]["verdict"]
         rows.append((f"{name}\nbattery {bodies['battery'][name]['grid']}^2\ncompete "
                      f"{v['compete']}", [f["cue_mixed"], f["mixed"], f["cue_noise"]], f["noise"]))
+    if not rows:       # a battery of capacity and overlap only: nothing to show
+        fig = plt.figure(figsize=(3, 1))
+        fig.text(0.5, 0.5, "no rows to show (battery without compete/refuse/complete)",
+                 ha="center", fontsize=6)
+        figures.save_figure(fig, path)
+        return
+    battery_only = set(figs) == {"battery"}
     fig, axes = plt.subplots(len(rows), 4, figsize=(6.4, 1.6 * len(rows)), squeeze=False)
     for r, (label, imgs, extra, *scale) in enumerate(rows):
         vmin, vmax = scale[0] if scale else (None, None)
@@ -465,10 +484,13 @@ def plot(path, figs, bodies) -> None:
                           **({"vmin": vmin, "vmax": vmax} if c < 3 else
                              {"vmin": 0.01, "vmax": 0.08} if vmin is not None else {}))
             if r == 0:
-                ax.set_title(("/a/ | mixed cue", "/i/ | its recall", "/u/ | noise cue",
-                              "F scar (rev) | noise recall")[c], fontsize=6)
+                ax.set_title((("mixed cue", "its state when read", "noise-0.1 cue",
+                               "its state when read") if battery_only else
+                              ("/a/ | mixed cue", "/i/ | its recall", "/u/ | noise cue",
+                               "F scar (rev) | noise recall"))[c], fontsize=6)
         axes[r, 0].set_ylabel(label, fontsize=6)
-    fig.suptitle("2A substrates and 1A-rev1/rev2 (seed 0; 2A rows: colour scale per panel; "
+    fig.suptitle("the competing-memories battery (seed 0; colour scale per panel)" if battery_only
+                 else "2A substrates and 1A-rev1/rev2 (seed 0; 2A rows: colour scale per panel; "
                  "rev rows: V on 0..1; F scar 0.01..0.08)", fontsize=7)
     figures.save_figure(fig, path)
 
@@ -494,12 +516,26 @@ def print_report(bodies, wall) -> None:
                   f"{fmt(b['recall_max_difference_between_vowels'])}; F at its clamp on "
                   f"{fmt(b['F_at_clamp_fraction'])} of the grid")
     for name, b in bodies.get("battery", {}).items():
-        refuse = max(r["settled"]["mean"] for r in b["refuse"].values())
-        print(f"  battery {name} ({b['grid']}^2): compete {fmt(b['compete']['rate'])} (larger "
-              f"{fmt(b['compete']['larger'])}, smaller {fmt(b['compete']['smaller'])}); refuse "
-              f"worst {refuse:.3f} (failed: {', '.join(b['verdict']['refuse_failed']) or 'none'});"
-              f" complete {fmt(b['complete']['settled'])}; capacity {b['capacity']['capacity']}"
-              f" (far end {b['capacity']['capacity_far_end']}); verdict {b['verdict']}")
+        parts = []
+        if "compete" in b:
+            parts.append(f"compete {fmt(b['compete']['rate'])} (larger {fmt(b['compete']['larger'])},"
+                         f" smaller {fmt(b['compete']['smaller'])})")
+        if "refuse" in b:
+            refuse = max(r["settled"]["mean"] for r in b["refuse"].values())
+            parts.append(f"refuse worst {refuse:.3f} (failed: "
+                         f"{', '.join(b['verdict']['refuse_failed']) or 'none'})")
+        if "complete" in b:
+            parts.append(f"complete {fmt(b['complete']['settled'])}")
+        if "capacity" in b:
+            parts.append(f"capacity {b['capacity']['capacity']} (far end "
+                         f"{b['capacity']['capacity_far_end']})")
+        if "settle" in b:
+            parts.append(f"settled {b['settle']['settled_share']:.3f} of the main cues, "
+                         f"{b['settle']['steps']:.0f} steps on average (at most {b['max_steps']})")
+        a = b["settle_every_recall"]
+        parts.append(f"every recall: settled {a['settled']}/{a['recalls']}, "
+                     f"{a['steps_mean']:.0f} steps on average")
+        print(f"  battery {name} ({b['grid']}^2): " + "; ".join(parts) + f"; verdict {b['verdict']}")
 
 
 def main(argv=None):

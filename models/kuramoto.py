@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from memory import Medium, register_medium
@@ -73,6 +74,57 @@ def coupling_drive(theta: torch.Tensor, J: torch.Tensor, offsets) -> torch.Tenso
     Js = (J * neighbour_stack(s, offsets)).mean(1)
     Jc = (J * neighbour_stack(c, offsets)).mean(1)
     return c * Js - s * Jc
+
+
+def kernel_applies(theta: torch.Tensor, fields) -> bool:
+    """True when the CPU kernel can step theta (B, H, W) on these fields: float32 on the
+    CPU, per-edge J (B, E, H, W), omega (B, H, W), and numba on
+    (substrate.kernel_available)."""
+    from substrate import kernel_available
+
+    J, omega = fields["J"], fields["omega"]
+    return (J.dim() == 4 and omega.dim() == 3 and theta.dim() == 3
+            and all(t.dtype == torch.float32 and t.device.type == "cpu" for t in (theta, J, omega))
+            and J.shape[0] == omega.shape[0] == theta.shape[0] and kernel_available())
+
+
+def _members(X: torch.Tensor):
+    """(array, index per member) of a field (B, *rest): one copy when the batch is an
+    expand of one member (stride 0: a recall's cues sharing one seed's fields)."""
+    B = X.shape[0]
+    if B > 1 and X.stride(0) == 0:
+        return X[:1].contiguous().numpy(), np.zeros(B, dtype=np.intp)
+    return X.contiguous().numpy(), np.arange(B, dtype=np.intp)
+
+
+def kernel_step(theta: torch.Tensor, fields, medium: "Kuramoto", steps: int,
+                target: torch.Tensor | None = None):
+    """`steps` steps on the numba kernel: free (returns the new theta; theta is not
+    changed), or with target (B, H, W) the teacher's steps each followed by the Hebbian
+    coupling scar (returns the new theta and the scarred fields; fields are not changed)."""
+    from common.cpu_kernel import use_threads
+    from models import kuramoto_kernel
+
+    use_threads(torch.get_num_threads())
+    out = theta.detach().clone(memory_format=torch.contiguous_format)
+    omega, om = _members(fields["omega"])
+    if target is None:
+        J, jm = _members(fields["J"])
+        pull = np.zeros((1, 1, 1), dtype=np.float32)
+    else:                      # every member writes its own couplings
+        J_new = fields["J"].clone(memory_format=torch.contiguous_format)
+        J, jm = J_new.numpy(), np.arange(theta.shape[0], dtype=np.intp)
+        pull = (math.pi * target.clamp(0.0, 1.0)).to(torch.float32).contiguous().numpy()
+    offsets = medium.offsets
+    dy = np.array([o[0] for o in offsets], dtype=np.intp)
+    dx = np.array([o[1] for o in offsets], dtype=np.intp)
+    r = int(max(max(abs(a), abs(b)) for a, b in offsets))
+    kuramoto_kernel.run(out.numpy(), omega, J, om, jm, dy, dx, r, np.float32(medium.dt),
+                        int(steps), target is not None, pull, np.float32(medium.teacher),
+                        np.float32(medium.learning_rate * medium.dt), np.float32(medium.bias))
+    if target is None:
+        return out
+    return out, {**fields, "J": J_new}
 
 
 def mean_phase(theta: torch.Tensor) -> torch.Tensor:
@@ -141,8 +193,12 @@ class Kuramoto(Medium):
 
     def step(self, state, fields, steps: int = 1, target=None) -> tuple[torch.Tensor]:
         """`steps` explicit Euler steps (pure); target (B, H, W) in [0, 1] adds the
-        teacher's pull towards pi * target (training)."""
+        teacher's pull towards pi * target (training). Free steps of per-edge couplings
+        in float32 on the CPU run on the numba kernel (models/kuramoto_kernel.py, equal to
+        this torch step to float32 rounding) when substrate.kernel_available()."""
         (theta,) = state
+        if target is None and kernel_applies(theta, fields):
+            return (kernel_step(theta, fields, self, steps),)
         offsets = self.offsets
         pull = None if target is None else math.pi * target.clamp(0.0, 1.0)
         for _ in range(int(steps)):
@@ -175,12 +231,16 @@ class Kuramoto(Medium):
     def train(self, fields, targets, steps: int, noise=None) -> dict[str, torch.Tensor]:
         """Store targets (B, P, H, W) in turn: each starts at its own phases (plus `noise`,
         (B, P, H, W) radians, if given), runs `steps` steps under the teacher and writes
-        the scar after every step. Returns the scarred fields."""
+        the scar after every step. Returns the scarred fields. The coupling scar in float32
+        on the CPU runs on the numba kernel (kernel_applies), the rest in torch."""
         for p in range(targets.shape[1]):
             target = targets[:, p]
             theta = self.initial_state(target)[0]
             if noise is not None:
                 theta = theta + noise[:, p]
+            if self.scar_field == "coupling" and kernel_applies(theta, fields):
+                fields = kernel_step(theta, fields, self, steps, target=target)[1]
+                continue
             for _ in range(int(steps)):
                 (theta,) = self.step((theta,), fields, 1, target=target)
                 fields = self.scar((theta,), target, fields)

@@ -35,32 +35,59 @@ def _noise(seeds, shape, index: int) -> torch.Tensor:
 
 
 def _settle(step, activity, state, max_steps: int, check_every: int, tolerance: float,
-            min_steps: int = 0):
+            min_steps: int = 0, shared_fields: bool = False):
     """Run `step(state, n)` until the activity's largest change over check_every steps is
     below tolerance per member (settled members stop; not before min_steps: a state near
-    an unstable fixed point leaves it slowly) or max_steps pass."""
+    an unstable fixed point leaves it slowly) or max_steps pass. shared_fields: every
+    member runs on the same fields, so `step` is given only the members still moving
+    (a settled member is kept as it was either way; this only saves their steps)."""
     B = activity(state).shape[0]
     steps = torch.full((B,), max_steps, dtype=torch.long)
     settled = torch.zeros(B, dtype=torch.bool)
     done = 0
     while done < max_steps:
-        before = activity(state)
+        live = (~settled).nonzero().flatten() if shared_fields else torch.arange(B)
+        sub = tuple(s[live] for s in state)
+        before = activity(sub)
         n = min(check_every, max_steps - done)
-        new = step(state, n)
+        new = step(sub, n)
         done += n
         change = (activity(new) - before).abs().flatten(1).amax(1)
-        now = (change < tolerance) & ~settled & (done >= min_steps)
+        moving = ~settled[live]
+        state = tuple(s.index_copy(0, live[moving], t[moving]) for s, t in zip(state, new))
+        now = live[moving & (change < tolerance) & (done >= min_steps)]
         steps[now] = done
-        state = tuple(torch.where(settled.view(-1, *[1] * (s.dim() - 1)), s, t)
-                      for s, t in zip(state, new))
-        settled |= now
+        settled[now] = True
         if settled.all():
             break
     return state, steps, settled
 
 
 @dataclass
-class KuramotoMemory:
+class SettleLog:
+    """Every recall's steps and settled flags, for one summary over a whole battery."""
+    settle_records: list = field(default_factory=list, repr=False)
+
+    def log(self, steps: torch.Tensor, settled: torch.Tensor) -> None:
+        self.settle_records.append((steps.flatten(), settled.flatten()))
+
+    def settle_summary(self) -> dict:
+        """{recalls, settled, steps_mean, steps_max} over every recall so far."""
+        rec = self.settle_records
+        steps = torch.cat([r[0] for r in rec]) if rec else torch.zeros(0)
+        ok = torch.cat([r[1] for r in rec]) if rec else torch.zeros(0, dtype=torch.bool)
+        return {"recalls": int(ok.numel()), "settled": int(ok.sum()),
+                "steps_mean": float(steps.float().mean()) if rec else 0.0,
+                "steps_max": int(steps.max()) if rec else 0}
+
+
+def _batch(fields, n: int) -> dict:
+    """One member's fields (1, ...) as a batch of n (an expand: no copy)."""
+    return {k: v.expand(n, *v.shape[1:]) if v.dim() else v for k, v in fields.items()}
+
+
+@dataclass
+class KuramotoMemory(SettleLog):
     medium: Kuramoto = field(default_factory=Kuramoto)
     train_steps: int = 100
     max_steps: int = 1000
@@ -86,22 +113,23 @@ class KuramotoMemory:
         S, C, H, W = cues.shape
         m, out, steps, settled = self.medium, [], [], []
         for s in range(S):
-            f = {k: v[s:s + 1].expand(C, *v.shape[1:]) if v.dim() else v for k, v in stored.items()}
+            f = {k: v[s:s + 1] if v.dim() else v for k, v in stored.items()}   # seed s's fields
             (theta,) = m.initial_state(levels(cues[s], self.on_level))
             g = torch.Generator().manual_seed(7_919 + s)
             state = (theta + self.jitter * torch.randn(theta.shape, generator=g),)
-            state, n, ok = _settle(lambda st, k: m.step(st, f, k), m.activity, state,
-                                   self.max_steps, self.check_every, self.tolerance,
-                                   self.min_steps)
+            state, n, ok = _settle(lambda st, k: m.step(st, _batch(f, st[0].shape[0]), k),
+                                   m.activity, state, self.max_steps, self.check_every,
+                                   self.tolerance, self.min_steps, shared_fields=True)
             out.append(PEAK * m.activity(state))
             steps.append(n)
             settled.append(ok)
+        self.log(torch.stack(steps), torch.stack(settled))
         return torch.stack(out), {"steps": torch.stack(steps).float().mean().item(),
                                   "settled": torch.stack(settled)}
 
 
 @dataclass
-class HopfieldMemory:
+class HopfieldMemory(SettleLog):
     medium: HopfieldSubstrate = field(default_factory=lambda: HopfieldSubstrate(scale=1.0))
     max_steps: int = 1000
     check_every: int = 10
@@ -125,6 +153,7 @@ class HopfieldMemory:
         state = m.initial_state(2 * levels(cues.flatten(0, 1), self.on_level) - 1)
         state, n, ok = _settle(lambda st, k: m.step(st, f, k), m.activity, state,
                                self.max_steps, self.check_every, self.tolerance)
+        self.log(n, ok)
         return (PEAK * m.activity(state)).view(S, C, H, W), {
             "steps": n.float().mean().item(), "settled": ok.view(S, C)}
 

@@ -142,3 +142,79 @@ def test_battery_adapters_recall_a_stored_disc_from_its_half():
         assert V.shape == (1, 1, H, H) and info["settled"].shape == (1, 1)
         lit = V[0, 0] > 0.5 * PEAK
         assert lit[pats[0, 0] > 0].float().mean() > 0.9, mem.name
+
+
+def circular_gap(a, b):
+    d = (a - b).abs() % (2 * math.pi)
+    return torch.minimum(d, 2 * math.pi - d).max().item()
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_kernel_step_equals_the_torch_step(monkeypatch, shared):
+    # an odd, non-square grid (every wrap), per-member or one seed's shared fields, and a
+    # dt large enough that some cells step by more than a turn (the fmod branch)
+    pytest.importorskip("numba")
+    from models.kuramoto import kernel_applies
+
+    g = torch.Generator().manual_seed(4)
+    B, H, W = 3, 11, 13
+    m = Kuramoto()
+    E = len(m.offsets)
+    theta = torch.rand(B, H, W, generator=g) * 2 * math.pi - 0.5   # some start below 0
+    n = 1 if shared else B
+    fields = {"omega": torch.randn(n, H, W, generator=g),
+              "J": 3 * torch.randn(n, E, H, W, generator=g)}
+    if shared:
+        fields = {k: v.expand(B, *v.shape[1:]) for k, v in fields.items()}
+    assert kernel_applies(theta, fields)
+    for medium, steps, tol in ((m, 1, 2e-6), (m, 10, 5e-5), (Kuramoto(dt=3.0), 1, 1e-5)):
+        (fast,) = medium.step((theta,), fields, steps)
+        monkeypatch.setenv("SUBSTRATE_NO_KERNEL", "1")
+        assert not kernel_applies(theta, fields)
+        (ref,) = medium.step((theta,), fields, steps)
+        monkeypatch.delenv("SUBSTRATE_NO_KERNEL")
+        assert ((fast >= 0) & (fast < 2 * math.pi)).all()
+        assert circular_gap(fast, ref) < tol, (medium.dt, steps)
+    assert not torch.equal(fast, theta)      # the input is not changed in place
+    (back,) = m.step((theta,), fields, 0)
+    assert torch.equal(back, theta)
+
+
+def test_settling_only_the_moving_members_changes_no_recall():
+    # members on one seed's fields: stepping only the unsettled ones (shared_fields) gives
+    # the same states, steps and flags as stepping all and keeping the settled ones
+    from models.memories_2a import _settle
+
+    g = torch.Generator().manual_seed(5)
+    H = 12
+    m = Kuramoto(coupling=1.0)
+    f = {k: v[:1] for k, v in m.fields(1, H, H).items()}
+    theta = torch.stack([torch.zeros(H, H),                          # settled at once
+                         0.3 * torch.randn(H, H, generator=g),        # settles later
+                         2 * math.pi * torch.rand(H, H, generator=g)])   # keeps moving
+    step = lambda st, k: m.step(st, {n: v.expand(st[0].shape[0], *v.shape[1:])   # noqa: E731
+                                     for n, v in f.items()}, k)
+    runs = [_settle(step, m.activity, (theta,), 200, 10, 1e-3, 20, shared_fields=s)
+            for s in (False, True)]
+    (a,), steps_a, ok_a = runs[0]
+    (b,), steps_b, ok_b = runs[1]
+    assert torch.equal(a, b) and torch.equal(steps_a, steps_b) and torch.equal(ok_a, ok_b)
+    assert ok_a[0] and steps_a[0] == 20 and steps_a[0] < steps_a[1]
+
+
+def test_kernel_training_writes_the_torch_scar(monkeypatch):
+    # the teacher's steps and the Hebbian scar after each, fused in the kernel, write the
+    # couplings the torch step and scar write (two seeds, two patterns in turn)
+    pytest.importorskip("numba")
+    g = torch.Generator().manual_seed(6)
+    S, H, W = 2, 12, 10
+    T = (torch.rand(S, 2, H, W, generator=g) > 0.6).float()
+    noise = 0.1 * torch.randn(S, 2, H, W, generator=g)
+    m = Kuramoto()
+    fields = m.fields(S, H, W)
+    fast = m.train(fields, T, 20, noise)
+    monkeypatch.setenv("SUBSTRATE_NO_KERNEL", "1")
+    ref = m.train(fields, T, 20, noise)
+    assert torch.equal(fields["J"], m.fields(S, H, W)["J"])     # pure: the input is kept
+    assert ref["J"].abs().max() > 0.3                             # the scar was written
+    assert (fast["J"] - ref["J"]).abs().max() < 1e-5

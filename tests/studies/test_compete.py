@@ -177,3 +177,19 @@ def test_cli_quick_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr
     check_results(tmp_path / "c" / "compete.json")
     assert (tmp_path / "c" / "compete_states.png").is_file()
+
+
+@pytest.mark.slow
+def test_cli_capacity_row_alone_against_grid_size(tmp_path):
+    """The capacity row alone (no figure rows) on two grids writes its results and no
+    states figure."""
+    r = subprocess.run([sys.executable, "-m", "experiments.compete", "--quick", "--media",
+                        "link_scar", "--rows", "capacity", "--ks", "1", "2", "--seeds", "1",
+                        "--grid", "32", "--capacity-grids", "48", "--threads", "1", "--quiet",
+                        "--out", str(tmp_path / "c")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    check_results(tmp_path / "c" / "compete.json")
+    assert not (tmp_path / "c" / "compete_states.png").exists()
+    import json
+    body = json.loads((tmp_path / "c" / "compete.json").read_text())
+    assert set(body["media"]["link_scar"]["capacity_by_grid"]) == {"48"}

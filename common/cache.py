@@ -126,7 +126,7 @@ class Entry:
 
         import torch
 
-        from common.cli import git_commit
+        from common.provenance import git_commit
         from common.sweep import write_atomic
 
         blob = {"format": FORMAT, "name": self.name, "settings": self.settings,

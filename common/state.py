@@ -52,7 +52,7 @@ def _numpy(x, name: str) -> np.ndarray:
 
 
 def _metadata(step, seeds, rule, protocol, substrate, extra_names) -> dict:
-    from common.cli import git_commit, package_version
+    from common.provenance import git_commit, package_version
 
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         raise ValueError(f"save_state: step={step!r} must be an integer >= 0")

@@ -105,5 +105,6 @@ def test_version_prints_the_version_and_commit():
 
 
 def test_git_commit_outside_a_checkout_says_so(monkeypatch, tmp_path):
-    monkeypatch.setattr(cli, "ROOT", tmp_path)
+    from common import provenance
+    monkeypatch.setattr(provenance, "ROOT", tmp_path)
     assert cli.git_commit() == "not a git checkout"

@@ -34,6 +34,7 @@ import typing
 from pathlib import Path
 
 from common import readers
+from common.provenance import NOT_A_CHECKOUT, git_commit, package_version  # noqa: F401  (re-exported)
 from protocol import arg  # noqa: F401  (re-exported: scripts declare flags with it)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -805,9 +806,6 @@ def write_json_atomic(path, data) -> Path:
     text = json.dumps(_json_safe(data), indent=2, allow_nan=False)
     write_atomic(path, text.encode())
     return Path(path)
-
-
-from common.provenance import NOT_A_CHECKOUT, git_commit, package_version  # noqa: E402,F401
 
 
 def envelope(args, seeds, device, wall_time_s: float) -> dict:

@@ -165,6 +165,18 @@ def test_subnormals_are_flushed(dtype):
     assert (gs.V[:, :3, :3] > 0).any()
 
 
+def eager_and_kernel_runs(U, V, F, K, inhibition, steps):
+    """The same feed inhibition run eagerly (its hook after every step) and on the kernel
+    (fused into the step), both from F_base = F; the kernel run is checked to be one."""
+    runs = []
+    for compile in (False, "auto"):
+        gs = kernel_medium(U, V, F, K, compile=compile)
+        gs.run(steps, hook=inhibition.epilogue, hook_args=(F.clone(),))
+        runs.append(gs)
+    assert runs[1].last_path == "kernel"
+    return runs
+
+
 def test_fused_feed_inhibition_matches_its_hook():
     """GlobalInhibition runs inside the kernel: the same state as the eager hook, to
     float32 rounding of the mean (summed in float64 here), exactly while the feed
@@ -173,13 +185,7 @@ def test_fused_feed_inhibition_matches_its_hook():
     U, V, F, K = random_state(3, 16, 20, torch.float32, seed=6, quiet_rows=6)
     V[1] *= 0.05   # member 1 below the set point, 0 and 2 partly inhibited
     for gain, exact in ((5.0, False), (0.0, True)):
-        inhibition = GlobalInhibition(gain=gain, set_point=0.02)
-        runs = []
-        for compile in (False, "auto"):
-            gs = kernel_medium(U, V, F, K, compile=compile)
-            gs.run(9, hook=inhibition.epilogue, hook_args=(F.clone(),))
-            runs.append(gs)
-        assert runs[1].last_path == "kernel"
+        runs = eager_and_kernel_runs(U, V, F, K, GlobalInhibition(gain=gain, set_point=0.02), 9)
         for name in "UVF":
             a, b = getattr(runs[0], name), getattr(runs[1], name)
             assert torch.equal(a, b) if exact else torch.allclose(a, b, atol=1e-5), name
@@ -193,13 +199,7 @@ def test_fused_area_inhibition_matches_its_hook_bit_for_bit():
     U, V, F, K = random_state(3, 16, 32, torch.float32, seed=8, quiet_rows=4)
     V[1] *= 0.1    # member 1: no lit cells, the feed stays
     V[2, 8:] = 0.0
-    inhibition = AreaInhibition(area=0.2, lit=0.25, gain=1.5)
-    runs = []
-    for compile in (False, "auto"):
-        gs = kernel_medium(U, V, F, K, compile=compile)
-        gs.run(12, hook=inhibition.epilogue, hook_args=(F.clone(),))
-        runs.append(gs)
-    assert runs[1].last_path == "kernel"
+    runs = eager_and_kernel_runs(U, V, F, K, AreaInhibition(area=0.2, lit=0.25, gain=1.5), 12)
     factor = runs[0].F[:, 0, 0] / F[:, 0, 0]
     assert factor[1] == 1 and factor[0] < 1          # the cases the test means to cover
     for name in "UVF":

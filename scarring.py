@@ -656,10 +656,19 @@ class Study:
     medium: its first pattern from the saved U, V in place of the training start, and,
     when it scars, on the saved F, K in place of the unscarred fields (a control, which
     does not scar, runs on the unscarred fields from the saved U, V). Recalls, and
-    trainings that continue fields the run made itself, are unchanged.
+    trainings that continue fields the run made itself, are unchanged. A training starts
+    from the unscarred medium when it gets no F, K, or gets its own unscarred fields as
+    F, K and as `background` (the same tensors: per-member fields, experiments/sweep.py).
+
+    saved_fields=False: the saved U, V start those trainings on the fields they would
+    have had (the unscarred medium of the protocol, its rule or the given background);
+    the saved F, K are not used. For studies whose conditions change the medium itself
+    (its regime, rule or float type), where the saved F, K would override what each
+    condition measures. The saved state is cast to the protocol's dtype either way.
     """
 
-    def __init__(self, protocol: Protocol, device=None, initial: dict | None = None):
+    def __init__(self, protocol: Protocol, device=None, initial: dict | None = None,
+                 saved_fields: bool = True):
         self.protocol = protocol
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = protocol.torch_dtype()
@@ -672,7 +681,7 @@ class Study:
 
             check_fits(initial, grid=protocol.grid)
             self.initial = {k: torch.as_tensor(initial[k]).to(self.device, self.dtype)
-                            for k in "UVFK"}
+                            for k in ("UVFK" if saved_fields else "UV")}
 
     def settings(self, progress: str | None = None) -> memory.Settings:
         p = self.protocol
@@ -712,14 +721,16 @@ class Study:
         "K" and snapshots as {k: (F, K)}."""
         medium = self.medium_with(rule, substrate)
         fields = None if F is None else {"F": F, "K": K}
-        if self.initial is not None and from_saved and F is None and "initial" not in kw:
+        own = kw.get("background") or {}
+        unscarred = F is None or (F is own.get("F") and K is own.get("K"))
+        if self.initial is not None and from_saved and unscarred and "initial" not in kw:
             saved = self.initial
             if saved["U"].shape[0] != len(seeds):
                 raise ValueError(f"--init-from: the saved state holds {saved['U'].shape[0]} "
                                  f"batch members but this training has {len(seeds)} (one "
                                  f"per seed)")
             kw["initial"] = (saved["U"], saved["V"])
-            if scar:
+            if scar and "F" in saved:
                 fields = {"F": saved["F"], "K": saved["K"]}
         out = memory.store(medium, torch.as_tensor(targets).to(self.device, self.dtype),
                            seeds, steps, self.settings(progress), fields=fields, learn=scar,

@@ -130,6 +130,18 @@ def rate(outcomes, method: str = "wilson") -> dict:
             "per_seed": vals, "method": method, "k": k}
 
 
+def sign_test(a, b, names=("a", "b")) -> dict:
+    """Exact McNemar (sign) test over paired units: a unit counts for a when its value
+    (e.g. its correct share) is higher under a than under b, and vice versa; ties drop
+    out (with 0/1 outcomes: the classic test). {"<a>_better", "<b>_better", "p_value"}."""
+    from scipy.stats import binomtest
+
+    pairs = list(zip(_floats(a), _floats(b)))
+    x, y = sum(u > v for u, v in pairs), sum(u < v for u, v in pairs)
+    return {f"{names[0]}_better": x, f"{names[1]}_better": y,
+            "p_value": float(binomtest(x, x + y).pvalue) if x + y else 1.0}
+
+
 def summarize_tensor(x, method: str = "t", bounds=None) -> object:
     """summarize over the first (seed) dim of x, nested as lists for the rest:
     (S,) -> block, (S, n) -> [block] * n, (S, n, m) -> [[block] * m] * n."""

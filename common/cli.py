@@ -186,13 +186,20 @@ class RunArgs:
         from common.state import check_fits, load_state
 
         state = load_state(self.init_from)
-        check_fits(state, grid=getattr(self, "grid", None), batch=self.seeds)
+        for flag, grid in self.saved_state_grids().items():
+            check_fits(state, grid=grid, grid_flag=flag)
+        check_fits(state, grid=None, batch=self.seeds)
         state["source"] = {"path": str(self.init_from), "step": state["step"],
                            "seeds": state["seeds"],
                            "package_version": state["package_version"],
                            "git_commit": state["git_commit"]}
         self.__dict__["_saved_state"] = (self.init_from, state)
         return state
+
+    def saved_state_grids(self) -> dict:
+        """{flag: grid} of the media a saved state starts (each must be its grid): --grid,
+        where the study has one; a study whose stores run on other grids says so here."""
+        return {"--grid": getattr(self, "grid", None)}
 
     def seed_list(self) -> list[int]:
         return list(range(self.seed, self.seed + self.seeds))

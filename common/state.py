@@ -148,17 +148,21 @@ def _check_meta(meta, where: str) -> None:
         raise ValueError(f"{where}: extra must be a list of array names")
 
 
-def load_state(path) -> dict:
+def load_state(path, sha256: str | None = None) -> dict:
     """The state saved by save_state as {"U", "V", "F", "K": float tensors on the CPU,
     "extra": {name: tensor}, "step", "seeds", "rule", "protocol", "substrate",
     "format_version", "package_version", "git_commit"}, every part checked (ValueError,
-    one line, naming the file and the problem)."""
+    one line, naming the file and the problem). sha256: the file_digest the file must
+    have (work planned on its content, run later: a changed file is refused)."""
     import torch
 
     path = Path(path)
     where = f"state file {path}"
     if not path.is_file():
         raise FileNotFoundError(f"{where}: no such file")
+    if sha256 is not None and file_digest(path) != sha256:
+        raise ValueError(f"{where}: its content changed since the work was planned (sha256 "
+                         f"{file_digest(path)[:12]}..., expected {sha256[:12]}...)")
     if not zipfile.is_zipfile(path):   # np.load would try to unpickle anything else
         raise ValueError(f"{where}: not a readable .npz file (not a zip archive)")
     try:
@@ -201,14 +205,31 @@ def load_state(path) -> dict:
                                     "format_version", "package_version", "git_commit")}}
 
 
-def check_fits(state: dict, *, grid, batch: int | None = None, source="--init-from") -> None:
+def check_fits(state: dict, *, grid, batch: int | None = None, source="--init-from",
+               grid_flag="--grid") -> None:
     """Refuse, in one line, a loaded state whose grid (an int for H = W, or a tuple; None:
-    any) or batch differs from the run's."""
+    any) or batch differs from the run's (grid_flag: the flag that set the grid)."""
     shape = tuple(state["U"].shape)
     want = shape[1:] if grid is None else (grid, grid) if isinstance(grid, int) else tuple(grid)
     if shape[1:] != want:
         raise ValueError(f"{source}: the saved state's grid is {'x'.join(map(str, shape[1:]))} "
-                         f"but this run's is {'x'.join(map(str, want))} (--grid)")
+                         f"but this run's is {'x'.join(map(str, want))} ({grid_flag})")
     if batch is not None and shape[0] != batch:
         raise ValueError(f"{source}: the saved state holds {shape[0]} batch members but this "
                          f"run has {batch} (--seeds)")
+
+
+def file_digest(path) -> str:
+    """The sha256 of a state file's bytes: keys work done from it (a sweep's chunks, a
+    study's cache) on its content rather than its path."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def members(state: dict, index) -> dict:
+    """The state of some of its batch members (index: a slice or a list of member
+    indices, repeats allowed): U, V and per-member F, K indexed, shared F, K kept."""
+    per_member = state["U"].dim()
+    return {**state, **{k: state[k][index] if state[k].dim() == per_member else state[k]
+                        for k in "UVFK"}}

@@ -61,9 +61,10 @@ CONDITIONS = {
 @dataclass
 class Args(RunArgs, Protocol):
     study: ClassVar[str] = "ablations"
-    saved_state_refusal: ClassVar[str] = (
-        "its conditions change the medium itself (regime, float type, stencil, rule "
-        "constants), and a saved medium would override the change each one measures")
+    saved_state_starts: ClassVar[str] = (
+        "every condition's store of A starts from its U, V (cast to the condition's float "
+        "type) on the condition's own unscarred F0, K0: the saved F, K are not used, as "
+        "each condition changes the medium itself (regime, stencil, rule constants)")
     grid: int = arg(128, "grid size H = W (the reference geometry scales with it)", lo=16,
                     hi=16_384)
     multi_train_steps: int = arg(300, "training steps per pattern", lo=1)
@@ -77,16 +78,18 @@ QUICK = dict(grid=32, multi_train_steps=30, multi_recall_steps=30,
 UNIFORM_OF_CUE = 0.8   # the uniform V sits at the cue's in-shape level: strength x PEAK
 
 
-def condition_study(base, name, device):
-    """(Study, rule, extra substrate arguments) of one condition."""
+def condition_study(base, name, device, initial=None):
+    """(Study, rule, extra substrate arguments) of one condition; initial: a saved state
+    whose U, V start its store on the condition's own unscarred fields."""
     _, rule_kw, protocol_kw, substrate_kw = CONDITIONS[name]
-    study = scarring.Study(dataclasses.replace(base, **protocol_kw), device)
+    study = scarring.Study(dataclasses.replace(base, **protocol_kw), device, initial=initial,
+                           saved_fields=False)
     return study, dataclasses.replace(study.rule, **rule_kw), substrate_kw
 
 
-def run_condition(base, name, seeds, device):
+def run_condition(base, name, seeds, device, initial=None):
     """Store A then B, recall each cue, noise and a uniform V, scarred and unscarred."""
-    study, rule, sub = condition_study(base, name, device)
+    study, rule, sub = condition_study(base, name, device, initial)
     p, S = study.protocol, len(seeds)
     pats = torch.stack([patterns.make_pattern(p.pattern, p.grid, p.grid),
                         patterns.make_pattern("ring", p.grid, p.grid)])
@@ -128,13 +131,13 @@ def per_seed_readouts(res, S):
     return out
 
 
-def run_all(base, names, seeds, device, t0):
+def run_all(base, names, seeds, device, t0, initial=None):
     """Every condition; a condition that diverges (clamp off) is a result, not a crash."""
     raw, conditions = {}, {}
     fmt = stats.format_stat
     for name in names:
         try:
-            info, per_seed = run_condition(base, name, seeds, device)
+            info, per_seed = run_condition(base, name, seeds, device, initial)
         except substrate.SimulationError as exc:
             if name == "reference":
                 raise
@@ -164,7 +167,7 @@ def main(argv=None):
     seeds, device = cli.start(args)
     names = ["reference"] + [c for c in (args.conditions or CONDITIONS) if c != "reference"]
     t0 = time.perf_counter()
-    conditions = run_all(protocol_of(args), names, seeds, device, t0)
+    conditions = run_all(protocol_of(args), names, seeds, device, t0, args.saved_state())
     wall = time.perf_counter() - t0
     result = {**cli.envelope(args, seeds, device, wall), "conditions": conditions}
     result["config"].update(patterns=[args.pattern, "ring"],

@@ -69,7 +69,10 @@ TARGETS = {"completion": (">=", 0.8), "selectivity": (">=", 0.5), "uniform": ("<
 @dataclass
 class Args(RunArgs, Protocol):
     study: ClassVar[str] = "associative"
-    saved_state_refusal: ClassVar[str] = "its rules each start from their own unscarred medium"
+    saved_state_starts: ClassVar[str] = (
+        "every store starts from its U, V on its condition's own unscarred F, K (not the "
+        "saved F, K: each rule stores into its own medium); on --learn-grid, the learned "
+        "condition's match-map reference only if that equals --grid")
     rule: Optional[str] = arg(None, "run this one condition only (default: every condition "
                               "in --rules)", choices=CONDITIONS)
     rules: tuple[str, ...] = arg(CONDITIONS, "conditions to run, in this order",
@@ -196,7 +199,6 @@ def recall(study, F, K, cues, pats, max_steps: int, read_steps: int, min_steps: 
 
 # ---- the imprint battery's cues -----------------------------------------------------------------
 
-
 def abc_battery(study, pats, seeds, args) -> battery.Battery:
     """Every cue of the imprint battery for the three stored patterns pats (3, H, W)."""
     p, grid = study.protocol, pats.shape[-1]
@@ -237,7 +239,6 @@ def abc_battery(study, pats, seeds, args) -> battery.Battery:
 
 
 # ---- read-outs ----------------------------------------------------------------------------------
-
 
 def _hi(s):   # the upper end of an interval (the mean when n = 1)
     return s["mean"] if s["ci95_high"] is None else s["ci95_high"]
@@ -334,7 +335,6 @@ def hopfield_abc(study, pats, seeds, args) -> dict:
 
 # ---- capacity on a held-out family ---------------------------------------------------------------
 
-
 def run_capacity(study, cond: Condition, seeds, args, tag="") -> dict:
     """Store the held-out family in turn (fields kept after each k), recall full and half
     cues of up to --capacity-cued stored patterns and a uniform V at every k."""
@@ -374,7 +374,6 @@ def hopfield_capacity(study, seeds, args) -> dict:
 
 
 # ---- family 4: scars learned by gradient ---------------------------------------------------------
-
 
 def learned_condition(study, pats, seeds, args) -> tuple:
     """Sweep the size penalty on the first --learn-sweep-seeds seeds until the learned
@@ -441,7 +440,7 @@ def connected_alone(study, seeds, args) -> dict:
 def run(args, seeds, device) -> tuple:
     """Every condition of --rules; the modern Hopfield references. (results, figures)."""
     protocol = dataclasses.replace(protocol_of(args), rule="match_map")
-    study = scarring.Study(protocol, device)
+    study = scarring.Study(protocol, device, initial=args.saved_state(), saved_fields=False)
     pats = torch.stack(list(patterns.phase3_targets(args.grid).values())).to(device, study.dtype)
     conditions, figures = {}, {}
     for name in args.rules:
@@ -476,10 +475,12 @@ def _cache_entry(args, name, seeds):
     """The cache entry of condition `name` under these settings (None: no --cache)."""
     if args.cache is None:
         return None
-    from common import cache
+    from common import cache, state
 
     skip = NOT_SETTINGS + (CAPACITY_ONLY if name == "learned" else LEARN_ONLY)
     settings = {k: v for k, v in cli.config_of(args).items() if k not in skip}
+    if args.init_from is not None:   # keyed on the saved state's content, not its path
+        settings["init_from"] = state.file_digest(args.init_from)
     return cache.Entry(args.cache, name, {"seeds": list(seeds), "settings": settings})
 
 
@@ -506,7 +507,9 @@ def save_cached(args, name, seeds, entry, figure) -> None:
 
 def run_learned(protocol, device, seeds, args) -> tuple:
     """Family 4 on its own grid, beside the match-map rule on that grid."""
-    small = scarring.Study(dataclasses.replace(protocol, grid=args.learn_grid), device)
+    initial = args.saved_state() if args.learn_grid == args.grid else None
+    small = scarring.Study(dataclasses.replace(protocol, grid=args.learn_grid), device,
+                           initial=initial, saved_fields=False)
     pats = torch.stack(list(patterns.phase3_targets(args.learn_grid).values())).to(device, small.dtype)
     fields, record, mm_fields = learned_condition(small, pats, seeds, args)
     cond = Condition("learned", None, grid=args.learn_grid)
@@ -590,9 +593,6 @@ DEFINITIONS = {
     "intervals": "mean and 95% percentile-bootstrap interval over seeds; n = 1 where every "
                  "seed gave the same value; rates with Wilson intervals",
 }
-
-
-# ---- figures ----------------------------------------------------------------------------------------
 
 
 if __name__ == "__main__":

@@ -56,8 +56,8 @@ from common import cli
 from common.cli import RunArgs, arg
 from protocol import Protocol, noise_seeds, protocol_of
 
-torch, metrics, scarring, audio, hopfield = cli.lazy_modules(
-    "torch", "metrics", "scarring", "inputs.audio", "models.hopfield")
+torch, metrics, scarring, audio, hopfield, saved_states = cli.lazy_modules(
+    "torch", "metrics", "scarring", "inputs.audio", "models.hopfield", "common.state")
 
 PARTS = ("published", "vowels", "digits")
 ENCODING_NAMES = ("contiguous", "islands")
@@ -84,7 +84,10 @@ class Args(RunArgs, Protocol):
     """The Protocol's flags (the published audio task shares its scar constants), with
     the audio task's recall length, plus the audio knobs."""
     study: ClassVar[str] = "audio"
-    saved_state_refusal: ClassVar[str] = "its stores run on the vowel and digit grids, not --grid"
+    saved_state_starts: ClassVar[str] = (
+        "every store of every part run starts from its U, V on its F, K; its grid must be "
+        "each part's (--grid, --vowel-grid, --digit-grid) and the digits take its first "
+        "--digit-seeds members")
     multi_recall_steps: int = arg(500, "recall steps of every stored set (the published "
                                        "audio task's 500)", lo=1)
     parts: tuple[str, ...] = arg(PARTS, "parts to run", choices=PARTS)
@@ -111,35 +114,25 @@ class Args(RunArgs, Protocol):
                               "recalled V")
 
     def check(self) -> None:
-        known = _registered()
         for name in self.rules or ():
-            if name not in known:
-                raise ValueError(f"--rules {name!r}: must be among {', '.join(sorted(known))}")
+            if name not in scarring.RULES:
+                raise ValueError(f"--rules {name!r}: must be among "
+                                 f"{', '.join(sorted(scarring.RULES))}")
+        if self.init_from and "digits" in self.parts and self.digit_seeds > self.seeds:
+            raise ValueError(f"--digit-seeds {self.digit_seeds}: with --init-from at most "
+                             f"--seeds ({self.seeds}), the saved state's members")
+
+    def saved_state_grids(self) -> dict:
+        grids = {"published": ("--grid", self.grid), "vowels": ("--vowel-grid", self.vowel_grid),
+                 "digits": ("--digit-grid", self.digit_grid)}
+        return dict(grids[part] for part in self.parts)
 
     def rule_names(self) -> list[str]:
         return list(dict.fromkeys(self.rules or (self.rule,)))
 
 
-def _registered() -> list[str]:
-
-    return list(scarring.RULES)
-
-
 QUICK = {"grid": 32, "vowel_grid": 32, "digit_grid": 32, "seeds": 2, "digit_seeds": 1,
          "train_steps": 40, "recall_steps": 30, "multi_train_steps": 30, "multi_recall_steps": 30}
-
-
-# ---- statistics ------------------------------------------------------------------------
-
-def sign_test(a, b) -> dict:
-    """Exact McNemar over units: a unit counts for a when its correct share is higher
-    under a than b, and vice versa; ties drop out (with one seed: the classic test)."""
-    from scipy.stats import binomtest
-
-    a, b = torch.as_tensor(a), torch.as_tensor(b)
-    x, y = int((a > b).sum()), int((a < b).sum())
-    return {"medium_better": x, "cue_better": y,
-            "p_value": float(binomtest(x, x + y).pvalue) if x + y else 1.0}
 
 
 # ---- inputs ------------------------------------------------------------------------------
@@ -272,7 +265,8 @@ def summarize_group(raw, idx, per_recording: bool, classes) -> dict:
         "n_units": int(correct["medium"].numel()),
         "unit": "recording (correct share over seeds)" if per_recording else "seed x cue",
         "chance": 1 / P, "accuracy": acc,
-        "mcnemar_medium_vs_cue": sign_test(correct["medium"], correct["cue"]),
+        "mcnemar_medium_vs_cue": stats.sign_test(correct["medium"], correct["cue"],
+                                                 ("medium", "cue")),
         "own_similarity": {m: stats.summarize(units(v), bounds=metrics.BOUNDS["cosine"])
                            for m, v in own.items()},
         "confusion": confusion,   # rows: true class; columns: answer, last "none" (a tie)
@@ -485,15 +479,17 @@ def sonify(out, raw, data: audio.DigitData, part_enc, prefix) -> list[str]:
 
 def run_rule(args, rule, seeds, digit_seeds, data, device) -> tuple[dict, dict]:
     """Every part asked for, with one storage rule."""
-    protocol = replace(protocol_of(args), rule=rule)
+    protocol, saved = replace(protocol_of(args), rule=rule), args.saved_state()
 
-    def study(grid):   # each part on its own grid
-        return scarring.Study(replace(protocol, grid=grid), device)
+    def study(grid, n=len(seeds)):   # each part on its own grid (a saved state's n first)
+        initial = None if saved is None else saved_states.members(saved, slice(0, n))
+        return scarring.Study(replace(protocol, grid=grid), device, initial=initial)
 
-    body, figs = {"rule": study(args.grid).rule.as_dict()}, []
+    body, figs = {"rule": scarring.storage_rule(protocol).as_dict()}, []
     parts = {"published": lambda: run_published(study(args.grid), seeds, args),
              "vowels": lambda: run_vowels(study(args.vowel_grid), seeds, args),
-             "digits": lambda: run_digits(study(args.digit_grid), digit_seeds, args, data)}
+             "digits": lambda: run_digits(study(args.digit_grid, len(digit_seeds)),
+                                          digit_seeds, args, data)}
     for part in PARTS:
         if part in args.parts:
             body[part], more = parts[part]()

@@ -54,9 +54,10 @@ COMBINED = {"bits": 4, "variation": 0.05, "stuck": 0.001, "dynamics_noise": 1e-3
 @dataclass
 class Args(RunArgs, Protocol):
     study: ClassVar[str] = "hardware"
-    saved_state_refusal: ClassVar[str] = (
-        "each storage rule compared starts from its own unscarred medium, which sets its "
-        "programmable range")
+    saved_state_starts: ClassVar[str] = (
+        "each rule's two stores (square_spots; A, B, C) start from its U, V on the rule's "
+        "own unscarred F, K: the saved F, K are not used, as each rule's unscarred medium "
+        "sets its programmable range")
     rules: tuple[str, ...] = arg(("match_map", "surround_inhibited"),
                                  "storage rules compared (scarring.RULES)")
     bits: tuple[int, ...] = arg((8, 7, 6, 5, 4, 3, 2, 1), "bits per stored F and K over "
@@ -261,7 +262,7 @@ def run_rule(args, seeds, name, device):
     """Store once, then recall every setting; {label: raw read-outs (per seed)}."""
     p = protocol_of(args)
     p.rule = name
-    study = scarring.Study(p, device)
+    study = scarring.Study(p, device, initial=args.saved_state(), saved_fields=False)
     rule = study.rule
     stored = store(study, rule, seeds)
     cues2, cues3 = build_cues(study, stored, seeds, args)

@@ -72,8 +72,9 @@ from common import cli, limits, sweep
 from common.cli import RunArgs, arg
 from protocol import NOISE, Protocol
 
-torch, np, metrics, patterns, regimes, scarring, validation = cli.lazy_modules(
-    "torch", "numpy", "metrics", "patterns", "regimes", "scarring", "scarring_validation")
+torch, np, metrics, patterns, regimes, scarring, validation, saved_states = cli.lazy_modules(
+    "torch", "numpy", "metrics", "patterns", "regimes", "scarring", "scarring_validation",
+    "common.state")
 
 NOT_SWEPT = ("record_every",)    # numeric, but nothing here depends on it
 SWEEPABLE = tuple(f.name for f in dataclasses.fields(Protocol)
@@ -95,9 +96,10 @@ RECALL_ARMS = 4        # the largest batch: phase 2's recall, scarred and contro
 class Args(RunArgs, Protocol):
     """The protocol's constants (each a plain flag and a --grid-NAME), and the sweep's."""
     study: ClassVar[str] = "sweep"
-    saved_state_refusal: ClassVar[str] = (
-        "each batch member runs on its own grid point's unscarred medium (points x "
-        "seeds), not one medium per seed")
+    saved_state_starts: ClassVar[str] = (
+        "phase 1 (both arms) of every point starts from the saved U, V of its seed on the "
+        "point's own unscarred F0, K0 (the saved F, K are not used: they would erase the "
+        "swept constants); phase 3 starts from the unscarred medium as always")
     members_per_seed: ClassVar[int] = 0    # memory is checked per chunk (parse_args)
     seeds: int = arg(3, "seeds per point, run in the same batch as the points", lo=1,
                      hi=100_000)
@@ -156,6 +158,9 @@ def parse_args(argv=None):
     if execution["executor"] == "local" and execution["workers"] > 1:
         execution["threads"] = args.threads or 1
     check_points(args, grid)
+    if args.init_from is not None and "grid" in grid:
+        raise ValueError("--init-from: a saved state has one grid: use --grid, not --grid-grid")
+    args.saved_state()   # its grid and batch (--grid, --seeds), before any chunk
     if execution["executor"] == "local":   # a Slurm task's machine is not this one
         members = min(execution["batch"], math.prod(map(len, grid.values())) * args.seeds)
         side = max(grid.get("grid", [args.grid]))
@@ -223,15 +228,20 @@ def per_member(args) -> tuple:
 # ---- the runner (one chunk: points x seeds as one batch) --------------------------------
 
 
-def run_points(points, seeds, *, device="cpu", phase3=False, **constants) -> list[dict]:
+def run_points(points, seeds, *, device="cpu", phase3=False, init_from=None,
+               **constants) -> list[dict]:
     """One row per (point, seed): phases 1-2 (and 3) for every member in one batch.
 
     points: dicts of swept constants; the per-batch ones are equal across the chunk and
-    also come in `constants` with every fixed protocol constant."""
+    also come in `constants` with every fixed protocol constant. init_from: {"path",
+    "sha256", "seeds": the run's seeds}: each member starts from its seed's saved U, V."""
     protocol = Protocol(**{k: v for k, v in constants.items() if k in PROTOCOL_NAMES})
-    study = scarring.Study(protocol, torch.device(device))
     members = [(p, s) for p in points for s in seeds]
     member_seeds = [s for _, s in members]
+    initial = None if init_from is None else saved_states.members(
+        saved_states.load_state(init_from["path"], sha256=init_from["sha256"]),
+        [init_from["seeds"].index(s) for s in member_seeds])
+    study = scarring.Study(protocol, torch.device(device), initial=initial, saved_fields=False)
     F0, K0 = _member_fields(study, [p.get("f0", protocol.f0) for p, _ in members],
                             [p.get("k0", protocol.k0) for p, _ in members])
     target = patterns.make_pattern(protocol.pattern, protocol.grid, protocol.grid,
@@ -510,7 +520,10 @@ def fixed_settings(args, grid, execution) -> dict:
         device = "cuda" if execution["slurm"].gpus_per_task else "cpu"
     else:
         device = str(cli.resolve_device(None))
-    return {**base, "phase3": bool(args.phase3), "device": device}
+    saved = {} if args.init_from is None else {"init_from": {   # keyed on its content
+        "path": str(Path(args.init_from).resolve()), "seeds": args.seed_list(),
+        "sha256": saved_states.file_digest(args.init_from)}}
+    return {**base, "phase3": bool(args.phase3), "device": device, **saved}
 
 
 def main(argv=None):

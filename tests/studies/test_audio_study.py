@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import metrics
+import stats
 from common import cli
 from experiments import audio as study
 from tests.schema_check import check_results
@@ -45,10 +46,10 @@ def run(argv, capsys):
 def test_sign_test_counts_units_and_drops_ties():
     medium = torch.tensor([1.0, 1.0, 0.5, 0.0, 1.0])
     cue = torch.tensor([0.0, 1.0, 1.0, 0.0, 0.0])
-    r = study.sign_test(medium, cue)
+    r = stats.sign_test(medium, cue, ("medium", "cue"))
     assert (r["medium_better"], r["cue_better"]) == (2, 1)
     assert r["p_value"] == pytest.approx(1.0)
-    assert study.sign_test(torch.ones(3), torch.ones(3))["p_value"] == 1.0
+    assert stats.sign_test(torch.ones(3), torch.ones(3))["p_value"] == 1.0
 
 
 def test_nearest_gives_no_answer_for_a_tie():

@@ -300,7 +300,6 @@ def test_sweep_members_start_from_their_seeds_saved_U_V_on_their_points_fields(s
         sweep.run_points(POINTS, [0], **_sweep_settings(init_from={**init, "sha256": "0" * 64}))
 
 
-@pytest.mark.slow
 def test_a_sweep_from_a_saved_state_records_other_numbers(saved):
     from experiments import sweep
 

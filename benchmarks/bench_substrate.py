@@ -410,15 +410,9 @@ def scaling_figure(scaling, docs) -> str:
 # ---- the report --------------------------------------------------------------------------
 def machine_description(device):
     import torch
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
+
+    from benchmarks.measure import cpu_model
+    text = (f"{cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads, Python {platform.python_version()}")
     if device.type == "cuda":
         text += f"; GPU {torch.cuda.get_device_name(device)}"

@@ -458,6 +458,24 @@ def _scar_epilogue(V, F, K, target, rule: StorageRule, spatial_dims: int):
     return F, K, similarity
 
 
+def _kernel_scar(target, rule: StorageRule, spatial_dims: int):
+    """What the CPU kernel needs to run _scar_epilogue inside its step
+    (substrate.fused_scar): the published rule only (its update is the kernel's, operation
+    for operation), on a 2D medium; None for any other rule."""
+    from metrics import EMPTY_SUM, cosine_similarity
+
+    if type(rule) is not ScarRule or spatial_dims != 2:
+        return None
+    r = rule
+    return {"target": target, "gate": r.gate, "empty": EMPTY_SUM,
+            "constants": (r.match_threshold, r.f_ratio * r.strength, r.k_ratio * r.strength,
+                          r.scar_decay, r.F0, r.K0, r.F_min, r.F_max, r.K_min, r.K_max),
+            "out": lambda V: cosine_similarity(V, target, spatial_dims)}
+
+
+_scar_epilogue.kernel_scar = _kernel_scar
+
+
 # ---- storing and recalling patterns: the path every study shares ------------------------
 
 TRAIN_STRENGTH = REFERENCE.train_init_strength   # training start: clamp(0.2 * target + noise)

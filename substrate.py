@@ -127,6 +127,16 @@ def fused_feed(hook):
     return float(gain), float(level), float(lit[0]) if lit else -1.0
 
 
+def fused_scar(hook, hook_args):
+    """The fused scar rule the CPU kernel runs inside its step when hook is a training
+    hook that offers one: `hook.kernel_scar(*hook_args)` returning a dict with "target"
+    ((1 or B, H, W) tensor), "gate", "empty" and "constants" (common.cpu_kernel's
+    scar_arguments), and "out": V -> the hook's out on that V (what on_record gets).
+    None for any other hook, or when kernel_scar declines (returns None)."""
+    spec = getattr(hook, "kernel_scar", None)
+    return None if spec is None else spec(*hook_args)
+
+
 class SimulationError(RuntimeError):
     """The state became non-finite (NaN/Inf) during a run."""
 
@@ -570,7 +580,7 @@ class GrayScott:
         constants = {i: a for i, a in enumerate(hook_args) if not isinstance(a, torch.Tensor)}
         key = self._key(hook, constants)
         result = None
-        if self._use_kernel(hook):
+        if self._use_kernel(hook, hook_args):
             result = self._run_kernel(hook_args=tuple(hook_args), **loop)
         elif self._use_compiled(steps, key):
             result = self._run_compiled(key, tensors, constants, **loop)
@@ -583,16 +593,21 @@ class GrayScott:
         return ("gray_scott", physics, self.ndim, self.device.type, hook,
                 tuple(sorted(constants.items())))
 
-    def _use_kernel(self, hook) -> bool:
+    def _use_kernel(self, hook, hook_args) -> bool:
         """The hand-written CPU kernel serves compile="auto" runs of 2D CPU media with no
-        hook or one it fuses (fused_feed); any other hook runs on the compiled path (or
-        eagerly), which fuses arbitrary tensor code: said once per hook."""
+        hook or one it fuses (fused_feed, fused_scar); any other hook runs on the
+        compiled path (or eagerly), which fuses arbitrary tensor code: said once per
+        hook."""
         if not (self.compile == "auto" and self.device.type == "cpu" and self.ndim == 2
                 and kernel_available()):
             return False
-        if hook is None or fused_feed(hook) is not None:
+        if (hook is None or fused_feed(hook) is not None
+                or fused_scar(hook, hook_args) is not None):
             return True
         name = getattr(hook, "__qualname__", repr(hook))
+        kinds = [type(a).__name__ for a in hook_args if not isinstance(a, (torch.Tensor, int))]
+        if kinds:   # a hook the kernel fuses for some arguments (a rule) names them
+            name += f" with {', '.join(kinds)}"
         if name not in _KERNEL_DECLINED:
             _KERNEL_DECLINED.add(name)
             warnings.warn(f"the CPU kernel does not fuse the hook {name}: its runs take the "
@@ -601,10 +616,12 @@ class GrayScott:
 
     def _run_kernel(self, steps, hook, hook_args, record_every, on_record):
         """The run on the CPU kernel (common/cpu_kernel.py): (U, V, F, K, first bad step
-        or -1, "kernel"). A fused hook (fused_feed) runs inside the kernel's step."""
+        or -1, "kernel"). A fused hook (fused_feed, fused_scar) runs inside the kernel's
+        step."""
         from common import cpu_kernel as ck
         ck.use_threads(torch.get_num_threads())
         feed = fused_feed(hook)
+        scar = None if feed is not None or hook is None else fused_scar(hook, hook_args)
         # two buffers per field: step s reads A (s odd) or B (s even) and writes the other
         A_U, A_V = self.U.contiguous().clone(), self.V.contiguous().clone()
         B_U, B_V = torch.empty_like(A_U), torch.empty_like(A_V)
@@ -617,6 +634,11 @@ class GrayScott:
             refresh = not torch.equal(F_run, F.expand_as(F_run))
         args = ck.arguments(self.dtype, self.Du, self.Dv, self.dt, self.decay, self.stencil,
                             self.clamp, FLUSH_BELOW, feed)
+        scar_args = None
+        if scar is not None:
+            target = scar["target"].to(self.dtype).reshape(-1, *self.grid)
+            scar_args = ck.scar_arguments(self.dtype, target.numpy(), scar["gate"],
+                                          scar["empty"], scar["constants"])
         arrays = [t.numpy() for t in (A_U, A_V, B_U, B_V)]
         done = 0
         while done < steps:
@@ -627,15 +649,15 @@ class GrayScott:
                 state.step_everything_next()
                 start = 2
             if start <= end:
-                ck.run(*arrays, F_run.numpy(), K.numpy(), start, end, state, args)
+                ck.run(*arrays, F_run.numpy(), K.numpy(), start, end, state, args, scar_args)
             done = end
             if on_record is not None:
                 U_now, V_now = (B_U, B_V) if done % 2 else (A_U, A_V)
-                on_record(done, U_now, V_now, None)
+                on_record(done, U_now, V_now, None if scar is None else scar["out"](V_now))
         U, V = (B_U, B_V) if steps % 2 else (A_U, A_V)
         if feed is not None:
             F = F_run * torch.from_numpy(state.scale[:, 1]).view(-1, *[1] * self.ndim)
-        else:
+        elif scar is None:
             F, K = self.F, self.K
         if self.clamp or bool(torch.isfinite(U.sum() + V.sum())):
             return U, V, F, K, -1, "kernel"

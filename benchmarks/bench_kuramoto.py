@@ -15,30 +15,36 @@ t-interval on their logarithm (benchmarks/measure.py). Nothing is asserted.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import platform
 import time
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from benchmarks.measure import fmt_ratio, load_average, ratio_stat
+from benchmarks.measure import cpu_model, fmt_ratio, load_average, ratio_stat
+from common import cli
+from common.cli import arg
 from models.kuramoto import Kuramoto
 
 PATHS = ("torch", "kernel")
 
 
-def machine() -> str:
-    """The processor's model name (Linux), else the platform's word for it."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+@dataclass
+class Args:
+    """The benchmark's flags (common/cli.py builds the parser: --config, --save-config and
+    --version too; --quick shrinks only what the command line does not set)."""
+    study: ClassVar[str] = "bench_kuramoto"   # a --config results check names it
+    grids: tuple[int, ...] = arg((64, 128), "grid sizes H = W", lo=4, hi=4096)
+    members: int = arg(8, "cues (recall) or seeds (train)", lo=1, hi=4096)
+    steps: int = arg(20, "steps of every member per round", lo=1)
+    rounds: int = arg(7, "interleaved timing rounds", lo=2)
+    threads: int = arg(1, "torch and numba CPU threads", lo=1)
+    quick: bool = arg(False, "32^2, 2 members, 3 steps, 3 rounds (seconds)")
+
+
+QUICK = dict(grids=(32,), members=2, steps=3, rounds=3)
 
 
 def timed(path: str, fn) -> float:
@@ -72,28 +78,16 @@ def case(kind: str, grid: int, members: int, steps: int):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--grids", type=int, nargs="+", default=[64, 128])
-    ap.add_argument("--members", type=int, default=8, help="cues (recall) or seeds (train)")
-    ap.add_argument("--steps", type=int, default=20, help="steps of every member per round")
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--quick", action="store_true", help="32^2, 2 members, 3 rounds")
-    a = ap.parse_args(argv)
-    if a.quick:
-        a.grids, a.members, a.steps, a.rounds = [32], 2, 3, 3
-    for name, lo in (("members", 1), ("steps", 1), ("rounds", 2), ("threads", 1)):
-        if getattr(a, name) < lo:
-            ap.error(f"--{name} {getattr(a, name)}: must be >= {lo}")
+    a = cli.parse(Args, argv, description=__doc__.split("\n\n")[0], quick=QUICK)
+    if os.environ.get("SUBSTRATE_NO_KERNEL"):
+        raise ValueError("SUBSTRATE_NO_KERNEL is set: there is no kernel to compare")
     torch.set_num_threads(a.threads)
-    print(f"{machine()}, {os.cpu_count()} cores, "
+    print(f"{cpu_model()}, {os.cpu_count()} cores, "
           f"{a.threads} thread(s), load average {load_average()}")
     for grid in a.grids:
         for kind in ("recall", "train"):
             fn = case(kind, grid, a.members, a.steps)
             timed("kernel", fn)                       # compile or load the kernel
-            if os.environ.get("SUBSTRATE_NO_KERNEL"):
-                ap.error("SUBSTRATE_NO_KERNEL is set: there is no kernel to compare")
             times = {p: [] for p in PATHS}
             for _ in range(a.rounds):
                 for p in PATHS:
@@ -107,4 +101,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_cli(main)

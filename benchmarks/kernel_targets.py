@@ -177,8 +177,8 @@ def battery_condition_target(rounds=1, seeds=RECALL_SEEDS, grid=256, settle_step
     every cue of the imprint battery recalled to its settled read-out under the engine's
     Settle tracker), `--rule surround_inhibited`, kernel against compiled, `rounds`
     interleaved rounds (the order alternating) from the same stored fields: (markdown,
-    target rows). The store (three patterns, the scar rule's hook: the compiled path on
-    both, since the kernel does not fuse a storage rule) is run and timed once and added
+    target rows). The store (three patterns, the rule's hook: the compiled path on both,
+    since the kernel fuses only the published rule) is run and timed once and added
     to both sides for the whole-condition ratio; the capacity study of the condition
     (run_capacity) is not run. settle_steps, settle_min: the study's defaults when None."""
     import dataclasses
@@ -250,7 +250,7 @@ def battery_condition_target(rounds=1, seeds=RECALL_SEEDS, grid=256, settle_step
           f"most {args.settle_steps}), read at {args.multi_recall_steps} steps and settled; "
           f"{rounds} interleaved round(s) from the same stored fields; load average "
           f"{load_average()}. The store ({store_s:.0f} s, run once) takes the compiled path "
-          f"on both sides (the kernel does not fuse a storage rule's hook); the capacity "
+          f"on both sides (the kernel fuses only the published rule's hook); the capacity "
           f"study of the condition is not run.", "",
           f"- recall battery: kernel {', '.join(f'{x:.0f}' for x in times['kernel'])} s, "
           f"compiled {', '.join(f'{x:.0f}' for x in times['compiled'])} s: "
@@ -268,8 +268,8 @@ def battery_condition_target(rounds=1, seeds=RECALL_SEEDS, grid=256, settle_step
     tag = f"{seeds} seeds, {grid}^2" + ("" if args.settle_steps == 6000 else
                                         f", settle {args.settle_min}-{args.settle_steps}")
     same = {"mean": diff_means, "low": diff_means, "high": diff_means}
-    reason = (f"the store ({store_s:.0f} s) runs the scar rule's hook on the compiled path "
-              "on both sides" if whole["low"] is None or whole["low"] < 5.0 else "")
+    reason = (f"the store ({store_s:.0f} s) runs the {BATTERY_RULE} rule's hook on the "
+              "compiled path on both sides" if whole["low"] is None or whole["low"] < 5.0 else "")
     rows = [target_row(f"associative battery, one condition ({BATTERY_RULE}, {tag}, "
                        "settled read-outs), store included", whole, 5.0, reason=reason),
             target_row("associative battery, one condition: its recalls alone", recall, 5.0,

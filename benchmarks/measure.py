@@ -38,6 +38,18 @@ def fmt_ratio(r):
     return f"{r['mean']:.1f}x [{r['low']:.1f}, {r['high']:.1f}]"
 
 
+def cpu_model() -> str:
+    """The processor's model name (Linux /proc/cpuinfo), else the platform's word for it."""
+    import platform
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def load_average():
     try:
         return " / ".join(f"{x:.1f}" for x in os.getloadavg())

@@ -29,7 +29,9 @@ reassociation), so a step here is bit-identical to the eager torch step. What it
 * a fused feed factor: F = F_base * clamp(1 - gain * (mean V - set_point), 0, 1) per
   member after every step (scarring.GlobalInhibition's hook), or the lit-area form
   F = F_base * clamp(1 - gain * max((share lit - area) / area, 0), 0, 1)
-  (models/media.py AreaInhibition).
+  (models/media.py AreaInhibition);
+* a fused scar rule: the published match-map rule (scarring.ScarRule) after every step
+  of a training run, so that training, too, needs no compiler.
 
 Threads: numba's, set to torch's count for each run (the project's --threads). The
 functions are cached on disk by numba (cache=True, next to this file in __pycache__), so a
@@ -300,6 +302,103 @@ def run_tiles(A_U, A_V, B_U, B_V, F, K, first, last, chg, vsum, scale, shape, ni
     return 0
 
 
+# ---- the published scar rule fused: a training run's update after every step ------------
+#
+# scarring.ScarRule's update, per member after each step on the new V: the cosine of V to
+# the member's target (metrics.cosine_similarity: 0 when V or the target sums below
+# `empty`), then, while it exceeds the gate, F += f_step and K -= k_step where V and the
+# target both exceed the threshold (and the relaxation toward F0, K0 by `relax`), F, K
+# clamped. The update is the torch rule's operation for operation in the state's dtype,
+# so F, K match it bit for bit; the cosine is summed in float64 here (any order), so its
+# last float32 bit may differ from torch's, which matters only when it lies within that
+# bit of the gate. A scarring run steps every tile: the rule moves F, K under live ground.
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath={"reassoc"})
+def _cosine(V, T, tt, tsum, empty):
+    """cos(V, T) of one member (2D): dot / (|V| |T|), 0 when V or T sums below empty;
+    tt, tsum: T's sum of squares and its sum (float64). Reassociated: it vectorises."""
+    dot, vv, vs = 0.0, 0.0, 0.0
+    H, W = V.shape
+    for i in range(H):
+        for j in range(W):
+            v, t = np.float64(V[i, j]), np.float64(T[i, j])
+            dot += v * t
+            vv += v * v
+            vs += v
+    if vs < empty or tsum < empty:
+        return 0.0
+    return dot / max(np.sqrt(vv) * np.sqrt(tt), 1e-12)
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _scar(V, T, F, K, gated, everywhere, sp):
+    """One update of F, K (2D, in place) from V and T (module text above): sp = (threshold,
+    f_step, k_step, relax, F0, K0, F_min, F_max, K_min, K_max) in the state's dtype.
+    Ungated, F and K stay as they are, only clamped (everywhere: on the run's first step,
+    after which every value stays clamped)."""
+    if not (gated or everywhere):
+        return
+    thr, df, dk, relax, F0, K0, Fmin, Fmax, Kmin, Kmax = sp
+    H, W = V.shape
+    decay = gated and relax > 0
+    for i in range(H):
+        for j in range(W):
+            f, k = F[i, j], K[i, j]
+            if gated and V[i, j] > thr and T[i, j] > thr:
+                f = f + df
+                k = k - dk
+            if decay:
+                f = f - relax * (f - F0)
+                k = k - relax * (k - K0)
+            F[i, j] = min(max(f, Fmin), Fmax)
+            K[i, j] = min(max(k, Kmin), Kmax)
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _scar_member(A_V, B_V, F, K, T, tt, tsum, b, s, sim, gate, empty, sp):
+    """The rule after step s of member b: its cosine into sim[b], then the update."""
+    tb = b if T.shape[0] > 1 else np.intp(0)
+    V = B_V[b] if s % 2 == 1 else A_V[b]
+    sim[b] = _cosine(V, T[tb], tt[tb], tsum[tb], empty)
+    _scar(V, T[tb], F[b], K[b], F.dtype.type(sim[b]) > gate, s == 1, sp)
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def run_members_scar(A_U, A_V, B_U, B_V, F, K, T, tt, tsum, first, last, chg, vsum,
+                     scale, shape, nine, w, c, flags, sim, gate, empty, sp):
+    """Steps first..last of every member with the scar rule after each, one member per
+    thread at a time (run_members). F, K (B, H, W) per member; T (1 or B, H, W)."""
+    B, H, W = A_U.shape
+    nt = chg.shape[2]
+    for b in prange(B):
+        for s in range(first, last + 1):
+            scale[b, 0] = np.nan   # step every tile (the rule changes F, K)
+            for t in range(nt):
+                _tile(A_U, A_V, B_U, B_V, F, K, b, t, s, chg[b], vsum[b], scale[b], shape,
+                      nine, w, c, flags, False, -1.0)
+            _scar_member(A_V, B_V, F, K, T, tt, tsum, np.intp(b), s, sim, gate, empty, sp)
+    return 0
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def run_tiles_scar(A_U, A_V, B_U, B_V, F, K, T, tt, tsum, first, last, chg, vsum, scale,
+                   shape, nine, w, c, flags, sim, gate, empty, sp):
+    """The same with the tiles of each step shared among the threads (run_tiles)."""
+    B, H, W = A_U.shape
+    nt = chg.shape[2]
+    for s in range(first, last + 1):
+        scale[:, 0] = np.nan
+        for bt in prange(B * nt):
+            i = np.intp(bt)
+            b = i // nt
+            _tile(A_U, A_V, B_U, B_V, F, K, b, i - b * nt, s, chg[b], vsum[b], scale[b],
+                  shape, nine, w, c, flags, False, -1.0)
+        for b in prange(B):
+            _scar_member(A_V, B_V, F, K, T, tt, tsum, np.intp(b), s, sim, gate, empty, sp)
+    return 0
+
+
 # ---- blocking in time within a member: k steps per band while it sits in cache ----------
 #
 # A band is BAND_ROWS full-width rows of one member. Its k steps run in a scratch of
@@ -468,6 +567,7 @@ class State:
         self.group_changed = np.ones((batch, 2, -(-height // TILE_ROWS)), dtype=np.bool_)
         self.vsum = np.zeros((batch, tiles), dtype=np.float64)
         self.scale = np.ones((batch, 2), dtype=_np_dtype(dtype))
+        self.similarity = np.zeros(batch, dtype=np.float64)   # the fused scar rule's cosine
 
     def step_everything(self):
         """The next step computes every tile (its inputs may have changed anywhere)."""
@@ -517,15 +617,35 @@ def block_for(batch, height, width, threads=None):
     return BLOCK
 
 
-def run(A_U, A_V, B_U, B_V, F, K, first, last, state, args):
+def scar_arguments(dtype, target, gate, empty, constants):
+    """(T, tt, tsum, gate, empty, sp): the fused scar rule's arguments (run's `scar`).
+    target: (1 or B, H, W) array; constants: (threshold, f_step, k_step, relax, F0, K0,
+    F_min, F_max, K_min, K_max), cast to the state's dtype like torch casts a scalar."""
+    t = _np_dtype(dtype).type
+    T = np.ascontiguousarray(target, dtype=_np_dtype(dtype))
+    wide = T.astype(np.float64).reshape(T.shape[0], -1)
+    tt = np.ascontiguousarray((wide * wide).sum(1))
+    return (T, tt, np.ascontiguousarray(wide.sum(1)), t(gate), float(empty),
+            tuple(t(x) for x in constants))
+
+
+def run(A_U, A_V, B_U, B_V, F, K, first, last, state, args, scar=None):
     """Steps first..last (run-relative, from 1) of every member. F, K (1 or B, H, W).
     Blocking in time only without the fused feed factor: that one needs the mean of V
     (or the lit area) over the whole member after every step, which a band's k steps do
-    not have."""
+    not have; nor under the fused scar rule (scar: scar_arguments; F, K per member,
+    updated in place; each step's cosine in state.similarity), for the same reason."""
     nine, w, c, flags, feed, fp = args
     threads = numba.get_num_threads()
     batch, height, width = A_U.shape
     by_members = _by_members(batch, threads)
+    if scar is not None:
+        T, tt, tsum, gate, empty, sp = scar
+        driver = run_members_scar if by_members else run_tiles_scar
+        driver(A_U, A_V, B_U, B_V, F, K, T, tt, tsum, first, last, state.changed,
+               state.vsum, state.scale, state.shape, nine, w, c, flags, state.similarity,
+               gate, empty, sp)
+        return
     k, rows = state.block
     if k > 1 and not feed and width >= 3:
         if by_members:

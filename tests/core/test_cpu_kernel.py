@@ -206,6 +206,63 @@ def test_fused_area_inhibition_matches_its_hook_bit_for_bit():
         assert torch.equal(getattr(runs[0], name), getattr(runs[1], name)), name
 
 
+@pytest.mark.parametrize("batch", [1, 4])      # tiles shared by the threads; whole members
+@pytest.mark.parametrize("scar_decay", [0.0, 0.3])
+def test_fused_scar_rule_matches_its_hook_bit_for_bit(batch, scar_decay):
+    """The published rule (scarring.ScarRule) runs inside the kernel: U, V, F, K equal
+    the eager hook's bit for bit, with members above and below the gate, clamps that
+    cut the starting F, K, a target per member or shared, and the hook's similarity
+    handed to on_record at every record."""
+    from scarring import ScarRule, _scar_epilogue
+    U, V, F, K = random_state(batch, 16, 24, torch.float32, seed=11)
+    g = torch.Generator().manual_seed(12)
+    target = (torch.rand((batch, 16, 24), generator=g) > 0.6).float()
+    target[0] = (V[0] > 0.2).float()          # member 0 starts near its target
+    rule = ScarRule(strength=0.004, gate=0.6, F_max=0.07, K_min=0.035,
+                    scar_decay=scar_decay)
+    for shared in (False, True):
+        t = target[0] if shared else target
+        runs = []
+        for compile in (False, "auto"):
+            gs = kernel_medium(U, V, F, K, compile=compile)
+            outs = {}
+            gs.run(8, hook=_scar_epilogue, hook_args=(t, rule, 2), record_every=3,
+                   on_record=lambda i, U_, V_, out, o=outs: o.update({i: out.clone()}))
+            runs.append((gs, outs))
+        (eager, eager_outs), (kernel, kernel_outs) = runs
+        assert kernel.last_path == "kernel"
+        sims = torch.stack(list(eager_outs.values()))
+        assert (sims - rule.gate).abs().min() > 1e-3    # no gate decision on a last bit
+        if not shared and batch > 1:
+            assert (sims > rule.gate).any() and (sims < rule.gate).any()
+        assert (kernel.F != F.expand_as(kernel.F)).any()   # it scarred (or clamped)
+        for name in "UVFK":
+            assert torch.equal(getattr(eager, name), getattr(kernel, name)), name
+        assert sorted(eager_outs) == sorted(kernel_outs) == [3, 6, 8]
+        for i in eager_outs:
+            assert torch.equal(eager_outs[i], kernel_outs[i])
+
+
+def test_a_rule_the_kernel_does_not_fuse_takes_the_compiled_or_eager_path():
+    """Only the published rule is fused: a subclass (whose update may differ) is not."""
+    from dataclasses import dataclass
+
+    from scarring import ScarRule, _scar_epilogue
+
+    @dataclass(frozen=True)
+    class Halved(ScarRule):
+        def update(self, V, target, F, K, similarity):
+            F2, K2 = super().update(V, target, F, K, similarity)
+            return (F + F2) / 2, (K + K2) / 2
+
+    U, V, F, K = random_state(2, 8, 12, torch.float32, seed=13)
+    gs = kernel_medium(U, V, F, K)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gs.run(2, hook=_scar_epilogue, hook_args=(V[0] > 0.2, Halved(), 2))
+    assert gs.last_path != "kernel"
+
+
 def test_a_hook_it_cannot_fuse_falls_back_and_says_so_once():
     def hook(V, F, K):
         return F * 1.0, K, V.mean()

@@ -213,6 +213,7 @@ def test_nan_during_run_is_a_clear_error(tmp_path, monkeypatch):
         return U2, V2
     poisoned.calls = 0
     monkeypatch.setattr(substrate, "gray_scott_step", poisoned)
+    monkeypatch.setenv("SUBSTRATE_NO_KERNEL", "1")   # the eager path, where the NaN goes in
     with pytest.raises(substrate.SimulationError, match="first at step 7"):
         sv.main([*TINY, "--seeds", "1", "--no-video", "--out", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()

@@ -3,6 +3,8 @@
     save_state(path, U=..., V=..., F=..., K=..., step=1000, seeds=[0, 1], rule=...,
                protocol=..., extra={"phase2_scarred_V": ...})
     state = load_state(path)      # {"U", "V", "F", "K": tensors, "step", "seeds", ...}
+    members(state, [1, 0, 1])     # some of its batch members (a sweep's points x seeds)
+    file_digest(path)             # its sha256: work keyed on the file's content
 
 The file is a plain numpy .npz (a zip of .npy arrays; np.load(path) opens it, no pickles):
 

@@ -243,6 +243,22 @@ def test_fused_scar_rule_matches_its_hook_bit_for_bit(batch, scar_decay):
             assert torch.equal(eager_outs[i], kernel_outs[i])
 
 
+def test_the_published_training_runs_on_the_kernel(monkeypatch):
+    """A study's training with the published rule takes the kernel: no compiled or eager
+    step, so no compiler start-up."""
+    import patterns
+    from protocol import Protocol
+    from scarring import Study
+
+    paths = []
+    real = GrayScott._finish_run
+    monkeypatch.setattr(GrayScott, "_finish_run",
+                        lambda self, steps, *r: (paths.append(r[-1]), real(self, steps, *r)))
+    target = torch.as_tensor(patterns.make_pattern("square_spots", 32, 32))[None]
+    Study(Protocol(grid=32)).store(target, [0, 1], 6)
+    assert paths and set(paths) == {"kernel"}
+
+
 def test_a_rule_the_kernel_does_not_fuse_takes_the_compiled_or_eager_path():
     """Only the published rule is fused: a subclass (whose update may differ) is not."""
     from dataclasses import dataclass

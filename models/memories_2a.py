@@ -107,15 +107,20 @@ class KuramotoMemory(SettleLog):
             fields = self.medium.train(fields, targets[:, p:p + 1], self.train_steps, noise)
             if p + 1 in snapshots:
                 by_k[p + 1] = {k: v.clone() for k, v in fields.items()}
-        return fields, by_k
+        # each seed's value travels with its fields: recall draws its start jitter from it,
+        # so a seed gives the same recall alone and in any batch
+        seed = torch.as_tensor(list(seeds), dtype=torch.long)
+        return {**fields, "seed": seed}, {k: {**f, "seed": seed} for k, f in by_k.items()}
 
     def recall(self, stored, cues):
         S, C, H, W = cues.shape
         m, out, steps, settled = self.medium, [], [], []
+        seed_of = stored.get("seed", torch.arange(S))
         for s in range(S):
-            f = {k: v[s:s + 1] if v.dim() else v for k, v in stored.items()}   # seed s's fields
+            f = {k: v[s:s + 1] if v.dim() else v for k, v in stored.items()
+                 if k != "seed"}   # seed s's fields
             (theta,) = m.initial_state(levels(cues[s], self.on_level))
-            g = torch.Generator().manual_seed(7_919 + s)
+            g = torch.Generator().manual_seed(7_919 + int(seed_of[s]))
             state = (theta + self.jitter * torch.randn(theta.shape, generator=g),)
             state, n, ok = _settle(lambda st, k: m.step(st, _batch(f, st[0].shape[0]), k),
                                    m.activity, state, self.max_steps, self.check_every,

@@ -144,6 +144,20 @@ def test_battery_adapters_recall_a_stored_disc_from_its_half():
         assert lit[pats[0, 0] > 0].float().mean() > 0.9, mem.name
 
 
+def test_kuramoto_recall_of_a_seed_is_the_same_alone_and_in_a_batch():
+    """The start jitter is drawn from each seed's value, not its place in the batch."""
+    from models.memories_2a import ON_LEVEL, KuramotoMemory
+    from patterns import PEAK
+
+    H = 12
+    pats = PEAK * torch.stack([disc(H, 4, 4, 3), disc(H, 8, 8, 3)])[None]
+    cue = ON_LEVEL / PEAK * pats[:, :1] * (torch.arange(H) < 5).float()
+    mem = KuramotoMemory(train_steps=5, max_steps=20, check_every=10, min_steps=10)
+    alone, _ = mem.recall(mem.store(pats, [3])[0], cue)
+    batch, _ = mem.recall(mem.store(pats.expand(2, -1, -1, -1), [2, 3])[0], cue.expand(2, -1, -1, -1))
+    assert torch.equal(alone[0], batch[1])
+
+
 def circular_gap(a, b):
     d = (a - b).abs() % (2 * math.pi)
     return torch.minimum(d, 2 * math.pi - d).max().item()

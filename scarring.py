@@ -466,7 +466,7 @@ def _kernel_scar(target, rule: StorageRule, spatial_dims: int):
 
     if type(rule) is not ScarRule or spatial_dims != 2:
         return None
-    r = rule
+    r = rule   # short: the constants below are many
     return {"target": target, "gate": r.gate, "empty": EMPTY_SUM,
             "constants": (r.match_threshold, r.f_ratio * r.strength, r.k_ratio * r.strength,
                           r.scar_decay, r.F0, r.K0, r.F_min, r.F_max, r.K_min, r.K_max),

@@ -580,8 +580,9 @@ class GrayScott:
         constants = {i: a for i, a in enumerate(hook_args) if not isinstance(a, torch.Tensor)}
         key = self._key(hook, constants)
         result = None
-        if self._use_kernel(hook, hook_args):
-            result = self._run_kernel(hook_args=tuple(hook_args), **loop)
+        fused = self._kernel_fusion(hook, hook_args)
+        if fused is not None:
+            result = self._run_kernel(hook_args=tuple(hook_args), fused=fused, **loop)
         elif self._use_compiled(steps, key):
             result = self._run_compiled(key, tensors, constants, **loop)
         if result is None:
@@ -593,17 +594,20 @@ class GrayScott:
         return ("gray_scott", physics, self.ndim, self.device.type, hook,
                 tuple(sorted(constants.items())))
 
-    def _use_kernel(self, hook, hook_args) -> bool:
-        """The hand-written CPU kernel serves compile="auto" runs of 2D CPU media with no
-        hook or one it fuses (fused_feed, fused_scar); any other hook runs on the
-        compiled path (or eagerly), which fuses arbitrary tensor code: said once per
-        hook."""
+    def _kernel_fusion(self, hook, hook_args):
+        """(feed, scar) when the hand-written CPU kernel serves the run, else None. It
+        serves compile="auto" runs of 2D CPU media with no hook (None, None) or one it
+        fuses (fused_feed's or fused_scar's spec); any other hook runs on the compiled
+        path (or eagerly), which fuses arbitrary tensor code: said once per hook."""
         if not (self.compile == "auto" and self.device.type == "cpu" and self.ndim == 2
                 and kernel_available()):
-            return False
-        if (hook is None or fused_feed(hook) is not None
-                or fused_scar(hook, hook_args) is not None):
-            return True
+            return None
+        if hook is None:
+            return None, None
+        feed = fused_feed(hook)
+        scar = None if feed is not None else fused_scar(hook, hook_args)
+        if feed is not None or scar is not None:
+            return feed, scar
         name = getattr(hook, "__qualname__", repr(hook))
         kinds = [type(a).__name__ for a in hook_args if not isinstance(a, (torch.Tensor, int))]
         if kinds:   # a hook the kernel fuses for some arguments (a rule) names them
@@ -612,16 +616,15 @@ class GrayScott:
             _KERNEL_DECLINED.add(name)
             warnings.warn(f"the CPU kernel does not fuse the hook {name}: its runs take the "
                           f"compiled path (or the eager one)", RuntimeWarning, stacklevel=4)
-        return False
+        return None
 
-    def _run_kernel(self, steps, hook, hook_args, record_every, on_record):
+    def _run_kernel(self, steps, hook, hook_args, record_every, on_record, fused):
         """The run on the CPU kernel (common/cpu_kernel.py): (U, V, F, K, first bad step
-        or -1, "kernel"). A fused hook (fused_feed, fused_scar) runs inside the kernel's
+        or -1, "kernel"). fused: _kernel_fusion's (feed, scar), run inside the kernel's
         step."""
         from common import cpu_kernel as ck
         ck.use_threads(torch.get_num_threads())
-        feed = fused_feed(hook)
-        scar = None if feed is not None or hook is None else fused_scar(hook, hook_args)
+        feed, scar = fused
         # two buffers per field: step s reads A (s odd) or B (s even) and writes the other
         A_U, A_V = self.U.contiguous().clone(), self.V.contiguous().clone()
         B_U, B_V = torch.empty_like(A_U), torch.empty_like(A_V)

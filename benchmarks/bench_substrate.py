@@ -42,7 +42,7 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
-from benchmarks.measure import ROOT, fmt_ratio, load_average, noise_state, ratio_stat
+from benchmarks.measure import ROOT, cpu_model, fmt_ratio, load_average, noise_state, ratio_stat
 from common import cli
 from common.cli import FIGURE_FORMATS, arg
 
@@ -410,8 +410,6 @@ def scaling_figure(scaling, docs) -> str:
 # ---- the report --------------------------------------------------------------------------
 def machine_description(device):
     import torch
-
-    from benchmarks.measure import cpu_model
     text = (f"{cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads, Python {platform.python_version()}")
     if device.type == "cuda":

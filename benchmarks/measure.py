@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,6 @@ def fmt_ratio(r):
 
 def cpu_model() -> str:
     """The processor's model name (Linux /proc/cpuinfo), else the platform's word for it."""
-    import platform
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
